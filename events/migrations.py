@@ -1,0 +1,95 @@
+"""Recorded schema migrations for the SQLite file.
+
+Each migration has a name and runs once, inside a transaction with the row that records it in
+``_migrations``; a file opened by an older version of the code is brought forward on open.
+Projections keep their own tables and versions (see ``projections.engine``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+Migration = tuple[str, Callable[[sqlite3.Connection], None]]
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would commit the open transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+def _events_table(conn: sqlite3.Connection) -> None:
+    _run(
+        conn,
+        """
+        CREATE TABLE events (
+            position     INTEGER PRIMARY KEY,   -- the global, gap-free store position
+            event_id     TEXT NOT NULL UNIQUE,
+            kind         TEXT NOT NULL,
+            target_id    TEXT,                  -- what a correction or retraction is about
+            content_hash TEXT NOT NULL,         -- sha256 of the canonical JSON without "id"
+            recorded_at  TEXT NOT NULL,         -- UTC, fixed width, never decreasing
+            raw          BLOB NOT NULL,         -- the event exactly as received
+            body         TEXT NOT NULL          -- normalised JSON that projections read
+        );
+        CREATE INDEX events_target ON events(target_id) WHERE target_id IS NOT NULL;
+        CREATE INDEX events_recorded_at ON events(recorded_at);
+        CREATE INDEX events_aliases ON events(position) WHERE kind = 'entity_alias';
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is refused'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is refused'); END;
+        """
+    )
+
+
+def _projection_checkpoints(conn: sqlite3.Connection) -> None:
+    _run(
+        conn,
+        """
+        CREATE TABLE projection_checkpoints (
+            name        TEXT PRIMARY KEY,
+            version     INTEGER NOT NULL,
+            position    INTEGER NOT NULL DEFAULT 0,
+            state       TEXT NOT NULL DEFAULT 'live',
+            tables_tag  TEXT NOT NULL DEFAULT '',
+            updated_at  TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_events", _events_table),
+    ("0002_projection_checkpoints", _projection_checkpoints),
+]
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> list[str]:
+    """Apply the migrations this file has not seen yet; return their names."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    applied: list[str] = []
+    for name, step in migrations:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("COMMIT")
+                continue
+            step(conn)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (name, datetime.now(timezone.utc).isoformat()),
+            )
+            conn.execute("COMMIT")
+            applied.append(name)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return applied

@@ -1,0 +1,449 @@
+"""The news event of CONTRACT §1, as pydantic v2 models, and the one function that parses it.
+
+``parse_event`` turns a JSON value into a ``ParsedEvent``: the validated model, the event's id
+(given, or derived from its content), its content hash, and its *normalised body* (entity ids
+derived, defaults filled in) that projections read. Every rule violation raises
+``EventRejected`` whose message names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .dates import DateFormError, PartialDate, parse_partial
+from .ids import EVENT_ID_PATTERN, content_hash, derived_event_id, is_slug, slugify
+
+NEWS_KINDS = ("outage", "statement", "political_move", "report")
+EDITORIAL_KINDS = ("correction", "retraction", "entity_alias")
+KINDS = NEWS_KINDS + EDITORIAL_KINDS
+ENTITY_TYPES = ("person", "organization", "group", "place", "product", "other")
+ROLES = ("subject", "actor", "target", "mentioned")
+ACTIONS = ("contribution", "meeting", "appointment", "resignation", "scale_back", "endorsement", "policy", "other")
+CHANGEABLE = ("headline", "summary", "occurred_at", "ended_at", "entities", "sources", "details")
+
+MAX_EVENT_BYTES = 256 * 1024
+
+
+class EventRejected(ValueError):
+    """An event that breaks a rule of the contract: ``reason`` as in CONTRACT §3."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+
+
+def _text(min_length: int, max_length: int) -> Any:
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length)]
+
+
+EventId = Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)]
+Headline = _text(1, 300)
+Summary = _text(0, 5000)
+ShortText = _text(1, 500)
+
+
+def _check_slug(value: str) -> str:
+    if not is_slug(value):
+        raise ValueError(
+            f"{value!r} is not an entity id: ids are slugs such as 'elon-musk' "
+            f"(lower case, words joined by '-'); this one would be {slugify(value)!r}"
+        )
+    return value
+
+
+def _check_date(value: str) -> str:
+    try:
+        parse_partial(value)
+    except DateFormError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_instant(value: str) -> str:
+    _check_date(value)
+    if parse_partial(value).precision != "instant":
+        raise ValueError(f"{value!r} must be an instant with a time and an offset, e.g. '2025-05-25T08:00:00Z'")
+    return value
+
+
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+DateText = Annotated[str, StringConstraints(min_length=4, max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class Entity(Strict):
+    id: EntityId | None = None
+    name: _text(1, 200)
+    type: Literal[ENTITY_TYPES] = "other"  # type: ignore[valid-type]
+    role: Literal[ROLES] = "mentioned"  # type: ignore[valid-type]
+    wikidata: Annotated[str, StringConstraints(pattern=r"^Q[1-9][0-9]{0,11}$")] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        return None if value is None else _check_slug(value)
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> "Entity":
+        if self.id is None:
+            derived = slugify(self.name)
+            if not derived:
+                raise ValueError(f"name {self.name!r} has no letter or digit to derive an id from: give an id")
+            object.__setattr__(self, "id", derived)
+        return self
+
+
+class Source(Strict):
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    publisher: ShortText | None = None
+    title: ShortText | None = None
+    published_at: DateText | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http or https URL")
+        return value
+
+    @field_validator("published_at")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        return None if value is None else _check_instant(value)
+
+
+class Amount(Strict):
+    value: Annotated[int | float, Field(ge=0)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+# --- details by kind -------------------------------------------------------------------------
+
+
+class OutageDetails(Strict):
+    service: _text(1, 200)
+    duration_minutes: Annotated[int, Field(ge=0)] | None = None
+    cause: ShortText | None = None
+    claimed_by: EntityId | None = None
+
+
+class StatementDetails(Strict):
+    speaker: EntityId
+    quote: _text(1, 2000)
+    medium: ShortText | None = None
+
+
+class ReportDetails(Strict):
+    category: _text(1, 100) | None = None
+
+
+class PoliticalMoveDetails(Strict):
+    actor: EntityId
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    counterpart: EntityId | None = None
+    amount: Amount | None = None
+
+
+class Changes(Strict):
+    headline: Headline | None = None
+    summary: Summary | None = None
+    occurred_at: DateText | None = None
+    ended_at: DateText | None = None
+    entities: Annotated[list[Entity], Field(min_length=1, max_length=50)] | None = None
+    sources: Annotated[list[Source], Field(max_length=20)] | None = None
+    details: dict[str, Any] | None = None
+
+    @field_validator("occurred_at", "ended_at")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        return None if value is None else _check_date(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Changes":
+        if not self.model_fields_set:
+            raise ValueError(f"details.changes: must name at least one of: {', '.join(CHANGEABLE)}")
+        for required in ("headline", "occurred_at", "entities"):
+            if required in self.model_fields_set and getattr(self, required) is None:
+                raise ValueError(f"details.changes.{required}: cannot be null, the field is required")
+        if self.entities is not None:
+            _unique_entities(self.entities, "details.changes.entities")
+        return self
+
+
+class CorrectionDetails(Strict):
+    corrects: EventId
+    changes: Changes
+    reason: _text(1, 2000) | None = None
+
+
+class RetractionDetails(Strict):
+    retracts: EventId
+    reason: _text(1, 2000)
+
+
+class EntityAliasDetails(Strict):
+    alias: EntityId
+    canonical: EntityId
+    name: _text(1, 200) | None = None
+
+    @field_validator("alias", "canonical")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> "EntityAliasDetails":
+        if self.alias == self.canonical:
+            raise ValueError(f"details.alias: {self.alias!r} cannot be an alias of itself")
+        return self
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _unique_entities(entities: list[Entity], where: str) -> None:
+    seen: set[str] = set()
+    for i, entity in enumerate(entities):
+        if entity.id in seen:
+            raise ValueError(f"{where}.{i}.id: entity {entity.id!r} appears more than once in this event")
+        seen.add(entity.id)  # type: ignore[arg-type]
+
+
+class _Dated(Strict):
+    id: EventId | None = None
+    occurred_at: DateText
+    sources: Annotated[list[Source], Field(max_length=20)] = []
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        return _check_date(value)
+
+
+class _News(_Dated):
+    ended_at: DateText | None = None
+    headline: Headline
+    summary: Summary | None = None
+    entities: Annotated[list[Entity], Field(min_length=1, max_length=50)]
+
+    @field_validator("ended_at")
+    @classmethod
+    def _end(cls, value: str | None) -> str | None:
+        return None if value is None else _check_date(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "_News":
+        check_news_consistency(self)
+        return self
+
+
+def check_news_consistency(event: Any) -> None:
+    """Rules that span fields: the end not before the start, unique entities, references."""
+    if event.ended_at is not None:
+        if parse_partial(event.ended_at).end < parse_partial(event.occurred_at).start:
+            raise ValueError(
+                f"ended_at: {event.ended_at!r} ends before occurred_at {event.occurred_at!r} starts"
+            )
+    _unique_entities(event.entities, "entities")
+    ids = {e.id for e in event.entities}
+    details = event.details
+    for name in ("speaker", "actor", "counterpart", "claimed_by"):
+        ref = getattr(details, name, None)
+        if ref is not None and ref not in ids:
+            raise ValueError(
+                f"details.{name}: {ref!r} must be the id of one of the event's entities "
+                f"({', '.join(sorted(i for i in ids if i))})"
+            )
+
+
+class OutageEvent(_News):
+    kind: Literal["outage"]
+    details: OutageDetails
+
+
+class StatementEvent(_News):
+    kind: Literal["statement"]
+    details: StatementDetails
+
+
+class ReportEvent(_News):
+    kind: Literal["report"]
+    details: ReportDetails = ReportDetails()
+
+
+class PoliticalMoveEvent(_News):
+    kind: Literal["political_move"]
+    details: PoliticalMoveDetails
+
+
+class CorrectionEvent(_Dated):
+    kind: Literal["correction"]
+    details: CorrectionDetails
+
+
+class RetractionEvent(_Dated):
+    kind: Literal["retraction"]
+    details: RetractionDetails
+
+
+class EntityAliasEvent(_Dated):
+    kind: Literal["entity_alias"]
+    details: EntityAliasDetails
+
+
+Event = Union[
+    OutageEvent, StatementEvent, ReportEvent, PoliticalMoveEvent, CorrectionEvent, RetractionEvent, EntityAliasEvent
+]
+MODELS: dict[str, type[BaseModel]] = {
+    "outage": OutageEvent,
+    "statement": StatementEvent,
+    "report": ReportEvent,
+    "political_move": PoliticalMoveEvent,
+    "correction": CorrectionEvent,
+    "retraction": RetractionEvent,
+    "entity_alias": EntityAliasEvent,
+}
+DETAILS_MODELS: dict[str, type[BaseModel]] = {
+    "outage": OutageDetails,
+    "statement": StatementDetails,
+    "report": ReportDetails,
+    "political_move": PoliticalMoveDetails,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvent:
+    """A valid event: its id, kind, content hash and normalised body (a plain JSON dict)."""
+
+    id: str
+    kind: str
+    content_hash: str
+    body: dict[str, Any]
+
+    @property
+    def target(self) -> str | None:
+        """The event a correction or retraction is about."""
+        details = self.body["details"]
+        if self.kind == "correction":
+            return details["corrects"]
+        if self.kind == "retraction":
+            return details["retracts"]
+        return None
+
+    @property
+    def occurred(self) -> PartialDate:
+        return parse_partial(self.body["occurred_at"])
+
+
+_NAMES_FIELD = re.compile(r"^[\w.]+: ")
+
+
+def format_errors(exc: ValidationError, prefix: str = "") -> str:
+    """One clause per broken rule, each starting with the field's dotted path."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            if _NAMES_FIELD.match(msg):
+                lines.append(prefix + msg)
+                continue
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err['input']!r}"
+        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "event"
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def dump_body(model: BaseModel) -> dict[str, Any]:
+    """The normalised JSON body: derived entity ids and defaults filled in, nulls left out."""
+    body = model.model_dump(mode="json", exclude_none=True)
+    if body.get("kind") == "correction":
+        changes: Changes = model.details.changes  # type: ignore[attr-defined]
+        full = changes.model_dump(mode="json", exclude_none=True)
+        # A field named in the changes is kept even when null: null removes an optional field.
+        body["details"]["changes"] = {key: full.get(key) for key in changes.model_fields_set}
+    return body
+
+
+def parse_event(raw: Any) -> ParsedEvent:
+    """Validate a decoded JSON value as an event; raise ``EventRejected('schema', ...)``."""
+    if not isinstance(raw, dict):
+        raise EventRejected("schema", f"event: must be a JSON object, got {type(raw).__name__}")
+    kind = raw.get("kind")
+    if kind is None:
+        raise EventRejected("schema", "kind: field required")
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise EventRejected("schema", f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    try:
+        model = MODELS[kind].model_validate(raw, strict=True)
+    except ValidationError as exc:
+        raise EventRejected("schema", format_errors(exc)) from None
+    body = dump_body(model)
+    event_id = body.get("id") or derived_event_id(raw)
+    body["id"] = event_id
+    return ParsedEvent(id=event_id, kind=kind, content_hash=content_hash(raw), body=body)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Strict JSON (no NaN or Infinity); raise ``EventRejected('bad_json', ...)``."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventRejected("bad_json", f"event: not valid JSON: {exc}") from None
+
+
+def parse_event_bytes(data: bytes | str) -> ParsedEvent:
+    """The checks of CONTRACT §3 in order: ``too_large``, ``bad_json``, then ``schema``."""
+    size = len(data.encode("utf-8") if isinstance(data, str) else data)
+    if size > MAX_EVENT_BYTES:
+        raise EventRejected("too_large", f"event: {size} bytes is over the limit of {MAX_EVENT_BYTES} bytes (256 KiB)")
+    return parse_event(decode_json(data))
+
+
+def apply_changes(kind: str, body: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A news event's body with a correction's ``changes`` applied, validated again.
+
+    Each named field replaces the old value whole; ``None`` removes an optional field.
+    Raises ``EventRejected('schema', ...)`` when the result breaks a rule.
+    """
+    merged = {k: v for k, v in body.items()}
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    event_id = merged.pop("id", None)
+    try:
+        model = MODELS[kind].model_validate(merged, strict=True)
+    except ValidationError as exc:
+        raise EventRejected("schema", format_errors(exc, prefix="details.changes.")) from None
+    result = dump_body(model)
+    result["id"] = event_id
+    return result

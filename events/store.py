@@ -1,0 +1,302 @@
+"""The append-only event store: one SQLite file in WAL mode.
+
+``position`` is SQLite's rowid: rows are only ever inserted (triggers refuse UPDATE and DELETE),
+so positions are gap-free and give the one global order. A batch is appended in one
+``BEGIN IMMEDIATE`` transaction, which also serialises writers from several processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .dates import utc_now_key
+from .history import EventState, fold
+from .migrations import migrate
+from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
+
+_CHUNK = 900  # ids per IN (...) query
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    position: int
+    event_id: str
+    kind: str
+    target_id: str | None
+    recorded_at: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What became of one event of a batch: ``stored``, ``duplicate`` or ``rejected``."""
+
+    status: str
+    event_id: str
+    position: int | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An event to append: the parsed event and the exact bytes it arrived as."""
+
+    event: ParsedEvent
+    raw: bytes
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection with the settings every user of the file needs (WAL, waits on locks)."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    db = sqlite_utils.Database(conn)
+    if str(path) != ":memory:":
+        db.enable_wal()
+    conn.execute("PRAGMA synchronous = FULL")  # an acknowledged event survives a power cut
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class EventStore:
+    """Append, look up and read events. Only this module writes the ``events`` table."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.conn = connect(self.path)
+        migrate(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "EventStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, batch: Sequence[Candidate]) -> list[AppendResult]:
+        """Append a batch in one transaction; idempotent per event id.
+
+        The same id with the same content is a ``duplicate`` (a no-op); with other content it
+        is ``rejected`` with reason ``id_conflict``. Rules that depend on what is already
+        stored (alias cycles, a correction that would break its target) reject with
+        ``schema``. Either all of the batch's new events are stored, or none are.
+        """
+        if not batch:
+            return []
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = self._append_locked(batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _append_locked(self, batch: Sequence[Candidate]) -> list[AppendResult]:
+        conn = self.conn
+        known = self._hashes([c.event.id for c in batch])
+        row = conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1").fetchone()
+        position, last_recorded = (row[0], row[1]) if row else (0, "")
+        recorded_at = max(utc_now_key(), last_recorded)
+        aliases: dict[str, str] | None = None
+        results: list[AppendResult] = []
+        rows: list[tuple[Any, ...]] = []
+        for candidate in batch:
+            event = candidate.event
+            existing = known.get(event.id)
+            if existing is not None:
+                if existing[1] == event.content_hash:
+                    results.append(AppendResult("duplicate", event.id, existing[0]))
+                else:
+                    results.append(
+                        AppendResult(
+                            "rejected",
+                            event.id,
+                            existing[0],
+                            "id_conflict",
+                            f"id: {event.id!r} is already stored (position {existing[0]}) with other content",
+                        )
+                    )
+                continue
+            try:
+                if event.kind == "entity_alias":
+                    if aliases is None:
+                        aliases = self._alias_graph()
+                    _check_alias(aliases, event.body["details"])
+                elif event.target is not None:
+                    self._check_editorial(event, pending=rows)
+            except EventRejected as exc:
+                results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
+                continue
+            position += 1
+            known[event.id] = (position, event.content_hash)
+            rows.append(
+                (
+                    position,
+                    event.id,
+                    event.kind,
+                    event.target,
+                    event.content_hash,
+                    recorded_at,
+                    candidate.raw,
+                    json.dumps(event.body, ensure_ascii=False, separators=(",", ":")),
+                )
+            )
+            results.append(AppendResult("stored", event.id, position))
+        conn.executemany(
+            "INSERT INTO events (position, event_id, kind, target_id, content_hash, recorded_at, raw, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return results
+
+    def _hashes(self, ids: list[str]) -> dict[str, tuple[int, str]]:
+        found: dict[str, tuple[int, str]] = {}
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), _CHUNK):
+            chunk = unique[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for event_id, position, digest in self.conn.execute(
+                f"SELECT event_id, position, content_hash FROM events WHERE event_id IN ({marks})", chunk
+            ):
+                found[event_id] = (position, digest)
+        return found
+
+    def _alias_graph(self) -> dict[str, str]:
+        graph: dict[str, str] = {}
+        for (body,) in self.conn.execute(
+            "SELECT body FROM events WHERE kind = 'entity_alias' ORDER BY position"
+        ):
+            details = json.loads(body)["details"]
+            graph[details["alias"]] = details["canonical"]
+        return graph
+
+    def _check_editorial(self, event: ParsedEvent, pending: list[tuple[Any, ...]]) -> None:
+        """A correction or retraction whose target is known must fit that target."""
+        target_id = event.target
+        assert target_id is not None
+        target = self.get(target_id)
+        pending_bodies = {row[1]: (row[2], json.loads(row[7])) for row in pending}
+        if target is None and target_id in pending_bodies:
+            kind, body = pending_bodies[target_id]
+            target = StoredEvent(0, target_id, kind, None, "", body)
+        field = "details.corrects" if event.kind == "correction" else "details.retracts"
+        if target is None:
+            return  # waits for its target: applied when that arrives
+        if target.kind not in NEWS_KINDS:
+            raise EventRejected(
+                "schema", f"{field}: {target_id!r} is a {target.kind}, not a news event; only news events change"
+            )
+        if event.kind == "correction":
+            editorial = self.editorial_for(target_id)
+            state = fold(target, editorial)
+            apply_changes(target.kind, state.body, event.body["details"]["changes"])
+
+    # --- reading -------------------------------------------------------------------------
+
+    def head(self) -> int:
+        row = self.conn.execute("SELECT MAX(position) FROM events").fetchone()
+        return row[0] or 0
+
+    def get(self, event_id: str, upto: int | None = None) -> StoredEvent | None:
+        sql = "SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE event_id = ?"
+        row = self.conn.execute(sql, (event_id,)).fetchone()
+        if row is None or (upto is not None and row[0] > upto):
+            return None
+        return _stored(row)
+
+    def raw(self, event_id: str) -> bytes | None:
+        row = self.conn.execute("SELECT raw FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def editorial_for(self, target_id: str, upto: int | None = None) -> list[StoredEvent]:
+        """The corrections and retractions about an event, in store order."""
+        rows = self.conn.execute(
+            "SELECT position, event_id, kind, target_id, recorded_at, body FROM events"
+            " WHERE target_id = ? AND position <= ? ORDER BY position",
+            (target_id, upto if upto is not None else 2**62),
+        )
+        return [_stored(r) for r in rows]
+
+    def state(self, event_id: str, upto: int | None = None) -> tuple[StoredEvent, EventState] | None:
+        """An event as it stands at a position (corrections and retraction applied)."""
+        event = self.get(event_id, upto)
+        if event is None:
+            return None
+        return event, fold(event, self.editorial_for(event_id, upto))
+
+    def read(self, after: int, limit: int = 1000, upto: int | None = None) -> list[StoredEvent]:
+        """Events with ``after < position <= upto``, in order, at most ``limit``."""
+        rows = self.conn.execute(
+            "SELECT position, event_id, kind, target_id, recorded_at, body FROM events"
+            " WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
+            (after, upto if upto is not None else 2**62, limit),
+        )
+        return [_stored(r) for r in rows]
+
+    def iter_from(self, after: int, upto: int, chunk: int = 5000) -> Iterator[list[StoredEvent]]:
+        while after < upto:
+            events = self.read(after, chunk, upto)
+            if not events:
+                return
+            yield events
+            after = events[-1].position
+
+    def position_at(self, instant_key: str) -> int:
+        """The last position recorded at or before an instant (0 when none)."""
+        row = self.conn.execute(
+            "SELECT MAX(position) FROM events WHERE recorded_at <= ?", (instant_key,)
+        ).fetchone()
+        return row[0] or 0
+
+    def aliases(self, after: int = 0) -> list[tuple[int, str, str, str | None]]:
+        """Alias declarations after a position: ``(position, alias, canonical, name)``."""
+        out = []
+        for position, body in self.conn.execute(
+            "SELECT position, body FROM events WHERE kind = 'entity_alias' AND position > ? ORDER BY position",
+            (after,),
+        ):
+            details = json.loads(body)["details"]
+            out.append((position, details["alias"], details["canonical"], details.get("name")))
+        return out
+
+    def count(self) -> int:
+        return self.head()
+
+
+def _stored(row: Iterable[Any]) -> StoredEvent:
+    position, event_id, kind, target_id, recorded_at, body = row
+    return StoredEvent(position, event_id, kind, target_id, recorded_at, json.loads(body))
+
+
+def _check_alias(graph: dict[str, str], details: dict[str, Any]) -> None:
+    """Reject an alias that would close a cycle; on success record it in ``graph``."""
+    alias, canonical = details["alias"], details["canonical"]
+    chain = [canonical]
+    current = canonical
+    while current in graph:
+        current = graph[current]
+        chain.append(current)
+        if current == alias or len(chain) > 10_000:
+            break
+    if current == alias or canonical == alias:
+        path = " → ".join([alias, *chain])
+        raise EventRejected(
+            "schema",
+            f"details.canonical: {canonical!r} already resolves to {alias!r}, so this alias would close a cycle ({path})",
+        )
+    graph[alias] = canonical

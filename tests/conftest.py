@@ -1,0 +1,73 @@
+"""Shared pytest fixtures.
+
+Sections (append new fixtures under their own header):
+  - Redis: a real Redis server for the test session (``REDIS_URL`` when set, else a
+    ``redis-server`` child process), a private one per test for stop/restart/kill tests, and a
+    unique stream name per test so tests on a shared Redis never see each other's entries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import redis
+
+from timeline.embedded_redis import RedisServer
+
+# --------------------------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the Redis shared by the whole session.
+
+    ``REDIS_URL`` when it is set (and not empty); otherwise a real redis-server started in a
+    temporary directory for the session (no AOF: nothing there has to survive the session).
+    """
+    url = os.environ.get("REDIS_URL", "").strip()
+    if url:
+        yield url
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis-session"), appendonly=False)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started redis-server of this test's own (AOF on), for tests that stop, restart or
+    kill Redis. Its files are under ``tmp_path / "redis"``; it is stopped after the test."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stream_name() -> str:
+    """A stream name of this test's own; its dead-letter stream is ``stream_name + ":dead"``."""
+    return f"test:{uuid4().hex}:events"
+
+
+@pytest.fixture
+def redis_client(redis_url: str, stream_name: str) -> Iterator[redis.Redis]:
+    """A sync client on the session's Redis; deletes this test's streams afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        try:
+            client.delete(stream_name, f"{stream_name}:dead")
+        finally:
+            client.close()
