@@ -70,10 +70,12 @@ def connect(path: str | Path) -> sqlite3.Connection:
 class EventStore:
     """Append, look up and read events. Only this module writes the ``events`` table."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, reader: bool = False) -> None:
+        """Open (and migrate) the store; a ``reader`` leaves the schema to the writer."""
         self.path = str(path)
         self.conn = connect(self.path)
-        migrate(self.conn)
+        if not reader:
+            migrate(self.conn)
 
     def close(self) -> None:
         self.conn.close()

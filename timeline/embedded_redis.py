@@ -10,9 +10,9 @@ config file): it listens on 127.0.0.1, keeps its files (AOF, log) in ``data_dir`
 writes RDB snapshots.
 
 On Linux the child gets ``PR_SET_PDEATHSIG(SIGTERM)``, so a parent that is SIGKILLed does not
-leave a redis-server behind. Note that Linux sends that signal when the *thread* that started the
-child exits, so start servers from a long-lived thread (the main thread), not from a short-lived
-worker thread.
+leave a redis-server behind. Linux sends that signal when the *thread* that forked the child
+exits, so each server is forked from a keeper thread of its own that lives until the server is
+stopped: starting one from a short-lived worker thread is safe.
 
 Nothing here does any work at import time, and the module keeps no state of its own.
 """
@@ -144,6 +144,7 @@ class RedisServer:
         self._port = port
         self._port_fixed = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._release: threading.Event | None = None  # ends the keeper thread (see _spawn)
         self._lock = threading.RLock()
 
     # -- properties ---------------------------------------------------------------------------
@@ -224,23 +225,14 @@ class RedisServer:
         log_start = log_path.stat().st_size if log_path.exists() else 0
         # Errors printed before the server opens its log file (bad arguments) land in the log too.
         with open(log_path, "ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argument list
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=str(self.data_dir),
-                close_fds=True,
-                start_new_session=True,  # Ctrl-C in a terminal is for the parent, who stops us
-                preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509
-            )
+            self._proc = self._spawn(command, log)
         proc = self._proc
         deadline = time.monotonic() + READY_TIMEOUT
         client = _client(self.port, timeout=0.5)
         try:
             while True:
                 if proc.poll() is not None:
-                    self._proc = None
+                    self._forget()
                     log_text = _tail(log_path, log_start)
                     message = (
                         f"redis-server exited with status {proc.returncode} while starting "
@@ -257,7 +249,7 @@ class RedisServer:
                     pass  # not listening yet, or still loading the AOF
                 if time.monotonic() >= deadline:
                     self._kill_proc(proc)
-                    self._proc = None
+                    self._forget()
                     raise RuntimeError(
                         f"redis-server did not answer PING on {HOST}:{self.port} within "
                         f"{READY_TIMEOUT:.0f} s ({command[0]}). Log {log_path}:\n"
@@ -266,6 +258,55 @@ class RedisServer:
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def _spawn(self, command: list[str], log) -> subprocess.Popen[bytes]:
+        """Popen the server from a keeper thread that lives until the server is stopped.
+
+        Linux delivers PR_SET_PDEATHSIG when the *thread* that forked the child exits, so the
+        child is forked from a thread of its own, which waits until stop()/kill(). Then starting
+        from a short-lived worker thread (``asyncio.to_thread``, a thread pool) is safe, and the
+        server still dies with the process.
+        """
+        spawned: list[subprocess.Popen[bytes] | BaseException] = []
+        ready = threading.Event()
+        release = threading.Event()
+
+        def keeper() -> None:
+            try:
+                spawned.append(
+                    subprocess.Popen(  # noqa: S603 - fixed argument list
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        cwd=str(self.data_dir),
+                        close_fds=True,
+                        start_new_session=True,  # Ctrl-C in a terminal is for the parent
+                        preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509
+                    )
+                )
+            except BaseException as exc:  # handed to the caller below
+                spawned.append(exc)
+                return
+            finally:
+                ready.set()
+            release.wait()
+
+        thread = threading.Thread(target=keeper, name=f"redis-server:{self._port}", daemon=True)
+        thread.start()
+        ready.wait()
+        result = spawned[0]
+        if isinstance(result, BaseException):
+            raise result
+        self._release = release
+        return result
+
+    def _forget(self) -> None:
+        """Drop the (reaped) child and let its keeper thread end."""
+        self._proc = None
+        release, self._release = self._release, None
+        if release is not None:
+            release.set()
 
     def stop(self) -> None:
         """Stop the server cleanly (``SHUTDOWN``, which flushes the AOF); idempotent.
@@ -292,7 +333,7 @@ class RedisServer:
                         proc.wait(timeout=5)
                     except subprocess.TimeoutExpired:
                         self._kill_proc(proc)
-            self._proc = None
+            self._forget()
 
     def kill(self) -> None:
         """SIGKILL the server (a crash, for tests); idempotent. Data not yet in the AOF is lost."""
@@ -300,7 +341,7 @@ class RedisServer:
             proc = self._proc
             if proc is not None:
                 self._kill_proc(proc)
-            self._proc = None
+            self._forget()
 
     def restart(self) -> str:
         """Stop, then start again on the same port and data directory; returns :attr:`url`."""
@@ -318,7 +359,7 @@ class RedisServer:
     def _reap(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is not None:
-            self._proc = None
+            self._forget()
 
     def __enter__(self) -> RedisServer:
         self.start()

@@ -1,0 +1,353 @@
+"""The read side: timelines, entities and events, as of now or as of any instant.
+
+Every read runs in one SQLite read transaction (a WAL snapshot), on a connection of its own
+thread, so it never sees a half-applied batch or a half-swapped rebuild. ``P`` below is the
+store position a read answers for: the projection's checkpoint, or less for ``as_of``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from events.dates import parse_instant, parse_partial, to_key
+from events.ids import fold
+from events.store import EventStore
+
+from .aliases import AliasMap
+from .directory import MEMBERS, STATS
+from .timelines import ENTRIES, EVENTS
+
+
+class QueryError(ValueError):
+    """A parameter that breaks the rules: names the parameter (answered with 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineQuery:
+    since: str | None = None
+    until: str | None = None
+    kinds: Sequence[str] = ()
+    role: str | None = None
+    q: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+    order: str = "asc"
+    as_of: str | None = None
+    include_retracted: bool = False
+
+
+def encode_cursor(start_key: str, position: int, snapshot: int, order: str) -> str:
+    raw = json.dumps([start_key, position, snapshot, order], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int, int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        start_key, position, snapshot, order = json.loads(raw)
+        if not (isinstance(start_key, str) and isinstance(position, int) and isinstance(snapshot, int)):
+            raise ValueError
+        if order not in ("asc", "desc"):
+            raise ValueError
+        return start_key, position, snapshot, order
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise QueryError("cursor", "not a cursor this API gave out") from None
+
+
+def _instant_key(field: str, value: str) -> str:
+    try:
+        return to_key(parse_instant(value))
+    except ValueError as exc:
+        raise QueryError(field, str(exc)) from None
+
+
+def _partial(field: str, value: str) -> Any:
+    try:
+        return parse_partial(value)
+    except ValueError as exc:
+        raise QueryError(field, str(exc)) from None
+
+
+ENTRY_COLUMNS = (
+    "v.event_id, v.kind, v.occurred_at, v.ended_at, v.headline, v.summary, v.sources, v.details,"
+    " v.position, v.recorded_at, v.status, v.start_key"
+)
+
+
+class Queries:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.aliases = AliasMap()
+        self._local = threading.local()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def store(self) -> EventStore:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = EventStore(self.path, reader=True)
+        return store
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        conn = self.store.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        store = getattr(self._local, "store", None)
+        if store is not None:
+            store.close()
+            self._local.store = None
+
+    def _checkpoint(self, conn: sqlite3.Connection, name: str) -> tuple[int, str]:
+        row = conn.execute(
+            "SELECT position, tables_tag FROM projection_checkpoints WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise RuntimeError(f"projection {name!r} is not set up")
+        return row[0], row[1]
+
+    # --- events --------------------------------------------------------------------------
+
+    def event(self, event_id: str, as_of: str | None = None) -> dict[str, Any]:
+        with self.snapshot():
+            store = self.store
+            upto = store.position_at(_instant_key("as_of", as_of)) if as_of else None
+            found = store.state(event_id, upto)
+        if found is None:
+            raise NotFound(f"no event {event_id!r}" + (f" as of {as_of}" if as_of else ""))
+        event, state = found
+        return {
+            **state.body,
+            "position": event.position,
+            "recorded_at": event.recorded_at,
+            "status": state.status,
+            "history": state.history,
+        }
+
+    # --- entities ------------------------------------------------------------------------
+
+    def _entity(self, conn: sqlite3.Connection, canonical: str, upto: int) -> dict[str, Any] | None:
+        _, tag = self._checkpoint(conn, "entities")
+        members = self.aliases.members(canonical, upto)
+        marks = ",".join("?" * len(members))
+        rows = conn.execute(
+            f"SELECT id, name, type, name_position, event_count, first_key, first_at, last_key, last_at"
+            f" FROM {STATS}{tag} WHERE id IN ({marks})",
+            members,
+        ).fetchall()
+        if not rows:
+            return None
+        own = next((r for r in rows if r[0] == canonical), None)
+        latest = max(rows, key=lambda r: r[3])
+        name = self.aliases.display_name(canonical, upto) or (own or latest)[1]
+        kind = (own or latest)[2]
+        if len(members) == 1:
+            count, first_at, last_at = rows[0][4], rows[0][6], rows[0][8]
+        else:
+            count = conn.execute(
+                f"SELECT COUNT(DISTINCT event_id) FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})", members
+            ).fetchone()[0]
+            first = conn.execute(
+                f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"
+                " ORDER BY start_key, position LIMIT 1",
+                members,
+            ).fetchone()
+            last = conn.execute(
+                f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"
+                " ORDER BY start_key DESC, position DESC LIMIT 1",
+                members,
+            ).fetchone()
+            first_at, last_at = (first or (None,))[0], (last or (None,))[0]
+        return {
+            "id": canonical,
+            "name": name,
+            "type": kind,
+            "aliases": members[1:],
+            "event_count": count,
+            "first_at": first_at,
+            "last_at": last_at,
+        }
+
+    def entity(self, entity_id: str) -> dict[str, Any]:
+        self.aliases.refresh(self.store)
+        with self.snapshot() as conn:
+            head, _ = self._checkpoint(conn, "entities")
+            upto = max(head, self.aliases.seen)
+            found = self._entity(conn, self.aliases.resolve(entity_id, upto), upto)
+        if found is None:
+            raise NotFound(f"no entity {entity_id!r}")
+        return found
+
+    def entities(self, q: str | None = None, type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        self.aliases.refresh(self.store)
+        with self.snapshot() as conn:
+            head, tag = self._checkpoint(conn, "entities")
+            upto = max(head, self.aliases.seen)
+            graph = self.aliases.graph(upto)
+            sql = f"SELECT id FROM {STATS}{tag}"
+            where, args = [], []
+            if q:
+                needle = fold(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                where.append("search LIKE ? ESCAPE '\\'")
+                args.append(f"%{needle}%")
+            if type and not graph:
+                where.append("type = ?")
+                args.append(type)
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY event_count DESC, id LIMIT ?"
+            args.append(limit + len(graph))
+            ids = [r[0] for r in conn.execute(sql, args)]
+            if q:
+                folded = fold(q)
+                for _, alias, _, name in self.aliases.declarations:
+                    if folded in fold(alias) or (name and folded in fold(name)):
+                        ids.append(alias)
+            out: dict[str, dict[str, Any]] = {}
+            for eid in ids:
+                canonical = self.aliases.resolve(eid, upto)
+                if canonical in out:
+                    continue
+                found = self._entity(conn, canonical, upto)
+                if found is not None and (type is None or found["type"] == type):
+                    out[canonical] = found
+        ranked = sorted(out.values(), key=lambda e: (-e["event_count"], e["id"]))
+        return ranked[:limit]
+
+    # --- timelines -----------------------------------------------------------------------
+
+    def timeline(self, entity_id: str | None, query: TimelineQuery) -> dict[str, Any]:
+        if query.role is not None and entity_id is None:
+            raise QueryError("role", "only an entity's timeline has roles")
+        since = _partial("since", query.since).start_key if query.since else None
+        until = _partial("until", query.until).end_key if query.until else None
+        as_of_key = _instant_key("as_of", query.as_of) if query.as_of else None
+        after = decode_cursor(query.cursor) if query.cursor else None
+        if after is not None and after[3] != query.order:
+            raise QueryError("cursor", f"this cursor was given out for order={after[3]}")
+        self.aliases.refresh(self.store)
+        with self.snapshot() as conn:
+            position, tag = self._checkpoint(conn, "timelines")
+            if after is not None:
+                snapshot = after[2]
+            elif as_of_key is not None:
+                snapshot = min(position, self.store.position_at(as_of_key))
+            else:
+                snapshot = position
+            entity = None
+            members: list[str] = []
+            if entity_id is not None:
+                now = max(position, self.aliases.seen)
+                canonical = self.aliases.resolve(entity_id, now)
+                entity = self._entity(conn, canonical, now)
+                if entity is None:
+                    raise NotFound(f"no entity {entity_id!r}")
+                members = self.aliases.members(self.aliases.resolve(entity_id, snapshot), snapshot)
+                if canonical not in members:
+                    members.append(canonical)
+            rows = self._rows(conn, tag, entity_id is not None, members, snapshot, query, since, until, after)
+        entries = []
+        for row in rows[: query.limit]:
+            entry = {
+                "event_id": row[0],
+                "kind": row[1],
+                "occurred_at": row[2],
+                "ended_at": row[3],
+                "headline": row[4],
+                "summary": row[5],
+            }
+            if entity_id is not None:
+                entry["role"] = row[12]
+            entry.update(
+                {
+                    "sources": json.loads(row[6]),
+                    "details": json.loads(row[7]),
+                    "position": row[8],
+                    "recorded_at": row[9],
+                    "status": row[10],
+                }
+            )
+            entries.append(entry)
+        next_cursor = None
+        if len(rows) > query.limit:
+            last = rows[query.limit - 1]
+            next_cursor = encode_cursor(last[11], last[8], snapshot, query.order)
+        result: dict[str, Any] = {"entries": entries, "next_cursor": next_cursor}
+        if entity is not None:
+            result = {"entity": entity, **result}
+        return result
+
+    def _rows(
+        self,
+        conn: sqlite3.Connection,
+        tag: str,
+        by_entity: bool,
+        members: list[str],
+        p: int,
+        query: TimelineQuery,
+        since: str | None,
+        until: str | None,
+        after: tuple[str, int, int, str] | None,
+    ) -> list[tuple[Any, ...]]:
+        args: list[Any] = []
+        alias = "en" if by_entity else "v"
+        where = [f"{alias}.valid_from <= ?", f"{alias}.valid_to > ?"]
+        args += [p, p]
+        if by_entity:
+            where.insert(0, f"en.entity_id IN ({','.join('?' * len(members))})")
+            args[0:0] = members
+        if not query.include_retracted:
+            where.append(f"{alias}.status != 'retracted'")
+        if query.kinds:
+            where.append(f"{alias}.kind IN ({','.join('?' * len(query.kinds))})")
+            args += list(query.kinds)
+        if by_entity and query.role:
+            where.append("en.role = ?")
+            args.append(query.role)
+        if since is not None:
+            where.append(f"{alias}.end_key >= ?")
+            args.append(since)
+        if until is not None:
+            where.append(f"{alias}.start_key <= ?")
+            args.append(until)
+        desc = query.order == "desc"
+        if after is not None:
+            where.append(f"({alias}.start_key, {alias}.position) {'<' if desc else '>'} (?, ?)")
+            args += [after[0], after[1]]
+        direction = "DESC" if desc else "ASC"
+        order = f"ORDER BY {alias}.start_key {direction}, {alias}.position {direction}"
+        if by_entity:
+            join = f"JOIN {EVENTS}{tag} v ON v.event_id = en.event_id AND v.valid_from <= ? AND v.valid_to > ?"
+            group = "GROUP BY en.event_id" if len(members) > 1 else ""
+            sql = (
+                f"SELECT {ENTRY_COLUMNS}, en.role, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
+                f" WHERE {' AND '.join(where)} {group} {order} LIMIT ?"
+            )
+            if not group:
+                sql = sql.replace(", MIN(en.rank)", "")
+            args = [p, p, *args]
+        else:
+            sql = f"SELECT {ENTRY_COLUMNS} FROM {EVENTS}{tag} v WHERE {' AND '.join(where)} {order} LIMIT ?"
+        args.append(query.limit + 1)
+        return conn.execute(sql, args).fetchall()
