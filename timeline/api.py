@@ -1,0 +1,225 @@
+"""The HTTP API of CONTRACT §4: thin handlers over ``TimelineService`` and its queries."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json
+from projections.queries import NotFound, QueryError, TimelineQuery
+
+from .publisher import prepare
+from .runtime import Runtime
+
+MAX_BODY = 5 * 1024 * 1024
+MAX_EVENTS = 1000
+
+Kind = Literal[KINDS]  # type: ignore[valid-type]
+Role = Literal[ROLES]  # type: ignore[valid-type]
+EntityType = Literal[ENTITY_TYPES]  # type: ignore[valid-type]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        self.status, self.error, self.detail = status, error, detail
+
+
+def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def only(*names: str) -> Callable[[Request], None]:
+    """Refuse query parameters a route does not know, rather than silently ignore them."""
+    allowed = set(names)
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            raise ApiError(422, f"unknown query parameter: {', '.join(unknown)}", {"allowed": sorted(allowed)})
+
+    return check
+
+
+TIMELINE_PARAMS = ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted")
+
+
+def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
+    """The FastAPI app. With ``manage``, its lifespan starts and stops the runtime."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            await runtime.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await runtime.stop()
+
+    app = FastAPI(
+        title="News timeline",
+        version="0.1.0",
+        summary="Event-sourced news timelines: publish events, read per-entity timelines.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"field": ".".join(str(p) for p in e["loc"] if p not in ("query", "path", "body")), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(d["field"] for d in detail)
+        return _error(422, f"invalid parameter: {fields}", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(QueryError)
+    async def _query(request: Request, exc: QueryError) -> JSONResponse:
+        return _error(422, str(exc), {"field": exc.field})
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc.args[0]) if exc.args else "not found")
+
+    def require_token(request: Request) -> None:
+        token = runtime.settings.token
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())):
+            raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write")
+
+    queries = runtime.service.queries
+
+    # --- writing -------------------------------------------------------------------------
+
+    @app.post(
+        "/events",
+        status_code=202,
+        dependencies=[Depends(require_token), Depends(only("wait"))],
+        responses={201: {"description": "stored (with ?wait=true)"}, 413: {}, 422: {}, 401: {}},
+    )
+    async def post_events(request: Request, wait: bool = False) -> JSONResponse:
+        """One event or an array of up to 1,000; valid ones are published to the stream."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+            raise ApiError(413, f"body: over the limit of {MAX_BODY} bytes (5 MiB)")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise ApiError(413, f"body: over the limit of {MAX_BODY} bytes (5 MiB)")
+        try:
+            payload = decode_json(bytes(body))
+        except EventRejected as exc:
+            raise ApiError(422, exc.error.replace("event:", "body:", 1)) from None
+        events = payload if isinstance(payload, list) else [payload]
+        if len(events) > MAX_EVENTS:
+            raise ApiError(422, f"body: {len(events)} events is over the limit of {MAX_EVENTS} per request")
+        valid, rejected = prepare(events)
+        entries = await runtime.publish([data for _, _, data in valid])
+        accepted = [event_id for _, event_id, _ in valid]
+        rejected_out = [r.as_dict() for r in rejected]
+        if not wait:
+            return JSONResponse({"accepted": accepted, "rejected": rejected_out}, status_code=202)
+        outcomes = await runtime.wait_for(
+            [(event_id, entry_id, data) for (_, event_id, data), entry_id in zip(valid, entries)]
+        )
+        done_accepted = []
+        pending = []
+        for (index, event_id, _), outcome in zip(valid, outcomes):
+            if outcome is None:
+                pending.append(event_id)
+            elif outcome[0] == "dead":
+                rejected_out.append({"index": index, "reason": outcome[1], "error": outcome[2]})
+            else:
+                done_accepted.append(event_id)
+        rejected_out.sort(key=lambda r: r["index"])
+        if pending:  # not settled in time: answered as accepted, not yet confirmed
+            return JSONResponse(
+                {"accepted": done_accepted + pending, "rejected": rejected_out, "pending": pending}, status_code=202
+            )
+        return JSONResponse({"accepted": done_accepted, "rejected": rejected_out}, status_code=201)
+
+    @app.post(
+        "/projections/{name}/rebuild",
+        status_code=202,
+        dependencies=[Depends(require_token), Depends(only())],
+    )
+    async def rebuild(name: str) -> JSONResponse:
+        raise ApiError(409, "rebuilds are not available yet", {"projection": name})
+
+    # --- reading -------------------------------------------------------------------------
+
+    @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))])
+    def get_event(event_id: str, as_of: str | None = None) -> dict[str, Any]:
+        """The event as it now stands (corrections applied), with its history."""
+        return queries.event(event_id, as_of)
+
+    @app.get("/entities", dependencies=[Depends(only("q", "type", "limit"))])
+    def list_entities(
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        type: EntityType | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        return {"entities": queries.entities(q=q, type=type, limit=limit)}
+
+    @app.get("/entities/{entity_id}", dependencies=[Depends(only())])
+    def get_entity(entity_id: str) -> dict[str, Any]:
+        return queries.entity(entity_id)
+
+    def timeline_query(
+        since: str | None = None,
+        until: str | None = None,
+        kind: Annotated[list[Kind] | None, Query()] = None,
+        q: Annotated[str | None, Query(max_length=500)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+        order: Literal["asc", "desc"] = "asc",
+        as_of: str | None = None,
+        include_retracted: bool = False,
+    ) -> TimelineQuery:
+        return TimelineQuery(
+            since=since, until=until, kinds=tuple(kind or ()), q=q, limit=limit, cursor=cursor,
+            order=order, as_of=as_of, include_retracted=include_retracted,
+        )
+
+    @app.get("/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))])
+    def entity_timeline(
+        entity_id: str,
+        query: Annotated[TimelineQuery, Depends(timeline_query)],
+        role: Role | None = None,
+    ) -> dict[str, Any]:
+        """Everything that happened to an entity (or its aliases), in order."""
+        return queries.timeline(entity_id, replace(query, role=role))
+
+    @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))])
+    def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> dict[str, Any]:
+        return queries.timeline(None, query)
+
+    @app.get("/projections", dependencies=[Depends(only())])
+    def projections() -> list[dict[str, Any]]:
+        return queries.projections()
+
+    @app.get("/health", dependencies=[Depends(only())])
+    async def health() -> JSONResponse:
+        report = await runtime.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    return app

@@ -1,0 +1,229 @@
+"""The ``timeline`` command: serve, publish, show, rebuild, demo (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .settings import Settings
+
+app = typer.Typer(
+    help="Event-sourced news timelines: publish news events, read per-entity timelines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError names the setting
+        err.print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each batch")] = False,
+) -> None:
+    """Run the HTTP API, the stream consumer and the projections in one process."""
+    import uvicorn
+
+    from .api import create_app
+    from .runtime import Runtime
+
+    _logging(verbose)
+    settings = _settings()
+    runtime = Runtime(settings)
+    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning")
+
+
+def _read_lines(source: str) -> list[bytes]:
+    if source == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            err.print(f"[red]no such file:[/] {source}")
+            raise typer.Exit(2)
+        data = path.read_bytes()
+    return [line.strip() for line in data.splitlines() if line.strip()]
+
+
+@app.command()
+def publish(
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="JSON Lines of events, or - for standard input")],
+) -> None:
+    """Publish JSON Lines of events onto the stream; prints accepted and rejected counts."""
+    from .embedded_redis import EmbeddedRedis
+    from .publisher import Publisher
+
+    settings = _settings()
+    lines = _read_lines(source)
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.redis_dir)
+        url = embedded.start()
+    try:
+        with Publisher(url, settings.stream) as publisher, _progress() as progress:
+            task = progress.add_task("publishing", total=len(lines))
+            report = publisher.publish(lines, progress=lambda n: progress.advance(task, n))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    for rejected in report.rejected[:20]:
+        err.print(f"line {rejected.index + 1}: [yellow]{rejected.reason}[/] {rejected.error}")
+    if len(report.rejected) > 20:
+        err.print(f"… and {len(report.rejected) - 20} more rejected lines")
+    console.print(f"accepted {len(report.accepted)}, rejected {len(report.rejected)}")
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def render_timeline(result: dict[str, Any], title: str | None = None) -> Table:
+    entity = result.get("entity")
+    if title is None and entity is not None:
+        aliases = f" (also: {', '.join(entity['aliases'])})" if entity["aliases"] else ""
+        title = escape(f"{entity['name']} [{entity['id']}]{aliases}: {entity['event_count']} events")
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("when", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    if entity is not None:
+        table.add_column("role", no_wrap=True)
+    table.add_column("headline")
+    table.add_column("status", no_wrap=True)
+    for entry in result["entries"]:
+        when = entry["occurred_at"] + (f" → {entry['ended_at']}" if entry.get("ended_at") else "")
+        row = [when, entry["kind"]]
+        if entity is not None:
+            row.append(entry["role"])
+        status = entry["status"]
+        row += [escape(entry["headline"]), status if status == "active" else f"[yellow]{status}[/]"]
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def show(
+    entity: Annotated[str, typer.Argument(help="entity id (an alias answers with its entity)")],
+    since: Annotated[Optional[str], typer.Option(help="from (2025, 2025-05, 2025-05-24, …)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="until (same forms)")] = None,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="as the store knew it at this instant")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 500,
+    output_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Print an entity's timeline in the terminal."""
+    from projections.queries import NotFound, QueryError, TimelineQuery
+
+    from .service import TimelineService
+
+    settings = _settings()
+    if not settings.db.exists():
+        err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
+        raise typer.Exit(2)
+    service = TimelineService(settings)
+    try:
+        service.project()
+        result = service.queries.timeline(entity, TimelineQuery(since=since, until=until, as_of=as_of, limit=limit))
+    except NotFound as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    except QueryError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    finally:
+        service.close()
+    if output_json:
+        console.print_json(json.dumps(result, ensure_ascii=False))
+    else:
+        console.print(render_timeline(result))
+
+
+@app.command()
+def rebuild(name: Annotated[Optional[str], typer.Argument(help="projection name; all when omitted")] = None) -> None:
+    """Rebuild projections from the store."""
+    err.print("[red]rebuild is not available yet[/]")
+    raise typer.Exit(1)
+
+
+def demo_events() -> list[bytes]:
+    data = resources.files("timeline").joinpath("data/demo_events.jsonl").read_bytes()
+    return [line for line in data.splitlines() if line.strip()]
+
+
+@app.command()
+def demo() -> None:
+    """Load the bundled X-outage events and print the timelines of Elon Musk and X."""
+    from .publisher import prepare
+    from .runtime import Runtime
+
+    settings = _settings()
+
+    async def run() -> list[dict[str, Any]]:
+        from projections.queries import TimelineQuery
+
+        async with Runtime(settings) as runtime:
+            valid, rejected = prepare(demo_events())
+            if rejected:
+                raise RuntimeError(f"bundled demo events are invalid: {rejected}")
+            entries = await runtime.publish([data for _, _, data in valid])
+            outcomes = await runtime.wait_for([(eid, entry, data) for (_, eid, data), entry in zip(valid, entries)])
+            stored = sum(1 for o in outcomes if o and o[0] == "stored")
+            dead = [o for o in outcomes if o and o[0] == "dead"]
+            console.print(
+                f"published {len(valid)} events about the X outage of May 2025 to [bold]{settings.stream}[/]"
+                f" ({'embedded Redis' if settings.redis_url is None else settings.redis_url});"
+                f" {stored} stored in {settings.db}" + (f", {len(dead)} dead-lettered" if dead else "")
+            )
+            queries = runtime.service.queries
+            return [
+                await asyncio.to_thread(queries.timeline, entity, TimelineQuery(limit=500))
+                for entity in ("elon-musk", "x")
+            ]
+
+    for result in asyncio.run(run()):
+        console.print()
+        console.print(render_timeline(result))
+    console.print(
+        "\nTry: [bold]timeline serve[/], then curl 'http://127.0.0.1:8000/entities/twitter/timeline'"
+        " (Twitter is an alias of X)."
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

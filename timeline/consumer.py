@@ -1,0 +1,165 @@
+"""The stream consumer: FastStream subscribers of group ``store`` on the events stream.
+
+One subscriber reads new entries in batches; a second one, with ``min_idle_time``, takes over
+entries that a dead consumer left pending (``XAUTOCLAIM``). Both hand each batch to
+``TimelineService.ingest`` (one SQLite transaction), then write the dead letters and
+acknowledge the whole batch in one ``MULTI``: an entry is acknowledged only once its event is
+durably stored or its dead letter written. A store that cannot be written is retried with
+backoff, never dead-lettered; the batch stays pending while it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from faststream.middlewares import AckPolicy
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.annotations import RedisBatchStreamMessage
+from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from .service import IngestOutcome, TimelineService
+from .settings import Settings
+
+log = logging.getLogger("timeline.consumer")
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+    """Create the group at ``0`` (and the stream), so nothing published before is skipped."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def _raw_parser(message: Mapping[str, Any]) -> BatchMessage:
+    # Entries are handled as they are (the `event` field's bytes): no FastStream envelope.
+    return BatchMessage(raw_message=message, body=b"", consumer=None, group=None)  # type: ignore[arg-type]
+
+
+async def _raw_decoder(message: Any) -> None:
+    return None
+
+
+class StreamConsumer:
+    def __init__(self, settings: Settings, service: TimelineService, redis_url: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.redis = Redis.from_url(redis_url)
+        self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=30.0)
+        self.store_failing: str | None = None
+        self.batches = 0
+        self._changed = asyncio.Condition()
+        self._stopping = False
+        common: dict[str, Any] = dict(
+            parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL, no_reply=True
+        )
+        self.reader = self.broker.subscriber(
+            stream=StreamSub(
+                settings.stream,
+                group=settings.group,
+                consumer=settings.consumer,
+                batch=True,
+                max_records=settings.batch_size,
+                polling_interval=100,
+            ),
+            **common,
+        )
+        self.claimer = self.broker.subscriber(
+            stream=StreamSub(
+                settings.stream,
+                group=settings.group,
+                consumer=settings.consumer,
+                batch=True,
+                max_records=settings.batch_size,
+                min_idle_time=int(settings.claim_idle_seconds * 1000),
+                polling_interval=max(100, int(settings.claim_idle_seconds * 1000 / 4)),
+            ),
+            **common,
+        )
+        self.reader(self._handle)
+        self.claimer(self._handle)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await ensure_group(self.redis, self.settings.stream, self.settings.group)
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, acknowledge it, then stop reading."""
+        self._stopping = True
+        await self.broker.stop()
+        await self.redis.aclose()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.reader.running and self.claimer.running) and not self._stopping
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wake up when a batch has been handled (or after ``timeout``)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- the handler ---------------------------------------------------------------------
+
+    async def _handle(self, message: RedisBatchStreamMessage) -> None:
+        raw = message.raw_message
+        ids: list[bytes] = list(raw["message_ids"])
+        data: list[dict[bytes, bytes] | None] = list(raw["data"])
+        outcome = await self._ingest(list(zip(ids, data)))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for dead in outcome.dead:
+                pipe.xadd(self.settings.dead_stream, dead.fields())  # type: ignore[arg-type]
+            pipe.xack(self.settings.stream, self.settings.group, *ids)
+            await pipe.execute()
+        self.batches += 1
+        try:
+            await anyio.to_thread.run_sync(self.service.project)
+        except sqlite3.Error as exc:  # the events are safe in the store; projections catch up later
+            log.warning("projection failed, will catch up: %s", exc)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _ingest(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> IngestOutcome:
+        delay = 0.1
+        while True:
+            try:
+                outcome = await anyio.to_thread.run_sync(self.service.ingest, entries)
+                self.store_failing = None
+                return outcome
+            except sqlite3.Error as exc:
+                self.store_failing = f"store cannot be written: {exc}"
+                log.error("%s; retrying in %.1fs (%d entries stay pending)", self.store_failing, delay, len(entries))
+                if self._stopping:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- health --------------------------------------------------------------------------
+
+    async def backlog(self) -> int:
+        """Entries in the stream not yet stored: pending in the group plus not yet delivered."""
+        groups = await self.redis.xinfo_groups(self.settings.stream)
+        for group in groups:
+            name = group.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) != self.settings.group:
+                continue
+            pending = int(group.get("pending") or 0)
+            lag = group.get("lag")
+            if lag is None:  # Redis < 7 has no lag: count what lies after the last delivered id
+                last = group.get("last-delivered-id")
+                last = last.decode() if isinstance(last, bytes) else last
+                lag = len(await self.redis.xrange(self.settings.stream, f"({last}", "+", count=100_000))
+            return pending + int(lag)
+        return await self.redis.xlen(self.settings.stream)

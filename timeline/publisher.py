@@ -1,0 +1,163 @@
+"""Publishing events onto the stream, from Python: a scraper's three lines.
+
+    from timeline.publisher import Publisher
+    with Publisher("redis://localhost:6379/0") as pub:
+        report = pub.publish([{"kind": "outage", ...}, ...])
+
+Each event is validated here first (a rejected one is reported, not sent), then written as a
+plain ``XADD <stream> * event <json>`` entry, many per round trip (pipelined). The consumer
+reads these entries exactly as it reads a ``redis-cli XADD`` from any other language.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from events.models import EventRejected, parse_event, parse_event_bytes
+
+DEFAULT_STREAM = "news:events"
+PIPELINE = 1000
+
+
+@dataclass(slots=True)
+class Rejected:
+    index: int
+    reason: str
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "reason": self.reason, "error": self.error}
+
+
+@dataclass(slots=True)
+class PublishReport:
+    accepted: list[str] = field(default_factory=list)  # event ids, in order
+    entry_ids: list[str] = field(default_factory=list)  # stream entry ids, aligned with accepted
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def encode(event: Any) -> tuple[str, bytes]:
+    """Validate one event (a dict, or JSON text/bytes) and return its id and entry bytes."""
+    if isinstance(event, (bytes, str)):
+        parsed = parse_event_bytes(event)
+        data = event.encode() if isinstance(event, str) else event
+    else:
+        data = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        parsed = parse_event_bytes(data) if len(data) > 256 * 1024 else parse_event(event)
+    return parsed.id, data
+
+
+def prepare(events: Iterable[Any], start: int = 0) -> tuple[list[tuple[int, str, bytes]], list[Rejected]]:
+    valid: list[tuple[int, str, bytes]] = []
+    rejected: list[Rejected] = []
+    for index, event in enumerate(events, start):
+        try:
+            event_id, data = encode(event)
+        except EventRejected as exc:
+            rejected.append(Rejected(index, exc.reason, exc.error))
+        else:
+            valid.append((index, event_id, data))
+    return valid, rejected
+
+
+class Publisher:
+    """Synchronous publisher (redis-py); safe to keep open for a scraper's lifetime."""
+
+    def __init__(self, url: str, stream: str = DEFAULT_STREAM, *, client: redis.Redis | None = None) -> None:
+        self.stream = stream
+        self.client = client or redis.Redis.from_url(
+            url, retry_on_timeout=True, health_check_interval=30, socket_keepalive=True
+        )
+
+    def publish(
+        self, events: Iterable[Any], *, progress: Callable[[int], None] | None = None
+    ) -> PublishReport:
+        report = PublishReport()
+        batch: list[Any] = []
+        offset = 0
+        for event in events:
+            batch.append(event)
+            if len(batch) == PIPELINE:
+                self._send(batch, offset, report, progress)
+                offset += len(batch)
+                batch = []
+        if batch:
+            self._send(batch, offset, report, progress)
+        return report
+
+    def publish_one(self, event: Any) -> str:
+        report = self.publish([event])
+        if report.rejected:
+            raise EventRejected(report.rejected[0].reason, report.rejected[0].error)
+        return report.accepted[0]
+
+    def _send(
+        self, batch: list[Any], offset: int, report: PublishReport, progress: Callable[[int], None] | None
+    ) -> None:
+        valid, rejected = prepare(batch, offset)
+        report.rejected.extend(rejected)
+        if valid:
+            with self.client.pipeline(transaction=False) as pipe:
+                for _, _, data in valid:
+                    pipe.xadd(self.stream, {"event": data})
+                ids = pipe.execute()
+            report.accepted.extend(event_id for _, event_id, _ in valid)
+            report.entry_ids.extend(i.decode() if isinstance(i, bytes) else i for i in ids)
+        if progress:
+            progress(len(batch))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncPublisher:
+    """The same, for asyncio scrapers (redis.asyncio)."""
+
+    def __init__(self, url: str, stream: str = DEFAULT_STREAM, *, client: redis.asyncio.Redis | None = None) -> None:
+        self.stream = stream
+        self.client = client or redis.asyncio.Redis.from_url(
+            url, retry_on_timeout=True, health_check_interval=30, socket_keepalive=True
+        )
+
+    async def publish(self, events: Iterable[Any]) -> PublishReport:
+        report = PublishReport()
+        events = list(events)
+        for offset in range(0, len(events), PIPELINE):
+            valid, rejected = prepare(events[offset : offset + PIPELINE], offset)
+            report.rejected.extend(rejected)
+            if not valid:
+                continue
+            async with self.client.pipeline(transaction=False) as pipe:
+                for _, _, data in valid:
+                    pipe.xadd(self.stream, {"event": data})
+                ids = await pipe.execute()
+            report.accepted.extend(event_id for _, event_id, _ in valid)
+            report.entry_ids.extend(i.decode() if isinstance(i, bytes) else i for i in ids)
+        return report
+
+    async def publish_one(self, event: Any) -> str:
+        report = await self.publish([event])
+        if report.rejected:
+            raise EventRejected(report.rejected[0].reason, report.rejected[0].error)
+        return report.accepted[0]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> "AsyncPublisher":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,166 @@
+"""Wiring: settings → Redis (given or embedded) → service → consumer. Nothing runs at import.
+
+``Runtime`` is what ``timeline serve`` and ``timeline demo`` run, and what the API's handlers
+call to publish, to wait for events to settle (``?wait=true``) and to report health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+
+from events.ids import content_hash
+
+from .consumer import StreamConsumer
+from .embedded_redis import EmbeddedRedis
+from .service import TimelineService
+from .settings import Settings
+
+log = logging.getLogger("timeline")
+
+Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, consume: bool = True) -> None:
+        self.settings = settings
+        self.consume = consume
+        self.service = TimelineService(settings)
+        self.embedded: EmbeddedRedis | None = None
+        self.redis_url: str | None = settings.redis_url
+        self.redis: Redis | None = None
+        self.consumer: StreamConsumer | None = None
+
+    async def start(self) -> None:
+        if self.redis_url is None:
+            self.embedded = EmbeddedRedis(self.settings.redis_dir)
+            self.redis_url = await anyio.to_thread.run_sync(self.embedded.start)
+            log.info("embedded Redis at %s (data in %s)", self.redis_url, self.settings.redis_dir)
+        self.redis = Redis.from_url(self.redis_url)
+        if self.consume:
+            self.consumer = StreamConsumer(self.settings, self.service, self.redis_url)
+            await self.consumer.start()
+            await anyio.to_thread.run_sync(self.service.project)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        if self.embedded is not None:
+            await anyio.to_thread.run_sync(self.embedded.stop)
+            self.embedded = None
+        self.service.close()
+
+    async def __aenter__(self) -> "Runtime":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- publishing and waiting ----------------------------------------------------------
+
+    async def publish(self, entries: list[bytes]) -> list[str]:
+        """XADD each event as its own entry (pipelined); return the entry ids."""
+        if not entries:
+            return []
+        assert self.redis is not None, "runtime not started"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for data in entries:
+                pipe.xadd(self.settings.stream, {"event": data})
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    async def wait_for(self, items: list[tuple[str, str, bytes]]) -> list[Outcome]:
+        """Wait until each (event id, entry id, bytes) is stored and projected, or dead-lettered."""
+        outcomes: list[Outcome] = [None] * len(items)
+        hashes = [content_hash(json.loads(data)) for _, _, data in items]
+        deadline = time.monotonic() + self.settings.wait_timeout_seconds
+        while True:
+            open_ = [i for i, o in enumerate(outcomes) if o is None]
+            if not open_:
+                return outcomes
+            found = await anyio.to_thread.run_sync(self._settled, [(items[i][0], hashes[i]) for i in open_])
+            for i, outcome in zip(open_, found):
+                outcomes[i] = outcome
+            still = [i for i in open_ if outcomes[i] is None]
+            if still:
+                dead = await self._dead_letters({items[i][1] for i in still})
+                for i in still:
+                    if items[i][1] in dead:
+                        outcomes[i] = dead[items[i][1]]
+            if all(o is not None for o in outcomes) or time.monotonic() > deadline:
+                return outcomes
+            if self.consumer is not None:
+                await self.consumer.wait_for_change(0.05)
+            else:
+                await asyncio.sleep(0.05)
+
+    def _settled(self, wanted: list[tuple[str, str]]) -> list[Outcome]:
+        store = self.service.queries.store
+        with self.service.queries.snapshot() as conn:
+            found = store.hashes([event_id for event_id, _ in wanted])
+            projected = conn.execute("SELECT MIN(position) FROM projection_checkpoints").fetchone()[0] or 0
+        out: list[Outcome] = []
+        for event_id, digest in wanted:
+            hit = found.get(event_id)
+            if hit is not None and hit[1] == digest and hit[0] <= projected:
+                out.append(("stored", hit[0], None))
+            else:
+                out.append(None)
+        return out
+
+    async def _dead_letters(self, entry_ids: set[str]) -> dict[str, Outcome]:
+        assert self.redis is not None
+        start = min(entry_ids, key=lambda e: tuple(int(p) for p in e.split("-"))).split("-")[0]
+        found: dict[str, Outcome] = {}
+        for _, fields in await self.redis.xrange(self.settings.dead_stream, min=f"{start}-0", count=50_000):
+            source = fields.get(b"source_id", b"").decode()
+            if source in entry_ids:
+                found[source] = ("dead", fields.get(b"reason", b"").decode(), fields.get(b"error", b"").decode())
+        return found
+
+    # --- health --------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        checks: dict[str, str] = {}
+        backlog: int | None = None
+        try:
+            assert self.redis is not None
+            await asyncio.wait_for(self.redis.ping(), 2.0)
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means Redis is not answering
+            checks["redis"] = f"not answering: {exc or type(exc).__name__}"
+        try:
+            await anyio.to_thread.run_sync(self.service.queries.store.head)
+            checks["store"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["store"] = f"cannot be read: {exc}"
+        consumer = self.consumer
+        if consumer is None:
+            checks["consumer"] = "not running"
+        elif consumer.store_failing:
+            checks["store"] = consumer.store_failing
+            checks["consumer"] = "ok" if consumer.running else "not running"
+        else:
+            checks["consumer"] = "ok" if consumer.running else "not running"
+        if checks["redis"] == "ok" and consumer is not None:
+            try:
+                backlog = await consumer.backlog()
+            except Exception:  # noqa: BLE001
+                backlog = None
+        failing = [name for name, state in checks.items() if state != "ok"]
+        report: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "backlog": backlog, "checks": checks}
+        if failing:
+            report["error"] = "; ".join(f"{name}: {checks[name]}" for name in failing)
+            report["failing"] = failing
+        return report

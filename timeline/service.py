@@ -1,0 +1,111 @@
+"""The one service object that the stream consumer, the HTTP API and the CLI share.
+
+It owns the writer connection (store and projections) and the readers. Writes happen on one
+thread at a time (``_write_lock``); reads run on any thread, each with its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.models import EventRejected, parse_event_bytes
+from events.store import Candidate, EventStore
+from projections import ProjectionEngine, default_projections
+from projections.queries import Queries
+
+from .settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A stream entry that cannot be stored, with the fields of CONTRACT §3."""
+
+    source_id: bytes
+    event: bytes
+    reason: str
+    error: str
+
+    def fields(self) -> dict[str, bytes]:
+        return {
+            "event": self.event,
+            "reason": self.reason.encode(),
+            "error": self.error.encode(),
+            "source_id": self.source_id,
+        }
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    stored: int = 0
+    duplicates: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+    last_position: int = 0
+
+
+def _fields_as_json(fields: dict[bytes, bytes]) -> bytes:
+    def text(value: bytes) -> str:
+        return value.decode("utf-8", errors="backslashreplace")
+
+    return json.dumps({text(k): text(v) for k, v in fields.items()}, ensure_ascii=False).encode()
+
+
+def classify(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Candidate | DeadLetter:
+    """One stream entry: an event to append, or a dead letter (``no_event`` … ``schema``)."""
+    if not fields or b"event" not in fields:
+        return DeadLetter(
+            entry_id, _fields_as_json(fields or {}), "no_event", "event: the entry has no 'event' field"
+        )
+    raw = fields[b"event"]
+    try:
+        return Candidate(parse_event_bytes(raw), raw)
+    except EventRejected as exc:
+        return DeadLetter(entry_id, raw, exc.reason, exc.error)
+
+
+class TimelineService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = EventStore(settings.db)
+        self.engine = ProjectionEngine(self.store, default_projections())
+        self.engine.setup()
+        self.queries = Queries(str(settings.db))
+        self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.queries.close()
+        self.store.close()
+
+    def ingest(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> IngestOutcome:
+        """Validate and append a batch of stream entries in one transaction."""
+        outcome = IngestOutcome()
+        candidates: list[Candidate] = []
+        sources: list[bytes] = []
+        for entry_id, fields in entries:
+            item = classify(entry_id, fields)
+            if isinstance(item, DeadLetter):
+                outcome.dead.append(item)
+            else:
+                candidates.append(item)
+                sources.append(entry_id)
+        with self._write_lock:
+            results = self.store.append(candidates)
+        for source_id, candidate, result in zip(sources, candidates, results):
+            if result.status == "stored":
+                outcome.stored += 1
+                outcome.last_position = max(outcome.last_position, result.position or 0)
+            elif result.status == "duplicate":
+                outcome.duplicates += 1
+            else:
+                outcome.dead.append(DeadLetter(source_id, candidate.raw, result.reason or "schema", result.error or ""))
+        return outcome
+
+    def project(self) -> int:
+        """Bring every projection up to the store's head; return the lowest checkpoint."""
+        with self._write_lock:
+            return self.engine.catch_up()
+
+    def projections(self) -> list[dict[str, Any]]:
+        return self.engine.status()

@@ -1,0 +1,53 @@
+"""Settings, from the environment (CONTRACT §5). Nothing is read at import time."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GROUP = "store"
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(None, alias="REDIS_URL", description="Redis; unset starts an embedded server")
+    db: Path = Field(Path("data/timeline.db"), alias="TIMELINE_DB", description="the SQLite store")
+    stream: str = Field("news:events", alias="TIMELINE_STREAM", min_length=1)
+    api_token: SecretStr | None = Field(None, alias="TIMELINE_API_TOKEN")
+    claim_idle_seconds: float = Field(
+        30.0, alias="TIMELINE_CLAIM_IDLE_SECONDS", gt=0, description="idle time before pending entries are taken over"
+    )
+    consumer: str = Field(default_factory=_default_consumer, alias="TIMELINE_CONSUMER", min_length=1)
+    batch_size: int = Field(500, alias="TIMELINE_BATCH_SIZE", ge=1, le=10_000)
+    wait_timeout_seconds: float = Field(30.0, alias="TIMELINE_WAIT_TIMEOUT_SECONDS", gt=0)
+
+    @field_validator("redis_url", "api_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def dead_stream(self) -> str:
+        return f"{self.stream}:dead"
+
+    @property
+    def group(self) -> str:
+        return GROUP
+
+    @property
+    def redis_dir(self) -> Path:
+        """Where the embedded Redis keeps its append-only file: beside the store."""
+        return self.db.parent / "redis"
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token else None
