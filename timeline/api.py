@@ -1,7 +1,5 @@
 """The HTTP API of CONTRACT §4: thin handlers over ``TimelineService`` and its queries."""
 
-from __future__ import annotations
-
 import hmac
 from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
