@@ -55,7 +55,7 @@ def _projection_checkpoints(conn: sqlite3.Connection) -> None:
         """
         CREATE TABLE projection_checkpoints (
             name        TEXT PRIMARY KEY,
-            version     INTEGER NOT NULL,
+            version     INTEGER NOT NULL,  -- the version of the live tables
             position    INTEGER NOT NULL DEFAULT 0,
             state       TEXT NOT NULL DEFAULT 'live',
             tables_tag  TEXT NOT NULL DEFAULT '',
@@ -65,9 +65,24 @@ def _projection_checkpoints(conn: sqlite3.Connection) -> None:
     )
 
 
+def _rebuild_columns(conn: sqlite3.Connection) -> None:
+    """Rebuilds beside the live tables: which tables, how far, and a heartbeat."""
+    _run(
+        conn,
+        """
+        ALTER TABLE projection_checkpoints ADD COLUMN rebuild_tag TEXT;
+        ALTER TABLE projection_checkpoints ADD COLUMN rebuild_version INTEGER;
+        ALTER TABLE projection_checkpoints ADD COLUMN rebuild_position INTEGER;
+        ALTER TABLE projection_checkpoints ADD COLUMN rebuild_started TEXT;
+        ALTER TABLE projection_checkpoints ADD COLUMN rebuild_beat REAL;
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events_table),
     ("0002_projection_checkpoints", _projection_checkpoints),
+    ("0003_rebuild_columns", _rebuild_columns),
 ]
 
 

@@ -4,20 +4,28 @@ A projection is a name, a version, its tables and ``apply(conn, changes, tag)``.
 reads stored events after a projection's checkpoint, turns them into changes and applies them;
 the rows and the new checkpoint commit in one transaction, and the checkpoint only moves
 forward (``WHERE position < :new``), so a batch is applied exactly once whatever crashes.
-Tables carry a *tag* so that a rebuild can build a second set beside the live one.
+
+Tables carry a *tag*. A rebuild fills a second set of tables beside the live one, from
+position 0, one committed batch at a time (live traffic interleaves), and swaps the tags in the
+transaction where it has caught up with the store's head. Until then every read uses the live
+tables; a rebuild killed at any moment leaves them untouched. A projection whose code version
+differs from its live tables' version is rebuilt the same way, the old tables serving meanwhile.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from events.store import EventStore
 
 from .changes import Change, compute_changes
+
+STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to be dead
 
 
 class Projection(ABC):
@@ -43,8 +51,17 @@ class Projection(ABC):
         """Write the rows for these changes (inside the engine's transaction)."""
 
 
+class RebuildError(RuntimeError):
+    pass
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+CHECKPOINT_COLUMNS = (
+    "name, version, position, state, tables_tag, rebuild_tag, rebuild_version, rebuild_position, rebuild_beat"
+)
 
 
 class ProjectionEngine:
@@ -57,17 +74,27 @@ class ProjectionEngine:
     def conn(self) -> sqlite3.Connection:
         return self.store.conn
 
-    def setup(self) -> None:
-        """Create checkpoints and tables for projections seen for the first time."""
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            result = work(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def setup(self) -> list[str]:
+        """Create what new projections need; return the projections whose version changed."""
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            outdated = []
             for p in self.projections.values():
-                row = conn.execute(
-                    "SELECT version, tables_tag FROM projection_checkpoints WHERE name = ?", (p.name,)
-                ).fetchone()
+                row = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (p.name,)).fetchone()
                 if row is None:
                     tag = f"_v{p.version}"
+                    p.drop(conn, tag)
                     p.create(conn, tag)
                     conn.execute(
                         "INSERT INTO projection_checkpoints (name, version, position, state, tables_tag, updated_at)"
@@ -75,78 +102,166 @@ class ProjectionEngine:
                         (p.name, p.version, tag, _now()),
                     )
                 elif row[0] != p.version:
-                    # A new version starts from nothing; rebuilds without downtime come later.
-                    p.drop(conn, row[1])
-                    tag = f"_v{p.version}"
-                    p.drop(conn, tag)
-                    p.create(conn, tag)
-                    conn.execute(
-                        "UPDATE projection_checkpoints SET version = ?, position = 0, state = 'live',"
-                        " tables_tag = ?, updated_at = ? WHERE name = ?",
-                        (p.version, tag, _now(), p.name),
-                    )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                    outdated.append(p.name)
+            return outdated
+
+        return self._transaction(work)
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
-        rows = self.conn.execute("SELECT name, version, position, state, tables_tag FROM projection_checkpoints")
-        return {
-            name: {"name": name, "version": version, "position": position, "state": state, "tag": tag}
-            for name, version, position, state, tag in rows
-            if name in self.projections
-        }
+        return {n: cp for n, cp in read_checkpoints(self.conn).items() if n in self.projections}
+
+    # --- live ----------------------------------------------------------------------------
 
     def catch_up(self, upto: int | None = None) -> int:
         """Apply every stored event up to ``upto`` (default: the head); return the lowest checkpoint."""
         while True:
-            applied = self._step(upto)
-            if applied is None:
-                cps = self.checkpoints()
-                return min((c["position"] for c in cps.values()), default=0)
+            if self._transaction(lambda conn: self._step(upto)) is None:
+                cps = [c for c in self.checkpoints().values() if self._current(c)]
+                return min((c["position"] for c in cps), default=self.store.head())
+
+    def _current(self, cp: dict[str, Any]) -> bool:
+        """Live tables written by this code's version (an outdated version waits for its rebuild)."""
+        return cp["version"] == self.projections[cp["name"]].version
 
     def _step(self, upto: int | None) -> int | None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        head = self.store.head() if upto is None else min(upto, self.store.head())
+        behind = [c for c in self.checkpoints().values() if self._current(c) and c["position"] < head]
+        if not behind:
+            return None
+        low = min(c["position"] for c in behind)
+        group = [c for c in behind if c["position"] == low]
+        batch = self.store.read(low, self.batch_size, head)
+        new_position = batch[-1].position
+        changes = compute_changes(self.store, batch)
+        for cp in group:
+            self.projections[cp["name"]].apply(self.conn, changes, cp["tag"])
+            cur = self.conn.execute(
+                "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position < ?",
+                (new_position, _now(), cp["name"], new_position),
+            )
+            if cur.rowcount != 1:
+                raise RuntimeError(f"checkpoint of {cp['name']} moved under us")
+        return new_position
+
+    # --- rebuilds ------------------------------------------------------------------------
+
+    def start_rebuild(self, names: Sequence[str] | None = None, *, force: bool = False) -> list[str]:
+        """Create fresh tables beside the live ones and mark the projections ``rebuilding``."""
+        names = list(names or self.projections)
+        unknown = [n for n in names if n not in self.projections]
+        if unknown:
+            raise KeyError(", ".join(unknown))
+
+        def work(conn: sqlite3.Connection) -> list[str]:
             cps = self.checkpoints()
-            head = self.store.head() if upto is None else min(upto, self.store.head())
-            behind = [c for c in cps.values() if c["position"] < head]
-            if not behind:
-                conn.execute("COMMIT")
-                return None
-            low = min(c["position"] for c in behind)
-            group = [c for c in behind if c["position"] == low]
-            batch = self.store.read(low, self.batch_size, head)
-            new_position = batch[-1].position
-            changes = compute_changes(self.store, batch)
-            for cp in group:
-                self.projections[cp["name"]].apply(conn, changes, cp["tag"])
-                cur = conn.execute(
-                    "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position < ?",
-                    (new_position, _now(), cp["name"], new_position),
+            for name in names:
+                cp = cps[name]
+                beat = cp["rebuild_beat"]
+                if cp["rebuild_tag"] and not force and beat and time.time() - beat < STALE_AFTER:
+                    raise RebuildError(f"{name} is already being rebuilt (position {cp['rebuild_position']})")
+            for name in names:
+                p, cp = self.projections[name], cps[name]
+                if cp["rebuild_tag"]:
+                    p.drop(conn, cp["rebuild_tag"])  # a rebuild that died: start again
+                tag = f"_v{p.version}_r{int(time.time() * 1000)}"
+                p.create(conn, tag)
+                conn.execute(
+                    "UPDATE projection_checkpoints SET state = 'rebuilding', rebuild_tag = ?, rebuild_version = ?,"
+                    " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ? WHERE name = ?",
+                    (tag, p.version, _now(), time.time(), name),
                 )
-                if cur.rowcount != 1:
-                    raise RuntimeError(f"checkpoint of {cp['name']} moved under us")
-            conn.execute("COMMIT")
-            return new_position
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            return names
+
+        return self._transaction(work)
+
+    def rebuild_step(self, names: Sequence[str]) -> tuple[int, int, bool]:
+        """One batch of a rebuild; swaps when caught up. Returns (position, head, done)."""
+
+        def work(conn: sqlite3.Connection) -> tuple[int, int, bool]:
+            cps = self.checkpoints()
+            mine = [cps[n] for n in names if cps[n]["rebuild_tag"]]
+            if len(mine) != len(names):
+                raise RebuildError("the rebuild was cancelled or taken over by another one")
+            low = min(c["rebuild_position"] for c in mine)
+            head = self.store.head()
+            if low < head:
+                batch = self.store.read(low, self.batch_size, head)
+                changes = compute_changes(self.store, batch)
+                position = batch[-1].position
+                for cp in mine:
+                    if cp["rebuild_position"] == low:
+                        self.projections[cp["name"]].apply(conn, changes, cp["rebuild_tag"])
+                        conn.execute(
+                            "UPDATE projection_checkpoints SET rebuild_position = ?, rebuild_beat = ? WHERE name = ?",
+                            (position, time.time(), cp["name"]),
+                        )
+                low = min(position if c["rebuild_position"] == low else c["rebuild_position"] for c in mine)
+            if low < head:
+                return low, head, False
+            for cp in mine:  # caught up, in the same transaction that saw the head: swap
+                self.projections[cp["name"]].drop(conn, cp["tag"])
+                conn.execute(
+                    "UPDATE projection_checkpoints SET version = rebuild_version, position = rebuild_position,"
+                    " tables_tag = rebuild_tag, state = 'live', rebuild_tag = NULL, rebuild_version = NULL,"
+                    " rebuild_position = NULL, rebuild_started = NULL, rebuild_beat = NULL, updated_at = ?"
+                    " WHERE name = ?",
+                    (_now(), cp["name"]),
+                )
+            return head, head, True
+
+        return self._transaction(work)
+
+    def rebuild(
+        self,
+        names: Sequence[str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        force: bool = False,
+    ) -> int:
+        """Rebuild to completion (blocking); return the position swapped in."""
+        names = self.start_rebuild(names, force=force)
+        while True:
+            position, head, done = self.rebuild_step(names)
+            if progress:
+                progress(position, head)
+            if done:
+                return position
+
+    def abandoned_rebuilds(self) -> list[str]:
+        """Projections marked ``rebuilding`` whose rebuild has not moved for a while."""
+        now = time.time()
+        return [
+            c["name"]
+            for c in self.checkpoints().values()
+            if c["rebuild_tag"] and (c["rebuild_beat"] is None or now - c["rebuild_beat"] > STALE_AFTER)
+        ]
 
     def status(self) -> list[dict[str, Any]]:
         head = self.store.head()
-        out = []
-        for name, cp in sorted(self.checkpoints().items()):
-            out.append(
-                {
-                    "name": name,
-                    "version": cp["version"],
-                    "position": cp["position"],
-                    "head": head,
-                    "lag": head - cp["position"],
-                    "state": cp["state"],
-                }
-            )
-        return out
+        return [status_row(cp, head) for _, cp in sorted(self.checkpoints().items())]
+
+
+def read_checkpoints(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, version, position, state, tag, r_tag, r_version, r_position, r_beat in conn.execute(
+        f"SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints ORDER BY name"
+    ):
+        out[name] = {
+            "name": name, "version": version, "position": position, "state": state, "tag": tag,
+            "rebuild_tag": r_tag, "rebuild_version": r_version, "rebuild_position": r_position, "rebuild_beat": r_beat,
+        }
+    return out
+
+
+def status_row(cp: dict[str, Any], head: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": cp["name"],
+        "version": cp["version"],
+        "position": cp["position"],
+        "head": head,
+        "lag": head - cp["position"],
+        "state": cp["state"],
+    }
+    if cp.get("rebuild_tag"):
+        row["rebuild"] = {"version": cp["rebuild_version"], "position": cp["rebuild_position"], "lag": head - cp["rebuild_position"]}
+    return row

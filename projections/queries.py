@@ -22,6 +22,7 @@ from events.store import EventStore
 
 from .aliases import AliasMap
 from .directory import MEMBERS, STATS
+from .engine import read_checkpoints, status_row
 from .timelines import ENTRIES, EVENTS
 
 
@@ -131,13 +132,8 @@ class Queries:
         """Each projection's version, checkpoint, the store's head, the lag and the state."""
         with self.snapshot() as conn:
             head = self.store.head()
-            rows = conn.execute(
-                "SELECT name, version, position, state FROM projection_checkpoints ORDER BY name"
-            ).fetchall()
-        return [
-            {"name": n, "version": v, "position": p, "head": head, "lag": head - p, "state": s}
-            for n, v, p, s in rows
-        ]
+            checkpoints = read_checkpoints(conn)
+        return [status_row(cp, head) for cp in checkpoints.values()]
 
     # --- events --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json
+from projections.engine import RebuildError
 from projections.queries import NotFound, QueryError, TimelineQuery
 
 from .publisher import prepare
@@ -161,7 +162,14 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         dependencies=[Depends(require_token), Depends(only())],
     )
     async def rebuild(name: str) -> JSONResponse:
-        raise ApiError(409, "rebuilds are not available yet", {"projection": name})
+        """Rebuild a projection beside the live one; reads use the old tables until the swap."""
+        if name not in runtime.service.engine.projections:
+            raise ApiError(404, f"no projection {name!r}", {"projections": sorted(runtime.service.engine.projections)})
+        try:
+            await runtime.rebuild([name])
+        except RebuildError as exc:
+            raise ApiError(409, str(exc)) from None
+        return JSONResponse({"name": name, "state": "rebuilding"}, status_code=202)
 
     # --- reading -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -13,7 +14,16 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 from rich.table import Table
 
 from .settings import Settings
@@ -22,6 +32,7 @@ app = typer.Typer(
     help="Event-sourced news timelines: publish news events, read per-entity timelines.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 console = Console()
 err = Console(stderr=True)
@@ -103,12 +114,21 @@ def publish(
         raise typer.Exit(1)
 
 
+class TransferSpeedColumn(ProgressColumn):
+    """Events per second."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} events/s" if speed else "", style="progress.data.speed")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
+        TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=err,
         transient=False,
@@ -175,10 +195,40 @@ def show(
 
 
 @app.command()
-def rebuild(name: Annotated[Optional[str], typer.Argument(help="projection name; all when omitted")] = None) -> None:
-    """Rebuild projections from the store."""
-    err.print("[red]rebuild is not available yet[/]")
-    raise typer.Exit(1)
+def rebuild(
+    name: Annotated[Optional[str], typer.Argument(help="projection name; all when omitted")] = None,
+    force: Annotated[bool, typer.Option(help="take over a rebuild that another process is running")] = False,
+) -> None:
+    """Rebuild projections from the store, beside the live tables, and swap them in."""
+    from projections.engine import RebuildError
+
+    from .service import TimelineService
+
+    settings = _settings()
+    service = TimelineService(settings)
+    try:
+        names = [name] if name else sorted(service.engine.projections)
+        unknown = [n for n in names if n not in service.engine.projections]
+        if unknown:
+            err.print(f"[red]no projection {unknown[0]!r}[/]; there are: {', '.join(sorted(service.engine.projections))}")
+            raise typer.Exit(2)
+        started = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task(f"rebuilding {', '.join(names)}", total=max(service.store.head(), 1))
+
+            def report(position: int, head: int) -> None:
+                progress.update(task, completed=position, total=max(head, 1))
+
+            try:
+                position = service.engine.rebuild(names, report, force=force)
+            except RebuildError as exc:
+                err.print(f"[red]{exc}[/] (use --force to take it over)")
+                raise typer.Exit(1) from None
+        elapsed = time.perf_counter() - started
+        rate = position / elapsed if elapsed > 0 else 0.0
+        console.print(f"rebuilt {', '.join(names)}: {position} events in {elapsed:.2f}s ({rate:,.0f} events/s)")
+    finally:
+        service.close()
 
 
 def demo_events() -> list[bytes]:

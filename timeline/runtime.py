@@ -16,6 +16,7 @@ import anyio
 from redis.asyncio import Redis
 
 from events.ids import content_hash
+from projections.engine import RebuildError
 
 from .consumer import StreamConsumer
 from .embedded_redis import EmbeddedRedis
@@ -36,6 +37,7 @@ class Runtime:
         self.redis_url: str | None = settings.redis_url
         self.redis: Redis | None = None
         self.consumer: StreamConsumer | None = None
+        self.rebuilds: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self.redis_url is None:
@@ -47,8 +49,36 @@ class Runtime:
             self.consumer = StreamConsumer(self.settings, self.service, self.redis_url)
             await self.consumer.start()
             await anyio.to_thread.run_sync(self.service.project)
+            # A new projection version, or a rebuild that died with its process: rebuild in the
+            # background while the live tables keep answering.
+            resume = sorted(set(self.service.outdated) | set(self.service.engine.abandoned_rebuilds()))
+            if resume:
+                await self.rebuild(resume, force=True)
+
+    async def rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
+        """Start a rebuild (state ``rebuilding`` on return) and run it in the background."""
+        started = await anyio.to_thread.run_sync(lambda: self.service.start_rebuild(names, force=force))
+        task = asyncio.create_task(self._run_rebuild(started), name=f"rebuild {','.join(started)}")
+        self.rebuilds.add(task)
+        task.add_done_callback(self.rebuilds.discard)
+        return started
+
+    async def _run_rebuild(self, names: list[str]) -> None:
+        started = time.monotonic()
+        try:
+            while True:
+                position, head, done = await anyio.to_thread.run_sync(self.service.rebuild_step, names)
+                if done:
+                    log.info("rebuilt %s: %d events in %.1fs", ", ".join(names), head, time.monotonic() - started)
+                    return
+        except RebuildError as exc:
+            log.warning("rebuild of %s stopped: %s", ", ".join(names), exc)
+        except Exception:
+            log.exception("rebuild of %s failed; the live tables keep answering", ", ".join(names))
 
     async def stop(self) -> None:
+        for task in list(self.rebuilds):
+            task.cancel()
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from events.models import EventRejected, parse_event_bytes
 from events.store import Candidate, EventStore
@@ -70,7 +69,8 @@ class TimelineService:
         self.settings = settings
         self.store = EventStore(settings.db)
         self.engine = ProjectionEngine(self.store, default_projections())
-        self.engine.setup()
+        #: projections whose code version differs from their tables': rebuilt in the background
+        self.outdated = self.engine.setup()
         self.queries = Queries(str(settings.db))
         self._write_lock = threading.Lock()
 
@@ -107,5 +107,11 @@ class TimelineService:
         with self._write_lock:
             return self.engine.catch_up()
 
-    def projections(self) -> list[dict[str, Any]]:
-        return self.engine.status()
+    def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
+        with self._write_lock:
+            return self.engine.start_rebuild(names, force=force)
+
+    def rebuild_step(self, names: list[str]) -> tuple[int, int, bool]:
+        """One committed batch of a rebuild, between live batches."""
+        with self._write_lock:
+            return self.engine.rebuild_step(names)

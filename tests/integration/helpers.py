@@ -1,0 +1,239 @@
+"""Helpers for the integration tier: events built from a valid default, appends, projections.
+
+Everything here runs on real SQLite files; nothing is mocked. ``make_event`` gives a valid
+news event (CONTRACT §1) with any field overridden (``DROP`` removes a field).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from events.models import parse_event_bytes
+from events.store import AppendResult, Candidate, EventStore
+from projections import ProjectionEngine, default_projections
+from projections.queries import Queries, TimelineQuery
+
+DROP = object()  # make_event(field=DROP) leaves the field out
+
+BASE_EVENT: dict[str, Any] = {
+    "id": "x-outage-2025-05-24",
+    "kind": "outage",
+    "occurred_at": "2025-05-24",
+    "headline": "X is down for about two hours worldwide",
+    "summary": "Users around the world report failures; failover did not work.",
+    "entities": [
+        {"id": "x", "name": "X", "type": "organization", "role": "subject"},
+        {"name": "Downdetector", "type": "organization", "role": "mentioned"},
+    ],
+    "sources": [
+        {
+            "url": "https://news.example/x-outage",
+            "publisher": "Example Wire",
+            "published_at": "2025-05-25T08:00:00Z",
+        }
+    ],
+    "details": {"service": "X", "duration_minutes": 120, "cause": "unknown"},
+}
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid outage event (the contract's example) with fields overridden or dropped."""
+    event = copy.deepcopy(BASE_EVENT)
+    for key, value in overrides.items():
+        if value is DROP:
+            event.pop(key, None)
+        else:
+            event[key] = value
+    return event
+
+
+def ent(entity_id: str, role: str = "subject", name: str | None = None, type: str = "organization") -> dict[str, Any]:
+    return {"id": entity_id, "name": name or entity_id.replace("-", " ").title(), "type": type, "role": role}
+
+
+def news(
+    event_id: str,
+    occurred_at: str,
+    entities: Sequence[str | dict[str, Any]] = ("x",),
+    *,
+    kind: str = "report",
+    headline: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A small valid news event; entities given as ids (role ``subject``) or as dicts."""
+    ents = [ent(e) if isinstance(e, str) else e for e in entities]
+    event: dict[str, Any] = {
+        "id": event_id,
+        "kind": kind,
+        "occurred_at": occurred_at,
+        "headline": headline or f"headline of {event_id}",
+        "entities": ents,
+    }
+    if kind == "outage":
+        event["details"] = {"service": ents[0]["name"]}
+    elif kind == "statement":
+        event["details"] = {"speaker": ents[0]["id"], "quote": f"quote of {event_id}"}
+    elif kind == "political_move":
+        event["details"] = {"actor": ents[0]["id"], "action": "other"}
+    event.update(extra)
+    return event
+
+
+def correction(event_id: str, corrects: str, occurred_at: str = "2025-06-01", reason: str | None = None,
+               **changes: Any) -> dict[str, Any]:
+    details: dict[str, Any] = {"corrects": corrects, "changes": changes}
+    if reason is not None:
+        details["reason"] = reason
+    return {"id": event_id, "kind": "correction", "occurred_at": occurred_at, "details": details}
+
+
+def retraction(event_id: str, retracts: str, reason: str = "the story was false",
+               occurred_at: str = "2025-06-02") -> dict[str, Any]:
+    return {"id": event_id, "kind": "retraction", "occurred_at": occurred_at,
+            "details": {"retracts": retracts, "reason": reason}}
+
+
+def alias(event_id: str, alias_id: str, canonical: str, name: str | None = None,
+          occurred_at: str = "2023-07-24") -> dict[str, Any]:
+    details: dict[str, Any] = {"alias": alias_id, "canonical": canonical}
+    if name is not None:
+        details["name"] = name
+    return {"id": event_id, "kind": "entity_alias", "occurred_at": occurred_at, "details": details}
+
+
+def candidate(event: dict[str, Any] | str | bytes) -> Candidate:
+    """Parse an event exactly as the consumer does (from bytes) and keep those bytes."""
+    if isinstance(event, dict):
+        raw = json.dumps(event, ensure_ascii=False).encode("utf-8")
+    elif isinstance(event, str):
+        raw = event.encode("utf-8")
+    else:
+        raw = event
+    return Candidate(parse_event_bytes(raw), raw)
+
+
+def append(store: EventStore, *events: dict[str, Any] | str | bytes) -> list[AppendResult]:
+    """Append the events as one batch."""
+    return store.append([candidate(e) for e in events])
+
+
+def project(path: str | Path, batch_size: int = 5000) -> int:
+    with EventStore(path) as store:
+        engine = ProjectionEngine(store, default_projections(), batch_size=batch_size)
+        engine.setup()
+        return engine.catch_up()
+
+
+def append_and_project(path: str | Path, events: Iterable[dict[str, Any] | str | bytes]) -> list[AppendResult]:
+    """Append the events as one batch, then bring every projection up to the head."""
+    with EventStore(path) as store:
+        results = append(store, *events)
+        engine = ProjectionEngine(store, default_projections())
+        engine.setup()
+        engine.catch_up()
+    return results
+
+
+def append_batches(path: str | Path, *batches: Sequence[dict[str, Any]], pause: float = 0.005,
+                   project_each: bool = True) -> list[list[AppendResult]]:
+    """Each batch in its own transaction (so each has its own, later ``recorded_at``)."""
+    out = []
+    for i, batch in enumerate(batches):
+        if i:
+            time.sleep(pause)
+        out.append(append_and_project(path, batch) if project_each else _append_only(path, batch))
+    return out
+
+
+def _append_only(path: str | Path, events: Sequence[dict[str, Any]]) -> list[AppendResult]:
+    with EventStore(path) as store:
+        return append(store, *events)
+
+
+def ids(result: dict[str, Any]) -> list[str]:
+    return [e["event_id"] for e in result["entries"]]
+
+
+def timeline_ids(queries: Queries, entity_id: str | None, **params: Any) -> list[str]:
+    return ids(queries.timeline(entity_id, TimelineQuery(**params)))
+
+
+def walk(queries: Queries, entity_id: str | None, **params: Any) -> list[list[str]]:
+    """Every page of a timeline, following ``next_cursor`` until it is null."""
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = queries.timeline(entity_id, TimelineQuery(cursor=cursor, **params))
+        pages.append(ids(page))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) < 10_000, "next_cursor never ends"
+
+
+def projection_tables(path: str | Path) -> list[str]:
+    """The live tables of every projection, from ``projection_checkpoints.tables_tag``."""
+    conn = sqlite3.connect(str(path))
+    try:
+        tags = dict(conn.execute("SELECT name, tables_tag FROM projection_checkpoints"))
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    finally:
+        conn.close()
+    out = []
+    for base in ("tl_events", "tl_entries", "ent_stats", "ent_members"):
+        tag = tags["timelines" if base.startswith("tl_") else "entities"]
+        assert f"{base}{tag}" in names, f"{base}{tag} missing; tables: {names}"
+        out.append(f"{base}{tag}")
+    # Any other table a projection owns under the same tags must be compared too.
+    for name in names:
+        if name not in out and any(name.endswith(t) for t in tags.values()) and not name.startswith("sqlite_"):
+            out.append(name)
+    return out
+
+
+def dump_tables(path: str | Path) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(str(path))
+    try:
+        out = {}
+        for table in projection_tables(path):
+            ncols = len(conn.execute(f"SELECT * FROM {table} LIMIT 0").description)
+            order = ", ".join(str(i + 1) for i in range(ncols))
+            out[table] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+        out["projection_checkpoints"] = conn.execute(
+            "SELECT name, version, position, state, tables_tag FROM projection_checkpoints ORDER BY name"
+        ).fetchall()
+        return out
+    finally:
+        conn.close()
+
+
+# --- for the multi-process test (spawned children import this module by name) -----------------
+
+
+def append_worker(path: str, prefix: str, count: int, barrier: Any, results: Any) -> None:
+    """Append ``count`` distinct events one by one; report ``(prefix, stored, errors)``."""
+    errors: list[str] = []
+    stored = 0
+    try:
+        barrier.wait(timeout=60)
+        with EventStore(path) as store:
+            for i in range(count):
+                event = news(f"{prefix}-{i:05d}", "2025-05-24", (f"{prefix}-entity",))
+                try:
+                    (result,) = append(store, event)
+                except Exception as exc:  # noqa: BLE001 - reported to the parent
+                    errors.append(f"{i}: {type(exc).__name__}: {exc}")
+                    continue
+                if result.status == "stored":
+                    stored += 1
+                else:
+                    errors.append(f"{i}: {result}")
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"worker: {type(exc).__name__}: {exc}")
+    results.put((prefix, stored, errors))
