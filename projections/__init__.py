@@ -2,11 +2,19 @@
 
 from .directory import DirectoryProjection
 from .engine import Projection, ProjectionEngine
+from .related import RelatedProjection
 from .timelines import TimelinesProjection
 
 
 def default_projections() -> list[Projection]:
-    return [TimelinesProjection(), DirectoryProjection()]
+    return [TimelinesProjection(), DirectoryProjection(), RelatedProjection()]
 
 
-__all__ = ["DirectoryProjection", "Projection", "ProjectionEngine", "TimelinesProjection", "default_projections"]
+__all__ = [
+    "DirectoryProjection",
+    "Projection",
+    "ProjectionEngine",
+    "RelatedProjection",
+    "TimelinesProjection",
+    "default_projections",
+]

@@ -86,21 +86,29 @@ class ProjectionEngine:
             raise
 
     def setup(self) -> list[str]:
-        """Create what new projections need; return the projections whose version changed."""
+        """Create what new projections need; return those that must be (re)built from the store.
+
+        A projection added to a store that already holds events starts as version 0 (never
+        built): its empty tables answer until a rebuild, run in the background, swaps in.
+        """
 
         def work(conn: sqlite3.Connection) -> list[str]:
             outdated = []
+            head = self.store.head()
             for p in self.projections.values():
                 row = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (p.name,)).fetchone()
                 if row is None:
-                    tag = f"_v{p.version}"
+                    version = p.version if head == 0 else 0
+                    tag = f"_v{version}"
                     p.drop(conn, tag)
                     p.create(conn, tag)
                     conn.execute(
                         "INSERT INTO projection_checkpoints (name, version, position, state, tables_tag, updated_at)"
                         " VALUES (?, ?, 0, 'live', ?, ?)",
-                        (p.name, p.version, tag, _now()),
+                        (p.name, version, tag, _now()),
                     )
+                    if version != p.version:
+                        outdated.append(p.name)
                 elif row[0] != p.version:
                     outdated.append(p.name)
             return outdated

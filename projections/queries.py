@@ -23,6 +23,8 @@ from events.store import EventStore
 from .aliases import AliasMap
 from .directory import MEMBERS, STATS
 from .engine import read_checkpoints, status_row
+from .related import MEMBERS as RELATED_MEMBERS
+from .related import PAIRS
 from .timelines import ENTRIES, EVENTS
 
 
@@ -50,6 +52,11 @@ class TimelineQuery:
     order: str = "asc"
     as_of: str | None = None
     include_retracted: bool = False
+
+
+def _desc(key: str | None) -> tuple[int, ...]:
+    """Sort key that puts later keys first."""
+    return tuple(-ord(c) for c in key or "")
 
 
 def encode_cursor(start_key: str, position: int, snapshot: int, order: str) -> str:
@@ -242,6 +249,49 @@ class Queries:
                     out[canonical] = found
         ranked = sorted(out.values(), key=lambda e: (-e["event_count"], e["id"]))
         return ranked[:limit]
+
+    def related(self, entity_id: str, limit: int = 20) -> dict[str, Any]:
+        """The entities that share events with this one (aliases merged), most shared first."""
+        self.aliases.refresh(self.store)
+        with self.snapshot() as conn:
+            head, _ = self._checkpoint(conn, "entities")
+            _, tag = self._checkpoint(conn, "related")
+            upto = max(head, self.aliases.seen)
+            canonical = self.aliases.resolve(entity_id, upto)
+            entity = self._entity(conn, canonical, upto)
+            if entity is None:
+                raise NotFound(f"no entity {entity_id!r}")
+            members = self.aliases.members(canonical, upto)
+            graph = self.aliases.graph(upto)
+            counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
+            pairs = conn.execute(
+                f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
+                " ORDER BY count DESC, last_key DESC, other_id",
+                (canonical,),
+            ).fetchall()
+            if len(members) == 1 and not any(row[0] in graph for row in pairs):
+                counted = {row[0]: [row[1], row[2], row[3]] for row in pairs[:limit]}
+            else:  # aliases on either side: count distinct shared events exactly
+                marks = ",".join("?" * len(members))
+                shared: dict[str, dict[str, tuple[str, str]]] = {}
+                for other, event_id, start_key, occurred_at in conn.execute(
+                    f"SELECT m2.entity_id, m1.event_id, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
+                    f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.event_id = m1.event_id"
+                    f" WHERE m1.entity_id IN ({marks}) AND m2.entity_id NOT IN ({marks})",
+                    [*members, *members],
+                ):
+                    shared.setdefault(self.aliases.resolve(other, upto), {})[event_id] = (start_key, occurred_at)
+                for other, events in shared.items():
+                    if other == canonical:
+                        continue
+                    last = max(events.values())
+                    counted[other] = [len(events), last[0], last[1]]
+            ranked = sorted(counted.items(), key=lambda kv: (-kv[1][0], _desc(kv[1][1]), kv[0]))[:limit]
+            out = []
+            for other, (count, _, last_at) in ranked:
+                info = self._entity(conn, other, upto) or {"name": other, "type": "other"}
+                out.append({"id": other, "name": info["name"], "type": info["type"], "count": count, "last_at": last_at})
+        return {"entities": out}
 
     # --- timelines -----------------------------------------------------------------------
 

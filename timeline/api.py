@@ -190,6 +190,11 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     def get_entity(entity_id: str) -> dict[str, Any]:
         return queries.entity(entity_id)
 
+    @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))])
+    def related(entity_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
+        """The entities that share events with this one, most shared first."""
+        return queries.related(entity_id, limit)
+
     def timeline_query(
         since: str | None = None,
         until: str | None = None,

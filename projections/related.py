@@ -1,0 +1,108 @@
+"""The related-entities projection: for each entity, who shares its events, how often, how lately.
+
+``rel_pairs`` counts the events two entities share (both directions), with the latest date;
+``rel_members`` lists the events that count now, so that a correction or retraction that takes
+an event away recomputes the affected pairs exactly. Aliases merge when reading.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .changes import Change
+from .engine import Projection
+
+PAIRS = "rel_pairs"
+MEMBERS = "rel_members"
+
+
+class RelatedProjection(Projection):
+    name = "related"
+    version = 1
+    schema = {
+        PAIRS: [
+            """CREATE TABLE {t} (
+                entity_id TEXT NOT NULL, other_id TEXT NOT NULL, count INTEGER NOT NULL,
+                last_key TEXT, last_at TEXT, PRIMARY KEY (entity_id, other_id)
+            ) WITHOUT ROWID""",
+        ],
+        MEMBERS: [
+            """CREATE TABLE {t} (
+                event_id TEXT NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (event_id, entity_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX {t}_entity ON {t}(entity_id)",
+        ],
+    }
+
+    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
+        pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
+        adds: dict[tuple[str, str], list[Any]] = {}
+        dirty: set[tuple[str, str]] = set()
+        member_rows: list[tuple[Any, ...]] = []
+        for change in changes:
+            old, new = change.old, change.new
+            if old is not None and old.counted:
+                if member_rows:
+                    conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
+                    member_rows.clear()
+                conn.execute(f"DELETE FROM {members_t} WHERE event_id = ?", (old.event_id,))
+                ids = [e["id"] for e in old.entities]
+                dirty.update((a, b) for a in ids for b in ids if a != b)
+            if new is None or not new.counted:
+                continue
+            ids = [e["id"] for e in new.entities]
+            occurred_at = new.body["occurred_at"]
+            member_rows.extend((new.event_id, eid, new.start_key, new.position, occurred_at) for eid in ids)
+            if len(ids) < 2:
+                continue
+            for a in ids:
+                for b in ids:
+                    if a == b:
+                        continue
+                    acc = adds.get((a, b))
+                    if acc is None:
+                        adds[(a, b)] = [a, b, 1, new.start_key, occurred_at]
+                    else:
+                        acc[2] += 1
+                        if new.start_key >= acc[3]:
+                            acc[3], acc[4] = new.start_key, occurred_at
+                    if old is not None:
+                        dirty.add((a, b))
+        if member_rows:
+            conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
+        conn.executemany(
+            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(entity_id, other_id) DO UPDATE SET
+                  count = count + excluded.count,
+                  last_at = CASE WHEN last_key IS NULL OR excluded.last_key >= last_key
+                                 THEN excluded.last_at ELSE last_at END,
+                  last_key = CASE WHEN last_key IS NULL OR excluded.last_key >= last_key
+                                  THEN excluded.last_key ELSE last_key END""",
+            list(adds.values()),
+        )
+        for a, b in dirty:
+            self._recompute(conn, pairs_t, members_t, a, b)
+
+    @staticmethod
+    def _recompute(conn: sqlite3.Connection, pairs_t: str, members_t: str, a: str, b: str) -> None:
+        shared = (
+            f"FROM {members_t} m1 JOIN {members_t} m2 ON m2.event_id = m1.event_id AND m2.entity_id = ?"
+            " WHERE m1.entity_id = ?"
+        )
+        count = conn.execute(f"SELECT COUNT(*) {shared}", (b, a)).fetchone()[0]
+        if count == 0:
+            conn.execute(f"DELETE FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b))
+            return
+        last = conn.execute(
+            f"SELECT m1.start_key, m1.occurred_at {shared} ORDER BY m1.start_key DESC, m1.position DESC LIMIT 1",
+            (b, a),
+        ).fetchone()
+        conn.execute(
+            f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(entity_id, other_id) DO UPDATE SET count = excluded.count,"
+            " last_key = excluded.last_key, last_at = excluded.last_at",
+            (a, b, count, last[0], last[1]),
+        )
