@@ -79,10 +79,16 @@ def _rebuild_columns(conn: sqlite3.Connection) -> None:
     )
 
 
+def _rebuild_owner(conn: sqlite3.Connection) -> None:
+    """Which process runs a rebuild (``host:pid``), so that a dead one is known at once."""
+    conn.execute("ALTER TABLE projection_checkpoints ADD COLUMN rebuild_owner TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events_table),
     ("0002_projection_checkpoints", _projection_checkpoints),
     ("0003_rebuild_columns", _rebuild_columns),
+    ("0004_rebuild_owner", _rebuild_owner),
 ]
 
 

@@ -14,6 +14,8 @@ differs from its live tables' version is rebuilt the same way, the old tables se
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -60,8 +62,29 @@ def _now() -> str:
 
 
 CHECKPOINT_COLUMNS = (
-    "name, version, position, state, tables_tag, rebuild_tag, rebuild_version, rebuild_position, rebuild_beat"
+    "name, version, position, state, tables_tag, rebuild_tag, rebuild_version, rebuild_position, rebuild_beat,"
+    " rebuild_owner"
 )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def rebuild_alive(cp: dict[str, Any]) -> bool:
+    """Whether the rebuild recorded in a checkpoint still has a live process behind it."""
+    if not cp.get("rebuild_tag"):
+        return False
+    host, _, pid = (cp.get("rebuild_owner") or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    beat = cp.get("rebuild_beat")
+    return beat is not None and time.time() - beat < STALE_AFTER
 
 
 class ProjectionEngine:
@@ -69,6 +92,7 @@ class ProjectionEngine:
         self.store = store
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -164,19 +188,21 @@ class ProjectionEngine:
             cps = self.checkpoints()
             for name in names:
                 cp = cps[name]
-                beat = cp["rebuild_beat"]
-                if cp["rebuild_tag"] and not force and beat and time.time() - beat < STALE_AFTER:
-                    raise RebuildError(f"{name} is already being rebuilt (position {cp['rebuild_position']})")
+                if not force and rebuild_alive(cp) and cp["rebuild_owner"] != _owner():
+                    raise RebuildError(
+                        f"{name} is already being rebuilt by {cp['rebuild_owner']} (position {cp['rebuild_position']})"
+                    )
             for name in names:
                 p, cp = self.projections[name], cps[name]
                 if cp["rebuild_tag"]:
                     p.drop(conn, cp["rebuild_tag"])  # a rebuild that died: start again
                 tag = f"_v{p.version}_r{int(time.time() * 1000)}"
                 p.create(conn, tag)
+                self._rebuilding[name] = tag
                 conn.execute(
                     "UPDATE projection_checkpoints SET state = 'rebuilding', rebuild_tag = ?, rebuild_version = ?,"
-                    " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ? WHERE name = ?",
-                    (tag, p.version, _now(), time.time(), name),
+                    " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ?, rebuild_owner = ? WHERE name = ?",
+                    (tag, p.version, _now(), time.time(), _owner(), name),
                 )
             return names
 
@@ -187,7 +213,7 @@ class ProjectionEngine:
 
         def work(conn: sqlite3.Connection) -> tuple[int, int, bool]:
             cps = self.checkpoints()
-            mine = [cps[n] for n in names if cps[n]["rebuild_tag"]]
+            mine = [cps[n] for n in names if cps[n]["rebuild_tag"] and cps[n]["rebuild_tag"] == self._rebuilding.get(n)]
             if len(mine) != len(names):
                 raise RebuildError("the rebuild was cancelled or taken over by another one")
             low = min(c["rebuild_position"] for c in mine)
@@ -211,7 +237,8 @@ class ProjectionEngine:
                 conn.execute(
                     "UPDATE projection_checkpoints SET version = rebuild_version, position = rebuild_position,"
                     " tables_tag = rebuild_tag, state = 'live', rebuild_tag = NULL, rebuild_version = NULL,"
-                    " rebuild_position = NULL, rebuild_started = NULL, rebuild_beat = NULL, updated_at = ?"
+                    " rebuild_position = NULL, rebuild_started = NULL, rebuild_beat = NULL, rebuild_owner = NULL,"
+                    " updated_at = ?"
                     " WHERE name = ?",
                     (_now(), cp["name"]),
                 )
@@ -237,12 +264,7 @@ class ProjectionEngine:
 
     def abandoned_rebuilds(self) -> list[str]:
         """Projections marked ``rebuilding`` whose rebuild has not moved for a while."""
-        now = time.time()
-        return [
-            c["name"]
-            for c in self.checkpoints().values()
-            if c["rebuild_tag"] and (c["rebuild_beat"] is None or now - c["rebuild_beat"] > STALE_AFTER)
-        ]
+        return [c["name"] for c in self.checkpoints().values() if c["rebuild_tag"] and not rebuild_alive(c)]
 
     def status(self) -> list[dict[str, Any]]:
         head = self.store.head()
@@ -251,12 +273,13 @@ class ProjectionEngine:
 
 def read_checkpoints(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     out = {}
-    for name, version, position, state, tag, r_tag, r_version, r_position, r_beat in conn.execute(
+    for name, version, position, state, tag, r_tag, r_version, r_position, r_beat, r_owner in conn.execute(
         f"SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints ORDER BY name"
     ):
         out[name] = {
             "name": name, "version": version, "position": position, "state": state, "tag": tag,
             "rebuild_tag": r_tag, "rebuild_version": r_version, "rebuild_position": r_position, "rebuild_beat": r_beat,
+            "rebuild_owner": r_owner,
         }
     return out
 

@@ -85,12 +85,13 @@ def news(
     return event
 
 
-def correction(event_id: str, corrects: str, occurred_at: str = "2025-06-01", reason: str | None = None,
+def correction(event_id: str, corrects: str, *, at: str = "2025-06-01", reason: str | None = None,
                **changes: Any) -> dict[str, Any]:
+    """A correction (its own ``occurred_at`` is ``at``); keyword arguments are the changes."""
     details: dict[str, Any] = {"corrects": corrects, "changes": changes}
     if reason is not None:
         details["reason"] = reason
-    return {"id": event_id, "kind": "correction", "occurred_at": occurred_at, "details": details}
+    return {"id": event_id, "kind": "correction", "occurred_at": at, "details": details}
 
 
 def retraction(event_id: str, retracts: str, reason: str = "the story was false",
@@ -123,20 +124,25 @@ def append(store: EventStore, *events: dict[str, Any] | str | bytes) -> list[App
     return store.append([candidate(e) for e in events])
 
 
+def _bring_up(store: EventStore, batch_size: int = 5000) -> int:
+    """Set the projections up (a projection new to a store with events is rebuilt) and catch up."""
+    engine = ProjectionEngine(store, default_projections(), batch_size=batch_size)
+    outdated = engine.setup()
+    if outdated:
+        engine.rebuild(outdated)
+    return engine.catch_up()
+
+
 def project(path: str | Path, batch_size: int = 5000) -> int:
     with EventStore(path) as store:
-        engine = ProjectionEngine(store, default_projections(), batch_size=batch_size)
-        engine.setup()
-        return engine.catch_up()
+        return _bring_up(store, batch_size)
 
 
 def append_and_project(path: str | Path, events: Iterable[dict[str, Any] | str | bytes]) -> list[AppendResult]:
     """Append the events as one batch, then bring every projection up to the head."""
     with EventStore(path) as store:
         results = append(store, *events)
-        engine = ProjectionEngine(store, default_projections())
-        engine.setup()
-        engine.catch_up()
+        _bring_up(store)
     return results
 
 
@@ -177,36 +183,37 @@ def walk(queries: Queries, entity_id: str | None, **params: Any) -> list[list[st
         assert len(pages) < 10_000, "next_cursor never ends"
 
 
-def projection_tables(path: str | Path) -> list[str]:
-    """The live tables of every projection, from ``projection_checkpoints.tables_tag``."""
+def projection_tables(path: str | Path) -> dict[str, str]:
+    """``{base name: live table}`` for every table of every projection, the live table named by
+    ``projection_checkpoints.tables_tag`` (a rebuild swaps in another tag)."""
     conn = sqlite3.connect(str(path))
     try:
         tags = dict(conn.execute("SELECT name, tables_tag FROM projection_checkpoints"))
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:
         conn.close()
-    out = []
+    out = {}
+    for projection in default_projections():
+        for base in projection.schema:
+            table = projection.table(base, tags[projection.name])
+            assert table in names, f"{table} missing; tables: {sorted(names)}"
+            out[base] = table
     for base in ("tl_events", "tl_entries", "ent_stats", "ent_members"):
-        tag = tags["timelines" if base.startswith("tl_") else "entities"]
-        assert f"{base}{tag}" in names, f"{base}{tag} missing; tables: {names}"
-        out.append(f"{base}{tag}")
-    # Any other table a projection owns under the same tags must be compared too.
-    for name in names:
-        if name not in out and any(name.endswith(t) for t in tags.values()) and not name.startswith("sqlite_"):
-            out.append(name)
+        assert base in out, f"no {base} table among {out}"
     return out
 
 
 def dump_tables(path: str | Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every projection table, by base name, in a total order of all columns."""
     conn = sqlite3.connect(str(path))
     try:
         out = {}
-        for table in projection_tables(path):
+        for base, table in projection_tables(path).items():
             ncols = len(conn.execute(f"SELECT * FROM {table} LIMIT 0").description)
             order = ", ".join(str(i + 1) for i in range(ncols))
-            out[table] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+            out[base] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
         out["projection_checkpoints"] = conn.execute(
-            "SELECT name, version, position, state, tables_tag FROM projection_checkpoints ORDER BY name"
+            "SELECT name, version, position, state FROM projection_checkpoints ORDER BY name"
         ).fetchall()
         return out
     finally:
