@@ -18,14 +18,13 @@ from typing import Literal
 Precision = Literal["year", "month", "day", "instant"]
 
 _FORM = re.compile(
-    r"^(?P<year>\d{4})"
-    r"(?:-(?P<month>\d{2})"
-    r"(?:-(?P<day>\d{2})"
-    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
-    r"(?P<offset>Z|[+-]\d{2}:?\d{2})?)?)?)?$"
+    r"(?P<year>[0-9]{4})"
+    r"(?:-(?P<month>[0-9]{2})"
+    r"(?:-(?P<day>[0-9]{2})"
+    r"(?:T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]{1,9}))?)?"
+    r"(?P<offset>Z|[+-][0-9]{2}:?[0-9]{2})?)?)?)?"
 )
 
-_KEY_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 MIN_KEY = "0000-01-01T00:00:00.000000Z"
 MAX_KEY = "9999-12-31T23:59:59.999999Z"
 
@@ -35,8 +34,11 @@ class DateFormError(ValueError):
 
 
 def to_key(moment: datetime) -> str:
-    """A UTC instant as a fixed-width, sortable key."""
-    return moment.astimezone(timezone.utc).strftime(_KEY_FORMAT)
+    """A UTC instant as a fixed-width, sortable key (years zero-padded: ``0999-…``)."""
+    m = moment.astimezone(timezone.utc)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ def parse_partial(text: str) -> PartialDate:
     """Parse ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or an instant with an offset or ``Z``."""
     if not isinstance(text, str):
         raise DateFormError("must be a string such as '2025', '2025-05', '2025-05-24' or '2025-05-24T14:30Z'")
-    m = _FORM.match(text)
+    m = _FORM.fullmatch(text)
     if not m:
         raise DateFormError(
             f"{text!r} is not an accepted date form: use '2025', '2025-05', '2025-05-24' "

@@ -13,9 +13,9 @@ _NON_ALNUM_RUN = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def fold(text: str) -> str:
-    """Unicode NFKD, combining marks dropped, case-folded: how names are compared."""
+    """Unicode NFKD, combining marks (category M) dropped, case-folded: how names are compared."""
     decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    stripped = "".join(ch for ch in decomposed if not unicodedata.category(ch).startswith("M"))
     return stripped.casefold()
 
 

@@ -106,7 +106,7 @@ class Entity(Strict):
         if self.id is None:
             derived = slugify(self.name)
             if not derived:
-                raise ValueError(f"name {self.name!r} has no letter or digit to derive an id from: give an id")
+                raise ValueError(f"name: {self.name!r} has no letter or digit to derive an id from: give an id")
             object.__setattr__(self, "id", derived)
         return self
 
@@ -180,12 +180,12 @@ class Changes(Strict):
     @model_validator(mode="after")
     def _not_empty(self) -> "Changes":
         if not self.model_fields_set:
-            raise ValueError(f"details.changes: must name at least one of: {', '.join(CHANGEABLE)}")
+            raise ValueError(f"must name at least one of: {', '.join(CHANGEABLE)}")
         for required in ("headline", "occurred_at", "entities"):
             if required in self.model_fields_set and getattr(self, required) is None:
-                raise ValueError(f"details.changes.{required}: cannot be null, the field is required")
+                raise ValueError(f"{required}: cannot be null, the field is required")
         if self.entities is not None:
-            _unique_entities(self.entities, "details.changes.entities")
+            _unique_entities(self.entities, "entities")
         return self
 
 
@@ -213,7 +213,7 @@ class EntityAliasDetails(Strict):
     @model_validator(mode="after")
     def _not_itself(self) -> "EntityAliasDetails":
         if self.alias == self.canonical:
-            raise ValueError(f"details.alias: {self.alias!r} cannot be an alias of itself")
+            raise ValueError(f"alias: {self.alias!r} cannot be an alias of itself")
         return self
 
 
@@ -365,8 +365,8 @@ def format_errors(exc: ValidationError, prefix: str = "") -> str:
         msg = err["msg"]
         if err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
-            if _NAMES_FIELD.match(msg):
-                lines.append(prefix + msg)
+            if _NAMES_FIELD.match(msg):  # the message names a field, relative to where it was raised
+                lines.append(f"{prefix}{loc}.{msg}" if loc else prefix + msg)
                 continue
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -412,11 +412,17 @@ def _reject_constant(name: str) -> Any:
 
 
 def decode_json(data: bytes | str) -> Any:
-    """Strict JSON (no NaN or Infinity); raise ``EventRejected('bad_json', ...)``."""
+    """Strict JSON in UTF-8 (no NaN or Infinity); raise ``EventRejected('bad_json', ...)``."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    except UnicodeDecodeError as exc:
+        raise EventRejected("bad_json", f"event: not UTF-8: {exc}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
         raise EventRejected("bad_json", f"event: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise EventRejected("bad_json", "event: not valid JSON: nested too deeply") from None
 
 
 def parse_event_bytes(data: bytes | str) -> ParsedEvent:

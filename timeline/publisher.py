@@ -48,7 +48,10 @@ def encode(event: Any) -> tuple[str, bytes]:
         parsed = parse_event_bytes(event)
         data = event.encode() if isinstance(event, str) else event
     else:
-        data = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            data = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise EventRejected("bad_json", f"event: cannot be written as JSON: {exc}") from None
         parsed = parse_event_bytes(data) if len(data) > 256 * 1024 else parse_event(event)
     return parsed.id, data
 

@@ -1,0 +1,103 @@
+"""Rebuild benchmark: every projection rebuilt from N stored events; rate and peak memory.
+
+    .venv/bin/python -m bench.rebuild                 # 1,000,000 events (store cached in bench/.cache)
+    .venv/bin/python -m bench.rebuild --events 20000  # a quick run
+
+The store is filled once (validated by the real parser, appended by the real store) and
+cached; the rebuild runs in a child process, so its peak RSS is the rebuild's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from events.models import parse_event_bytes
+from events.store import Candidate, EventStore
+
+from .workload import lines
+
+CACHE = Path(__file__).parent / ".cache"
+
+
+def fill(path: Path, n: int) -> float:
+    """Append n workload events (if not there yet); return the append rate."""
+    store = EventStore(path)
+    try:
+        have = store.head()
+        if have >= n:
+            return 0.0
+        started = time.perf_counter()
+        batch: list[Candidate] = []
+        for i, raw in enumerate(lines(n)):
+            if i < have:
+                continue
+            batch.append(Candidate(parse_event_bytes(raw), raw))
+            if len(batch) == 5000:
+                store.append(batch)
+                batch = []
+                print(f"\r  filling the store: {i + 1:,}/{n:,}", end="", file=sys.stderr, flush=True)
+        store.append(batch)
+        print(file=sys.stderr)
+        return (n - have) / (time.perf_counter() - started)
+    finally:
+        store.close()
+
+
+def measure(path: Path, names: list[str] | None) -> dict[str, float]:
+    """Run in a child: rebuild and report the figures."""
+    from projections import ProjectionEngine, default_projections
+
+    store = EventStore(path)
+    engine = ProjectionEngine(store, default_projections(), batch_size=20_000)
+    engine.setup()
+    started = time.perf_counter()
+    position = engine.rebuild(names, force=True)
+    seconds = time.perf_counter() - started
+    store.close()
+    return {
+        "events": position,
+        "seconds": seconds,
+        "rate": position / seconds if seconds else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run(n: int, names: list[str] | None = None, db: Path | None = None) -> dict[str, float]:
+    path = db or CACHE / f"bench-{n}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fill(path, n)
+    args = [sys.executable, "-m", "bench.rebuild", "--measure", str(path)]
+    for name in names or []:
+        args += ["--projection", name]
+    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--projection", action="append", help="only these projections (repeatable)")
+    parser.add_argument("--db", type=Path, help="store file (default: cached under bench/.cache)")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.projection)))
+        return
+    rows = []
+    for names in ([args.projection] if args.projection else [["timelines"], ["entities"], ["related"], None]):
+        figures = run(args.events, names, args.db)
+        rows.append((", ".join(names) if names else "all projections", figures))
+    print(f"\nrebuild from {args.events:,} stored events\n")
+    print(f"{'projections':<20} {'seconds':>9} {'events/s':>11} {'peak RSS MB':>12}")
+    for label, f in rows:
+        print(f"{label:<20} {f['seconds']:>9.2f} {f['rate']:>11,.0f} {f['peak_rss_mb']:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
