@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from .directory import MEMBERS, STATS
 from .engine import read_checkpoints, status_row
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
-from .timelines import ENTRIES, EVENTS
+from .timelines import ENTRIES, EVENTS, SEARCH
 
 
 class QueryError(ValueError):
@@ -70,11 +71,19 @@ def decode_cursor(cursor: str) -> tuple[str, int, int, str]:
         start_key, position, snapshot, order = json.loads(raw)
         if not (isinstance(start_key, str) and isinstance(position, int) and isinstance(snapshot, int)):
             raise ValueError
-        if order not in ("asc", "desc"):
+        if order not in ("asc", "desc", "relevance"):
             raise ValueError
         return start_key, position, snapshot, order
     except (ValueError, TypeError, json.JSONDecodeError):
         raise QueryError("cursor", "not a cursor this API gave out") from None
+
+
+def fts_query(q: str) -> str:
+    """A user's words as a safe FTS5 query: each word a quoted term, all required."""
+    words = re.findall(r"\w+", q)
+    if not words:
+        raise QueryError("q", "needs at least one letter or digit")
+    return " ".join(f'"{w}"' for w in words)
 
 
 def _instant_key(field: str, value: str) -> str:
@@ -298,6 +307,9 @@ class Queries:
     def timeline(self, entity_id: str | None, query: TimelineQuery) -> dict[str, Any]:
         if query.role is not None and entity_id is None:
             raise QueryError("role", "only an entity's timeline has roles")
+        if query.order == "relevance" and not query.q:
+            raise QueryError("order", "order=relevance ranks full-text matches: it needs q")
+        match = fts_query(query.q) if query.q else None
         since = _partial("since", query.since).start_key if query.since else None
         until = _partial("until", query.until).end_key if query.until else None
         as_of_key = _instant_key("as_of", query.as_of) if query.as_of else None
@@ -324,7 +336,7 @@ class Queries:
                 members = self.aliases.members(self.aliases.resolve(entity_id, snapshot), snapshot)
                 if canonical not in members:
                     members.append(canonical)
-            rows = self._rows(conn, tag, entity_id is not None, members, snapshot, query, since, until, after)
+            rows = self._rows(conn, tag, entity_id is not None, members, snapshot, query, since, until, after, match)
         entries = []
         for row in rows[: query.limit]:
             entry = {
@@ -350,7 +362,10 @@ class Queries:
         next_cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
-            next_cursor = encode_cursor(last[11], last[8], snapshot, query.order)
+            if query.order == "relevance":  # ranked pages go by offset within the pinned snapshot
+                next_cursor = encode_cursor("", (after[1] if after else 0) + query.limit, snapshot, query.order)
+            else:
+                next_cursor = encode_cursor(last[11], last[8], snapshot, query.order)
         result: dict[str, Any] = {"entries": entries, "next_cursor": next_cursor}
         if entity is not None:
             result = {"entity": entity, **result}
@@ -367,6 +382,7 @@ class Queries:
         since: str | None,
         until: str | None,
         after: tuple[str, int, int, str] | None,
+        match: str | None = None,
     ) -> list[tuple[Any, ...]]:
         args: list[Any] = []
         alias = "en" if by_entity else "v"
@@ -390,13 +406,22 @@ class Queries:
             where.append(f"{alias}.start_key <= ?")
             args.append(until)
         desc = query.order == "desc"
-        if after is not None:
+        relevance = query.order == "relevance"
+        if after is not None and not relevance:
             where.append(f"({alias}.start_key, {alias}.position) {'<' if desc else '>'} (?, ?)")
             args += [after[0], after[1]]
         direction = "DESC" if desc else "ASC"
         order = f"ORDER BY {alias}.start_key {direction}, {alias}.position {direction}"
+        if match is not None:
+            # bm25 over the version's headline and summary; rowid of the index = the version's id
+            where.append(f"s.rowid = v.valid_from AND {SEARCH}{tag} MATCH ?")
+            args.append(match)
+            if relevance:
+                order = f"ORDER BY bm25({SEARCH}{tag}), {alias}.start_key, {alias}.position"
         if by_entity:
             join = f"JOIN {EVENTS}{tag} v ON v.event_id = en.event_id AND v.valid_from <= ? AND v.valid_to > ?"
+            if match is not None:
+                join += f" JOIN {SEARCH}{tag} s"
             group = "GROUP BY en.event_id" if len(members) > 1 else ""
             sql = (
                 f"SELECT {ENTRY_COLUMNS}, en.role, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
@@ -406,6 +431,10 @@ class Queries:
                 sql = sql.replace(", MIN(en.rank)", "")
             args = [p, p, *args]
         else:
-            sql = f"SELECT {ENTRY_COLUMNS} FROM {EVENTS}{tag} v WHERE {' AND '.join(where)} {order} LIMIT ?"
+            source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{tag} s" if match is not None else "")
+            sql = f"SELECT {ENTRY_COLUMNS} FROM {source} WHERE {' AND '.join(where)} {order} LIMIT ?"
         args.append(query.limit + 1)
+        if relevance:
+            sql += " OFFSET ?"
+            args.append(after[1] if after else 0)
         return conn.execute(sql, args).fetchall()

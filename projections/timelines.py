@@ -29,19 +29,19 @@ def _dumps(value: object) -> str:
 
 class TimelinesProjection(Projection):
     name = "timelines"
-    version = 1
+    version = 2
     schema = {
         EVENTS: [
+            # A version's id is the store position of the change that made it (one per position).
             """CREATE TABLE {t} (
-                event_id TEXT NOT NULL, valid_from INTEGER NOT NULL, valid_to INTEGER NOT NULL,
+                valid_from INTEGER PRIMARY KEY, event_id TEXT NOT NULL, valid_to INTEGER NOT NULL,
                 position INTEGER NOT NULL, recorded_at TEXT NOT NULL, kind TEXT NOT NULL,
                 status TEXT NOT NULL, start_key TEXT NOT NULL, end_key TEXT NOT NULL,
                 occurred_at TEXT NOT NULL, ended_at TEXT, headline TEXT NOT NULL, summary TEXT,
-                sources TEXT NOT NULL, details TEXT NOT NULL,
-                PRIMARY KEY (event_id, valid_from)
+                sources TEXT NOT NULL, details TEXT NOT NULL
             )""",
-            "CREATE INDEX {t}_order ON {t}(start_key, position) WHERE valid_to = 4611686018427387904",
-            "CREATE INDEX {t}_order_all ON {t}(start_key, position, valid_from)",
+            "CREATE INDEX {t}_event ON {t}(event_id, valid_to)",
+            "CREATE INDEX {t}_order ON {t}(start_key, position)",
         ],
         ENTRIES: [
             """CREATE TABLE {t} (
@@ -52,15 +52,21 @@ class TimelinesProjection(Projection):
             "CREATE INDEX {t}_entity ON {t}(entity_id, start_key, position)",
             "CREATE INDEX {t}_event ON {t}(event_id) WHERE valid_to = 4611686018427387904",
         ],
+        SEARCH: [
+            # Full-text index of each version's headline and summary; rowid = the version's valid_from.
+            "CREATE VIRTUAL TABLE {t} USING fts5(headline, summary, content='',"
+            " tokenize='unicode61 remove_diacritics 2')",
+        ],
     }
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
         events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
+        search_t = self.table(SEARCH, tag)
         event_rows = []
         entry_rows = []
         for change in changes:
             if change.old is not None:
-                self._flush(conn, events_t, entries_t, event_rows, entry_rows)
+                self._flush(conn, events_t, entries_t, search_t, event_rows, entry_rows)
                 conn.execute(
                     f"UPDATE {events_t} SET valid_to = ? WHERE event_id = ? AND valid_to = ?",
                     (change.position, change.old.event_id, OPEN),
@@ -75,13 +81,13 @@ class TimelinesProjection(Projection):
             body = new.body
             event_rows.append(
                 (
-                    new.event_id, change.position, OPEN, new.position, new.recorded_at, new.kind, new.status,
+                    change.position, new.event_id, OPEN, new.position, new.recorded_at, new.kind, new.status,
                     new.start_key, new.end_key, body["occurred_at"], body.get("ended_at"), body["headline"],
                     body.get("summary"), _dumps(body.get("sources", [])), _dumps(body.get("details", {})),
                 )
             )
             entry_rows.extend(self._entries(new, change.position))
-        self._flush(conn, events_t, entries_t, event_rows, entry_rows)
+        self._flush(conn, events_t, entries_t, search_t, event_rows, entry_rows)
 
     @staticmethod
     def _entries(new: Version, valid_from: int) -> list[tuple[object, ...]]:
@@ -94,9 +100,15 @@ class TimelinesProjection(Projection):
         ]
 
     @staticmethod
-    def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:
+    def _flush(
+        conn: sqlite3.Connection, events_t: str, entries_t: str, search_t: str, event_rows: list, entry_rows: list
+    ) -> None:
         if event_rows:
             conn.executemany(f"INSERT INTO {events_t} VALUES ({','.join('?' * 15)})", event_rows)
+            conn.executemany(
+                f"INSERT INTO {search_t} (rowid, headline, summary) VALUES (?, ?, ?)",
+                [(row[0], row[11], row[12] or "") for row in event_rows],
+            )
             event_rows.clear()
         if entry_rows:
             conn.executemany(f"INSERT INTO {entries_t} VALUES ({','.join('?' * 11)})", entry_rows)

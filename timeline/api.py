@@ -202,7 +202,10 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         q: Annotated[str | None, Query(max_length=500)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
-        order: Literal["asc", "desc"] = "asc",
+        order: Annotated[
+            Literal["asc", "desc", "relevance"],
+            Query(description="asc (default) or desc by time; relevance ranks full-text matches (needs q)"),
+        ] = "asc",
         as_of: str | None = None,
         include_retracted: bool = False,
     ) -> TimelineQuery:

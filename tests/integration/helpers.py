@@ -244,3 +244,24 @@ def append_worker(path: str, prefix: str, count: int, barrier: Any, results: Any
     except Exception as exc:  # noqa: BLE001
         errors.append(f"worker: {type(exc).__name__}: {exc}")
     results.put((prefix, stored, errors))
+
+
+def open_worker(paths: list[str], prefix: str, per_file: int, barrier: Any, results: Any) -> None:
+    """For each (new) file in turn: meet the other writer at the barrier, then open the store
+    (creating and migrating it) and append ``per_file`` events; report ``(prefix, stored, errors)``."""
+    errors: list[str] = []
+    stored = 0
+    for n, path in enumerate(paths):
+        try:
+            barrier.wait(timeout=60)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{path}: barrier: {type(exc).__name__}")
+            break
+        try:
+            with EventStore(path) as store:
+                for i in range(per_file):
+                    (result,) = append(store, news(f"{prefix}-{n}-{i}", "2025", (f"{prefix}-entity",)))
+                    stored += result.status == "stored"
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            errors.append(f"{path}: {type(exc).__name__}: {exc}")
+    results.put((prefix, stored, errors))

@@ -15,7 +15,7 @@ from events.ids import EVENT_ID_PATTERN
 from events.migrations import MIGRATIONS, migrate
 from events.models import EventRejected, parse_event_bytes
 from events.store import EventStore, connect
-from helpers import DROP, alias, append, append_worker, correction, make_event, news, retraction
+from helpers import DROP, alias, append, append_worker, correction, make_event, news, open_worker, retraction
 
 
 @pytest.fixture
@@ -428,14 +428,25 @@ def test_two_processes_append_concurrently(db):
         assert switches > 1
 
 
-def test_two_processes_open_a_new_file_concurrently(db):
-    """Both writers create and migrate the same new file at the same moment."""
-    out = _run_two_writers(db, 200)
-    assert out == [("p1", 200, []), ("p2", 200, [])]
-    assert positions(db) == list(range(1, 401))
-    conn = sqlite3.connect(str(db))
-    try:
-        names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
-    finally:
-        conn.close()
-    assert names == sorted(name for name, _ in MIGRATIONS)
+def test_two_processes_open_new_files_concurrently(tmp_path):
+    """Two writers create and migrate the same new file at the same moment (50 files in turn:
+    the race is short). Every open must succeed, as every append does."""
+    paths = [str(tmp_path / f"new-{n}.db") for n in range(50)]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=open_worker, args=(paths, p, 3, barrier, results)) for p in ("p1", "p2")]
+    for p in procs:
+        p.start()
+    out = sorted(results.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert out == [("p1", 150, []), ("p2", 150, [])]
+    for path in paths:
+        assert positions(path) == list(range(1, 7))
+        conn = sqlite3.connect(path)
+        try:
+            names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+        finally:
+            conn.close()
+        assert names == sorted(name for name, _ in MIGRATIONS)
