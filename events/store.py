@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from .dates import utc_now_key
-from .history import EventState, fold
+from .dates import parse_partial, utc_now_key
+from .history import EventState
+from .history import fold as fold_state
+from .ids import fold
 from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
 
@@ -58,13 +62,43 @@ def connect(path: str | Path) -> sqlite3.Connection:
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-    db = sqlite_utils.Database(conn)
-    if str(path) != ":memory:":
-        db.enable_wal()
-    conn.execute("PRAGMA synchronous = FULL")  # an acknowledged event survives a power cut
     conn.execute("PRAGMA busy_timeout = 30000")
+    if str(path) != ":memory:":
+        _enable_wal(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA synchronous = FULL")  # an acknowledged event survives a power cut
     conn.execute("PRAGMA foreign_keys = ON")
+    register_functions(conn)
     return conn
+
+
+def _enable_wal(db: sqlite_utils.Database, patience: float = 30.0) -> None:
+    """Switch to WAL; the switch does not wait on another opener's lock by itself, so retry."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@lru_cache(maxsize=65536)
+def _start_key(text: str) -> str:
+    return parse_partial(text).start_key
+
+
+@lru_cache(maxsize=65536)
+def _end_key(text: str) -> str:
+    return parse_partial(text).end_key
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """SQL functions that set-based projections use; the same code as the Python path."""
+    conn.create_function("partial_start", 1, _start_key, deterministic=True)
+    conn.create_function("partial_end", 1, _end_key, deterministic=True)
+    conn.create_function("fold", 1, fold, deterministic=True)
 
 
 class EventStore:
@@ -206,7 +240,7 @@ class EventStore:
             )
         if event.kind == "correction":
             editorial = self.editorial_for(target_id)
-            state = fold(target, editorial)
+            state = fold_state(target, editorial)
             apply_changes(target.kind, state.body, event.body["details"]["changes"])
 
     # --- reading -------------------------------------------------------------------------
@@ -240,7 +274,7 @@ class EventStore:
         event = self.get(event_id, upto)
         if event is None:
             return None
-        return event, fold(event, self.editorial_for(event_id, upto))
+        return event, fold_state(event, self.editorial_for(event_id, upto))
 
     def read(self, after: int, limit: int = 1000, upto: int | None = None) -> list[StoredEvent]:
         """Events with ``after < position <= upto``, in order, at most ``limit``."""
@@ -248,6 +282,15 @@ class EventStore:
             "SELECT position, event_id, kind, target_id, recorded_at, body FROM events"
             " WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
             (after, upto if upto is not None else 2**62, limit),
+        )
+        return [_stored(r) for r in rows]
+
+    def read_where(self, condition: str, args: tuple[Any, ...]) -> list[StoredEvent]:
+        """Events matching a condition on the events table, in store order."""
+        rows = self.conn.execute(
+            f"SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE {condition}"
+            " ORDER BY position",
+            args,
         )
         return [_stored(r) for r in rows]
 

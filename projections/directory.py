@@ -3,7 +3,8 @@
 ``ent_stats`` has one row per entity id as filed (aliases are merged when reading);
 ``ent_members`` lists the events that count for each entity now (retracted ones do not), so
 that a correction or retraction that takes an event away recomputes the counts and dates
-exactly. Plain appends, the common case, only add.
+exactly. Every comparison is by (key, store position), so the result does not depend on the
+order in which a batch's rows are applied: the set-based path and the per-change path agree.
 """
 
 from __future__ import annotations
@@ -20,16 +21,50 @@ from .engine import Projection
 STATS = "ent_stats"
 MEMBERS = "ent_members"
 
+COLUMNS = (
+    "id, name, type, name_position, event_count, first_key, first_position, first_at,"
+    " last_key, last_position, last_at, search"
+)
+
+# Merging a batch's figures into an entity's row: the latest name wins, counts add up, and the
+# first and last dates are the least and greatest (start key, position).
+MERGE = """
+ON CONFLICT(id) DO UPDATE SET
+  name = CASE WHEN excluded.name_position >= name_position THEN excluded.name ELSE name END,
+  type = CASE WHEN excluded.name_position >= name_position THEN excluded.type ELSE type END,
+  search = CASE WHEN excluded.name_position >= name_position THEN excluded.search ELSE search END,
+  name_position = MAX(name_position, excluded.name_position),
+  event_count = event_count + excluded.event_count,
+  first_at = CASE WHEN first_key IS NULL OR (excluded.first_key IS NOT NULL AND
+             (excluded.first_key, excluded.first_position) < (first_key, first_position))
+             THEN excluded.first_at ELSE first_at END,
+  first_position = CASE WHEN first_key IS NULL OR (excluded.first_key IS NOT NULL AND
+             (excluded.first_key, excluded.first_position) < (first_key, first_position))
+             THEN excluded.first_position ELSE first_position END,
+  first_key = CASE WHEN first_key IS NULL OR (excluded.first_key IS NOT NULL AND
+             (excluded.first_key, excluded.first_position) < (first_key, first_position))
+             THEN excluded.first_key ELSE first_key END,
+  last_at = CASE WHEN last_key IS NULL OR (excluded.last_key IS NOT NULL AND
+            (excluded.last_key, excluded.last_position) > (last_key, last_position))
+            THEN excluded.last_at ELSE last_at END,
+  last_position = CASE WHEN last_key IS NULL OR (excluded.last_key IS NOT NULL AND
+            (excluded.last_key, excluded.last_position) > (last_key, last_position))
+            THEN excluded.last_position ELSE last_position END,
+  last_key = CASE WHEN last_key IS NULL OR (excluded.last_key IS NOT NULL AND
+            (excluded.last_key, excluded.last_position) > (last_key, last_position))
+            THEN excluded.last_key ELSE last_key END
+"""
+
 
 class DirectoryProjection(Projection):
     name = "entities"
-    version = 1
+    version = 2
     schema = {
         STATS: [
             """CREATE TABLE {t} (
                 id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, name_position INTEGER NOT NULL,
-                event_count INTEGER NOT NULL, first_key TEXT, first_at TEXT, last_key TEXT, last_at TEXT,
-                search TEXT NOT NULL
+                event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER, first_at TEXT,
+                last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
             )""",
             "CREATE INDEX {t}_count ON {t}(event_count DESC, id)",
         ],
@@ -40,6 +75,27 @@ class DirectoryProjection(Projection):
             ) WITHOUT ROWID""",
         ],
     }
+
+    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
+        stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
+        conn.execute(
+            f"INSERT OR REPLACE INTO {members_t} (entity_id, event_id, start_key, position, occurred_at)"
+            " SELECT entity_id, event_id, start_key, position, occurred_at FROM temp.stage_members"
+        )
+        conn.execute(
+            f"""INSERT INTO {stats_t} ({COLUMNS})
+                SELECT a.entity_id, n.name, n.type, a.name_position, a.cnt,
+                       f.start_key, f.position, f.occurred_at, l.start_key, l.position, l.occurred_at,
+                       fold(n.name) || ' ' || a.entity_id
+                FROM (SELECT entity_id, COUNT(*) AS cnt, MAX(position) AS name_position,
+                             MIN(start_key || printf('%015d', position)) AS fc,
+                             MAX(start_key || printf('%015d', position)) AS lc
+                      FROM temp.stage_members GROUP BY entity_id) a
+                JOIN temp.stage_members n ON n.entity_id = a.entity_id AND n.position = a.name_position
+                JOIN temp.stage_members f ON f.entity_id = a.entity_id AND f.position = CAST(substr(a.fc, 28) AS INTEGER)
+                JOIN temp.stage_members l ON l.entity_id = a.entity_id AND l.position = CAST(substr(a.lc, 28) AS INTEGER)
+                WHERE true {MERGE}"""
+        )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
@@ -60,42 +116,26 @@ class DirectoryProjection(Projection):
             if new is None:
                 continue
             occurred_at = new.body["occurred_at"]
+            counted = new.counted
             for entity in new.entities:
                 eid = entity["id"]
+                first = (new.start_key, new.position, occurred_at) if counted else (None, None, None)
                 acc = adds.get(eid)
-                counted = 1 if new.counted else 0
                 if acc is None:
-                    adds[eid] = [eid, entity["name"], entity["type"], change.position, counted,
-                                 new.start_key, occurred_at, new.start_key, occurred_at]
+                    adds[eid] = [eid, entity["name"], entity["type"], change.position, int(counted), *first, *first]
                 else:
                     acc[1], acc[2], acc[3] = entity["name"], entity["type"], change.position
-                    acc[4] += counted
-                    if counted and new.start_key < acc[5]:
-                        acc[5], acc[6] = new.start_key, occurred_at
-                    if counted and new.start_key >= acc[7]:
-                        acc[7], acc[8] = new.start_key, occurred_at
-                if new.counted:
+                    acc[4] += int(counted)
+                    if counted and (acc[5] is None or (new.start_key, new.position) < (acc[5], acc[6])):
+                        acc[5:8] = first
+                    if counted and (acc[8] is None or (new.start_key, new.position) > (acc[8], acc[9])):
+                        acc[8:11] = first
+                if counted:
                     member_rows.append((eid, new.event_id, new.start_key, new.position, occurred_at))
-                if old is not None or not new.counted:
-                    dirty.add(eid)
         if member_rows:
             conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
         conn.executemany(
-            f"""INSERT INTO {stats_t} (id, name, type, name_position, event_count, first_key, first_at,
-                                       last_key, last_at, search)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET
-                  name = excluded.name, type = excluded.type, name_position = excluded.name_position,
-                  search = excluded.search,
-                  event_count = event_count + excluded.event_count,
-                  first_at = CASE WHEN first_key IS NULL OR excluded.first_key < first_key
-                                  THEN excluded.first_at ELSE first_at END,
-                  first_key = CASE WHEN first_key IS NULL OR excluded.first_key < first_key
-                                   THEN excluded.first_key ELSE first_key END,
-                  last_at = CASE WHEN last_key IS NULL OR excluded.last_key >= last_key
-                                 THEN excluded.last_at ELSE last_at END,
-                  last_key = CASE WHEN last_key IS NULL OR excluded.last_key >= last_key
-                                  THEN excluded.last_key ELSE last_key END""",
+            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES ({','.join('?' * 12)}) {MERGE}",
             [(*acc, f"{fold(acc[1])} {acc[0]}") for acc in adds.values()],
         )
         for eid in dirty:
@@ -105,15 +145,17 @@ class DirectoryProjection(Projection):
     def _recompute(conn: sqlite3.Connection, stats_t: str, members_t: str, entity_id: str) -> None:
         count = conn.execute(f"SELECT COUNT(*) FROM {members_t} WHERE entity_id = ?", (entity_id,)).fetchone()[0]
         first = conn.execute(
-            f"SELECT start_key, occurred_at FROM {members_t} WHERE entity_id = ? ORDER BY start_key, position LIMIT 1",
+            f"SELECT start_key, position, occurred_at FROM {members_t} WHERE entity_id = ?"
+            " ORDER BY start_key, position LIMIT 1",
             (entity_id,),
-        ).fetchone() or (None, None)
+        ).fetchone() or (None, None, None)
         last = conn.execute(
-            f"SELECT start_key, occurred_at FROM {members_t} WHERE entity_id = ?"
+            f"SELECT start_key, position, occurred_at FROM {members_t} WHERE entity_id = ?"
             " ORDER BY start_key DESC, position DESC LIMIT 1",
             (entity_id,),
-        ).fetchone() or (None, None)
+        ).fetchone() or (None, None, None)
         conn.execute(
-            f"UPDATE {stats_t} SET event_count = ?, first_key = ?, first_at = ?, last_key = ?, last_at = ? WHERE id = ?",
-            (count, first[0], first[1], last[0], last[1], entity_id),
+            f"UPDATE {stats_t} SET event_count = ?, first_key = ?, first_position = ?, first_at = ?,"
+            " last_key = ?, last_position = ?, last_at = ? WHERE id = ?",
+            (count, *first, *last, entity_id),
         )

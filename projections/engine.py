@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from events.store import EventStore
+from events.models import NEWS_KINDS
+from events.store import EventStore, StoredEvent
 
 from .changes import Change, compute_changes
 
@@ -52,6 +53,19 @@ class Projection(ABC):
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
         """Write the rows for these changes (inside the engine's transaction)."""
 
+    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
+        """Optionally, apply the staged plain news events set-based, in SQL.
+
+        ``temp.stage_events`` and ``temp.stage_members`` hold the batch's news events that no
+        correction or retraction waited for (most of them); ``apply`` then gets the changes of
+        the rest. A projection that implements this must give the same rows whatever the order.
+        """
+        raise NotImplementedError
+
+    @property
+    def has_bulk(self) -> bool:
+        return type(self).bulk is not Projection.bulk
+
 
 class RebuildError(RuntimeError):
     pass
@@ -60,6 +74,16 @@ class RebuildError(RuntimeError):
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
+
+NEWS_SQL = ", ".join(f"'{k}'" for k in NEWS_KINDS)
+STAGE_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_events (position INTEGER PRIMARY KEY, event_id TEXT, kind TEXT,"
+    " recorded_at TEXT, body TEXT, start_key TEXT, end_key TEXT, occurred_at TEXT)",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_members (event_id TEXT, position INTEGER, entity_id TEXT, name TEXT,"
+    " type TEXT, role TEXT, start_key TEXT, occurred_at TEXT)",
+    "CREATE INDEX IF NOT EXISTS temp.stage_members_entity ON stage_members(entity_id, position)",
+    "CREATE INDEX IF NOT EXISTS temp.stage_members_position ON stage_members(position)",
+)
 
 CHECKPOINT_COLUMNS = (
     "name, version, position, state, tables_tag, rebuild_tag, rebuild_version, rebuild_position, rebuild_beat,"
@@ -162,11 +186,9 @@ class ProjectionEngine:
             return None
         low = min(c["position"] for c in behind)
         group = [c for c in behind if c["position"] == low]
-        batch = self.store.read(low, self.batch_size, head)
-        new_position = batch[-1].position
-        changes = compute_changes(self.store, batch)
+        new_position = min(low + self.batch_size, head)  # positions have no gaps
+        self._apply_range(low, new_position, [(self.projections[c["name"]], c["tag"]) for c in group])
         for cp in group:
-            self.projections[cp["name"]].apply(self.conn, changes, cp["tag"])
             cur = self.conn.execute(
                 "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position < ?",
                 (new_position, _now(), cp["name"], new_position),
@@ -174,6 +196,46 @@ class ProjectionEngine:
             if cur.rowcount != 1:
                 raise RuntimeError(f"checkpoint of {cp['name']} moved under us")
         return new_position
+
+    def _apply_range(self, low: int, high: int, targets: list[tuple[Projection, str]]) -> None:
+        """Apply the events ``low < position <= high`` to each (projection, table tag)."""
+        if all(p.has_bulk for p, _ in targets):
+            rest = self._stage(low, high)
+        else:
+            rest = self.store.read(low, high - low, high)
+        changes = compute_changes(self.store, rest)
+        for projection, tag in targets:
+            if projection.has_bulk:
+                projection.bulk(self.conn, tag)
+            projection.apply(self.conn, changes, tag)
+
+    def _stage(self, low: int, high: int) -> list[StoredEvent]:
+        """Stage the plain news events of a range for ``bulk``; return the others."""
+        conn = self.conn
+        for sql in STAGE_TABLES:
+            conn.execute(sql)
+        conn.execute("DELETE FROM temp.stage_events")
+        conn.execute("DELETE FROM temp.stage_members")
+        conn.execute(
+            f"""INSERT INTO temp.stage_events
+                SELECT position, event_id, kind, recorded_at, body,
+                       partial_start(body ->> 'occurred_at'),
+                       partial_end(coalesce(body ->> 'ended_at', body ->> 'occurred_at')),
+                       body ->> 'occurred_at'
+                FROM events e
+                WHERE position > ? AND position <= ? AND kind IN ({NEWS_SQL})
+                  AND NOT EXISTS (SELECT 1 FROM events c WHERE c.target_id = e.event_id AND c.position < e.position)""",
+            (low, high),
+        )
+        conn.execute(
+            """INSERT INTO temp.stage_members
+               SELECT s.event_id, s.position, j.value ->> 'id', j.value ->> 'name', j.value ->> 'type',
+                      j.value ->> 'role', s.start_key, s.occurred_at
+               FROM temp.stage_events s, json_each(s.body, '$.entities') j"""
+        )
+        return self.store.read_where(
+            "position > ? AND position <= ? AND position NOT IN (SELECT position FROM temp.stage_events)", (low, high)
+        )
 
     # --- rebuilds ------------------------------------------------------------------------
 
@@ -219,12 +281,11 @@ class ProjectionEngine:
             low = min(c["rebuild_position"] for c in mine)
             head = self.store.head()
             if low < head:
-                batch = self.store.read(low, self.batch_size, head)
-                changes = compute_changes(self.store, batch)
-                position = batch[-1].position
-                for cp in mine:
+                position = min(low + self.batch_size, head)
+                group = [c for c in mine if c["rebuild_position"] == low]
+                self._apply_range(low, position, [(self.projections[c["name"]], c["rebuild_tag"]) for c in group])
+                for cp in group:
                     if cp["rebuild_position"] == low:
-                        self.projections[cp["name"]].apply(conn, changes, cp["rebuild_tag"])
                         conn.execute(
                             "UPDATE projection_checkpoints SET rebuild_position = ?, rebuild_beat = ? WHERE name = ?",
                             (position, time.time(), cp["name"]),

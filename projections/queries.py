@@ -328,14 +328,15 @@ class Queries:
             entity = None
             members: list[str] = []
             if entity_id is not None:
-                now = max(position, self.aliases.seen)
-                canonical = self.aliases.resolve(entity_id, now)
-                entity = self._entity(conn, canonical, now)
+                # Aliases as the store knew them at the snapshot: later ones do not merge yet.
+                target = self.aliases.resolve(entity_id, snapshot)
+                entity = self._entity(conn, target, snapshot)
+                if entity is None:
+                    now = max(position, self.aliases.seen)
+                    entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
-                members = self.aliases.members(self.aliases.resolve(entity_id, snapshot), snapshot)
-                if canonical not in members:
-                    members.append(canonical)
+                members = self.aliases.members(target, snapshot)
             rows = self._rows(conn, tag, entity_id is not None, members, snapshot, query, since, until, after, match)
         entries = []
         for row in rows[: query.limit]:

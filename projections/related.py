@@ -15,17 +15,28 @@ from .changes import Change
 from .engine import Projection
 
 PAIRS = "rel_pairs"
+
+MERGE = """
+ON CONFLICT(entity_id, other_id) DO UPDATE SET
+  count = count + excluded.count,
+  last_at = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
+                 THEN excluded.last_at ELSE last_at END,
+  last_position = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
+                 THEN excluded.last_position ELSE last_position END,
+  last_key = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
+                 THEN excluded.last_key ELSE last_key END
+"""
 MEMBERS = "rel_members"
 
 
 class RelatedProjection(Projection):
     name = "related"
-    version = 1
+    version = 2
     schema = {
         PAIRS: [
             """CREATE TABLE {t} (
                 entity_id TEXT NOT NULL, other_id TEXT NOT NULL, count INTEGER NOT NULL,
-                last_key TEXT, last_at TEXT, PRIMARY KEY (entity_id, other_id)
+                last_key TEXT, last_position INTEGER, last_at TEXT, PRIMARY KEY (entity_id, other_id)
             ) WITHOUT ROWID""",
         ],
         MEMBERS: [
@@ -36,6 +47,24 @@ class RelatedProjection(Projection):
             "CREATE INDEX {t}_entity ON {t}(entity_id)",
         ],
     }
+
+    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
+        pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
+        conn.execute(
+            f"INSERT OR REPLACE INTO {members_t} (event_id, entity_id, start_key, position, occurred_at)"
+            " SELECT event_id, entity_id, start_key, position, occurred_at FROM temp.stage_members"
+        )
+        # SQLite takes a bare column (occurred_at) from the row that gives the MAX.
+        conn.execute(
+            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+                SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
+                FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt,
+                             MAX(a.start_key || printf('%015d', a.position)) AS lc, a.occurred_at
+                      FROM temp.stage_members a
+                      JOIN temp.stage_members b ON b.position = a.position AND b.entity_id != a.entity_id
+                      GROUP BY a.entity_id, b.entity_id)
+                WHERE true {MERGE}"""
+        )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -64,23 +93,18 @@ class RelatedProjection(Projection):
                         continue
                     acc = adds.get((a, b))
                     if acc is None:
-                        adds[(a, b)] = [a, b, 1, new.start_key, occurred_at]
+                        adds[(a, b)] = [a, b, 1, new.start_key, new.position, occurred_at]
                     else:
                         acc[2] += 1
-                        if new.start_key >= acc[3]:
-                            acc[3], acc[4] = new.start_key, occurred_at
+                        if (new.start_key, new.position) > (acc[3], acc[4]):
+                            acc[3:6] = [new.start_key, new.position, occurred_at]
                     if old is not None:
                         dirty.add((a, b))
         if member_rows:
             conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
         conn.executemany(
-            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(entity_id, other_id) DO UPDATE SET
-                  count = count + excluded.count,
-                  last_at = CASE WHEN last_key IS NULL OR excluded.last_key >= last_key
-                                 THEN excluded.last_at ELSE last_at END,
-                  last_key = CASE WHEN last_key IS NULL OR excluded.last_key >= last_key
-                                  THEN excluded.last_key ELSE last_key END""",
+            f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?) {MERGE}",
             list(adds.values()),
         )
         for a, b in dirty:
@@ -97,12 +121,13 @@ class RelatedProjection(Projection):
             conn.execute(f"DELETE FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b))
             return
         last = conn.execute(
-            f"SELECT m1.start_key, m1.occurred_at {shared} ORDER BY m1.start_key DESC, m1.position DESC LIMIT 1",
+            f"SELECT m1.start_key, m1.position, m1.occurred_at {shared}"
+            " ORDER BY m1.start_key DESC, m1.position DESC LIMIT 1",
             (b, a),
         ).fetchone()
         conn.execute(
-            f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(entity_id, other_id) DO UPDATE SET count = excluded.count,"
-            " last_key = excluded.last_key, last_at = excluded.last_at",
-            (a, b, count, last[0], last[1]),
+            f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_id, other_id) DO UPDATE SET count = excluded.count,"
+            " last_key = excluded.last_key, last_position = excluded.last_position, last_at = excluded.last_at",
+            (a, b, count, *last),
         )

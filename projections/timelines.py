@@ -17,6 +17,7 @@ from .changes import RANK, Change, Version
 from .engine import Projection
 
 OPEN = 2**62  # valid_to of a row that is still true
+RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items()) + " END"
 
 EVENTS = "tl_events"
 ENTRIES = "tl_entries"
@@ -58,6 +59,26 @@ class TimelinesProjection(Projection):
             " tokenize='unicode61 remove_diacritics 2')",
         ],
     }
+
+    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
+        events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
+        conn.execute(
+            f"""INSERT INTO {events_t}
+                SELECT position, event_id, {OPEN}, position, recorded_at, kind, 'active', start_key, end_key,
+                       occurred_at, body ->> 'ended_at', body ->> 'headline', body ->> 'summary',
+                       json(coalesce(body -> 'sources', '[]')), json(coalesce(body -> 'details', '{{}}'))
+                FROM temp.stage_events"""
+        )
+        conn.execute(
+            f"INSERT INTO {self.table(SEARCH, tag)} (rowid, headline, summary)"
+            " SELECT position, body ->> 'headline', coalesce(body ->> 'summary', '') FROM temp.stage_events"
+        )
+        conn.execute(
+            f"""INSERT INTO {entries_t}
+                SELECT m.entity_id, m.event_id, m.role, {RANK_SQL}, e.kind, 'active', e.start_key, e.end_key,
+                       e.position, e.position, {OPEN}
+                FROM temp.stage_members m JOIN temp.stage_events e ON e.position = m.position"""
+        )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
         events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
@@ -104,7 +125,8 @@ class TimelinesProjection(Projection):
         conn: sqlite3.Connection, events_t: str, entries_t: str, search_t: str, event_rows: list, entry_rows: list
     ) -> None:
         if event_rows:
-            conn.executemany(f"INSERT INTO {events_t} VALUES ({','.join('?' * 15)})", event_rows)
+            # json(?): the same JSON text as the set-based path, which copies it out of the store
+            conn.executemany(f"INSERT INTO {events_t} VALUES ({','.join('?' * 13)}, json(?), json(?))", event_rows)
             conn.executemany(
                 f"INSERT INTO {search_t} (rowid, headline, summary) VALUES (?, ?, ?)",
                 [(row[0], row[11], row[12] or "") for row in event_rows],

@@ -10,6 +10,7 @@ import copy
 import json
 import sqlite3
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -263,5 +264,7 @@ def open_worker(paths: list[str], prefix: str, per_file: int, barrier: Any, resu
                     (result,) = append(store, news(f"{prefix}-{n}-{i}", "2025", (f"{prefix}-entity",)))
                     stored += result.status == "stored"
         except Exception as exc:  # noqa: BLE001 - reported to the parent
-            errors.append(f"{path}: {type(exc).__name__}: {exc}")
+            where = [f"{f.name}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
+                     if "/events/" in f.filename or "/projections/" in f.filename]
+            errors.append(f"{Path(path).name}: {type(exc).__name__}: {exc} (in {' > '.join(where)})")
     results.put((prefix, stored, errors))

@@ -429,21 +429,21 @@ def test_two_processes_append_concurrently(db):
 
 
 def test_two_processes_open_new_files_concurrently(tmp_path):
-    """Two writers create and migrate the same new file at the same moment (50 files in turn:
+    """Two writers create and migrate the same new file at the same moment (200 files in turn:
     the race is short). Every open must succeed, as every append does."""
-    paths = [str(tmp_path / f"new-{n}.db") for n in range(50)]
+    paths = [str(tmp_path / f"new-{n}.db") for n in range(200)]
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
-    procs = [ctx.Process(target=open_worker, args=(paths, p, 3, barrier, results)) for p in ("p1", "p2")]
+    procs = [ctx.Process(target=open_worker, args=(paths, p, 2, barrier, results)) for p in ("p1", "p2")]
     for p in procs:
         p.start()
     out = sorted(results.get(timeout=600) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert out == [("p1", 150, []), ("p2", 150, [])]
+    assert out == [("p1", 400, []), ("p2", 400, [])]
     for path in paths:
-        assert positions(path) == list(range(1, 7))
+        assert positions(path) == list(range(1, 5))
         conn = sqlite3.connect(path)
         try:
             names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
