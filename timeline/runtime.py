@@ -184,10 +184,13 @@ class Runtime:
         else:
             checks["consumer"] = "ok" if consumer.running else "not running"
         if checks["redis"] == "ok" and consumer is not None:
-            try:
-                backlog = await consumer.backlog()
-            except Exception:  # noqa: BLE001
-                backlog = None
+            for attempt in range(2):  # the first command after a reconnect may meet a stale connection
+                try:
+                    backlog = await asyncio.wait_for(consumer.backlog(), 5.0)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    if attempt:
+                        checks["redis"] = f"cannot read the stream's backlog: {exc or type(exc).__name__}"
         failing = [name for name, state in checks.items() if state != "ok"]
         report: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "backlog": backlog, "checks": checks}
         if failing:

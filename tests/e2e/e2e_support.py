@@ -16,13 +16,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import httpx
-import pytest
 import redis
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from uuid import uuid4
 
-import httpx
 import pytest
 import redis
 
@@ -161,7 +160,6 @@ def test_sigkill_while_a_publisher_process_publishes(
             publisher.wait()
     assert publisher.returncode == 0, err.decode()
     assert b"accepted 5000, rejected 0" in out, (out, err)
-    print("KILL", min_stored, same_name, left, at)
     assert 0 <= at < N
 
     server.restart(consumer=None if same_name else f"e2e-restarted-{uuid4().hex[:8]}")
@@ -191,7 +189,6 @@ def test_sigkill_at_several_points(
             left_behind.append((left, at))
             server.restart(consumer=None if same_name else f"e2e-restarted-{k}-{uuid4().hex[:8]}")
             wait_pending_zero(server, redis_client)  # the claimer took the dead consumer's entries over
-    print("KILLS", same_name, left_behind)
     assert any(left for left, _ in left_behind), f"no kill left entries pending: {left_behind}"
     verify_complete(server, redis_client)
     consumers = {c["name"] for c in redis_client.xinfo_consumers(stream_name, GROUP)}

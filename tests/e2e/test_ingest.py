@@ -13,7 +13,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
