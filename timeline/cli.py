@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from importlib import resources
@@ -68,7 +69,16 @@ def serve(
     _logging(verbose)
     settings = _settings()
     runtime = Runtime(settings)
-    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning")
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            runtime.stop_reading_soon()  # finish the batch in hand, read no more
+            if sig == signal.SIGTERM:  # a requested stop that completes cleanly exits 0
+                self._captured_signals.remove(sig)
+
+    config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning")
+    Server(config).run()
 
 
 def _read_lines(source: str) -> list[bytes]:

@@ -58,6 +58,7 @@ class StreamConsumer:
         self.batches = 0
         self._changed = asyncio.Condition()
         self._stopping = False
+        self._stop_task: asyncio.Future[None] | None = None
         common: dict[str, Any] = dict(
             parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL, no_reply=True
         )
@@ -93,10 +94,15 @@ class StreamConsumer:
         await ensure_group(self.redis, self.settings.stream, self.settings.group)
         await self.broker.start()
 
-    async def stop(self) -> None:
-        """Finish the batch in hand, acknowledge it, then stop reading."""
+    async def stop_reading(self) -> None:
+        """Finish the batch in hand, acknowledge it, then stop reading (idempotent)."""
         self._stopping = True
-        await self.broker.stop()
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self.broker.stop())
+        await asyncio.shield(self._stop_task)  # a second caller waits for the same stop
+
+    async def stop(self) -> None:
+        await self.stop_reading()
         await self.redis.aclose()
 
     @property

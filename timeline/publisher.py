@@ -18,11 +18,26 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from events.models import EventRejected, parse_event, parse_event_bytes
 
 DEFAULT_STREAM = "news:events"
 PIPELINE = 1000
+
+
+def reconnecting() -> dict[str, Any]:
+    """Client options: a lost connection is retried with exponential backoff (about a minute
+    in all) instead of failing the call. A retried XADD may add an entry twice; the event id
+    makes the second a no-op in the store."""
+    return {
+        "retry": Retry(ExponentialWithJitterBackoff(cap=3.0, base=0.05), retries=25),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError],
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+    }
 
 
 @dataclass(slots=True)
@@ -74,9 +89,7 @@ class Publisher:
 
     def __init__(self, url: str, stream: str = DEFAULT_STREAM, *, client: redis.Redis | None = None) -> None:
         self.stream = stream
-        self.client = client or redis.Redis.from_url(
-            url, retry_on_timeout=True, health_check_interval=30, socket_keepalive=True
-        )
+        self.client = client or redis.Redis.from_url(url, **reconnecting())
 
     def publish(
         self, events: Iterable[Any], *, progress: Callable[[int], None] | None = None
@@ -130,9 +143,9 @@ class AsyncPublisher:
 
     def __init__(self, url: str, stream: str = DEFAULT_STREAM, *, client: redis.asyncio.Redis | None = None) -> None:
         self.stream = stream
-        self.client = client or redis.asyncio.Redis.from_url(
-            url, retry_on_timeout=True, health_check_interval=30, socket_keepalive=True
-        )
+        options = reconnecting()
+        options["retry"] = AsyncRetry(ExponentialWithJitterBackoff(cap=3.0, base=0.05), retries=25)
+        self.client = client or redis.asyncio.Redis.from_url(url, **options)
 
     async def publish(self, events: Iterable[Any]) -> PublishReport:
         report = PublishReport()

@@ -14,6 +14,9 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 
 from events.ids import content_hash
 from projections.engine import RebuildError
@@ -44,7 +47,13 @@ class Runtime:
             self.embedded = EmbeddedRedis(self.settings.redis_dir)
             self.redis_url = await anyio.to_thread.run_sync(self.embedded.start)
             log.info("embedded Redis at %s (data in %s)", self.redis_url, self.settings.redis_dir)
-        self.redis = Redis.from_url(self.redis_url)
+        # API publishing retries a lost connection briefly; /health must notice at once instead.
+        self.redis = Redis.from_url(
+            self.redis_url,
+            retry=AsyncRetry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=5),
+            retry_on_error=[ConnectionError, TimeoutError, OSError],
+            socket_connect_timeout=2.0,
+        )
         if self.consume:
             self.consumer = StreamConsumer(self.settings, self.service, self.redis_url)
             await self.consumer.start()
@@ -75,6 +84,17 @@ class Runtime:
             log.warning("rebuild of %s stopped: %s", ", ".join(names), exc)
         except Exception:
             log.exception("rebuild of %s failed; the live tables keep answering", ", ".join(names))
+
+    def stop_reading_soon(self) -> None:
+        """From a signal handler: stop taking new batches now; the app's shutdown does the rest."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon_threadsafe(lambda: loop.create_task(consumer.stop_reading()))
 
     async def stop(self) -> None:
         for task in list(self.rebuilds):
