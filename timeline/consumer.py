@@ -56,6 +56,7 @@ class StreamConsumer:
         self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=30.0)
         self.store_failing: str | None = None
         self.batches = 0
+        self.entries = 0  # entries this process has settled (stored, duplicate or dead-lettered)
         self._changed = asyncio.Condition()
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
@@ -130,6 +131,7 @@ class StreamConsumer:
             pipe.xack(self.settings.stream, self.settings.group, *ids)
             await pipe.execute()
         self.batches += 1
+        self.entries += len(ids)
         try:
             await anyio.to_thread.run_sync(self.service.project)
         except sqlite3.Error as exc:  # the events are safe in the store; projections catch up later

@@ -213,6 +213,10 @@ class Runtime:
                         checks["redis"] = f"cannot read the stream's backlog: {exc or type(exc).__name__}"
         failing = [name for name, state in checks.items() if state != "ok"]
         report: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "backlog": backlog, "checks": checks}
+        if consumer is not None:
+            report["consumer"] = {
+                "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries
+            }
         if failing:
             report["error"] = "; ".join(f"{name}: {checks[name]}" for name in failing)
             report["failing"] = failing
