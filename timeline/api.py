@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json
@@ -24,6 +25,40 @@ MAX_EVENTS = 1000
 Kind = Literal[KINDS]  # type: ignore[valid-type]
 Role = Literal[ROLES]  # type: ignore[valid-type]
 EntityType = Literal[ENTITY_TYPES]  # type: ignore[valid-type]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: a message naming what is wrong, and details when there are some."""
+
+    error: str
+    detail: Any = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in ((404, "not found"), (422, "a parameter or body breaks the rules"))
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+    413: {"model": ErrorBody, "description": "body over 5 MiB"},
+}
+EVENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "description": "One event (CONTRACT §1), or an array of up to 1,000",
+                    "oneOf": [
+                        {"type": "object"},
+                        {"type": "array", "items": {"type": "object"}, "maxItems": MAX_EVENTS},
+                    ],
+                }
+            }
+        },
+    }
+}
 
 
 class ApiError(Exception):
@@ -46,6 +81,16 @@ def only(*names: str) -> Callable[[Request], None]:
 
     return check
 
+
+_DATE = (
+    r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2}))?)?)?"
+)
+PARTIAL_DATE = Query(pattern=f"^{_DATE}$", description="2025, 2025-05, 2025-05-24 or an instant with an offset")
+INSTANT = Query(
+    pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})$",
+    description="an instant with an offset, fractional seconds allowed: the store as it was then",
+)
 
 TIMELINE_PARAMS = ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted")
 
@@ -112,7 +157,8 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         "/events",
         status_code=202,
         dependencies=[Depends(require_token), Depends(only("wait"))],
-        responses={201: {"description": "stored (with ?wait=true)"}, 413: {}, 422: {}, 401: {}},
+        responses={201: {"description": "stored and projected (with ?wait=true)"}, **WRITE_ERRORS},
+        openapi_extra=EVENT_BODY,
     )
     async def post_events(request: Request, wait: bool = False) -> JSONResponse:
         """One event or an array of up to 1,000; valid ones are published to the stream."""
@@ -160,6 +206,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         "/projections/{name}/rebuild",
         status_code=202,
         dependencies=[Depends(require_token), Depends(only())],
+        responses={**WRITE_ERRORS, 409: {"model": ErrorBody, "description": "already being rebuilt"}},
     )
     async def rebuild(name: str) -> JSONResponse:
         """Rebuild a projection beside the live one; reads use the old tables until the swap."""
@@ -173,12 +220,12 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     # --- reading -------------------------------------------------------------------------
 
-    @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))])
-    def get_event(event_id: str, as_of: str | None = None) -> dict[str, Any]:
+    @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))], responses=ERRORS)
+    def get_event(event_id: str, as_of: Annotated[str | None, INSTANT] = None) -> dict[str, Any]:
         """The event as it now stands (corrections applied), with its history."""
         return queries.event(event_id, as_of)
 
-    @app.get("/entities", dependencies=[Depends(only("q", "type", "limit"))])
+    @app.get("/entities", dependencies=[Depends(only("q", "type", "limit"))], responses=ERRORS)
     def list_entities(
         q: Annotated[str | None, Query(max_length=200)] = None,
         type: EntityType | None = None,
@@ -186,18 +233,18 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     ) -> dict[str, Any]:
         return {"entities": queries.entities(q=q, type=type, limit=limit)}
 
-    @app.get("/entities/{entity_id}", dependencies=[Depends(only())])
+    @app.get("/entities/{entity_id}", dependencies=[Depends(only())], responses=ERRORS)
     def get_entity(entity_id: str) -> dict[str, Any]:
         return queries.entity(entity_id)
 
-    @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))])
+    @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))], responses=ERRORS)
     def related(entity_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
         """The entities that share events with this one, most shared first."""
         return queries.related(entity_id, limit)
 
     def timeline_query(
-        since: str | None = None,
-        until: str | None = None,
+        since: Annotated[str | None, PARTIAL_DATE] = None,
+        until: Annotated[str | None, PARTIAL_DATE] = None,
         kind: Annotated[list[Kind] | None, Query()] = None,
         q: Annotated[str | None, Query(max_length=500)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -206,7 +253,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             Literal["asc", "desc", "relevance"],
             Query(description="asc (default) or desc by time; relevance ranks full-text matches (needs q)"),
         ] = "asc",
-        as_of: str | None = None,
+        as_of: Annotated[str | None, INSTANT] = None,
         include_retracted: bool = False,
     ) -> TimelineQuery:
         return TimelineQuery(
@@ -214,7 +261,9 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             order=order, as_of=as_of, include_retracted=include_retracted,
         )
 
-    @app.get("/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))])
+    @app.get(
+        "/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))], responses=ERRORS
+    )
     def entity_timeline(
         entity_id: str,
         query: Annotated[TimelineQuery, Depends(timeline_query)],
@@ -223,15 +272,19 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         """Everything that happened to an entity (or its aliases), in order."""
         return queries.timeline(entity_id, replace(query, role=role))
 
-    @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))])
+    @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))], responses=ERRORS)
     def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> dict[str, Any]:
         return queries.timeline(None, query)
 
-    @app.get("/projections", dependencies=[Depends(only())])
+    @app.get("/projections", dependencies=[Depends(only())], responses=ERRORS)
     def projections() -> list[dict[str, Any]]:
         return queries.projections()
 
-    @app.get("/health", dependencies=[Depends(only())])
+    @app.get(
+        "/health",
+        dependencies=[Depends(only())],
+        responses={**ERRORS, 503: {"description": "a part is failing: named in `failing` and `error`"}},
+    )
     async def health() -> JSONResponse:
         report = await runtime.health()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
