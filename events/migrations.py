@@ -84,11 +84,73 @@ def _rebuild_owner(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE projection_checkpoints ADD COLUMN rebuild_owner TEXT")
 
 
+def _event_facts(conn: sqlite3.Connection) -> None:
+    """Per-event rows that projections read by position range without parsing JSON.
+
+    Written by the store in the transaction that appends the event, append-only like
+    ``events``; existing events are filled in here from their bodies.
+    """
+    from .models import NEWS_KINDS
+    from .store import register_functions
+
+    register_functions(conn)  # partial_start / partial_end: the same code as the append path
+    news = ", ".join(f"'{k}'" for k in NEWS_KINDS)
+    _run(
+        conn,
+        """
+        CREATE TABLE event_meta (
+            position    INTEGER PRIMARY KEY,   -- = events.position
+            event_id    TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,         -- as written
+            ended_at    TEXT,
+            start_key   TEXT NOT NULL,         -- start of occurred_at's interval
+            end_key     TEXT NOT NULL,         -- end of ended_at's interval, or of occurred_at's
+            plain       INTEGER NOT NULL       -- 1: a news event that no correction or retraction
+                                               -- stored before it was waiting for
+        );
+        CREATE TABLE event_entities (          -- the entities of news events, as stored
+            position  INTEGER NOT NULL,
+            entity_id TEXT NOT NULL,
+            name      TEXT NOT NULL,
+            type      TEXT NOT NULL,
+            role      TEXT NOT NULL,
+            PRIMARY KEY (position, entity_id)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER event_meta_no_update BEFORE UPDATE ON event_meta
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is refused'); END;
+        CREATE TRIGGER event_meta_no_delete BEFORE DELETE ON event_meta
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is refused'); END;
+        CREATE TRIGGER event_entities_no_update BEFORE UPDATE ON event_entities
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is refused'); END;
+        CREATE TRIGGER event_entities_no_delete BEFORE DELETE ON event_entities
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is refused'); END;
+        """,
+    )
+    conn.execute(
+        f"""INSERT INTO event_meta
+            SELECT position, event_id, kind, recorded_at, body ->> 'occurred_at', body ->> 'ended_at',
+                   partial_start(body ->> 'occurred_at'),
+                   partial_end(coalesce(body ->> 'ended_at', body ->> 'occurred_at')),
+                   kind IN ({news}) AND NOT EXISTS (
+                       SELECT 1 FROM events c WHERE c.target_id = e.event_id AND c.position < e.position)
+            FROM events e ORDER BY position"""
+    )
+    conn.execute(
+        f"""INSERT INTO event_entities
+            SELECT e.position, j.value ->> 'id', j.value ->> 'name', j.value ->> 'type', j.value ->> 'role'
+            FROM events e, json_each(e.body, '$.entities') j
+            WHERE e.kind IN ({news}) ORDER BY e.position"""
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events_table),
     ("0002_projection_checkpoints", _projection_checkpoints),
     ("0003_rebuild_columns", _rebuild_columns),
     ("0004_rebuild_owner", _rebuild_owner),
+    ("0005_event_facts", _event_facts),
 ]
 
 

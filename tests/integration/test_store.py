@@ -261,6 +261,83 @@ def test_insert_or_replace_cannot_overwrite_an_event(store, db):
     assert store.get("x-outage-2025-05-24") is not None
 
 
+# --- per-event rows for projections ----------------------------------------------------------
+
+
+def facts(path) -> tuple[list[tuple], list[tuple]]:
+    conn = sqlite3.connect(str(path))
+    try:
+        return (
+            conn.execute("SELECT * FROM event_meta ORDER BY position").fetchall(),
+            conn.execute("SELECT * FROM event_entities ORDER BY position, entity_id").fetchall(),
+        )
+    finally:
+        conn.close()
+
+
+def test_each_stored_event_has_its_facts_written_with_it(store, db):
+    append(store, make_event(occurred_at="2025-05-24T14:30:00+02:00", ended_at="2025-05-25"))
+    append(store, news("n", "2025", ("x",)), news("n", "2025", ("x",)), alias("al", "twitter", "x"))
+    meta, members = facts(db)
+    recorded = [e.recorded_at for e in store.read(0)]
+    assert meta == [
+        (1, "x-outage-2025-05-24", "outage", recorded[0], "2025-05-24T14:30:00+02:00", "2025-05-25",
+         "2025-05-24T12:30:00.000000Z", "2025-05-25T23:59:59.999999Z", 1),
+        (2, "n", "report", recorded[1], "2025", None, "2025-01-01T00:00:00.000000Z", "2025-12-31T23:59:59.999999Z", 1),
+        (3, "al", "entity_alias", recorded[2], "2023-07-24", None, "2023-07-24T00:00:00.000000Z",
+         "2023-07-24T23:59:59.999999Z", 0),
+    ]
+    assert members == [
+        (1, "downdetector", "Downdetector", "organization", "mentioned"),
+        (1, "x", "X", "organization", "subject"),
+        (2, "x", "X", "organization", "subject"),
+    ]
+
+
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_a_news_event_that_a_correction_or_retraction_waited_for_is_not_plain(store, db, same_batch):
+    waiting = [correction("c1", "n1", headline="fixed"), retraction("r2", "n2")]
+    arriving = [news("n1", "2025"), news("n2", "2025"), news("n3", "2025")]
+    if same_batch:
+        append(store, *waiting, *arriving)
+    else:
+        append(store, *waiting)
+        append(store, *arriving)
+    append(store, correction("c3", "n3", headline="later"))  # after its target: n3 stays plain
+    meta, _ = facts(db)
+    assert [(row[1], row[8]) for row in meta] == [("c1", 0), ("r2", 0), ("n1", 0), ("n2", 0), ("n3", 1), ("c3", 0)]
+
+
+def test_the_facts_are_append_only_too(store, db):
+    append(store, make_event())
+    conn = sqlite3.connect(str(db))
+    try:
+        for sql in ("UPDATE event_meta SET plain = 0", "DELETE FROM event_meta",
+                    "UPDATE event_entities SET name = 'Y'", "DELETE FROM event_entities"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(sql)
+        conn.rollback()
+    finally:
+        conn.close()
+
+
+def test_the_facts_migration_fills_them_in_for_events_stored_before_it(store, db):
+    append(store, correction("c1", "n1", headline="fixed"), news("n0", "2024-02", ("x", "y")))
+    append(store, news("n1", "2025-05-24T14:30Z", ("x",), ended_at="2025-06"), alias("al", "y", "x"))
+    append(store, make_event(), retraction("r1", "n0"), news("n2", "2025", ("z",)))
+    expected = facts(db)
+    store.close()
+    conn = sqlite3.connect(str(db))  # the file as an older version of the code left it
+    conn.execute("DROP TABLE event_meta")
+    conn.execute("DROP TABLE event_entities")
+    conn.execute("DELETE FROM _migrations WHERE name = '0005_event_facts'")
+    conn.commit()
+    conn.close()
+    with EventStore(db) as again:
+        assert again.head() == 7
+    assert facts(db) == expected
+
+
 # --- migrations -------------------------------------------------------------------------------
 
 
