@@ -3,11 +3,12 @@
 from .directory import DirectoryProjection
 from .engine import Projection, ProjectionEngine
 from .related import RelatedProjection
+from .search import SearchProjection
 from .timelines import TimelinesProjection
 
 
 def default_projections() -> list[Projection]:
-    return [TimelinesProjection(), DirectoryProjection(), RelatedProjection()]
+    return [TimelinesProjection(), DirectoryProjection(), RelatedProjection(), SearchProjection()]
 
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Projection",
     "ProjectionEngine",
     "RelatedProjection",
+    "SearchProjection",
     "TimelinesProjection",
     "default_projections",
 ]

@@ -32,6 +32,8 @@ class Version:
     body: dict[str, Any]
     start_key: str
     end_key: str
+    since: int  # the store position of the change that made this version (its ``valid_from``)
+    corrected: bool  # a correction was applied: ``body`` is no longer the event as stored
 
     @property
     def entities(self) -> list[dict[str, Any]]:
@@ -51,12 +53,14 @@ class Change:
     alias: tuple[str, str, str | None] | None = None  # (alias, canonical, name)
 
 
-def version(event: StoredEvent, state: EventState) -> Version:
+def version(event: StoredEvent, state: EventState, since: int) -> Version:
     body = state.body
     start = parse_partial(body["occurred_at"])
     end = parse_partial(body["ended_at"]) if body.get("ended_at") else start
+    corrected = any(h["kind"] == "correction" and h["applied"] for h in state.history)
     return Version(
-        event.event_id, event.position, event.recorded_at, event.kind, state.status, body, start.start_key, end.end_key
+        event.event_id, event.position, event.recorded_at, event.kind, state.status, body, start.start_key,
+        end.end_key, since, corrected,
     )
 
 
@@ -73,7 +77,7 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
                 state = fold(event, store.editorial_for(event.event_id, upto=event.position - 1))
             else:
                 state = EventState(event.body, "active")
-            changes.append(Change(event.position, event.recorded_at, None, version(event, state)))
+            changes.append(Change(event.position, event.recorded_at, None, version(event, state, event.position)))
         elif event.kind == "entity_alias":
             d = event.body["details"]
             changes.append(Change(event.position, event.recorded_at, None, None, (d["alias"], d["canonical"], d.get("name"))))
@@ -82,9 +86,18 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
             if target is None or target.kind not in NEWS_KINDS:
                 continue  # waits for its target
             editorial = store.editorial_for(target.event_id, upto=event.position)
-            before = fold(target, [e for e in editorial if e.position < event.position])
+            earlier = [e for e in editorial if e.position < event.position]
+            before = fold(target, earlier)
             after = fold(target, editorial)
-            changes.append(Change(event.position, event.recorded_at, version(target, before), version(target, after)))
+            # The version this change closes began with the target or with the latest change to it
+            # after it (earlier ones waited for the target and are folded into its first version).
+            since = max([target.position, *(e.position for e in earlier)])
+            changes.append(
+                Change(
+                    event.position, event.recorded_at, version(target, before, since),
+                    version(target, after, event.position),
+                )
+            )
     return changes
 
 

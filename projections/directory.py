@@ -66,7 +66,6 @@ class DirectoryProjection(Projection):
                 event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER, first_at TEXT,
                 last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
             )""",
-            "CREATE INDEX {t}_count ON {t}(event_count DESC, id)",
         ],
         MEMBERS: [
             """CREATE TABLE {t} (
@@ -75,26 +74,34 @@ class DirectoryProjection(Projection):
             ) WITHOUT ROWID""",
         ],
     }
+    indexes = {STATS: ["CREATE INDEX {t}_count ON {t}(event_count DESC, id)"]}
 
-    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         conn.execute(
-            f"INSERT OR REPLACE INTO {members_t} (entity_id, event_id, start_key, position, occurred_at)"
-            " SELECT entity_id, event_id, start_key, position, occurred_at FROM temp.stage_members"
+            f"""INSERT OR REPLACE INTO {members_t} (entity_id, event_id, start_key, position, occurred_at)
+                SELECT m.entity_id, e.event_id, e.start_key, e.position, e.occurred_at
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                ORDER BY m.entity_id, e.event_id""",
+            (low, high),
         )
         conn.execute(
             f"""INSERT INTO {stats_t} ({COLUMNS})
                 SELECT a.entity_id, n.name, n.type, a.name_position, a.cnt,
                        f.start_key, f.position, f.occurred_at, l.start_key, l.position, l.occurred_at,
                        fold(n.name) || ' ' || a.entity_id
-                FROM (SELECT entity_id, COUNT(*) AS cnt, MAX(position) AS name_position,
-                             MIN(start_key || printf('%015d', position)) AS fc,
-                             MAX(start_key || printf('%015d', position)) AS lc
-                      FROM temp.stage_members GROUP BY entity_id) a
-                JOIN temp.stage_members n ON n.entity_id = a.entity_id AND n.position = a.name_position
-                JOIN temp.stage_members f ON f.entity_id = a.entity_id AND f.position = CAST(substr(a.fc, 28) AS INTEGER)
-                JOIN temp.stage_members l ON l.entity_id = a.entity_id AND l.position = CAST(substr(a.lc, 28) AS INTEGER)
-                WHERE true {MERGE}"""
+                FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(e.position) AS name_position,
+                             MIN(e.start_key || printf('%015d', e.position)) AS fc,
+                             MAX(e.start_key || printf('%015d', e.position)) AS lc
+                      FROM event_meta e JOIN event_entities m ON m.position = e.position
+                      WHERE e.position > ? AND e.position <= ? AND e.plain
+                      GROUP BY m.entity_id) a
+                JOIN event_entities n ON n.position = a.name_position AND n.entity_id = a.entity_id
+                JOIN event_meta f ON f.position = CAST(substr(a.fc, 28) AS INTEGER)
+                JOIN event_meta l ON l.position = CAST(substr(a.lc, 28) AS INTEGER)
+                WHERE true {MERGE}""",
+            (low, high),
         )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:

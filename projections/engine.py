@@ -1,13 +1,17 @@
 """The projection engine: every registered projection runs from its own checkpoint.
 
-A projection is a name, a version, its tables and ``apply(conn, changes, tag)``. The engine
+A projection is a name, a version, its tables and ``apply(conn, changes, tag)``, and optionally
+``bulk(conn, tag, low, high)``, which applies the plain news events of a range set-based, in SQL,
+from the store's per-event rows (``event_meta``, ``event_entities``). The engine
 reads stored events after a projection's checkpoint, turns them into changes and applies them;
 the rows and the new checkpoint commit in one transaction, and the checkpoint only moves
 forward (``WHERE position < :new``), so a batch is applied exactly once whatever crashes.
 
 Tables carry a *tag*. A rebuild fills a second set of tables beside the live one, from
 position 0, one committed batch at a time (live traffic interleaves), and swaps the tags in the
-transaction where it has caught up with the store's head. Until then every read uses the live
+transaction where it has caught up with the store's head. The new tables are filled without
+their read-side indexes (``Projection.indexes``), which are built once, in a transaction of
+their own, when the rebuild has caught up, before the swap. Until then every read uses the live
 tables; a rebuild killed at any moment leaves them untouched. A projection whose code version
 differs from its live tables' version is rebuilt the same way, the old tables serving meanwhile.
 """
@@ -23,7 +27,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from events.models import NEWS_KINDS
 from events.store import EventStore, StoredEvent
 
 from .changes import Change, compute_changes
@@ -34,31 +37,45 @@ STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to 
 class Projection(ABC):
     name: str
     version: int
-    #: base table name -> CREATE statements, with ``{t}`` for the tagged table name
+    #: base table name -> CREATE statements of the table and of the indexes that writing it
+    #: needs, with ``{t}`` for the tagged table name
     schema: dict[str, list[str]]
+    #: base table name -> CREATE INDEX statements that only reads need: a rebuild fills its
+    #: tables without them and creates them once caught up, before the swap
+    indexes: dict[str, list[str]] = {}
+    #: base names of tables that earlier versions had and this one has not: dropped with a tag
+    retired: tuple[str, ...] = ()
 
     def table(self, base: str, tag: str) -> str:
         return f"{base}{tag}"
 
-    def create(self, conn: sqlite3.Connection, tag: str) -> None:
+    def create(self, conn: sqlite3.Connection, tag: str, *, indexes: bool = True) -> None:
         for base, statements in self.schema.items():
+            for sql in statements:
+                conn.execute(sql.format(t=self.table(base, tag), tag=tag))
+        if indexes:
+            self.create_indexes(conn, tag)
+
+    def create_indexes(self, conn: sqlite3.Connection, tag: str) -> None:
+        for base, statements in self.indexes.items():
             for sql in statements:
                 conn.execute(sql.format(t=self.table(base, tag), tag=tag))
 
     def drop(self, conn: sqlite3.Connection, tag: str) -> None:
-        for base in self.schema:
+        for base in (*self.schema, *self.retired):
             conn.execute(f"DROP TABLE IF EXISTS {self.table(base, tag)}")
 
     @abstractmethod
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
         """Write the rows for these changes (inside the engine's transaction)."""
 
-    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
-        """Optionally, apply the staged plain news events set-based, in SQL.
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+        """Optionally, apply the plain news events of ``low < position <= high`` set-based, in SQL.
 
-        ``temp.stage_events`` and ``temp.stage_members`` hold the batch's news events that no
-        correction or retraction waited for (most of them); ``apply`` then gets the changes of
-        the rest. A projection that implements this must give the same rows whatever the order.
+        Plain news events are those that no correction or retraction waited for (most of
+        them): the store's ``event_meta`` rows with ``plain = 1``, whose entities are in
+        ``event_entities``. ``apply`` then gets the changes of the rest. A projection that
+        implements this must give the same rows whatever the order.
         """
         raise NotImplementedError
 
@@ -74,16 +91,6 @@ class RebuildError(RuntimeError):
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
-
-NEWS_SQL = ", ".join(f"'{k}'" for k in NEWS_KINDS)
-STAGE_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS stage_events (position INTEGER PRIMARY KEY, event_id TEXT, kind TEXT,"
-    " recorded_at TEXT, body TEXT, start_key TEXT, end_key TEXT, occurred_at TEXT)",
-    "CREATE TEMP TABLE IF NOT EXISTS stage_members (event_id TEXT, position INTEGER, entity_id TEXT, name TEXT,"
-    " type TEXT, role TEXT, start_key TEXT, occurred_at TEXT)",
-    "CREATE INDEX IF NOT EXISTS temp.stage_members_entity ON stage_members(entity_id, position)",
-    "CREATE INDEX IF NOT EXISTS temp.stage_members_position ON stage_members(position)",
-)
 
 CHECKPOINT_COLUMNS = (
     "name, version, position, state, tables_tag, rebuild_tag, rebuild_version, rebuild_position, rebuild_beat,"
@@ -112,11 +119,15 @@ def rebuild_alive(cp: dict[str, Any]) -> bool:
 
 
 class ProjectionEngine:
-    def __init__(self, store: EventStore, projections: Sequence[Projection], batch_size: int = 5000) -> None:
+    def __init__(
+        self, store: EventStore, projections: Sequence[Projection], batch_size: int = 5000, *, set_based: bool = True
+    ) -> None:
         self.store = store
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        self.set_based = set_based  # False: every event through ``apply`` (to check ``bulk`` against)
         self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
+        self._indexed: set[str] = set()  # rebuild tags whose read-side indexes exist
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -199,43 +210,19 @@ class ProjectionEngine:
 
     def _apply_range(self, low: int, high: int, targets: list[tuple[Projection, str]]) -> None:
         """Apply the events ``low < position <= high`` to each (projection, table tag)."""
-        if all(p.has_bulk for p, _ in targets):
-            rest = self._stage(low, high)
+        conn = self.conn
+        if self.set_based and all(p.has_bulk for p, _ in targets):
+            rest = self.store.read_where(
+                "position IN (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND NOT plain)",
+                (low, high),
+            )
         else:
             rest = self.store.read(low, high - low, high)
         changes = compute_changes(self.store, rest)
         for projection, tag in targets:
-            if projection.has_bulk:
-                projection.bulk(self.conn, tag)
-            projection.apply(self.conn, changes, tag)
-
-    def _stage(self, low: int, high: int) -> list[StoredEvent]:
-        """Stage the plain news events of a range for ``bulk``; return the others."""
-        conn = self.conn
-        for sql in STAGE_TABLES:
-            conn.execute(sql)
-        conn.execute("DELETE FROM temp.stage_events")
-        conn.execute("DELETE FROM temp.stage_members")
-        conn.execute(
-            f"""INSERT INTO temp.stage_events
-                SELECT position, event_id, kind, recorded_at, body,
-                       partial_start(body ->> 'occurred_at'),
-                       partial_end(coalesce(body ->> 'ended_at', body ->> 'occurred_at')),
-                       body ->> 'occurred_at'
-                FROM events e
-                WHERE position > ? AND position <= ? AND kind IN ({NEWS_SQL})
-                  AND NOT EXISTS (SELECT 1 FROM events c WHERE c.target_id = e.event_id AND c.position < e.position)""",
-            (low, high),
-        )
-        conn.execute(
-            """INSERT INTO temp.stage_members
-               SELECT s.event_id, s.position, j.value ->> 'id', j.value ->> 'name', j.value ->> 'type',
-                      j.value ->> 'role', s.start_key, s.occurred_at
-               FROM temp.stage_events s, json_each(s.body, '$.entities') j"""
-        )
-        return self.store.read_where(
-            "position > ? AND position <= ? AND position NOT IN (SELECT position FROM temp.stage_events)", (low, high)
-        )
+            if self.set_based and projection.has_bulk:
+                projection.bulk(conn, tag, low, high)
+            projection.apply(conn, changes, tag)
 
     # --- rebuilds ------------------------------------------------------------------------
 
@@ -259,8 +246,9 @@ class ProjectionEngine:
                 if cp["rebuild_tag"]:
                     p.drop(conn, cp["rebuild_tag"])  # a rebuild that died: start again
                 tag = f"_v{p.version}_r{int(time.time() * 1000)}"
-                p.create(conn, tag)
+                p.create(conn, tag, indexes=False)  # the read-side indexes come once caught up
                 self._rebuilding[name] = tag
+                self._indexed.discard(tag)
                 conn.execute(
                     "UPDATE projection_checkpoints SET state = 'rebuilding', rebuild_tag = ?, rebuild_version = ?,"
                     " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ?, rebuild_owner = ? WHERE name = ?",
@@ -273,6 +261,8 @@ class ProjectionEngine:
     def rebuild_step(self, names: Sequence[str]) -> tuple[int, int, bool]:
         """One batch of a rebuild; swaps when caught up. Returns (position, head, done)."""
 
+        indexed: list[str] = []
+
         def work(conn: sqlite3.Connection) -> tuple[int, int, bool]:
             cps = self.checkpoints()
             mine = [cps[n] for n in names if cps[n]["rebuild_tag"] and cps[n]["rebuild_tag"] == self._rebuilding.get(n)]
@@ -280,7 +270,8 @@ class ProjectionEngine:
                 raise RebuildError("the rebuild was cancelled or taken over by another one")
             low = min(c["rebuild_position"] for c in mine)
             head = self.store.head()
-            if low < head:
+            applied = low < head
+            if applied:
                 position = min(low + self.batch_size, head)
                 group = [c for c in mine if c["rebuild_position"] == low]
                 self._apply_range(low, position, [(self.projections[c["name"]], c["rebuild_tag"]) for c in group])
@@ -292,6 +283,23 @@ class ProjectionEngine:
                         )
                 low = min(position if c["rebuild_position"] == low else c["rebuild_position"] for c in mine)
             if low < head:
+                return low, head, False
+            unindexed = [c for c in mine if c["rebuild_tag"] not in self._indexed]
+            if unindexed:
+                # Caught up: the read-side indexes, built once over the filled tables, in a
+                # transaction of their own; the next step applies what arrived meanwhile and swaps.
+                if not applied:
+                    conn.execute("PRAGMA threads = 2")  # CREATE INDEX sorts with a helper thread
+                    try:
+                        for cp in unindexed:
+                            self.projections[cp["name"]].create_indexes(conn, cp["rebuild_tag"])
+                            conn.execute(
+                                "UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?",
+                                (time.time(), cp["name"]),
+                            )
+                            indexed.append(cp["rebuild_tag"])
+                    finally:
+                        conn.execute("PRAGMA threads = 0")
                 return low, head, False
             for cp in mine:  # caught up, in the same transaction that saw the head: swap
                 self.projections[cp["name"]].drop(conn, cp["tag"])
@@ -305,7 +313,9 @@ class ProjectionEngine:
                 )
             return head, head, True
 
-        return self._transaction(work)
+        result = self._transaction(work)
+        self._indexed.update(indexed)
+        return result
 
     def rebuild(
         self,

@@ -22,11 +22,13 @@ from events.ids import fold
 from events.store import EventStore
 
 from .aliases import AliasMap
+from .changes import RANK
 from .directory import MEMBERS, STATS
 from .engine import read_checkpoints, status_row
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
-from .timelines import ENTRIES, EVENTS, SEARCH
+from .search import SEARCH
+from .timelines import ENTRIES, EVENTS
 
 
 class QueryError(ValueError):
@@ -100,10 +102,13 @@ def _partial(field: str, value: str) -> Any:
         raise QueryError(field, str(exc)) from None
 
 
+# A row of _rows; the event's id, recording time and, for a version that is the event as stored
+# (details NULL), its fields as written come from the store (see projections.timelines).
 ENTRY_COLUMNS = (
-    "v.event_id, v.kind, v.occurred_at, v.ended_at, v.headline, v.summary, v.sources, v.details,"
-    " v.position, v.recorded_at, v.status, v.start_key"
+    "v.position, v.kind, v.occurred_at, v.ended_at, v.headline, v.summary, v.sources, v.details,"
+    " v.status, v.start_key"
 )
+ROLE_OF = {rank: role for role, rank in RANK.items()}
 
 
 class Queries:
@@ -319,6 +324,11 @@ class Queries:
         self.aliases.refresh(self.store)
         with self.snapshot() as conn:
             position, tag = self._checkpoint(conn, "timelines")
+            search_tag = None
+            if match is not None:
+                # A search answers for the position both projections have reached.
+                searched, search_tag = self._checkpoint(conn, "search")
+                position = min(position, searched)
             if after is not None:
                 snapshot = after[2]
             elif as_of_key is not None:
@@ -337,26 +347,49 @@ class Queries:
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
                 members = self.aliases.members(target, snapshot)
-            rows = self._rows(conn, tag, entity_id is not None, members, snapshot, query, since, until, after, match)
+            rows = self._rows(
+                conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
+            )
+            stored: dict[int, tuple[str, str, str]] = {}
+            page = [row[0] for row in rows[: query.limit]]
+            for i in range(0, len(page), 900):
+                chunk = page[i : i + 900]
+                stored.update(
+                    (position, (event_id, recorded_at, body))
+                    for position, event_id, recorded_at, body in conn.execute(
+                        "SELECT position, event_id, recorded_at, body FROM events"
+                        f" WHERE position IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
         entries = []
         for row in rows[: query.limit]:
+            event_id, recorded_at, raw_body = stored[row[0]]
+            if row[7] is None:  # the event as stored
+                body = json.loads(raw_body)
+                occurred_at, ended_at = body["occurred_at"], body.get("ended_at")
+                headline, summary = body["headline"], body.get("summary")
+                sources, details = body.get("sources", []), body.get("details", {})
+            else:
+                occurred_at, ended_at, headline, summary = row[2], row[3], row[4], row[5]
+                sources, details = json.loads(row[6]), json.loads(row[7])
             entry = {
-                "event_id": row[0],
+                "event_id": event_id,
                 "kind": row[1],
-                "occurred_at": row[2],
-                "ended_at": row[3],
-                "headline": row[4],
-                "summary": row[5],
+                "occurred_at": occurred_at,
+                "ended_at": ended_at,
+                "headline": headline,
+                "summary": summary,
             }
             if entity_id is not None:
-                entry["role"] = row[12]
+                entry["role"] = ROLE_OF[row[10]]
             entry.update(
                 {
-                    "sources": json.loads(row[6]),
-                    "details": json.loads(row[7]),
-                    "position": row[8],
-                    "recorded_at": row[9],
-                    "status": row[10],
+                    "sources": sources,
+                    "details": details,
+                    "position": row[0],
+                    "recorded_at": recorded_at,
+                    "status": row[8],
                 }
             )
             entries.append(entry)
@@ -366,7 +399,7 @@ class Queries:
             if query.order == "relevance":  # ranked pages go by offset within the pinned snapshot
                 next_cursor = encode_cursor("", (after[1] if after else 0) + query.limit, snapshot, query.order)
             else:
-                next_cursor = encode_cursor(last[11], last[8], snapshot, query.order)
+                next_cursor = encode_cursor(last[9], last[0], snapshot, query.order)
         result: dict[str, Any] = {"entries": entries, "next_cursor": next_cursor}
         if entity is not None:
             result = {"entity": entity, **result}
@@ -376,6 +409,7 @@ class Queries:
         self,
         conn: sqlite3.Connection,
         tag: str,
+        search_tag: str | None,
         by_entity: bool,
         members: list[str],
         p: int,
@@ -385,23 +419,23 @@ class Queries:
         after: tuple[str, int, int, str] | None,
         match: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        args: list[Any] = []
+        # ``en`` (by entity) or ``v`` gives the order; a version's other columns are in ``v``.
         alias = "en" if by_entity else "v"
-        where = [f"{alias}.valid_from <= ?", f"{alias}.valid_to > ?"]
-        args += [p, p]
+        where = [f"{alias}.valid_from <= ?", "v.valid_to > ?"]
+        args: list[Any] = [p, p]
         if by_entity:
             where.insert(0, f"en.entity_id IN ({','.join('?' * len(members))})")
             args[0:0] = members
         if not query.include_retracted:
-            where.append(f"{alias}.status != 'retracted'")
+            where.append("v.status != 'retracted'")
         if query.kinds:
-            where.append(f"{alias}.kind IN ({','.join('?' * len(query.kinds))})")
+            where.append(f"v.kind IN ({','.join('?' * len(query.kinds))})")
             args += list(query.kinds)
         if by_entity and query.role:
-            where.append("en.role = ?")
-            args.append(query.role)
+            where.append("en.rank = ?")
+            args.append(RANK.get(query.role, -1))
         if since is not None:
-            where.append(f"{alias}.end_key >= ?")
+            where.append("v.end_key >= ?")
             args.append(since)
         if until is not None:
             where.append(f"{alias}.start_key <= ?")
@@ -415,24 +449,24 @@ class Queries:
         order = f"ORDER BY {alias}.start_key {direction}, {alias}.position {direction}"
         if match is not None:
             # bm25 over the version's headline and summary; rowid of the index = the version's id
-            where.append(f"s.rowid = v.valid_from AND {SEARCH}{tag} MATCH ?")
+            where.append(f"s.rowid = v.valid_from AND {SEARCH}{search_tag} MATCH ?")
             args.append(match)
             if relevance:
-                order = f"ORDER BY bm25({SEARCH}{tag}), {alias}.start_key, {alias}.position"
+                order = f"ORDER BY bm25({SEARCH}{search_tag}), {alias}.start_key, {alias}.position"
         if by_entity:
-            join = f"JOIN {EVENTS}{tag} v ON v.event_id = en.event_id AND v.valid_from <= ? AND v.valid_to > ?"
+            # An entry row belongs to the version that shares its valid_from.
+            join = f"JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from"
             if match is not None:
-                join += f" JOIN {SEARCH}{tag} s"
-            group = "GROUP BY en.event_id" if len(members) > 1 else ""
-            sql = (
-                f"SELECT {ENTRY_COLUMNS}, en.role, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
-                f" WHERE {' AND '.join(where)} {group} {order} LIMIT ?"
-            )
-            if not group:
-                sql = sql.replace(", MIN(en.rank)", "")
-            args = [p, p, *args]
+                join += f" JOIN {SEARCH}{search_tag} s"
+            if len(members) > 1:  # an event filed under several of the members: once, its best role
+                sql = (
+                    f"SELECT {ENTRY_COLUMNS}, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
+                    f" WHERE {' AND '.join(where)} GROUP BY v.position {order} LIMIT ?"
+                )
+            else:
+                sql = f"SELECT {ENTRY_COLUMNS}, en.rank FROM {ENTRIES}{tag} en {join} WHERE {' AND '.join(where)} {order} LIMIT ?"
         else:
-            source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{tag} s" if match is not None else "")
+            source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{search_tag} s" if match is not None else "")
             sql = f"SELECT {ENTRY_COLUMNS} FROM {source} WHERE {' AND '.join(where)} {order} LIMIT ?"
         args.append(query.limit + 1)
         if relevance:

@@ -31,7 +31,7 @@ MEMBERS = "rel_members"
 
 class RelatedProjection(Projection):
     name = "related"
-    version = 2
+    version = 3
     schema = {
         PAIRS: [
             """CREATE TABLE {t} (
@@ -42,28 +42,35 @@ class RelatedProjection(Projection):
         MEMBERS: [
             """CREATE TABLE {t} (
                 event_id TEXT NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (event_id, entity_id)
+                occurred_at TEXT NOT NULL, PRIMARY KEY (entity_id, event_id)
             ) WITHOUT ROWID""",
-            "CREATE INDEX {t}_entity ON {t}(entity_id)",
         ],
     }
+    indexes = {MEMBERS: ["CREATE INDEX {t}_event ON {t}(event_id)"]}
 
-    def bulk(self, conn: sqlite3.Connection, tag: str) -> None:
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         conn.execute(
-            f"INSERT OR REPLACE INTO {members_t} (event_id, entity_id, start_key, position, occurred_at)"
-            " SELECT event_id, entity_id, start_key, position, occurred_at FROM temp.stage_members"
+            f"""INSERT OR REPLACE INTO {members_t} (event_id, entity_id, start_key, position, occurred_at)
+                SELECT e.event_id, m.entity_id, e.start_key, e.position, e.occurred_at
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                ORDER BY m.entity_id, e.event_id""",
+            (low, high),
         )
         # SQLite takes a bare column (occurred_at) from the row that gives the MAX.
         conn.execute(
             f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
                 SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
                 FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt,
-                             MAX(a.start_key || printf('%015d', a.position)) AS lc, a.occurred_at
-                      FROM temp.stage_members a
-                      JOIN temp.stage_members b ON b.position = a.position AND b.entity_id != a.entity_id
+                             MAX(e.start_key || printf('%015d', e.position)) AS lc, e.occurred_at
+                      FROM event_meta e
+                      JOIN event_entities a ON a.position = e.position
+                      JOIN event_entities b ON b.position = e.position AND b.entity_id != a.entity_id
+                      WHERE e.position > ? AND e.position <= ? AND e.plain
                       GROUP BY a.entity_id, b.entity_id)
-                WHERE true {MERGE}"""
+                WHERE true {MERGE}""",
+            (low, high),
         )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
@@ -77,8 +84,10 @@ class RelatedProjection(Projection):
                 if member_rows:
                     conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
                     member_rows.clear()
-                conn.execute(f"DELETE FROM {members_t} WHERE event_id = ?", (old.event_id,))
                 ids = [e["id"] for e in old.entities]
+                conn.executemany(
+                    f"DELETE FROM {members_t} WHERE entity_id = ? AND event_id = ?", [(i, old.event_id) for i in ids]
+                )
                 dirty.update((a, b) for a in ids for b in ids if a != b)
             if new is None or not new.counted:
                 continue
@@ -113,7 +122,7 @@ class RelatedProjection(Projection):
     @staticmethod
     def _recompute(conn: sqlite3.Connection, pairs_t: str, members_t: str, a: str, b: str) -> None:
         shared = (
-            f"FROM {members_t} m1 JOIN {members_t} m2 ON m2.event_id = m1.event_id AND m2.entity_id = ?"
+            f"FROM {members_t} m1 JOIN {members_t} m2 ON m2.entity_id = ? AND m2.event_id = m1.event_id"
             " WHERE m1.entity_id = ?"
         )
         count = conn.execute(f"SELECT COUNT(*) {shared}", (b, a)).fetchone()[0]

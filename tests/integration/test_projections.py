@@ -591,7 +591,8 @@ def test_incremental_equals_from_scratch(tmp_path, monkeypatch):
         assert ProjectionEngine(store, default_projections()).setup() == []  # set up while empty
         for event in STORY:
             append(store, event)
-    for copy in (small, rebuilt):
+    per_change = tmp_path / "per_change.db"
+    for copy in (small, rebuilt, per_change):
         shutil.copy(scratch, copy)  # closing checkpointed the WAL into the main file
     with EventStore(scratch) as store:
         ProjectionEngine(store, default_projections()).catch_up()  # one batch
@@ -599,11 +600,13 @@ def test_incremental_equals_from_scratch(tmp_path, monkeypatch):
         ProjectionEngine(store, default_projections(), batch_size=3).catch_up()
     with EventStore(rebuilt) as store:
         ProjectionEngine(store, default_projections(), batch_size=4).rebuild()
+    with EventStore(per_change) as store:  # no set-based path: every event through apply()
+        ProjectionEngine(store, default_projections(), batch_size=5, set_based=False).catch_up()
 
     a = dump_tables(incremental)
     assert len(a) >= 5
     assert sum(len(rows) for rows in a.values()) > 50
-    for other in (scratch, small, rebuilt):
+    for other in (scratch, small, rebuilt, per_change):
         b = dump_tables(other)
         assert set(a) == set(b)
         for table in a:
@@ -625,3 +628,76 @@ def test_incremental_equals_from_scratch(tmp_path, monkeypatch):
         assert queries.event("n7")["status"] == "retracted"
     finally:
         queries.close()
+
+
+# --- rebuilds ----------------------------------------------------------------------------------
+
+
+def _index_names(conn, projection, tag) -> set[str]:
+    tables = [projection.table(base, tag) for base in projection.schema]
+    marks = ",".join("?" * len(tables))
+    return {
+        row[0]
+        for row in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({marks})", tables
+        )
+    }
+
+
+def _read_side(projection, tag) -> set[str]:
+    return {
+        sql.split()[2].format(t=projection.table(base, tag))
+        for base, statements in projection.indexes.items()
+        for sql in statements
+    }
+
+
+def test_a_rebuild_fills_its_tables_without_read_side_indexes_and_builds_them_before_the_swap(db):
+    append_and_project(db, [*_many(30), correction("c1", "p03", headline="fixed"), retraction("r1", "p04")])
+    before = dump_tables(db)
+    projections = default_projections()
+    assert any(p.indexes for p in projections)
+    with EventStore(db) as store:
+        engine = ProjectionEngine(store, projections, batch_size=8)
+        names = engine.start_rebuild()
+        tags = {name: cp["rebuild_tag"] for name, cp in engine.checkpoints().items()}
+        steps = []
+        while True:
+            position, head, done = engine.rebuild_step(names)
+            steps.append(
+                (position, {p.name: _index_names(store.conn, p, tags[p.name]) for p in projections if not done})
+            )
+            if done:
+                break
+        filling = [found for position, found in steps if position < head]
+        assert filling and all(not (found[p.name] & _read_side(p, tags[p.name])) for found in filling for p in projections)
+        # once caught up, the indexes come in a step of their own, then the swap
+        assert all(_read_side(p, tags[p.name]) <= steps[-2][1][p.name] for p in projections)
+        live = engine.checkpoints()
+        for p in projections:
+            assert live[p.name]["tag"] == tags[p.name]
+            assert _read_side(p, tags[p.name]) <= _index_names(store.conn, p, tags[p.name])
+    assert dump_tables(db) == before
+
+
+def test_a_rebuild_drops_the_tables_an_older_version_had(db):
+    append_and_project(db, _many(3))
+    with EventStore(db) as store:
+        tag = store.conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'timelines'").fetchone()[0]
+        store.conn.execute(f"CREATE VIRTUAL TABLE tl_search{tag} USING fts5(headline, summary, content='')")
+        ProjectionEngine(store, default_projections()).rebuild(["timelines"])
+        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not any(name.startswith(f"tl_search{tag}") for name in names)
+
+
+def test_a_search_answers_for_the_position_both_timelines_and_search_have_reached(q, db):
+    append_and_project(db, [news("s1", "2025", ("x",), headline="storm floods the valley")])
+    with EventStore(db) as store:
+        append(store, news("s2", "2025", ("x",), headline="storm again"))
+        engine = ProjectionEngine(store, [p for p in default_projections() if p.name != "search"])
+        engine.catch_up()  # timelines has s2, search not yet
+    assert ids(tl(q, "x")) == ["s1", "s2"]
+    assert timeline_ids(q, "x", q="storm") == ["s1"]
+    assert timeline_ids(q, None, q="storm") == ["s1"]
+    project(db)
+    assert timeline_ids(q, "x", q="storm") == ["s1", "s2"]
