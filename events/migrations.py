@@ -145,12 +145,40 @@ def _event_facts(conn: sqlite3.Connection) -> None:
     )
 
 
+def _event_chain(conn: sqlite3.Connection) -> None:
+    """A hash per event, chained to the previous one (events.integrity), for `timeline verify`."""
+    from .integrity import GENESIS, ROW_COLUMNS, link
+
+    _run(
+        conn,
+        """
+        CREATE TABLE event_chain (
+            position INTEGER PRIMARY KEY,  -- = events.position
+            hash     TEXT NOT NULL         -- sha256 over the previous hash and this event's row
+        );
+        CREATE TRIGGER event_chain_no_update BEFORE UPDATE ON event_chain
+        BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only: UPDATE is refused'); END;
+        CREATE TRIGGER event_chain_no_delete BEFORE DELETE ON event_chain
+        BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only: DELETE is refused'); END;
+        """,
+    )
+    previous = GENESIS
+    cursor = conn.execute(f"SELECT {ROW_COLUMNS} FROM events ORDER BY position")
+    while rows := cursor.fetchmany(5000):
+        chained = []
+        for row in rows:
+            previous = link(previous, row)
+            chained.append((row[0], previous))
+        conn.executemany("INSERT INTO event_chain (position, hash) VALUES (?, ?)", chained)
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events_table),
     ("0002_projection_checkpoints", _projection_checkpoints),
     ("0003_rebuild_columns", _rebuild_columns),
     ("0004_rebuild_owner", _rebuild_owner),
     ("0005_event_facts", _event_facts),
+    ("0006_event_chain", _event_chain),
 ]
 
 

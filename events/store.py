@@ -20,6 +20,7 @@ import sqlite_utils
 
 from .dates import parse_partial, utc_now_key
 from .history import EventState
+from .integrity import GENESIS, link
 from .history import fold as fold_state
 from .ids import fold
 from .migrations import migrate
@@ -220,6 +221,14 @@ class EventStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        if rows:
+            last = conn.execute("SELECT hash FROM event_chain ORDER BY position DESC LIMIT 1").fetchone()
+            previous = last[0] if last else GENESIS
+            chained = []
+            for row in rows:
+                previous = link(previous, row)
+                chained.append((row[0], previous))
+            conn.executemany("INSERT INTO event_chain (position, hash) VALUES (?, ?)", chained)
         conn.executemany(f"INSERT INTO event_meta VALUES ({','.join('?' * 9)})", meta_rows)
         conn.executemany("INSERT INTO event_entities VALUES (?, ?, ?, ?, ?)", entity_rows)
         return results

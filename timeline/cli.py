@@ -241,6 +241,28 @@ def rebuild(
         service.close()
 
 
+@app.command()
+def verify() -> None:
+    """Re-check the store: the append-only triggers and every event's chained hash."""
+    from events.integrity import verify as check
+    from events.store import EventStore
+
+    settings = _settings()
+    if not settings.db.exists():
+        err.print(f"[red]no store at {settings.db}[/]")
+        raise typer.Exit(2)
+    with EventStore(settings.db) as store:
+        report = check(store.conn)
+    if report.ok:
+        console.print(f"ok: {report.checked} events, triggers in place; head hash {report.head}")
+        return
+    for problem in report.problems:
+        err.print(f"[red]{escape(problem)}[/]")
+    where = f"first bad position: {report.first_bad}" if report.first_bad is not None else "the triggers"
+    console.print(f"NOT OK ({where}); {report.checked} events checked")
+    raise typer.Exit(1)
+
+
 def demo_events() -> list[bytes]:
     data = resources.files("timeline").joinpath("data/demo_events.jsonl").read_bytes()
     return [line for line in data.splitlines() if line.strip()]
