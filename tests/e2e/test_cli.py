@@ -88,7 +88,7 @@ def test_publish_reaches_a_given_redis(tmp_path: Path, redis_url: str, stream_na
 def test_every_command_has_help_and_is_documented() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     listed = subprocess.run([TIMELINE, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    for command in ("serve", "publish", "show", "rebuild", "demo"):
+    for command in ("serve", "publish", "show", "rebuild", "demo", "verify"):
         assert command in listed.stdout
         helped = subprocess.run([TIMELINE, command, "--help"], capture_output=True, text=True)
         assert helped.returncode == 0 and len(helped.stdout) > 80, command
