@@ -63,7 +63,7 @@ def test_demo_on_a_fresh_folder_then_show_publish_and_rebuild(tmp_path: Path) ->
 
     rebuilt = run(["rebuild"], tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "rebuilt entities, related, timelines" in rebuilt.stdout
+    assert "rebuilt entities, related, search, timelines" in rebuilt.stdout
     assert run(["rebuild", "nonsense"], tmp_path).returncode == 2
 
 
