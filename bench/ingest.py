@@ -1,0 +1,116 @@
+"""Ingest end to end: N workload events published by a separate process with the project's
+``Publisher`` into a real ``timeline serve`` (its own SQLite file and stream), timed from the
+first XADD until ``GET /projections`` shows every projection at position N with lag 0.
+
+The publisher process generates its events before the clock starts (``ready``), then publishes
+on ``go`` and reports how long publishing took. The server's peak RSS is its ``VmHWM``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from .server import ROOT, Server
+
+
+def publisher_main(url: str, stream: str, n: int) -> None:
+    """The publishing process: generate, wait for ``go`` on stdin, publish, report."""
+    from timeline.publisher import Publisher
+
+    from .workload import lines
+
+    payloads = list(lines(n))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started = time.perf_counter()
+    with Publisher(url, stream) as publisher:
+        report = publisher.publish(payloads)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"accepted": len(report.accepted), "rejected": len(report.rejected), "seconds": seconds}),
+          flush=True)
+
+
+def settled(server: Server, n: int, client: httpx.Client) -> bool:
+    rows = client.get(f"{server.url}/projections").json()
+    return bool(rows) and all(
+        r["position"] == n and r["lag"] == 0 and r.get("state", "live") == "live" for r in rows
+    )
+
+
+def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = None) -> dict[str, float]:
+    timeout = timeout if timeout is not None else 120.0 + n / 200  # a floor of 200 events/s
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        workdir = Path(tmp)
+        server = Server(workdir / "timeline.db", redis_url, workdir, batch_size=batch_size)
+        publisher = None
+        try:
+            server.start()
+            publisher = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "bench.ingest", "--publish", "--redis-url", redis_url,
+                 "--stream", server.stream, "--events", str(n)],
+                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+            assert publisher.stdin is not None and publisher.stdout is not None
+            if publisher.stdout.readline().strip() != "ready":
+                raise RuntimeError("the publisher process did not start")
+            with httpx.Client(timeout=30.0) as client:
+                started = time.perf_counter()
+                publisher.stdin.write("go\n")
+                publisher.stdin.flush()
+                deadline = time.monotonic() + timeout
+                while not settled(server, n, client):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"ingest of {n} events not settled within {timeout:.0f} s:\n{server.tail()}")
+                    if server.process is not None and server.process.poll() is not None:
+                        raise RuntimeError(f"timeline serve died during ingest:\n{server.tail()}")
+                    time.sleep(0.05)
+                seconds = time.perf_counter() - started
+            published = json.loads(publisher.stdout.readline())
+            publisher.wait(timeout=60)
+            if published["accepted"] != n:
+                raise RuntimeError(f"publisher accepted {published['accepted']} of {n}")
+            peak = server.peak_rss_mb()
+            dead = redis.Redis.from_url(redis_url).xlen(f"{server.stream}:dead")
+            if dead:
+                raise RuntimeError(f"{dead} entries were dead-lettered")
+            return {
+                "events": n,
+                "seconds": seconds,
+                "rate": n / seconds,
+                "publish_seconds": published["seconds"],
+                "publish_rate": n / published["seconds"],
+                "peak_rss_mb": peak,
+                "batch_size": batch_size,
+            }
+        finally:
+            if publisher is not None and publisher.poll() is None:
+                publisher.kill()
+                publisher.wait()
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--batch-size", type=int, default=2000, help="TIMELINE_BATCH_SIZE of the server")
+    parser.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publish:
+        publisher_main(args.redis_url, args.stream, args.events)
+        return
+    print(json.dumps(run(args.events, args.redis_url, args.batch_size)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Query latency and throughput on a store with projections built.
+
+- in-process: ``Queries(path).timeline(entity, TimelineQuery(limit=50))`` for a busy entity
+  (``entity-0``, the most frequent in the workload) and a rare one (an entity with about 5
+  events, from the entity directory); p50 and p99 over many calls after a warm-up.
+- HTTP: a ``timeline serve`` on the same file; 16 concurrent clients (one asyncio loop, httpx,
+  keep-alive) ask ``GET /entities/{id}/timeline?limit=50`` for entities drawn with the
+  workload's Zipf weights (popular entities asked more often) for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from .server import Server
+
+BUSY = "entity-0"
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def rare_entity(path: Path, around: int = 5) -> tuple[str, int]:
+    """An entity with about ``around`` events (from the entity directory's live table)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (tag,) = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'entities'").fetchone()
+        row = conn.execute(
+            f"SELECT id, event_count FROM ent_stats{tag} ORDER BY abs(event_count - ?), id LIMIT 1", (around,)
+        ).fetchone()
+        return row[0], row[1]
+    finally:
+        conn.close()
+
+
+def event_count(path: Path, entity: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (tag,) = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'entities'").fetchone()
+        row = conn.execute(f"SELECT event_count FROM ent_stats{tag} WHERE id = ?", (entity,)).fetchone()
+        return row[0] if row else 0
+    finally:
+        conn.close()
+
+
+def in_process(path: Path, entity: str, calls: int) -> dict[str, float]:
+    from projections.queries import Queries, TimelineQuery
+
+    queries = Queries(str(path))
+    query = TimelineQuery(limit=50)
+    try:
+        for _ in range(min(50, calls)):
+            queries.timeline(entity, query)
+        samples = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            result = queries.timeline(entity, query)
+            samples.append(time.perf_counter() - started)
+        assert result["entries"], f"no entries for {entity}"
+    finally:
+        queries.close()
+    return {
+        "calls": calls,
+        "p50_ms": percentile(samples, 50) * 1000,
+        "p99_ms": percentile(samples, 99) * 1000,
+        "mean_ms": statistics.fmean(samples) * 1000,
+        "entries": len(result["entries"]),
+    }
+
+
+def _zipf_ids(count: int, entities: int = 20_000, seed: int = 11) -> list[str]:
+    rng = random.Random(seed)
+    cumulative, total = [], 0.0
+    for rank in range(entities):
+        total += 1.0 / (rank + 1) ** 1.1
+        cumulative.append(total)
+    return [f"entity-{bisect.bisect_left(cumulative, rng.random() * total)}" for _ in range(count)]
+
+
+async def _load(
+    base_url: str, clients: int, seconds: float, warmup: float, server_cpu: Callable[[], float]
+) -> dict[str, float]:
+    ids = _zipf_ids(100_000)
+    samples: list[float] = []
+    errors = 0
+    counter = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) as client:
+        loop_start = time.perf_counter()
+        measure_from = loop_start + warmup
+        stop_at = measure_from + seconds
+
+        async def worker() -> None:
+            nonlocal counter, errors
+            while True:
+                now = time.perf_counter()
+                if now >= stop_at:
+                    return
+                entity = ids[counter % len(ids)]
+                counter += 1
+                started = time.perf_counter()
+                response = await client.get(f"/entities/{entity}/timeline", params={"limit": 50})
+                ended = time.perf_counter()
+                if started >= measure_from and ended <= stop_at:
+                    if response.status_code == 200:
+                        samples.append(ended - started)
+                    elif response.status_code != 404:  # an entity the store never saw
+                        errors += 1
+
+        async def meter() -> None:
+            nonlocal cpu
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            begin = (time.perf_counter(), time.process_time(), server_cpu())
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            wall = time.perf_counter() - begin[0]
+            cpu = ((time.process_time() - begin[1]) / wall, (server_cpu() - begin[2]) / wall)
+
+        cpu = (0.0, 0.0)
+        await asyncio.gather(meter(), *(worker() for _ in range(clients)))
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(samples),
+        "rps": len(samples) / seconds,
+        "p50_ms": percentile(samples, 50) * 1000,
+        "p99_ms": percentile(samples, 99) * 1000,
+        "errors": errors,
+        "client_cpu": cpu[0],  # cores busy in this (client) process while measuring
+        "server_cpu": cpu[1],  # cores busy in the server process
+    }
+
+
+def http(path: Path, redis_url: str, clients: int = 16, seconds: float = 10.0, warmup: float = 1.0) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        with Server(path, redis_url, Path(tmp)) as server:
+            figures = asyncio.run(_load(server.url, clients, seconds, warmup, server.cpu_seconds))
+            figures["server_peak_rss_mb"] = server.peak_rss_mb()
+    return figures

@@ -1,0 +1,134 @@
+"""A ``timeline serve`` child process for the benchmark: start, wait until healthy, read its
+peak memory, stop. Always on 127.0.0.1, with ``REDIS_URL`` given (never the embedded Redis)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).parent / "timeline"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "timeline.cli"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set size of a live process (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    def __init__(self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None) -> None:
+        self.db = db
+        self.redis_url = redis_url
+        self.workdir = workdir
+        self.stream = f"bench:{uuid.uuid4().hex}:events"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"serve-{self.stream.split(':')[1][:8]}.log"
+        self.env = {
+            **os.environ,
+            "TIMELINE_DB": str(db),
+            "TIMELINE_STREAM": self.stream,
+            "REDIS_URL": redis_url,
+            "TIMELINE_CONSUMER": f"bench-{uuid.uuid4().hex[:8]}",
+            "PYTHONPATH": str(ROOT),
+        }
+        if batch_size:
+            self.env["TIMELINE_BATCH_SIZE"] = str(batch_size)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 120.0) -> "Server":
+        self.port = free_port()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603
+                [*_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env, cwd=str(self.workdir), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"timeline serve exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                response = httpx.get(f"{self.url}/health", timeout=5.0)
+                if response.status_code == 200:
+                    return self
+                last = f"{response.status_code} {response.text}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"timeline serve not healthy within {timeout:.0f} s ({last}):\n{self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def peak_rss_mb(self) -> float:
+        return vm_hwm_mb(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.process = None
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.delete(self.stream, f"{self.stream}:dead")
+        finally:
+            client.close()
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
