@@ -98,11 +98,16 @@ def _end_key(text: str) -> str:
     return parse_partial(text).end_key
 
 
+@lru_cache(maxsize=65536)
+def _fold(text: str) -> str:
+    return fold(text)
+
+
 def register_functions(conn: sqlite3.Connection) -> None:
     """SQL functions that set-based projections use; the same code as the Python path."""
     conn.create_function("partial_start", 1, _start_key, deterministic=True)
     conn.create_function("partial_end", 1, _end_key, deterministic=True)
-    conn.create_function("fold", 1, fold, deterministic=True)
+    conn.create_function("fold", 1, _fold, deterministic=True)
 
 
 class EventStore:

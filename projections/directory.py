@@ -86,16 +86,18 @@ class DirectoryProjection(Projection):
                 ORDER BY m.entity_id, e.event_id""",
             (low, high),
         )
+        # (start_key, position) packed into one sortable string, once per event
         conn.execute(
-            f"""INSERT INTO {stats_t} ({COLUMNS})
+            f"""WITH k AS MATERIALIZED (
+                    SELECT position, start_key || printf('%015d', position) AS sk
+                    FROM event_meta WHERE position > ? AND position <= ? AND plain)
+                INSERT INTO {stats_t} ({COLUMNS})
                 SELECT a.entity_id, n.name, n.type, a.name_position, a.cnt,
                        f.start_key, f.position, f.occurred_at, l.start_key, l.position, l.occurred_at,
                        fold(n.name) || ' ' || a.entity_id
-                FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(e.position) AS name_position,
-                             MIN(e.start_key || printf('%015d', e.position)) AS fc,
-                             MAX(e.start_key || printf('%015d', e.position)) AS lc
-                      FROM event_meta e JOIN event_entities m ON m.position = e.position
-                      WHERE e.position > ? AND e.position <= ? AND e.plain
+                FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(k.position) AS name_position,
+                             MIN(k.sk) AS fc, MAX(k.sk) AS lc
+                      FROM k JOIN event_entities m ON m.position = k.position
                       GROUP BY m.entity_id) a
                 JOIN event_entities n ON n.position = a.name_position AND n.entity_id = a.entity_id
                 JOIN event_meta f ON f.position = CAST(substr(a.fc, 28) AS INTEGER)

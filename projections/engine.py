@@ -120,11 +120,20 @@ def rebuild_alive(cp: dict[str, Any]) -> bool:
 
 class ProjectionEngine:
     def __init__(
-        self, store: EventStore, projections: Sequence[Projection], batch_size: int = 5000, *, set_based: bool = True
+        self,
+        store: EventStore,
+        projections: Sequence[Projection],
+        batch_size: int = 5000,
+        *,
+        rebuild_batch_size: int | None = None,
+        set_based: bool = True,
     ) -> None:
         self.store = store
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        # Rebuild batches are larger (fewer commits, each page of a growing table written less
+        # often); each still holds the write lock for one batch only. Default: four live batches.
+        self.rebuild_batch_size = rebuild_batch_size or 4 * batch_size
         self.set_based = set_based  # False: every event through ``apply`` (to check ``bulk`` against)
         self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
         self._indexed: set[str] = set()  # rebuild tags whose read-side indexes exist
@@ -272,7 +281,7 @@ class ProjectionEngine:
             head = self.store.head()
             applied = low < head
             if applied:
-                position = min(low + self.batch_size, head)
+                position = min(low + self.rebuild_batch_size, head)
                 group = [c for c in mine if c["rebuild_position"] == low]
                 self._apply_range(low, position, [(self.projections[c["name"]], c["rebuild_tag"]) for c in group])
                 for cp in group:

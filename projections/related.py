@@ -58,16 +58,18 @@ class RelatedProjection(Projection):
                 ORDER BY m.entity_id, e.event_id""",
             (low, high),
         )
-        # SQLite takes a bare column (occurred_at) from the row that gives the MAX.
+        # (start_key, position) packed into one sortable string, once per event; SQLite takes a
+        # bare column (occurred_at) from the row that gives the MAX.
         conn.execute(
-            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+            f"""WITH k AS MATERIALIZED (
+                    SELECT position, start_key || printf('%015d', position) AS sk, occurred_at
+                    FROM event_meta WHERE position > ? AND position <= ? AND plain)
+                INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
                 SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
-                FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt,
-                             MAX(e.start_key || printf('%015d', e.position)) AS lc, e.occurred_at
-                      FROM event_meta e
-                      JOIN event_entities a ON a.position = e.position
-                      JOIN event_entities b ON b.position = e.position AND b.entity_id != a.entity_id
-                      WHERE e.position > ? AND e.position <= ? AND e.plain
+                FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt, MAX(k.sk) AS lc, k.occurred_at
+                      FROM k
+                      JOIN event_entities a ON a.position = k.position
+                      JOIN event_entities b ON b.position = k.position AND b.entity_id != a.entity_id
                       GROUP BY a.entity_id, b.entity_id)
                 WHERE true {MERGE}""",
             (low, high),

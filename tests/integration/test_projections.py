@@ -599,7 +599,7 @@ def test_incremental_equals_from_scratch(tmp_path, monkeypatch):
     with EventStore(small) as store:
         ProjectionEngine(store, default_projections(), batch_size=3).catch_up()
     with EventStore(rebuilt) as store:
-        ProjectionEngine(store, default_projections(), batch_size=4).rebuild()
+        ProjectionEngine(store, default_projections(), batch_size=4, rebuild_batch_size=4).rebuild()
     with EventStore(per_change) as store:  # no set-based path: every event through apply()
         ProjectionEngine(store, default_projections(), batch_size=5, set_based=False).catch_up()
 
@@ -658,7 +658,7 @@ def test_a_rebuild_fills_its_tables_without_read_side_indexes_and_builds_them_be
     projections = default_projections()
     assert any(p.indexes for p in projections)
     with EventStore(db) as store:
-        engine = ProjectionEngine(store, projections, batch_size=8)
+        engine = ProjectionEngine(store, projections, rebuild_batch_size=8)
         names = engine.start_rebuild()
         tags = {name: cp["rebuild_tag"] for name, cp in engine.checkpoints().items()}
         steps = []

@@ -111,7 +111,8 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
     raws = data.draw(st.permutations(raws), label="arrival order")
     path = Path(tmp_path_factory.mktemp("prop")) / "t.db"
     store = EventStore(path)
-    engine = ProjectionEngine(store, default_projections(), batch_size=data.draw(st.integers(1, 7), label="engine batch"))
+    batch = data.draw(st.integers(1, 7), label="engine batch")
+    engine = ProjectionEngine(store, default_projections(), batch_size=batch, rebuild_batch_size=batch)
     engine.setup()
     i = 0
     while i < len(raws):
@@ -133,7 +134,8 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
         assert incremental[name] == rebuilt[name], name
     # The set-based path (``bulk``) gives the same rows as the per-change path (``apply``).
     per_change = ProjectionEngine(
-        store, default_projections(), batch_size=data.draw(st.integers(1, 50), label="per-change batch"), set_based=False
+        store, default_projections(), rebuild_batch_size=data.draw(st.integers(1, 50), label="per-change batch"),
+        set_based=False,
     )
     per_change.rebuild()
     one_by_one = tables(store.conn)
