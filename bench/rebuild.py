@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.rebuild                 # 1,000,000 events (store cached in bench/.cache)
     .venv/bin/python -m bench.rebuild --events 20000  # a quick run
+    .venv/bin/python -m bench.rebuild --live          # catching up from scratch as live, instead
+    .venv/bin/python -m bench.rebuild --batch 50000   # events per batch (default: as `timeline rebuild`)
 
 The store is filled once (validated by the real parser, appended by the real store) and
 cached; the rebuild runs in a child process, so its peak RSS is the rebuild's alone.
@@ -49,15 +51,24 @@ def fill(path: Path, n: int) -> float:
         store.close()
 
 
-def measure(path: Path, names: list[str] | None) -> dict[str, float]:
-    """Run in a child: rebuild and report the figures."""
+def measure(path: Path, names: list[str] | None, live: bool = False, batch: int | None = None) -> dict[str, float]:
+    """Run in a child: rebuild (or, ``live``, project from scratch as live) and report the figures."""
     from projections import ProjectionEngine, default_projections
 
     store = EventStore(path)
-    engine = ProjectionEngine(store, default_projections(), batch_size=20_000)
-    engine.setup()
-    started = time.perf_counter()
-    position = engine.rebuild(names, force=True)
+    if live:
+        engine = ProjectionEngine(store, default_projections(), **({"batch_size": batch} if batch else {}))
+        engine.setup()
+        _from_scratch(store, [engine.projections[n] for n in names or engine.projections])
+        started = time.perf_counter()
+        position = engine.catch_up()
+    else:
+        # by default as `timeline rebuild` runs; --batch N: batches of N events
+        fixed = {"rebuild_batch_size": batch} if batch else {}
+        engine = ProjectionEngine(store, default_projections(), **fixed)
+        engine.setup()
+        started = time.perf_counter()
+        position = engine.rebuild(names, force=True)
     seconds = time.perf_counter() - started
     store.close()
     return {
@@ -68,13 +79,34 @@ def measure(path: Path, names: list[str] | None) -> dict[str, float]:
     }
 
 
-def run(n: int, names: list[str] | None = None, db: Path | None = None) -> dict[str, float]:
+def _from_scratch(store: EventStore, projections: list) -> None:
+    """Live tables (with every index) at checkpoint 0, as if the events had just arrived."""
+    conn = store.conn
+    conn.execute("BEGIN IMMEDIATE")
+    for p in projections:
+        tag = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (p.name,)).fetchone()[0]
+        p.drop(conn, tag)
+        p.create(conn, tag)
+        conn.execute(
+            "UPDATE projection_checkpoints SET version = ?, position = 0, state = 'live' WHERE name = ?",
+            (p.version, p.name),
+        )
+    conn.execute("COMMIT")
+
+
+def run(
+    n: int, names: list[str] | None = None, db: Path | None = None, live: bool = False, batch: int | None = None
+) -> dict[str, float]:
     path = db or CACHE / f"bench-{n}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     fill(path, n)
     args = [sys.executable, "-m", "bench.rebuild", "--measure", str(path)]
     for name in names or []:
         args += ["--projection", name]
+    if live:
+        args.append("--live")
+    if batch:
+        args += ["--batch", str(batch)]
     out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -84,16 +116,22 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--projection", action="append", help="only these projections (repeatable)")
     parser.add_argument("--db", type=Path, help="store file (default: cached under bench/.cache)")
+    parser.add_argument("--live", action="store_true", help="project from scratch as live (indexes kept up throughout)")
+    parser.add_argument("--batch", type=int, help="events per batch (default: the engine's)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.projection)))
+        print(json.dumps(measure(args.measure, args.projection, args.live, args.batch)))
         return
     rows = []
-    for names in ([args.projection] if args.projection else [["timelines"], ["entities"], ["related"], None]):
-        figures = run(args.events, names, args.db)
+    from projections import default_projections
+
+    each = [[p.name] for p in default_projections()]
+    for names in ([args.projection] if args.projection else [*each, None]):
+        figures = run(args.events, names, args.db, args.live, args.batch)
         rows.append((", ".join(names) if names else "all projections", figures))
-    print(f"\nrebuild from {args.events:,} stored events\n")
+    what = "live projection" if args.live else "rebuild"
+    print(f"\n{what} from {args.events:,} stored events\n")
     print(f"{'projections':<20} {'seconds':>9} {'events/s':>11} {'peak RSS MB':>12}")
     for label, f in rows:
         print(f"{label:<20} {f['seconds']:>9.2f} {f['rate']:>11,.0f} {f['peak_rss_mb']:>12.0f}")
