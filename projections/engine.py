@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from events.store import EventStore, StoredEvent
+from events.store import EventStore
 
 from .changes import Change, compute_changes
 
@@ -221,6 +221,12 @@ class ProjectionEngine:
         """Apply the events ``low < position <= high`` to each (projection, table tag)."""
         conn = self.conn
         if self.set_based and all(p.has_bulk for p, _ in targets):
+            # Positions have no gaps, and the store writes an event_meta row with every event.
+            (facts,) = conn.execute(
+                "SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?", (low, high)
+            ).fetchone()
+            if facts != high - low:
+                raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
             rest = self.store.read_where(
                 "position IN (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND NOT plain)",
                 (low, high),

@@ -701,3 +701,14 @@ def test_a_search_answers_for_the_position_both_timelines_and_search_have_reache
     assert timeline_ids(q, None, q="storm") == ["s1"]
     project(db)
     assert timeline_ids(q, "x", q="storm") == ["s1", "s2"]
+
+
+def test_an_event_stored_without_its_facts_stops_projection_rather_than_being_skipped(db):
+    append_and_project(db, _many(2))
+    with EventStore(db) as store:  # as a writer that does not know event_meta would store it
+        store.conn.execute(
+            "INSERT INTO events (position, event_id, kind, content_hash, recorded_at, raw, body)"
+            " SELECT 3, 'stray', kind, 'h', recorded_at, raw, body FROM events WHERE position = 1"
+        )
+        with pytest.raises(RuntimeError, match="event_meta"):
+            ProjectionEngine(store, default_projections()).catch_up()
