@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def run(
         args.append("--live")
     if batch:
         args += ["--batch", str(batch)]
+    os.sync()  # the previous run's writes are not flushed during this one
     out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
