@@ -28,7 +28,12 @@ def slugify(name: str) -> str:
     return _NON_ALNUM_RUN.sub("-", fold(name)).strip("-")
 
 
+_ASCII_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
 def is_slug(value: str) -> bool:
+    if _ASCII_SLUG.fullmatch(value):  # the common case, without the Unicode work
+        return True
     return bool(value) and slugify(value) == value
 
 
