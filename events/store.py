@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -345,14 +345,6 @@ class EventStore:
         )
         return [_stored(r) for r in rows]
 
-    def iter_from(self, after: int, upto: int, chunk: int = 5000) -> Iterator[list[StoredEvent]]:
-        while after < upto:
-            events = self.read(after, chunk, upto)
-            if not events:
-                return
-            yield events
-            after = events[-1].position
-
     def position_at(self, instant_key: str) -> int:
         """The last position recorded at or before an instant (0 when none)."""
         row = self.conn.execute(
@@ -370,9 +362,6 @@ class EventStore:
             details = json.loads(body)["details"]
             out.append((position, details["alias"], details["canonical"], details.get("name")))
         return out
-
-    def count(self) -> int:
-        return self.head()
 
 
 def _stored(row: Iterable[Any]) -> StoredEvent:

@@ -352,9 +352,6 @@ class ProjectionEngine:
         """Projections marked ``rebuilding`` whose rebuild has not moved for a while."""
         return [c["name"] for c in self.checkpoints().values() if c["rebuild_tag"] and not rebuild_alive(c)]
 
-    def status(self) -> list[dict[str, Any]]:
-        head = self.store.head()
-        return [status_row(cp, head) for _, cp in sorted(self.checkpoints().items())]
 
 
 def read_checkpoints(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:

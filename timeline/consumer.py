@@ -63,29 +63,23 @@ class StreamConsumer:
         common: dict[str, Any] = dict(
             parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL, no_reply=True
         )
-        self.reader = self.broker.subscriber(
-            stream=StreamSub(
-                settings.stream,
-                group=settings.group,
-                consumer=settings.consumer,
-                batch=True,
-                max_records=settings.batch_size,
-                polling_interval=100,
-            ),
-            **common,
-        )
-        self.claimer = self.broker.subscriber(
-            stream=StreamSub(
-                settings.stream,
-                group=settings.group,
-                consumer=settings.consumer,
-                batch=True,
-                max_records=settings.batch_size,
-                min_idle_time=int(settings.claim_idle_seconds * 1000),
-                polling_interval=max(100, int(settings.claim_idle_seconds * 1000 / 4)),
-            ),
-            **common,
-        )
+        def subscriber(**claim: int) -> Any:
+            return self.broker.subscriber(
+                stream=StreamSub(
+                    settings.stream,
+                    group=settings.group,
+                    consumer=settings.consumer,
+                    batch=True,
+                    max_records=settings.batch_size,
+                    **claim,
+                ),
+                **common,
+            )
+
+        idle_ms = int(settings.claim_idle_seconds * 1000)
+        self.reader = subscriber(polling_interval=100)
+        # Takes over entries another (dead) consumer left pending for longer than the idle time.
+        self.claimer = subscriber(min_idle_time=idle_ms, polling_interval=max(100, idle_ms // 4))
         self.reader(self._handle)
         self.claimer(self._handle)
 
