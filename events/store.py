@@ -163,7 +163,7 @@ class EventStore:
         meta_rows: list[tuple[Any, ...]] = []
         entity_rows: list[tuple[Any, ...]] = []
         # News events that a correction or retraction stored before them was waiting for.
-        waited = self._targeted([c.event.id for c in batch if c.event.kind in NEWS_KINDS])
+        waited = self.targeted([c.event.id for c in batch if c.event.kind in NEWS_KINDS])
         for candidate in batch:
             event = candidate.event
             existing = known.get(event.id)
@@ -238,31 +238,22 @@ class EventStore:
         conn.executemany("INSERT INTO event_entities VALUES (?, ?, ?, ?, ?)", entity_rows)
         return results
 
-    def _targeted(self, ids: list[str]) -> set[str]:
-        """The ids among these that stored corrections or retractions are about."""
-        found: set[str] = set()
-        unique = list(dict.fromkeys(ids))
-        for i in range(0, len(unique), _CHUNK):
-            chunk = unique[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                row[0]
-                for row in self.conn.execute(f"SELECT DISTINCT target_id FROM events WHERE target_id IN ({marks})", chunk)
-            )
-        return found
+    def targeted(self, ids: list[str], upto: int | None = None) -> set[str]:
+        """The ids among these that stored corrections or retractions (up to a position) are about."""
+        sql = "SELECT DISTINCT target_id FROM events WHERE target_id IN ({marks}) AND position <= ?"
+        return {row[0] for row in self._in_chunks(sql, ids, upto if upto is not None else 2**62)}
 
     def hashes(self, ids: list[str]) -> dict[str, tuple[int, str]]:
         """``{event_id: (position, content_hash)}`` for the ids that are stored."""
-        found: dict[str, tuple[int, str]] = {}
+        sql = "SELECT event_id, position, content_hash FROM events WHERE event_id IN ({marks})"
+        return {event_id: (position, digest) for event_id, position, digest in self._in_chunks(sql, ids)}
+
+    def _in_chunks(self, sql: str, ids: list[str], *args: Any) -> Iterable[tuple[Any, ...]]:
+        """Rows of ``sql`` with its ``IN ({marks})`` filled by the ids, a chunk at a time."""
         unique = list(dict.fromkeys(ids))
         for i in range(0, len(unique), _CHUNK):
             chunk = unique[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for event_id, position, digest in self.conn.execute(
-                f"SELECT event_id, position, content_hash FROM events WHERE event_id IN ({marks})", chunk
-            ):
-                found[event_id] = (position, digest)
-        return found
+            yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), (*chunk, *args))
 
     def _alias_graph(self) -> dict[str, str]:
         graph: dict[str, str] = {}

@@ -2,8 +2,8 @@
 
 A stored news event makes its event appear (``old`` is None). A correction or retraction of
 a known event changes it (``old`` and ``new`` both set); one whose target has not arrived yet
-changes nothing now, and is folded into the target when the target arrives. An alias is
-passed through for the projections that care. All states come from ``events.history.fold``,
+changes nothing now, and is folded into the target when the target arrives. Aliases change no
+rows: they are resolved when reading. All states come from ``events.history.fold``,
 so an incremental run, a rebuild and ``GET /events/{id}`` agree by construction.
 """
 
@@ -50,7 +50,6 @@ class Change:
     recorded_at: str
     old: Version | None
     new: Version | None
-    alias: tuple[str, str, str | None] | None = None  # (alias, canonical, name)
 
 
 def version(event: StoredEvent, state: EventState, since: int) -> Version:
@@ -69,7 +68,7 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
         return []
     # Which news events of this batch already have corrections waiting (a rare case).
     news_ids = [e.event_id for e in batch if e.kind in NEWS_KINDS]
-    waited_for = _targets_among(store, news_ids, batch[-1].position) if news_ids else set()
+    waited_for = store.targeted(news_ids, upto=batch[-1].position) if news_ids else set()
     changes: list[Change] = []
     for event in batch:
         if event.kind in NEWS_KINDS:
@@ -78,10 +77,7 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
             else:
                 state = EventState(event.body, "active")
             changes.append(Change(event.position, event.recorded_at, None, version(event, state, event.position)))
-        elif event.kind == "entity_alias":
-            d = event.body["details"]
-            changes.append(Change(event.position, event.recorded_at, None, None, (d["alias"], d["canonical"], d.get("name"))))
-        else:
+        elif event.target_id is not None:
             target = store.get(event.target_id or "", upto=event.position)
             if target is None or target.kind not in NEWS_KINDS:
                 continue  # waits for its target
@@ -99,18 +95,3 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
                 )
             )
     return changes
-
-
-def _targets_among(store: EventStore, ids: list[str], upto: int) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(ids), 900):
-        chunk = ids[i : i + 900]
-        marks = ",".join("?" * len(chunk))
-        found.update(
-            row[0]
-            for row in store.conn.execute(
-                f"SELECT DISTINCT target_id FROM events WHERE target_id IN ({marks}) AND position <= ?",
-                (*chunk, upto),
-            )
-        )
-    return found
