@@ -23,6 +23,7 @@ from projections.engine import RebuildError
 
 from .consumer import StreamConsumer
 from .embedded_redis import EmbeddedRedis
+from .publisher import AsyncPublisher
 from .service import TimelineService
 from .settings import Settings
 
@@ -120,15 +121,9 @@ class Runtime:
     # --- publishing and waiting ----------------------------------------------------------
 
     async def publish(self, entries: list[bytes]) -> list[str]:
-        """XADD each event as its own entry (pipelined); return the entry ids."""
-        if not entries:
-            return []
+        """XADD each (validated) event as its own entry, pipelined; return the entry ids."""
         assert self.redis is not None, "runtime not started"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for data in entries:
-                pipe.xadd(self.settings.stream, {"event": data})
-            ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+        return await AsyncPublisher(self.redis_url or "", self.settings.stream, client=self.redis).send(entries)
 
     async def wait_for(self, items: list[tuple[str, str, bytes]]) -> list[Outcome]:
         """Wait until each (event id, entry id, bytes) is stored and projected, or dead-lettered."""
