@@ -27,6 +27,7 @@ from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
 
 _CHUNK = 900  # ids per IN (...) query
+CACHE_KIB = 64 * 1024  # page cache of each connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
     # Freed pages are not zeroed page by page (this SQLite build's default): dropping a
     # projection's old tables after a rebuild would otherwise rewrite all of them.
     conn.execute("PRAGMA secure_delete = FAST")
+    # The writer's projections and rebuilds insert into large B-trees in key order other than
+    # arrival (members, pairs, read indexes): a 64 MiB page cache instead of SQLite's 2 MiB keeps
+    # their upper levels and hot leaves in memory. A ceiling, not an allocation.
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     register_functions(conn)
     return conn
 
