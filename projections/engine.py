@@ -202,9 +202,13 @@ class ProjectionEngine:
     def catch_up(self, upto: int | None = None) -> int:
         """Apply every stored event up to ``upto`` (default: the head); return the lowest checkpoint."""
         while True:
-            if self._transaction(lambda conn: self._step(upto)) is None:
+            if self.step(upto) is None:
                 cps = [c for c in self.checkpoints().values() if self._current(c)]
                 return min((c["position"] for c in cps), default=self.store.head())
+
+    def step(self, upto: int | None = None) -> int | None:
+        """One committed batch of catching up; the new position, or None when nothing was behind."""
+        return self._transaction(lambda conn: self._step(upto))
 
     def _current(self, cp: dict[str, Any]) -> bool:
         """Live tables written by this code's version (an outdated version waits for its rebuild)."""

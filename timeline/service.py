@@ -103,9 +103,14 @@ class TimelineService:
         return outcome
 
     def project(self) -> int:
-        """Bring every projection up to the store's head; return the lowest checkpoint."""
-        with self._write_lock:
-            return self.engine.catch_up()
+        """Bring every projection up to the store's head; return the lowest checkpoint.
+
+        The write lock is taken per committed batch, so appends interleave with a long catch-up.
+        """
+        while True:
+            with self._write_lock:
+                if self.engine.step() is None:
+                    return self.engine.catch_up()  # nothing behind: just reads the checkpoints
 
     def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
         with self._write_lock:
