@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -66,6 +67,11 @@ def parse_partial(text: str) -> PartialDate:
     """Parse ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or an instant with an offset or ``Z``."""
     if not isinstance(text, str):
         raise DateFormError("must be a string such as '2025', '2025-05', '2025-05-24' or '2025-05-24T14:30Z'")
+    return _parse_partial(text)
+
+
+@lru_cache(maxsize=65536)  # news repeats its dates; a PartialDate is immutable (an error is not cached)
+def _parse_partial(text: str) -> PartialDate:
     m = _FORM.fullmatch(text)
     if not m:
         raise DateFormError(

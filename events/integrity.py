@@ -34,13 +34,24 @@ ROW_COLUMNS = "position, event_id, kind, target_id, content_hash, recorded_at, r
 def link(previous: str, row: tuple) -> str:
     """The hash of one stored event, chained to the previous event's hash."""
     position, event_id, kind, target_id, content_hash, recorded_at, raw, body = row
-    digest = hashlib.sha256()
-    for part in (previous, str(position), event_id, kind, target_id or "", content_hash, recorded_at):
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\x1f")
-    digest.update(hashlib.sha256(bytes(raw)).digest())
-    digest.update(hashlib.sha256(body.encode("utf-8") if isinstance(body, str) else bytes(body)).digest())
-    return digest.hexdigest()
+    return chain(previous, (position, event_id, kind, target_id, content_hash, recorded_at), *digests(raw, body))
+
+
+def digests(raw: bytes | memoryview, body: str | bytes) -> tuple[bytes, bytes]:
+    """The SHA-256 digests of an event's raw bytes and of its stored body: the chain's costly part,
+    which needs no earlier event (the store computes it before taking the write lock)."""
+    return (
+        hashlib.sha256(bytes(raw)).digest(),
+        hashlib.sha256(body.encode("utf-8") if isinstance(body, str) else bytes(body)).digest(),
+    )
+
+
+def chain(previous: str, fields: tuple, raw_digest: bytes, body_digest: bytes) -> str:
+    """``link`` from the row's first six fields and the two digests."""
+    position, event_id, kind, target_id, content_hash, recorded_at = fields
+    # Each field followed by a unit separator, then the digests of the raw bytes and the body.
+    text = "\x1f".join((previous, str(position), event_id, kind, target_id or "", content_hash, recorded_at))
+    return hashlib.sha256(b"".join((text.encode("utf-8"), b"\x1f", raw_digest, body_digest))).hexdigest()
 
 
 @dataclass

@@ -111,6 +111,10 @@ class Entity(Strict):
         return self
 
 
+# An http(s) URL whose host part holds nothing urlsplit could object to (no brackets, ASCII).
+_PLAIN_HTTP_URL = re.compile(r"(?i)https?://[a-z0-9.-]+(?::[0-9]{1,5})?(?:[/?#][\x21-\x7e]*)?\Z")
+
+
 class Source(Strict):
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     publisher: ShortText | None = None
@@ -120,6 +124,8 @@ class Source(Strict):
     @field_validator("url")
     @classmethod
     def _http(cls, value: str) -> str:
+        if _PLAIN_HTTP_URL.match(value):  # the common case, without urlsplit's work
+            return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{value!r} is not an http or https URL")
@@ -265,9 +271,9 @@ def check_news_consistency(event: Any) -> None:
             )
     _unique_entities(event.entities, "entities")
     ids = {e.id for e in event.entities}
-    details = event.details
+    fields = event.details.__dict__  # a missing attribute costs pydantic an exception per name
     for name in ("speaker", "actor", "counterpart", "claimed_by"):
-        ref = getattr(details, name, None)
+        ref = fields.get(name)
         if ref is not None and ref not in ids:
             raise ValueError(
                 f"details.{name}: {ref!r} must be the id of one of the event's entities "

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import sqlite_utils
 
 from .dates import parse_partial, utc_now_key
 from .history import EventState
-from .integrity import GENESIS, link
+from .integrity import GENESIS, chain, digests
 from .history import fold as fold_state
 from .ids import fold
 from .migrations import migrate
@@ -53,10 +53,22 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """An event to append: the parsed event and the exact bytes it arrived as."""
+    """An event to append: the parsed event and the exact bytes it arrived as.
+
+    What the row needs that does not depend on the store (the body's JSON text, the digests
+    the hash chain takes) is computed here, by whoever builds the candidate, before the
+    store's write lock is taken.
+    """
 
     event: ParsedEvent
     raw: bytes
+    body_json: str = field(init=False)
+    digests: tuple[bytes, bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        body_json = json.dumps(self.event.body, ensure_ascii=False, separators=(",", ":"))
+        object.__setattr__(self, "body_json", body_json)
+        object.__setattr__(self, "digests", digests(self.raw, body_json))
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -165,6 +177,8 @@ class EventStore:
         aliases: dict[str, str] | None = None
         results: list[AppendResult] = []
         rows: list[tuple[Any, ...]] = []
+        row_digests: list[tuple[bytes, bytes]] = []
+        batch_stored: dict[str, ParsedEvent] = {}  # this batch's events stored so far
         meta_rows: list[tuple[Any, ...]] = []
         entity_rows: list[tuple[Any, ...]] = []
         # News events that a correction or retraction stored before them was waiting for.
@@ -192,7 +206,7 @@ class EventStore:
                         aliases = self._alias_graph()
                     _check_alias(aliases, event.body["details"])
                 elif event.target is not None:
-                    self._check_editorial(event, pending=rows)
+                    self._check_editorial(event, pending=batch_stored)
             except EventRejected as exc:
                 results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
                 continue
@@ -207,6 +221,7 @@ class EventStore:
                     _end_key(ended_at or occurred_at), int(news and event.id not in waited),
                 )
             )
+            batch_stored[event.id] = event
             if news:
                 entity_rows.extend(
                     (position, e["id"], e["name"], e["type"], e["role"]) for e in body["entities"]
@@ -222,9 +237,10 @@ class EventStore:
                     event.content_hash,
                     recorded_at,
                     candidate.raw,
-                    json.dumps(event.body, ensure_ascii=False, separators=(",", ":")),
+                    candidate.body_json,
                 )
             )
+            row_digests.append(candidate.digests)
             results.append(AppendResult("stored", event.id, position))
         conn.executemany(
             "INSERT INTO events (position, event_id, kind, target_id, content_hash, recorded_at, raw, body)"
@@ -235,8 +251,8 @@ class EventStore:
             last = conn.execute("SELECT hash FROM event_chain ORDER BY position DESC LIMIT 1").fetchone()
             previous = last[0] if last else GENESIS
             chained = []
-            for row in rows:
-                previous = link(previous, row)
+            for row, (raw_digest, body_digest) in zip(rows, row_digests):
+                previous = chain(previous, row[:6], raw_digest, body_digest)
                 chained.append((row[0], previous))
             conn.executemany("INSERT INTO event_chain (position, hash) VALUES (?, ?)", chained)
         conn.executemany(f"INSERT INTO event_meta VALUES ({','.join('?' * 9)})", meta_rows)
@@ -269,15 +285,14 @@ class EventStore:
             graph[details["alias"]] = details["canonical"]
         return graph
 
-    def _check_editorial(self, event: ParsedEvent, pending: list[tuple[Any, ...]]) -> None:
-        """A correction or retraction whose target is known must fit that target."""
+    def _check_editorial(self, event: ParsedEvent, pending: dict[str, ParsedEvent]) -> None:
+        """A correction or retraction whose target is known (stored, or earlier in the batch) must fit it."""
         target_id = event.target
         assert target_id is not None
         target = self.get(target_id)
-        pending_bodies = {row[1]: (row[2], json.loads(row[7])) for row in pending}
-        if target is None and target_id in pending_bodies:
-            kind, body = pending_bodies[target_id]
-            target = StoredEvent(0, target_id, kind, None, "", body)
+        if target is None and target_id in pending:
+            earlier = pending[target_id]
+            target = StoredEvent(0, target_id, earlier.kind, None, "", earlier.body)
         field = "details.corrects" if event.kind == "correction" else "details.retracts"
         if target is None:
             return  # waits for its target: applied when that arrives

@@ -4,7 +4,8 @@ One subscriber reads new entries in batches; a second one, with ``min_idle_time`
 entries that a dead consumer left pending (``XAUTOCLAIM``). Both hand each batch to
 ``TimelineService.ingest`` (one SQLite transaction), then write the dead letters and
 acknowledge the whole batch in one ``MULTI``: an entry is acknowledged only once its event is
-durably stored or its dead letter written. A store that cannot be written is retried with
+durably stored or its dead letter written. A projector task catches the projections up with
+what was stored, beside the reading (``?wait=true`` waits for the projections' checkpoints). A store that cannot be written is retried with
 backoff, never dead-lettered; the batch stays pending while it is.
 """
 
@@ -58,6 +59,8 @@ class StreamConsumer:
         self.batches = 0
         self.entries = 0  # entries this process has settled (stored, duplicate or dead-lettered)
         self._changed = asyncio.Condition()
+        self._stored = asyncio.Event()
+        self._projector: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
         common: dict[str, Any] = dict(
@@ -87,6 +90,7 @@ class StreamConsumer:
 
     async def start(self) -> None:
         await ensure_group(self.redis, self.settings.stream, self.settings.group)
+        self._projector = asyncio.create_task(self._project_forever(), name="projector")
         await self.broker.start()
 
     async def stop_reading(self) -> None:
@@ -98,11 +102,23 @@ class StreamConsumer:
 
     async def stop(self) -> None:
         await self.stop_reading()
+        projector, self._projector = self._projector, None
+        if projector is not None:
+            projector.cancel()  # waits for a projection batch in progress to commit
+            try:
+                await projector
+            except asyncio.CancelledError:
+                pass
+            try:  # what the last batches stored, so that a clean stop leaves nothing behind
+                await anyio.to_thread.run_sync(self.service.project)
+            except sqlite3.Error as exc:
+                log.warning("projection failed at stop, will catch up at start: %s", exc)
         await self.redis.aclose()
 
     @property
     def running(self) -> bool:
-        return bool(self.reader.running and self.claimer.running) and not self._stopping
+        projecting = self._projector is not None and not self._projector.done()
+        return bool(self.reader.running and self.claimer.running) and projecting and not self._stopping
 
     async def wait_for_change(self, timeout: float) -> None:
         """Wake up when a batch has been handled (or after ``timeout``)."""
@@ -126,12 +142,35 @@ class StreamConsumer:
             await pipe.execute()
         self.batches += 1
         self.entries += len(ids)
-        try:
-            await anyio.to_thread.run_sync(self.service.project)
-        except sqlite3.Error as exc:  # the events are safe in the store; projections catch up later
-            log.warning("projection failed, will catch up: %s", exc)
+        if outcome.stored:
+            self._stored.set()  # the projector catches up while the next batch is read and parsed
         async with self._changed:
             self._changed.notify_all()
+
+    async def _project_forever(self) -> None:
+        """Catch the projections up with the store whenever a batch has been stored.
+
+        Decoupled from reading: a projection batch covers whatever was stored since the last
+        one (up to the engine's batch size), so under load batches grow and their cost per
+        event falls, and parsing the next stream batch overlaps with projecting this one.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.wait_for(self._stored.wait(), 1.0)  # a timeout: another writer's events too
+            except asyncio.TimeoutError:
+                pass
+            self._stored.clear()
+            try:
+                await anyio.to_thread.run_sync(self.service.project)
+                delay = 0.1
+            except sqlite3.Error as exc:  # the events are safe in the store; catch up later
+                log.warning("projection failed, retrying in %.1fs: %s", delay, exc)
+                self._stored.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            async with self._changed:
+                self._changed.notify_all()
 
     async def _ingest(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> IngestOutcome:
         delay = 0.1
