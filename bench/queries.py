@@ -3,9 +3,11 @@
 - in-process: ``Queries(path).timeline(entity, TimelineQuery(limit=50))`` for a busy entity
   (``entity-0``, the most frequent in the workload) and a rare one (an entity with about 5
   events, from the entity directory); p50 and p99 over many calls after a warm-up.
-- HTTP: a ``timeline serve`` on the same file; 16 concurrent clients (one asyncio loop, httpx,
-  keep-alive) ask ``GET /entities/{id}/timeline?limit=50`` for entities drawn with the
-  workload's Zipf weights (popular entities asked more often) for a fixed time.
+- HTTP: a ``timeline serve`` on the same file; 16 concurrent clients (keep-alive connections
+  in one asyncio loop) ask ``GET /entities/{id}/timeline?limit=50`` for entities drawn with the
+  workload's Zipf weights (popular entities asked more often) for a fixed time. The clients
+  speak plain HTTP/1.1 over asyncio streams, like wrk: a general client library (httpx) costs
+  as much CPU per request as the server does, on the same two cores, and would measure itself.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import httpx
 
 from .server import Server
 
@@ -91,6 +91,21 @@ def _zipf_ids(count: int, entities: int = 20_000, seed: int = 11) -> list[str]:
     return [f"entity-{bisect.bisect_left(cumulative, rng.random() * total)}" for _ in range(count)]
 
 
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, target: str) -> int:
+    """One GET on a keep-alive connection; the status (the body is read and dropped)."""
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
 async def _load(
     base_url: str, clients: int, seconds: float, warmup: float, server_cpu: Callable[[], float]
 ) -> dict[str, float]:
@@ -98,14 +113,14 @@ async def _load(
     samples: list[float] = []
     errors = 0
     counter = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) as client:
-        loop_start = time.perf_counter()
-        measure_from = loop_start + warmup
-        stop_at = measure_from + seconds
-
-        async def worker() -> None:
-            nonlocal counter, errors
+    host, port = base_url.removeprefix("http://").split(":")
+    loop_start = time.perf_counter()
+    measure_from = loop_start + warmup
+    stop_at = measure_from + seconds
+    async def worker() -> None:
+        nonlocal counter, errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while True:
                 now = time.perf_counter()
                 if now >= stop_at:
@@ -113,24 +128,26 @@ async def _load(
                 entity = ids[counter % len(ids)]
                 counter += 1
                 started = time.perf_counter()
-                response = await client.get(f"/entities/{entity}/timeline", params={"limit": 50})
+                status = await _get(reader, writer, host, f"/entities/{entity}/timeline?limit=50")
                 ended = time.perf_counter()
                 if started >= measure_from and ended <= stop_at:
-                    if response.status_code == 200:
+                    if status == 200:
                         samples.append(ended - started)
-                    elif response.status_code != 404:  # an entity the store never saw
+                    elif status != 404:  # an entity the store never saw
                         errors += 1
+        finally:
+            writer.close()
 
-        async def meter() -> None:
-            nonlocal cpu
-            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-            begin = (time.perf_counter(), time.process_time(), server_cpu())
-            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
-            wall = time.perf_counter() - begin[0]
-            cpu = ((time.process_time() - begin[1]) / wall, (server_cpu() - begin[2]) / wall)
+    async def meter() -> None:
+        nonlocal cpu
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        begin = (time.perf_counter(), time.process_time(), server_cpu())
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        wall = time.perf_counter() - begin[0]
+        cpu = ((time.process_time() - begin[1]) / wall, (server_cpu() - begin[2]) / wall)
 
-        cpu = (0.0, 0.0)
-        await asyncio.gather(meter(), *(worker() for _ in range(clients)))
+    cpu = (0.0, 0.0)
+    await asyncio.gather(meter(), *(worker() for _ in range(clients)))
     return {
         "clients": clients,
         "seconds": seconds,

@@ -43,6 +43,39 @@ class NotFound(LookupError):
     pass
 
 
+class RawJson(str):
+    """A value already rendered as JSON text (see ``render_json``)."""
+
+
+def render_json(value: Any) -> str:
+    """JSON text of a value whose dicts and lists may hold ``RawJson``, spliced in as it is."""
+    if isinstance(value, RawJson):
+        return value
+    if isinstance(value, dict) and any(_holds_raw(v) for v in value.values()):
+        return "{" + ",".join(f"{_dumps(str(k))}:{render_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and any(isinstance(v, RawJson) for v in value):
+        return "[" + ",".join(render_json(v) for v in value) + "]"
+    return _dumps(value)  # nothing pre-rendered inside: one call
+
+
+def _holds_raw(value: Any) -> bool:
+    return isinstance(value, RawJson) or (isinstance(value, list) and any(isinstance(v, RawJson) for v in value))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# A timeline entry's fields from a stored event's body, rendered by SQLite: the dates, headline
+# and summary, then the sources and details (an entry's role, for an entity, goes between).
+STORED_FIELDS = (
+    "json_object('occurred_at', body ->> '$.occurred_at', 'ended_at', body ->> '$.ended_at',"
+    " 'headline', body ->> '$.headline', 'summary', body ->> '$.summary'),"
+    " json_object('sources', json(coalesce(body -> '$.sources', '[]')),"
+    " 'details', json(coalesce(body -> '$.details', '{}')))"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TimelineQuery:
     since: str | None = None
@@ -309,7 +342,8 @@ class Queries:
 
     # --- timelines -----------------------------------------------------------------------
 
-    def timeline(self, entity_id: str | None, query: TimelineQuery) -> dict[str, Any]:
+    def timeline(self, entity_id: str | None, query: TimelineQuery, *, render: bool = False) -> dict[str, Any]:
+        """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API)."""
         if query.role is not None and entity_id is None:
             raise QueryError("role", "only an entity's timeline has roles")
         if query.order == "relevance" and not query.q:
@@ -350,49 +384,33 @@ class Queries:
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
-            stored: dict[int, tuple[str, str, str]] = {}
+            stored: dict[int, tuple[str, str, str, str]] = {}
             page = [row[0] for row in rows[: query.limit]]
             for i in range(0, len(page), 900):
                 chunk = page[i : i + 900]
                 stored.update(
-                    (position, (event_id, recorded_at, body))
-                    for position, event_id, recorded_at, body in conn.execute(
-                        "SELECT position, event_id, recorded_at, body FROM events"
+                    (position, rest)
+                    for position, *rest in conn.execute(
+                        f"SELECT position, event_id, recorded_at, {STORED_FIELDS} FROM events"
                         f" WHERE position IN ({','.join('?' * len(chunk))})",
                         chunk,
                     )
                 )
-        entries = []
+        # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (CONTRACT
+        # §4's field order); the API sends the text as it is, other callers get it decoded.
+        entries: list[str] = []
         for row in rows[: query.limit]:
-            event_id, recorded_at, raw_body = stored[row[0]]
-            if row[7] is None:  # the event as stored
-                body = json.loads(raw_body)
-                occurred_at, ended_at = body["occurred_at"], body.get("ended_at")
-                headline, summary = body["headline"], body.get("summary")
-                sources, details = body.get("sources", []), body.get("details", {})
-            else:
-                occurred_at, ended_at, headline, summary = row[2], row[3], row[4], row[5]
-                sources, details = json.loads(row[6]), json.loads(row[7])
-            entry = {
-                "event_id": event_id,
-                "kind": row[1],
-                "occurred_at": occurred_at,
-                "ended_at": ended_at,
-                "headline": headline,
-                "summary": summary,
-            }
-            if entity_id is not None:
-                entry["role"] = ROLE_OF[row[10]]
-            entry.update(
-                {
-                    "sources": sources,
-                    "details": details,
-                    "position": row[0],
-                    "recorded_at": recorded_at,
-                    "status": row[8],
-                }
+            event_id, recorded_at, dated, described = stored[row[0]]
+            if row[7] is not None:  # a corrected version carries its own copies
+                dated = _dumps(
+                    {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
+                )
+                described = f'{{"sources":{row[6]},"details":{row[7]}}}'
+            role = f',"role":"{ROLE_OF[row[10]]}"' if entity_id is not None else ""
+            entries.append(
+                f'{{"event_id":{_dumps(event_id)},"kind":"{row[1]}",{dated[1:-1]}{role},{described[1:-1]},'
+                f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
             )
-            entries.append(entry)
         next_cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
@@ -400,7 +418,10 @@ class Queries:
                 next_cursor = encode_cursor("", (after[1] if after else 0) + query.limit, snapshot, query.order)
             else:
                 next_cursor = encode_cursor(last[9], last[0], snapshot, query.order)
-        result: dict[str, Any] = {"entries": entries, "next_cursor": next_cursor}
+        result: dict[str, Any] = {
+            "entries": [RawJson(e) for e in entries] if render else [json.loads(e) for e in entries],
+            "next_cursor": next_cursor,
+        }
         if entity is not None:
             result = {"entity": entity, **result}
         return result

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json
 from projections.engine import RebuildError
-from projections.queries import NotFound, QueryError, TimelineQuery
+from projections.queries import NotFound, QueryError, TimelineQuery, render_json
 
 from .publisher import prepare
 from .runtime import Runtime
@@ -32,7 +32,7 @@ class Json(JSONResponse):
     """A JSON answer written straight from plain dicts: no per-field re-encoding on the hot path."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return render_json(content).encode("utf-8")  # timeline entries arrive rendered (RawJson)
 
 
 class ErrorBody(BaseModel):
@@ -278,11 +278,11 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         role: Role | None = None,
     ) -> Response:
         """Everything that happened to an entity (or its aliases), in order."""
-        return Json(queries.timeline(entity_id, replace(query, role=role)))
+        return Json(queries.timeline(entity_id, replace(query, role=role), render=True))
 
     @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))], responses=ERRORS)
     async def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> Response:
-        return Json(queries.timeline(None, query))
+        return Json(queries.timeline(None, query, render=True))
 
     @app.get("/projections", dependencies=[Depends(only())], responses=ERRORS)
     async def projections() -> Response:
