@@ -27,7 +27,8 @@ from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
 
 _CHUNK = 900  # ids per IN (...) query
-CACHE_KIB = 64 * 1024  # page cache of each connection
+WRITER_CACHE_KIB = 64 * 1024  # page cache of the writer's connection
+READER_CACHE_KIB = 16 * 1024  # of each reader's (one per thread that reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ class Candidate:
         object.__setattr__(self, "digests", digests(self.raw, body_json))
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Connection:
     """A connection with the settings every user of the file needs (WAL, waits on locks)."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     # The writer's projections and rebuilds insert into large B-trees in key order other than
     # arrival (members, pairs, read indexes): a 64 MiB page cache instead of SQLite's 2 MiB keeps
     # their upper levels and hot leaves in memory. A ceiling, not an allocation.
-    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     register_functions(conn)
     return conn
 
@@ -133,7 +134,7 @@ class EventStore:
     def __init__(self, path: str | Path, *, reader: bool = False) -> None:
         """Open (and migrate) the store; a ``reader`` leaves the schema to the writer."""
         self.path = str(path)
-        self.conn = connect(self.path)
+        self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
         if not reader:
             migrate(self.conn)
 
