@@ -76,7 +76,7 @@ class DirectoryProjection(Projection):
     }
     indexes = {STATS: ["CREATE INDEX {t}_count ON {t}(event_count DESC, id)"]}
 
-    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         conn.execute(
             f"""INSERT OR REPLACE INTO {members_t} (entity_id, event_id, start_key, position, occurred_at)
@@ -106,7 +106,7 @@ class DirectoryProjection(Projection):
             (low, high),
         )
 
-    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
+    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         adds: dict[str, list[Any]] = {}
         dirty: set[str] = set()

@@ -14,6 +14,13 @@ their read-side indexes (``Projection.indexes``), which are built once, in a tra
 their own, when the rebuild has caught up, before the swap. Until then every read uses the live
 tables; a rebuild killed at any moment leaves them untouched. A projection whose code version
 differs from its live tables' version is rebuilt the same way, the old tables serving meanwhile.
+
+A rebuild *defers* what is cheaper done once over everything than batch after batch: while it
+fills its tables, ``bulk`` and ``apply`` get ``deferred=True`` and may leave out rows that
+``Projection.finish`` derives in one pass once caught up (aggregates such as counts per entity
+or per pair, rows that sort by another key than the store's order). Each projection's finish
+runs in the transaction that builds its read-side indexes (one projection per transaction, so
+appends interleave); from then on its batches are applied as live ones are.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from events.store import EventStore
 from .changes import Change, compute_changes
 
 STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to be dead
+FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
 
 
 class Projection(ABC):
@@ -66,18 +74,30 @@ class Projection(ABC):
             conn.execute(f"DROP TABLE IF EXISTS {self.table(base, tag)}")
 
     @abstractmethod
-    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
-        """Write the rows for these changes (inside the engine's transaction)."""
+    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
+        """Write the rows for these changes (inside the engine's transaction).
 
-    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+        ``deferred``: a set-based rebuild that has not finished yet (see ``finish``): rows that
+        ``finish`` derives may be left out.
+        """
+
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         """Optionally, apply the plain news events of ``low < position <= high`` set-based, in SQL.
 
         Plain news events are those that no correction or retraction waited for (most of
         them): the store's ``event_meta`` rows with ``plain = 1``, whose entities are in
         ``event_entities``. ``apply`` then gets the changes of the rest. A projection that
         implements this must give the same rows whatever the order.
+
+        ``deferred``: a rebuild that has not finished yet; rows that ``finish`` derives (from the
+        store's plain events up to its position, or from the tables) may be left out.
         """
         raise NotImplementedError
+
+    def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
+        """Once, when a set-based rebuild (every batch ``deferred``) has caught up with ``position``:
+        write the rows that were deferred, so that the tables are what live batches would have
+        made. Runs after ``create_indexes``, in the same transaction. Default: nothing deferred."""
 
     @property
     def has_bulk(self) -> bool:
@@ -136,7 +156,7 @@ class ProjectionEngine:
         self.rebuild_batch_size = rebuild_batch_size or 4 * batch_size
         self.set_based = set_based  # False: every event through ``apply`` (to check ``bulk`` against)
         self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
-        self._indexed: set[str] = set()  # rebuild tags whose read-side indexes exist
+        self._finished: set[str] = set()  # rebuild tags whose read-side indexes exist and ``finish`` ran
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -222,7 +242,7 @@ class ProjectionEngine:
         low = min(c["position"] for c in behind)
         group = [c for c in behind if c["position"] == low]
         new_position = min(low + self.batch_size, head)  # positions have no gaps
-        self._apply_range(low, new_position, [(self.projections[c["name"]], c["tag"]) for c in group])
+        self._apply_range(low, new_position, [(self.projections[c["name"]], c["tag"], False) for c in group])
         for cp in group:
             cur = self.conn.execute(
                 "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position < ?",
@@ -232,10 +252,11 @@ class ProjectionEngine:
                 raise RuntimeError(f"checkpoint of {cp['name']} moved under us")
         return new_position
 
-    def _apply_range(self, low: int, high: int, targets: list[tuple[Projection, str]]) -> None:
-        """Apply the events ``low < position <= high`` to each (projection, table tag)."""
+    def _apply_range(self, low: int, high: int, targets: list[tuple[Projection, str, bool]]) -> None:
+        """Apply the events ``low < position <= high`` to each (projection, table tag, deferred)."""
         conn = self.conn
-        if self.set_based and all(p.has_bulk for p, _ in targets):
+        set_based = self.set_based and all(p.has_bulk for p, _, _ in targets)
+        if set_based:
             # Positions have no gaps, and the store writes an event_meta row with every event.
             (facts,) = conn.execute(
                 "SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?", (low, high)
@@ -249,10 +270,17 @@ class ProjectionEngine:
         else:
             rest = self.store.read(low, high - low, high)
         changes = compute_changes(self.store, rest)
-        for projection, tag in targets:
-            if self.set_based and projection.has_bulk:
-                projection.bulk(conn, tag, low, high)
-            projection.apply(conn, changes, tag)
+        for projection, tag, deferred in targets:
+            if set_based:
+                projection.bulk(conn, tag, low, high, deferred=deferred)
+            projection.apply(conn, changes, tag, deferred=deferred and set_based)
+
+    def _deferred(self, tag: str) -> bool:
+        """Whether a rebuild's batches leave rows to ``finish`` (set-based rebuilds, until finished).
+
+        The per-change path (``set_based=False``) defers nothing: it is the reference that the
+        set-based path, deferring, is checked against."""
+        return self.set_based and all(p.has_bulk for p in self.projections.values()) and tag not in self._finished
 
     # --- rebuilds ------------------------------------------------------------------------
 
@@ -278,7 +306,7 @@ class ProjectionEngine:
                 tag = f"_v{p.version}_r{int(time.time() * 1000)}"
                 p.create(conn, tag, indexes=False)  # the read-side indexes come once caught up
                 self._rebuilding[name] = tag
-                self._indexed.discard(tag)
+                self._finished.discard(tag)
                 conn.execute(
                     "UPDATE projection_checkpoints SET state = 'rebuilding', rebuild_tag = ?, rebuild_version = ?,"
                     " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ?, rebuild_owner = ? WHERE name = ?",
@@ -291,7 +319,7 @@ class ProjectionEngine:
     def rebuild_step(self, names: Sequence[str]) -> tuple[int, int, bool]:
         """One batch of a rebuild; swaps when caught up. Returns (position, head, done)."""
 
-        indexed: list[str] = []
+        finished: list[str] = []
 
         def work(conn: sqlite3.Connection) -> tuple[int, int, bool]:
             cps = self.checkpoints()
@@ -304,7 +332,14 @@ class ProjectionEngine:
             if applied:
                 position = min(low + self.rebuild_batch_size, head)
                 group = [c for c in mine if c["rebuild_position"] == low]
-                self._apply_range(low, position, [(self.projections[c["name"]], c["rebuild_tag"]) for c in group])
+                self._apply_range(
+                    low,
+                    position,
+                    [
+                        (self.projections[c["name"]], c["rebuild_tag"], self._deferred(c["rebuild_tag"]))
+                        for c in group
+                    ],
+                )
                 for cp in group:
                     if cp["rebuild_position"] == low:
                         conn.execute(
@@ -314,22 +349,31 @@ class ProjectionEngine:
                 low = min(position if c["rebuild_position"] == low else c["rebuild_position"] for c in mine)
             if low < head:
                 return low, head, False
-            unindexed = [c for c in mine if c["rebuild_tag"] not in self._indexed]
-            if unindexed:
-                # Caught up: the read-side indexes, built once over the filled tables, in a
-                # transaction of their own; the next step applies what arrived meanwhile and swaps.
+            unfinished = [c for c in mine if c["rebuild_tag"] not in self._finished]
+            if unfinished:
+                # Caught up: one projection's read-side indexes, built once over the filled tables,
+                # and what its batches deferred, in a transaction of their own; the next steps
+                # apply what arrived meanwhile, finish the others and swap.
                 if not applied:
-                    conn.execute("PRAGMA threads = 2")  # CREATE INDEX sorts with a helper thread
+                    cp = unfinished[0]
+                    tag = cp["rebuild_tag"]
+                    # CREATE INDEX and ORDER BY sort with a helper thread; sorting in runs that fit
+                    # the CPU's caches is faster than in runs the size of the whole page cache.
+                    conn.execute("PRAGMA threads = 2")
+                    conn.execute(f"PRAGMA cache_size = -{FINISH_CACHE_KIB}")
                     try:
-                        for cp in unindexed:
-                            self.projections[cp["name"]].create_indexes(conn, cp["rebuild_tag"])
-                            conn.execute(
-                                "UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?",
-                                (time.time(), cp["name"]),
-                            )
-                            indexed.append(cp["rebuild_tag"])
+                        projection = self.projections[cp["name"]]
+                        projection.create_indexes(conn, tag)
+                        if self._deferred(tag):
+                            projection.finish(conn, tag, low)
+                        conn.execute(
+                            "UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?",
+                            (time.time(), cp["name"]),
+                        )
+                        finished.append(tag)
                     finally:
                         conn.execute("PRAGMA threads = 0")
+                        conn.execute(f"PRAGMA cache_size = {cache_size}")
                 return low, head, False
             for cp in mine:  # caught up, in the same transaction that saw the head: swap
                 self.projections[cp["name"]].drop(conn, cp["tag"])
@@ -343,8 +387,9 @@ class ProjectionEngine:
                 )
             return head, head, True
 
+        (cache_size,) = self.conn.execute("PRAGMA cache_size").fetchone()
         result = self._transaction(work)
-        self._indexed.update(indexed)
+        self._finished.update(finished)
         return result
 
     def rebuild(

@@ -48,7 +48,7 @@ class RelatedProjection(Projection):
     }
     indexes = {MEMBERS: ["CREATE INDEX {t}_event ON {t}(event_id)"]}
 
-    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         conn.execute(
             f"""INSERT OR REPLACE INTO {members_t} (event_id, entity_id, start_key, position, occurred_at)
@@ -75,7 +75,7 @@ class RelatedProjection(Projection):
             (low, high),
         )
 
-    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
+    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         adds: dict[tuple[str, str], list[Any]] = {}
         dirty: set[tuple[str, str]] = set()

@@ -27,7 +27,7 @@ class SearchProjection(Projection):
         ],
     }
 
-    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         conn.execute(
             f"""INSERT INTO {self.table(SEARCH, tag)} (rowid, headline, summary)
                 SELECT e.position, e.body ->> 'headline', coalesce(e.body ->> 'summary', '')
@@ -36,7 +36,7 @@ class SearchProjection(Projection):
             (low, high),
         )
 
-    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
+    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         rows = [
             (change.position, change.new.body["headline"], change.new.body.get("summary") or "")
             for change in changes

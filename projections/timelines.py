@@ -11,8 +11,11 @@ filter and sort on (kind, status, date keys), and the event's id, recording time
 version that is the event as stored (no correction applied: most of them), its dates as
 written, headline, summary, sources and details come from the store's ``events`` row at
 ``position`` (these columns are NULL). Only corrected versions carry their own copies.
-``tl_entries`` files each version under its entities; its rows never change (a version's
-validity is its ``tl_events`` row's).
+``tl_entries`` files each version under its entities, in each entity's timeline order (its
+key), so that a timeline is one range of it; its rows never change (a version's validity is
+its ``tl_events`` row's). A rebuild fills it at the end, in key order, with one sort: the rows
+of plain news events come from the store's ``event_entities`` (``finish``), those of other
+versions as they are applied.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _dumps(value: object) -> str:
 
 class TimelinesProjection(Projection):
     name = "timelines"
-    version = 3
+    version = 4
     schema = {
         EVENTS: [
             # A version's id is the store position of the change that made it (one per position).
@@ -49,37 +52,44 @@ class TimelinesProjection(Projection):
             )""",
         ],
         ENTRIES: [
-            # One row per (version, entity), with the version's order (start_key, position).
+            # One row per (version, entity), keyed by the entity's timeline order (start_key,
+            # position) and the version.
             """CREATE TABLE {t} (
-                valid_from INTEGER NOT NULL, entity_id TEXT NOT NULL, rank INTEGER NOT NULL,
-                start_key TEXT NOT NULL, position INTEGER NOT NULL,
-                PRIMARY KEY (valid_from, entity_id)
+                entity_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
+                valid_from INTEGER NOT NULL, rank INTEGER NOT NULL,
+                PRIMARY KEY (entity_id, start_key, position, valid_from)
             ) WITHOUT ROWID""",
         ],
     }
     retired = ("tl_search",)  # full-text search is its own projection since version 3
-    indexes = {
-        EVENTS: ["CREATE INDEX {t}_order ON {t}(start_key, position)"],
-        ENTRIES: ["CREATE INDEX {t}_entity ON {t}(entity_id, start_key, position)"],
-    }
+    indexes = {EVENTS: ["CREATE INDEX {t}_order ON {t}(start_key, position)"]}
 
-    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
-        events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
+    def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
+        events_t = self.table(EVENTS, tag)
         conn.execute(
             f"""INSERT INTO {events_t} (valid_from, valid_to, position, kind, status, start_key, end_key)
                 SELECT position, {OPEN}, position, kind, 'active', start_key, end_key
                 FROM event_meta WHERE position > ? AND position <= ? AND plain""",
             (low, high),
         )
+        if not deferred:
+            self._entries(conn, tag, low, high)
+
+    def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
+        self._entries(conn, tag, 0, position)
+
+    def _entries(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+        """The entries of the plain news events of ``low < position <= high``, in key order."""
         conn.execute(
-            f"""INSERT INTO {entries_t}
-                SELECT e.position, m.entity_id, {RANK_SQL}, e.start_key, e.position
+            f"""INSERT INTO {self.table(ENTRIES, tag)} (entity_id, start_key, position, valid_from, rank)
+                SELECT m.entity_id, e.start_key, e.position, e.position, {RANK_SQL}
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain""",
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                ORDER BY m.entity_id, e.start_key, e.position""",
             (low, high),
         )
 
-    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str) -> None:
+    def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
         event_rows = []
         entry_rows = []
@@ -106,7 +116,7 @@ class TimelinesProjection(Projection):
                 (change.position, OPEN, new.position, new.kind, new.status, new.start_key, new.end_key, *copies)
             )
             entry_rows.extend(
-                (change.position, entity["id"], RANK[entity["role"]], new.start_key, new.position)
+                (entity["id"], new.start_key, new.position, change.position, RANK[entity["role"]])
                 for entity in new.entities
             )
         self._flush(conn, events_t, entries_t, event_rows, entry_rows)
@@ -117,5 +127,8 @@ class TimelinesProjection(Projection):
             conn.executemany(f"INSERT INTO {events_t} VALUES ({','.join('?' * 13)})", event_rows)
             event_rows.clear()
         if entry_rows:
-            conn.executemany(f"INSERT INTO {entries_t} VALUES (?, ?, ?, ?, ?)", entry_rows)
+            conn.executemany(
+                f"INSERT INTO {entries_t} (entity_id, start_key, position, valid_from, rank) VALUES (?, ?, ?, ?, ?)",
+                entry_rows,
+            )
             entry_rows.clear()
