@@ -156,7 +156,9 @@ class ProjectionEngine:
         self.rebuild_batch_size = rebuild_batch_size or 4 * batch_size
         self.set_based = set_based  # False: every event through ``apply`` (to check ``bulk`` against)
         self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
-        self._finished: set[str] = set()  # rebuild tags whose read-side indexes exist and ``finish`` ran
+        # (name, rebuild tag) of the rebuilds whose read-side indexes exist and whose ``finish`` ran
+        # (projections started together share a tag)
+        self._finished: set[tuple[str, str]] = set()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -275,12 +277,12 @@ class ProjectionEngine:
                 projection.bulk(conn, tag, low, high, deferred=deferred)
             projection.apply(conn, changes, tag, deferred=deferred and set_based)
 
-    def _deferred(self, tag: str) -> bool:
+    def _deferred(self, name: str, tag: str) -> bool:
         """Whether a rebuild's batches leave rows to ``finish`` (set-based rebuilds, until finished).
 
         The per-change path (``set_based=False``) defers nothing: it is the reference that the
         set-based path, deferring, is checked against."""
-        return self.set_based and all(p.has_bulk for p in self.projections.values()) and tag not in self._finished
+        return self.set_based and all(p.has_bulk for p in self.projections.values()) and (name, tag) not in self._finished
 
     # --- rebuilds ------------------------------------------------------------------------
 
@@ -306,7 +308,7 @@ class ProjectionEngine:
                 tag = f"_v{p.version}_r{int(time.time() * 1000)}"
                 p.create(conn, tag, indexes=False)  # the read-side indexes come once caught up
                 self._rebuilding[name] = tag
-                self._finished.discard(tag)
+                self._finished.discard((name, tag))
                 conn.execute(
                     "UPDATE projection_checkpoints SET state = 'rebuilding', rebuild_tag = ?, rebuild_version = ?,"
                     " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ?, rebuild_owner = ? WHERE name = ?",
@@ -319,7 +321,7 @@ class ProjectionEngine:
     def rebuild_step(self, names: Sequence[str]) -> tuple[int, int, bool]:
         """One batch of a rebuild; swaps when caught up. Returns (position, head, done)."""
 
-        finished: list[str] = []
+        finished: list[tuple[str, str]] = []
 
         def work(conn: sqlite3.Connection) -> tuple[int, int, bool]:
             cps = self.checkpoints()
@@ -336,7 +338,7 @@ class ProjectionEngine:
                     low,
                     position,
                     [
-                        (self.projections[c["name"]], c["rebuild_tag"], self._deferred(c["rebuild_tag"]))
+                        (self.projections[c["name"]], c["rebuild_tag"], self._deferred(c["name"], c["rebuild_tag"]))
                         for c in group
                     ],
                 )
@@ -349,7 +351,7 @@ class ProjectionEngine:
                 low = min(position if c["rebuild_position"] == low else c["rebuild_position"] for c in mine)
             if low < head:
                 return low, head, False
-            unfinished = [c for c in mine if c["rebuild_tag"] not in self._finished]
+            unfinished = [c for c in mine if (c["name"], c["rebuild_tag"]) not in self._finished]
             if unfinished:
                 # Caught up: one projection's read-side indexes, built once over the filled tables,
                 # and what its batches deferred, in a transaction of their own; the next steps
@@ -364,13 +366,13 @@ class ProjectionEngine:
                     try:
                         projection = self.projections[cp["name"]]
                         projection.create_indexes(conn, tag)
-                        if self._deferred(tag):
+                        if self._deferred(cp["name"], tag):
                             projection.finish(conn, tag, low)
                         conn.execute(
                             "UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?",
                             (time.time(), cp["name"]),
                         )
-                        finished.append(tag)
+                        finished.append((cp["name"], tag))
                     finally:
                         conn.execute("PRAGMA threads = 0")
                         conn.execute(f"PRAGMA cache_size = {cache_size}")

@@ -320,14 +320,14 @@ class Queries:
                 counted = {row[0]: [row[1], row[2], row[3]] for row in pairs[:limit]}
             else:  # aliases on either side: count distinct shared events exactly
                 marks = ",".join("?" * len(members))
-                shared: dict[str, dict[str, tuple[str, str]]] = {}
-                for other, event_id, start_key, occurred_at in conn.execute(
-                    f"SELECT m2.entity_id, m1.event_id, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
-                    f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.event_id = m1.event_id"
+                shared: dict[str, dict[int, tuple[str, str]]] = {}
+                for other, position, start_key, occurred_at in conn.execute(  # one event, one position
+                    f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
+                    f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
                     f" WHERE m1.entity_id IN ({marks}) AND m2.entity_id NOT IN ({marks})",
                     [*members, *members],
                 ):
-                    shared.setdefault(self.aliases.resolve(other, upto), {})[event_id] = (start_key, occurred_at)
+                    shared.setdefault(self.aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
                 for other, events in shared.items():
                     if other == canonical:
                         continue

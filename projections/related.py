@@ -1,8 +1,13 @@
 """The related-entities projection: for each entity, who shares its events, how often, how lately.
 
 ``rel_pairs`` counts the events two entities share (both directions), with the latest date;
-``rel_members`` lists the events that count now, so that a correction or retraction that takes
-an event away recomputes the affected pairs exactly. Aliases merge when reading.
+``rel_members`` lists the events that count now, keyed by the event's store position (so
+that new events append at its end), so that a correction or retraction that takes an event
+away recomputes the affected pairs exactly. Aliases merge when reading.
+
+``rel_pairs`` is an aggregate of ``rel_members``: a rebuild leaves it out while it fills
+``rel_members`` and derives it once caught up (``finish``), with one GROUP BY whose rows come
+in key order, instead of merging every batch's pairs into random places of it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ MEMBERS = "rel_members"
 
 class RelatedProjection(Projection):
     name = "related"
-    version = 3
+    version = 4
     schema = {
         PAIRS: [
             """CREATE TABLE {t} (
@@ -40,24 +45,26 @@ class RelatedProjection(Projection):
             ) WITHOUT ROWID""",
         ],
         MEMBERS: [
+            # position: the event's own store position (one event, one position)
             """CREATE TABLE {t} (
-                event_id TEXT NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (entity_id, event_id)
+                position INTEGER NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (position, entity_id)
             ) WITHOUT ROWID""",
         ],
     }
-    indexes = {MEMBERS: ["CREATE INDEX {t}_event ON {t}(event_id)"]}
+    indexes = {MEMBERS: ["CREATE INDEX {t}_entity ON {t}(entity_id)"]}
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         conn.execute(
-            f"""INSERT OR REPLACE INTO {members_t} (event_id, entity_id, start_key, position, occurred_at)
-                SELECT e.event_id, m.entity_id, e.start_key, e.position, e.occurred_at
+            f"""INSERT INTO {members_t} (position, entity_id, start_key, occurred_at)
+                SELECT e.position, m.entity_id, e.start_key, e.occurred_at
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain
-                ORDER BY m.entity_id, e.event_id""",
+                WHERE e.position > ? AND e.position <= ? AND e.plain""",
             (low, high),
         )
+        if deferred:
+            return  # the pairs come from the members once the rebuild has caught up
         # (start_key, position) packed into one sortable string, once per event; SQLite takes a
         # bare column (occurred_at) from the row that gives the MAX.
         conn.execute(
@@ -75,28 +82,40 @@ class RelatedProjection(Projection):
             (low, high),
         )
 
+    def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
+        pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
+        conn.execute(
+            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+                SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
+                FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt,
+                             MAX(a.start_key || printf('%015d', a.position)) AS lc, a.occurred_at
+                      FROM {members_t} a JOIN {members_t} b ON b.position = a.position AND b.entity_id != a.entity_id
+                      GROUP BY a.entity_id, b.entity_id)"""
+        )
+
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         adds: dict[tuple[str, str], list[Any]] = {}
         dirty: set[tuple[str, str]] = set()
         member_rows: list[tuple[Any, ...]] = []
+        insert = f"INSERT OR REPLACE INTO {members_t} (position, entity_id, start_key, occurred_at) VALUES (?, ?, ?, ?)"
         for change in changes:
             old, new = change.old, change.new
             if old is not None and old.counted:
                 if member_rows:
-                    conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
+                    conn.executemany(insert, member_rows)
                     member_rows.clear()
                 ids = [e["id"] for e in old.entities]
                 conn.executemany(
-                    f"DELETE FROM {members_t} WHERE entity_id = ? AND event_id = ?", [(i, old.event_id) for i in ids]
+                    f"DELETE FROM {members_t} WHERE position = ? AND entity_id = ?", [(old.position, i) for i in ids]
                 )
                 dirty.update((a, b) for a in ids for b in ids if a != b)
             if new is None or not new.counted:
                 continue
             ids = [e["id"] for e in new.entities]
             occurred_at = new.body["occurred_at"]
-            member_rows.extend((new.event_id, eid, new.start_key, new.position, occurred_at) for eid in ids)
-            if len(ids) < 2:
+            member_rows.extend((new.position, eid, new.start_key, occurred_at) for eid in ids)
+            if len(ids) < 2 or deferred:
                 continue
             for a in ids:
                 for b in ids:
@@ -112,7 +131,9 @@ class RelatedProjection(Projection):
                     if old is not None:
                         dirty.add((a, b))
         if member_rows:
-            conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
+            conn.executemany(insert, member_rows)
+        if deferred:
+            return  # ``finish`` derives the pairs from the members
         conn.executemany(
             f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
             f" VALUES (?, ?, ?, ?, ?, ?) {MERGE}",
@@ -124,7 +145,7 @@ class RelatedProjection(Projection):
     @staticmethod
     def _recompute(conn: sqlite3.Connection, pairs_t: str, members_t: str, a: str, b: str) -> None:
         shared = (
-            f"FROM {members_t} m1 JOIN {members_t} m2 ON m2.entity_id = ? AND m2.event_id = m1.event_id"
+            f"FROM {members_t} m1 JOIN {members_t} m2 ON m2.position = m1.position AND m2.entity_id = ?"
             " WHERE m1.entity_id = ?"
         )
         count = conn.execute(f"SELECT COUNT(*) {shared}", (b, a)).fetchone()[0]
