@@ -1,10 +1,15 @@
 """The entity directory projection: names, types, event counts, first and last dates.
 
 ``ent_stats`` has one row per entity id as filed (aliases are merged when reading);
-``ent_members`` lists the events that count for each entity now (retracted ones do not), so
-that a correction or retraction that takes an event away recomputes the counts and dates
-exactly. Every comparison is by (key, store position), so the result does not depend on the
-order in which a batch's rows are applied: the set-based path and the per-change path agree.
+``ent_members`` lists the events that count for each entity now (retracted ones do not), keyed
+by the event's store position (new events append at its end), so that a correction or
+retraction that takes an event away recomputes the counts and dates exactly. Every comparison is
+by (key, store position), so the result does not depend on the order in which a batch's rows
+are applied: the set-based path and the per-change path agree.
+
+A rebuild fills ``ent_members`` and leaves the counts and dates out; once caught up
+(``finish``), it derives every entity's name (from the latest version that filed it) and its
+counts and dates (from the members, through their entity index) in one pass each.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .engine import Projection
 
 STATS = "ent_stats"
 MEMBERS = "ent_members"
+MEMBERS_INDEX = "CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id, start_key, position)"
 
 COLUMNS = (
     "id, name, type, name_position, event_count, first_key, first_position, first_at,"
@@ -58,7 +64,7 @@ ON CONFLICT(id) DO UPDATE SET
 
 class DirectoryProjection(Projection):
     name = "entities"
-    version = 2
+    version = 3
     schema = {
         STATS: [
             """CREATE TABLE {t} (
@@ -68,24 +74,29 @@ class DirectoryProjection(Projection):
             )""",
         ],
         MEMBERS: [
+            # position: the event's own store position (one event, one position)
             """CREATE TABLE {t} (
-                entity_id TEXT NOT NULL, event_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (entity_id, event_id)
+                position INTEGER NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (position, entity_id)
             ) WITHOUT ROWID""",
         ],
     }
-    indexes = {STATS: ["CREATE INDEX {t}_count ON {t}(event_count DESC, id)"]}
+    indexes = {
+        STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id)"],
+        MEMBERS: [MEMBERS_INDEX],
+    }
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         conn.execute(
-            f"""INSERT OR REPLACE INTO {members_t} (entity_id, event_id, start_key, position, occurred_at)
-                SELECT m.entity_id, e.event_id, e.start_key, e.position, e.occurred_at
+            f"""INSERT INTO {members_t} (position, entity_id, start_key, occurred_at)
+                SELECT e.position, m.entity_id, e.start_key, e.occurred_at
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain
-                ORDER BY m.entity_id, e.event_id""",
+                WHERE e.position > ? AND e.position <= ? AND e.plain""",
             (low, high),
         )
+        if deferred:
+            return  # ``finish`` derives the entities' rows
         # (start_key, position) packed into one sortable string, once per event
         conn.execute(
             f"""WITH k AS MATERIALIZED (
@@ -106,20 +117,49 @@ class DirectoryProjection(Projection):
             (low, high),
         )
 
+    def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
+        stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
+        conn.execute(MEMBERS_INDEX.format(t=members_t))
+        # Names: the latest plain news event up to the position that files the entity, merged
+        # with the versions that ``apply`` wrote (names only, while deferred).
+        conn.execute(
+            f"""INSERT INTO {stats_t} ({COLUMNS})
+                SELECT entity_id, name, type, name_position, 0, NULL, NULL, NULL, NULL, NULL, NULL,
+                       fold(name) || ' ' || entity_id
+                FROM (SELECT entity_id, MAX(position) AS name_position, name, type FROM event_entities
+                      WHERE position <= ?
+                        AND position NOT IN (SELECT position FROM event_meta WHERE position <= ? AND NOT plain)
+                      GROUP BY entity_id)
+                WHERE true {MERGE}""",
+            (position, position),
+        )
+        # Counts and dates: every entity's, from its members now.
+        conn.execute(
+            f"""UPDATE {stats_t} SET
+                  event_count = (SELECT COUNT(*) FROM {members_t} m WHERE m.entity_id = {stats_t}.id),
+                  (first_key, first_position, first_at) = (
+                      SELECT start_key, position, occurred_at FROM {members_t} m WHERE m.entity_id = {stats_t}.id
+                      ORDER BY start_key, position LIMIT 1),
+                  (last_key, last_position, last_at) = (
+                      SELECT start_key, position, occurred_at FROM {members_t} m WHERE m.entity_id = {stats_t}.id
+                      ORDER BY start_key DESC, position DESC LIMIT 1)"""
+        )
+
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         adds: dict[str, list[Any]] = {}
         dirty: set[str] = set()
         member_rows: list[tuple[Any, ...]] = []
+        insert = f"INSERT OR REPLACE INTO {members_t} (position, entity_id, start_key, occurred_at) VALUES (?, ?, ?, ?)"
         for change in changes:
             old, new = change.old, change.new
             if old is not None and old.counted:
                 if member_rows:
-                    conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
+                    conn.executemany(insert, member_rows)
                     member_rows.clear()
                 conn.executemany(
-                    f"DELETE FROM {members_t} WHERE entity_id = ? AND event_id = ?",
-                    [(e["id"], old.event_id) for e in old.entities],
+                    f"DELETE FROM {members_t} WHERE position = ? AND entity_id = ?",
+                    [(old.position, e["id"]) for e in old.entities],
                 )
                 dirty.update(e["id"] for e in old.entities)
             if new is None:
@@ -140,13 +180,16 @@ class DirectoryProjection(Projection):
                     if counted and (acc[8] is None or (new.start_key, new.position) > (acc[8], acc[9])):
                         acc[8:11] = first
                 if counted:
-                    member_rows.append((eid, new.event_id, new.start_key, new.position, occurred_at))
+                    member_rows.append((new.position, eid, new.start_key, occurred_at))
         if member_rows:
-            conn.executemany(f"INSERT OR REPLACE INTO {members_t} VALUES (?, ?, ?, ?, ?)", member_rows)
-        conn.executemany(
-            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES ({','.join('?' * 12)}) {MERGE}",
-            [(*acc, f"{fold(acc[1])} {acc[0]}") for acc in adds.values()],
-        )
+            conn.executemany(insert, member_rows)
+        if deferred:  # names only: ``finish`` counts the members
+            rows = [(*acc[:4], 0, *(None,) * 6, f"{fold(acc[1])} {acc[0]}") for acc in adds.values()]
+        else:
+            rows = [(*acc, f"{fold(acc[1])} {acc[0]}") for acc in adds.values()]
+        conn.executemany(f"INSERT INTO {stats_t} ({COLUMNS}) VALUES ({','.join('?' * 12)}) {MERGE}", rows)
+        if deferred:
+            return
         for eid in dirty:
             self._recompute(conn, stats_t, members_t, eid)
 

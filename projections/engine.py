@@ -97,7 +97,8 @@ class Projection(ABC):
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
         """Once, when a set-based rebuild (every batch ``deferred``) has caught up with ``position``:
         write the rows that were deferred, so that the tables are what live batches would have
-        made. Runs after ``create_indexes``, in the same transaction. Default: nothing deferred."""
+        made. Runs before ``create_indexes``, in the same transaction (a finish that needs one of
+        the read-side indexes creates it; they say IF NOT EXISTS). Default: nothing deferred."""
 
     @property
     def has_bulk(self) -> bool:
@@ -365,9 +366,9 @@ class ProjectionEngine:
                     conn.execute(f"PRAGMA cache_size = -{FINISH_CACHE_KIB}")
                     try:
                         projection = self.projections[cp["name"]]
-                        projection.create_indexes(conn, tag)
                         if self._deferred(cp["name"], tag):
                             projection.finish(conn, tag, low)
+                        projection.create_indexes(conn, tag)
                         conn.execute(
                             "UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?",
                             (time.time(), cp["name"]),

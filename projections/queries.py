@@ -228,7 +228,7 @@ class Queries:
             count, first_at, last_at = rows[0][4], rows[0][6], rows[0][8]
         else:
             count = conn.execute(
-                f"SELECT COUNT(DISTINCT event_id) FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})", members
+                f"SELECT COUNT(DISTINCT position) FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})", members
             ).fetchone()[0]
             first = conn.execute(
                 f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"

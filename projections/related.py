@@ -52,7 +52,7 @@ class RelatedProjection(Projection):
             ) WITHOUT ROWID""",
         ],
     }
-    indexes = {MEMBERS: ["CREATE INDEX {t}_entity ON {t}(entity_id)"]}
+    indexes = {MEMBERS: ["CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id)"]}
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -83,6 +83,7 @@ class RelatedProjection(Projection):
         )
 
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
+        # Before the members' entity index exists: the self-join reads them in store order.
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         conn.execute(
             f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)

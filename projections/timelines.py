@@ -62,7 +62,7 @@ class TimelinesProjection(Projection):
         ],
     }
     retired = ("tl_search",)  # full-text search is its own projection since version 3
-    indexes = {EVENTS: ["CREATE INDEX {t}_order ON {t}(start_key, position)"]}
+    indexes = {EVENTS: ["CREATE INDEX IF NOT EXISTS {t}_order ON {t}(start_key, position)"]}
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         events_t = self.table(EVENTS, tag)

@@ -646,7 +646,7 @@ def _index_names(conn, projection, tag) -> set[str]:
 
 def _read_side(projection, tag) -> set[str]:
     return {
-        sql.split()[2].format(t=projection.table(base, tag))
+        sql.replace(" IF NOT EXISTS", "").split()[2].format(t=projection.table(base, tag))
         for base, statements in projection.indexes.items()
         for sql in statements
     }
