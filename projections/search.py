@@ -4,6 +4,10 @@ FTS5, contentless, accents ignored. A row's rowid is the version's id in the tim
 projection (``tl_events.valid_from``: the position of the change that made the version), so
 a search joins the versions valid at the position a read answers for. Rows are never
 removed: a version that stops being true is filtered out by that join.
+
+A rebuild lets FTS5 merge its index segments sixteen at a time instead of four (``automerge``):
+the index is rewritten fewer times while it is filled; once caught up it goes back to four, so
+that live writes keep merging as they always do.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from .changes import Change
 from .engine import Projection
 
 SEARCH = "tl_search"
+AUTOMERGE = 4  # FTS5's default
+REBUILD_AUTOMERGE = 16
 
 
 class SearchProjection(Projection):
@@ -26,6 +32,18 @@ class SearchProjection(Projection):
             " tokenize='unicode61 remove_diacritics 2')",
         ],
     }
+
+    def create(self, conn: sqlite3.Connection, tag: str, *, indexes: bool = True) -> None:
+        super().create(conn, tag, indexes=indexes)
+        if not indexes:  # a rebuild's table: read once caught up, when create_indexes runs
+            self._automerge(conn, tag, REBUILD_AUTOMERGE)
+
+    def create_indexes(self, conn: sqlite3.Connection, tag: str) -> None:
+        self._automerge(conn, tag, AUTOMERGE)
+
+    def _automerge(self, conn: sqlite3.Connection, tag: str, segments: int) -> None:
+        t = self.table(SEARCH, tag)
+        conn.execute(f"INSERT INTO {t} ({t}, rank) VALUES ('automerge', ?)", (segments,))
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         conn.execute(
