@@ -83,15 +83,22 @@ class RelatedProjection(Projection):
         )
 
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
-        # Before the members' entity index exists: the self-join reads them in store order.
+        # Before the members' entity index exists: the self-join reads them in store order. A
+        # pair's figures are the same both ways: each pair is counted once (entity_id < other_id),
+        # then mirrored, which sorts half as many rows.
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         conn.execute(
             f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
                 SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
                 FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt,
                              MAX(a.start_key || printf('%015d', a.position)) AS lc, a.occurred_at
-                      FROM {members_t} a JOIN {members_t} b ON b.position = a.position AND b.entity_id != a.entity_id
+                      FROM {members_t} a JOIN {members_t} b ON b.position = a.position AND b.entity_id > a.entity_id
                       GROUP BY a.entity_id, b.entity_id)"""
+        )
+        conn.execute(
+            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+                SELECT other_id, entity_id, count, last_key, last_position, last_at FROM {pairs_t}
+                WHERE entity_id < other_id ORDER BY other_id, entity_id"""
         )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
