@@ -30,6 +30,8 @@ from .settings import Settings
 
 log = logging.getLogger("timeline.consumer")
 
+GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
+
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
     """Create the group at ``0`` (and the stream), so nothing published before is skipped."""
@@ -60,6 +62,9 @@ class StreamConsumer:
         self.entries = 0  # entries this process has settled (stored, duplicate or dead-lettered)
         self._changed = asyncio.Condition()
         self._stored = asyncio.Event()
+        self._stored_position = 0  # the last store position this consumer appended
+        self._projected = 0  # the lowest projection checkpoint after the projector's last run
+        self._draining = False  # the last batch was full: the stream has more waiting
         self._projector: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
@@ -142,7 +147,9 @@ class StreamConsumer:
             await pipe.execute()
         self.batches += 1
         self.entries += len(ids)
+        self._draining = len(ids) >= self.settings.batch_size  # a full batch: more is waiting
         if outcome.stored:
+            self._stored_position = max(self._stored_position, outcome.last_position)
             self._stored.set()  # the projector catches up while the next batch is read and parsed
         async with self._changed:
             self._changed.notify_all()
@@ -155,17 +162,32 @@ class StreamConsumer:
         event falls, and parsing the next stream batch overlaps with projecting this one.
         """
         delay = 0.1
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await asyncio.wait_for(self._stored.wait(), 1.0)  # a timeout: another writer's events too
             except asyncio.TimeoutError:
                 pass
             self._stored.clear()
+            # While the stream has a backlog (full batches), let stored batches pile up to one
+            # projection batch (or GATHER_SECONDS): it then costs far less per event. A stream
+            # that is drained is projected at once, so ``?wait=true`` answers quickly.
+            deadline = loop.time() + GATHER_SECONDS
+            while (
+                self._draining
+                and self._stored_position - self._projected < self.service.engine.batch_size
+                and loop.time() < deadline
+            ):
+                try:
+                    await asyncio.wait_for(self._stored.wait(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+                self._stored.clear()
             try:
-                await anyio.to_thread.run_sync(self.service.project)
+                self._projected = await anyio.to_thread.run_sync(self.service.project)
                 delay = 0.1
-            except sqlite3.Error as exc:  # the events are safe in the store; catch up later
-                log.warning("projection failed, retrying in %.1fs: %s", delay, exc)
+            except Exception:  # the events are safe in the store; whatever failed, catch up later
+                log.exception("projection failed, retrying in %.1fs", delay)
                 self._stored.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
