@@ -26,6 +26,7 @@ from helpers import (
     walk,
 )
 from projections import ProjectionEngine, default_projections
+from projections.engine import read_checkpoints
 from projections.queries import NotFound, Queries, TimelineQuery
 
 
@@ -712,3 +713,48 @@ def test_an_event_stored_without_its_facts_stops_projection_rather_than_being_sk
         )
         with pytest.raises(RuntimeError, match="event_meta"):
             ProjectionEngine(store, default_projections()).catch_up()
+
+
+def test_events_that_arrive_during_a_rebuild_and_between_its_finishing_steps_are_applied_exactly_once(tmp_path, monkeypatch):
+    """A set-based rebuild defers rows to ``finish``; corrections, retractions and news that arrive
+    while it fills its tables, and between the steps that finish one projection each, end up
+    counted once: the same tables as the per-change path (which defers nothing)."""
+    _fake_clock(monkeypatch)
+    path = tmp_path / "live.db"
+    head, rest = STORY[:9], STORY[9:]
+    with EventStore(path) as store:
+        ProjectionEngine(store, default_projections()).setup()
+        for event in head:
+            append(store, event)
+        engine = ProjectionEngine(store, default_projections(), batch_size=3, rebuild_batch_size=3)
+        engine.catch_up()
+        names = engine.start_rebuild()
+        while True:
+            position, at_head, done = engine.rebuild_step(names)
+            if done:
+                break
+            if rest:
+                append(store, rest.pop(0))  # while filling, and between finishing steps
+        assert not rest
+    reference = tmp_path / "reference.db"
+    shutil.copy(path, reference)
+    with EventStore(reference) as store:
+        ProjectionEngine(store, default_projections(), rebuild_batch_size=2, set_based=False).rebuild()
+    rebuilt, expected = dump_tables(path), dump_tables(reference)
+    assert set(rebuilt) == set(expected)
+    for table in expected:
+        assert rebuilt[table] == expected[table], table
+
+
+def test_projections_rebuilt_together_share_a_tag_and_each_is_finished(db, monkeypatch):
+    append_and_project(db, [*_many(12), correction("c1", "p03", headline="fixed"), retraction("r1", "p04")])
+    before = dump_tables(db)
+    monkeypatch.setattr("projections.engine.time.time", lambda: 1_900_000_000.0)  # one tag for all
+    projections = default_projections()
+    with EventStore(db) as store:
+        ProjectionEngine(store, projections, rebuild_batch_size=5).rebuild()
+        tags = {name: cp["tag"] for name, cp in read_checkpoints(store.conn).items()}
+        assert len({tags[p.name].rsplit("_r", 1)[1] for p in projections}) == 1
+        for p in projections:
+            assert _read_side(p, tags[p.name]) <= _index_names(store.conn, p, tags[p.name]), p.name
+    assert dump_tables(db) == before
