@@ -1,12 +1,14 @@
 """The stream consumer: FastStream subscribers of group ``store`` on the events stream.
 
 One subscriber reads new entries in batches; a second one, with ``min_idle_time``, takes over
-entries that a dead consumer left pending (``XAUTOCLAIM``). Both hand each batch to
-``TimelineService.ingest`` (one SQLite transaction), then write the dead letters and
-acknowledge the whole batch in one ``MULTI``: an entry is acknowledged only once its event is
-durably stored or its dead letter written. A projector task catches the projections up with
-what was stored, beside the reading (``?wait=true`` waits for the projections' checkpoints). A store that cannot be written is retried with
-backoff, never dead-lettered; the batch stays pending while it is.
+entries that a dead consumer left pending (``XAUTOCLAIM``). Both validate each batch and queue
+it (a short queue, so FastStream reads and validates the next batch meanwhile). A writer task
+appends each queued batch in one SQLite transaction (``TimelineService.append``), then writes
+its dead letters and acknowledges the whole batch in one ``MULTI``: an entry is acknowledged
+only once its event is durably stored or its dead letter written. A store that cannot be
+written is retried with backoff, never dead-lettered; the batch stays pending while it is. A
+projector task catches the projections up with what was stored (``?wait=true`` waits for the
+projections' checkpoints).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .service import IngestOutcome, TimelineService
+from .service import IngestOutcome, Prepared, TimelineService
 from .settings import Settings
 
 log = logging.getLogger("timeline.consumer")
@@ -66,6 +68,8 @@ class StreamConsumer:
         self._projected = 0  # the lowest projection checkpoint after the projector's last run
         self._draining = False  # the last batch was full: the stream has more waiting
         self._projector: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=2)
+        self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
         common: dict[str, Any] = dict(
@@ -96,14 +100,46 @@ class StreamConsumer:
     async def start(self) -> None:
         await ensure_group(self.redis, self.settings.stream, self.settings.group)
         self._projector = asyncio.create_task(self._project_forever(), name="projector")
+        self._writer = asyncio.create_task(self._write_forever(), name="writer")
         await self.broker.start()
 
     async def stop_reading(self) -> None:
-        """Finish the batch in hand, acknowledge it, then stop reading (idempotent)."""
+        """Stop reading, store and acknowledge the batches in hand, stop writing (idempotent)."""
         self._stopping = True
         if self._stop_task is None:
-            self._stop_task = asyncio.ensure_future(self.broker.stop())
+            self._stop_task = asyncio.ensure_future(self._stop_reading())
         await asyncio.shield(self._stop_task)  # a second caller waits for the same stop
+
+    async def _stop_reading(self) -> None:
+        await self.broker.stop()  # the batch being validated is queued before this returns
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            await self._settle_own_pending()
+
+    async def _settle_own_pending(self) -> None:
+        """Store what this consumer was given but never handled.
+
+        FastStream cancels a read in flight when it stops: entries Redis had already delivered
+        then stay pending for this consumer, for the claimer to take over after the idle time.
+        Reading the group from ``0`` returns them at once; settle them before exiting.
+        """
+        stream, group, consumer = self.settings.stream, self.settings.group, self.settings.consumer
+        while True:
+            try:
+                reply = await self.redis.xreadgroup(group, consumer, {stream: "0"}, count=self.settings.batch_size)
+                entries = list(reply[0][1]) if reply else []
+                if not entries:
+                    return
+                prepared = await anyio.to_thread.run_sync(self.service.prepare, entries)
+                await self._write(prepared)
+            except Exception:  # noqa: BLE001 - left pending: the claimer takes them over
+                log.exception("entries left pending at stop")
+                return
 
     async def stop(self) -> None:
         await self.stop_reading()
@@ -122,8 +158,9 @@ class StreamConsumer:
 
     @property
     def running(self) -> bool:
-        projecting = self._projector is not None and not self._projector.done()
-        return bool(self.reader.running and self.claimer.running) and projecting and not self._stopping
+        tasks = [self._projector, self._writer]
+        alive = all(task is not None and not task.done() for task in tasks)
+        return bool(self.reader.running and self.claimer.running) and alive and not self._stopping
 
     async def wait_for_change(self, timeout: float) -> None:
         """Wake up when a batch has been handled (or after ``timeout``)."""
@@ -136,21 +173,37 @@ class StreamConsumer:
     # --- the handler ---------------------------------------------------------------------
 
     async def _handle(self, message: RedisBatchStreamMessage) -> None:
+        """Validate a batch and queue it for the writer: FastStream reads the next batch while
+        this one waits for the store (the queue is short, so memory stays bounded)."""
         raw = message.raw_message
-        ids: list[bytes] = list(raw["message_ids"])
-        data: list[dict[bytes, bytes] | None] = list(raw["data"])
-        outcome = await self._ingest(list(zip(ids, data)))
+        entries = list(zip(raw["message_ids"], raw["data"]))
+        prepared = await anyio.to_thread.run_sync(self.service.prepare, entries)
+        await self._queue.put(prepared)
+
+    async def _write_forever(self) -> None:
+        """Append the queued batches in stream order; acknowledge each once stored."""
+        while True:
+            prepared = await self._queue.get()
+            try:
+                await self._write(prepared)
+            except Exception:  # noqa: BLE001 - the entries stay pending; the claimer brings them back
+                log.exception("a batch of %d entries was not settled; it stays pending", len(prepared.ids))
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, prepared: Prepared) -> None:
+        outcome = await self._append(prepared)
         async with self.redis.pipeline(transaction=True) as pipe:
             for dead in outcome.dead:
                 pipe.xadd(self.settings.dead_stream, dead.fields())  # type: ignore[arg-type]
-            pipe.xack(self.settings.stream, self.settings.group, *ids)
+            pipe.xack(self.settings.stream, self.settings.group, *prepared.ids)
             await pipe.execute()
         self.batches += 1
-        self.entries += len(ids)
-        self._draining = len(ids) >= self.settings.batch_size  # a full batch: more is waiting
+        self.entries += len(prepared.ids)
+        self._draining = len(prepared.ids) >= self.settings.batch_size  # a full batch: more is waiting
         if outcome.stored:
             self._stored_position = max(self._stored_position, outcome.last_position)
-            self._stored.set()  # the projector catches up while the next batch is read and parsed
+            self._stored.set()  # the projector catches up while the next batches are appended
         async with self._changed:
             self._changed.notify_all()
 
@@ -194,16 +247,16 @@ class StreamConsumer:
             async with self._changed:
                 self._changed.notify_all()
 
-    async def _ingest(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> IngestOutcome:
+    async def _append(self, prepared: Prepared) -> IngestOutcome:
         delay = 0.1
         while True:
             try:
-                outcome = await anyio.to_thread.run_sync(self.service.ingest, entries)
+                outcome = await anyio.to_thread.run_sync(self.service.append, prepared)
                 self.store_failing = None
                 return outcome
             except sqlite3.Error as exc:
                 self.store_failing = f"store cannot be written: {exc}"
-                log.error("%s; retrying in %.1fs (%d entries stay pending)", self.store_failing, delay, len(entries))
+                log.error("%s; retrying in %.1fs (%d entries stay pending)", self.store_failing, delay, len(prepared.ids))
                 if self._stopping:
                     raise
                 await asyncio.sleep(delay)

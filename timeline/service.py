@@ -44,6 +44,16 @@ class IngestOutcome:
     last_position: int = 0
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch of stream entries, validated: the events to append and the dead letters so far."""
+
+    ids: list[bytes]  # every entry of the batch, to acknowledge
+    candidates: list[Candidate] = field(default_factory=list)
+    sources: list[bytes] = field(default_factory=list)  # the entry id of each candidate
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
 def _fields_as_json(fields: dict[bytes, bytes]) -> bytes:
     def text(value: bytes) -> str:
         return value.decode("utf-8", errors="backslashreplace")
@@ -83,19 +93,26 @@ class TimelineService:
 
     def ingest(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> IngestOutcome:
         """Validate and append a batch of stream entries in one transaction."""
-        outcome = IngestOutcome()
-        candidates: list[Candidate] = []
-        sources: list[bytes] = []
+        return self.append(self.prepare(entries))
+
+    def prepare(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
+        """Validate a batch of stream entries (no lock: runs beside another batch's append)."""
+        prepared = Prepared(ids=[entry_id for entry_id, _ in entries])
         for entry_id, fields in entries:
             item = classify(entry_id, fields)
             if isinstance(item, DeadLetter):
-                outcome.dead.append(item)
+                prepared.dead.append(item)
             else:
-                candidates.append(item)
-                sources.append(entry_id)
+                prepared.candidates.append(item)
+                prepared.sources.append(entry_id)
+        return prepared
+
+    def append(self, prepared: Prepared) -> IngestOutcome:
+        """Append a prepared batch in one transaction; what was stored, duplicated or refused."""
+        outcome = IngestOutcome(dead=list(prepared.dead))
         with self._write_lock:
-            results = self.store.append(candidates)
-        for source_id, candidate, result in zip(sources, candidates, results):
+            results = self.store.append(prepared.candidates)
+        for source_id, candidate, result in zip(prepared.sources, prepared.candidates, results):
             if result.status == "stored":
                 outcome.stored += 1
                 outcome.last_position = max(outcome.last_position, result.position or 0)
