@@ -68,7 +68,7 @@ class StreamConsumer:
         self._projected = 0  # the lowest projection checkpoint after the projector's last run
         self._draining = False  # the last batch was full: the stream has more waiting
         self._projector: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         30.0, alias="TIMELINE_CLAIM_IDLE_SECONDS", gt=0, description="idle time before pending entries are taken over"
     )
     consumer: str = Field(default_factory=_default_consumer, alias="TIMELINE_CONSUMER", min_length=1)
-    batch_size: int = Field(500, alias="TIMELINE_BATCH_SIZE", ge=1, le=10_000)
+    batch_size: int = Field(1000, alias="TIMELINE_BATCH_SIZE", ge=1, le=10_000)
     wait_timeout_seconds: float = Field(30.0, alias="TIMELINE_WAIT_TIMEOUT_SECONDS", gt=0)
 
     @field_validator("redis_url", "api_token", mode="before")
