@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from events.models import parse_event_bytes
 from events.store import Candidate, EventStore
 
+from .server import vm_hwm_mb
 from .workload import lines
 
 CACHE = Path(__file__).parent / ".cache"
@@ -76,7 +76,9 @@ def measure(path: Path, names: list[str] | None, live: bool = False, batch: int 
         "events": position,
         "seconds": seconds,
         "rate": position / seconds if seconds else 0.0,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child started by a big
+        # parent (``python -m bench``) would report the parent's peak.
+        "peak_rss_mb": vm_hwm_mb(os.getpid()),
     }
 
 

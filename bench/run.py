@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
          f" CPU cores busy: server {q_http['server_cpu']:.2f}, clients {q_http['client_cpu']:.2f}"),
         ("peak RSS ingest", f"{ing['peak_rss_mb']:,.0f} MB", "timeline serve process (VmHWM)"),
         ("peak RSS rebuild", f"{max(rb_all['peak_rss_mb'], rb_tl['peak_rss_mb']):,.0f} MB",
-         f"rebuild process (ru_maxrss): all {rb_all['peak_rss_mb']:,.0f} MB, timelines {rb_tl['peak_rss_mb']:,.0f} MB"),
+         f"rebuild process (VmHWM): all {rb_all['peak_rss_mb']:,.0f} MB, timelines {rb_tl['peak_rss_mb']:,.0f} MB"),
     ]
     if pr is not None:
         peer_both = 1 / (1 / pr["first_append_rate"] + 1 / pr["project_rate"])
