@@ -45,7 +45,8 @@ def test_50000_events_survive_repeated_sigkills(serve, redis_client: redis.Redis
     """A publisher process writes 50,000 events while the server is SIGKILLed 5 times at random moments."""
     rng = random.Random(20250524)
     server = serve()
-    pub = publisher_process(server.redis_url, server.stream, 50_000, prefix="k", chunk=1000, pause=0.05)
+    # paced (about 17 s in all) so that the publisher is still writing when the fifth kill comes
+    pub = publisher_process(server.redis_url, server.stream, 50_000, prefix="k", chunk=1000, pause=0.3)
     kills = 0
     try:
         while kills < 5:
