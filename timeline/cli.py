@@ -77,7 +77,9 @@ def serve(
             if sig == signal.SIGTERM:  # a requested stop that completes cleanly exits 0
                 self._captured_signals.remove(sig)
 
-    config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning")
+    config = uvicorn.Config(
+        create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose
+    )
     Server(config).run()
 
 
