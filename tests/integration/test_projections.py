@@ -758,3 +758,38 @@ def test_projections_rebuilt_together_share_a_tag_and_each_is_finished(db, monke
         for p in projections:
             assert _read_side(p, tags[p.name]) <= _index_names(store.conn, p, tags[p.name]), p.name
     assert dump_tables(db) == before
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+TRICKY = 'Quote " backslash \\ slash / tab \t newline \n nul-ish \x01 \x1f del \x7f é 中文 😀 \u2028 \u2029 </script>'
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_entries_rendered_by_sqlite_carry_every_character_exactly(q, db, corrected):
+    """The API sends entries as SQLite renders them (``render=True``); what a client decodes must be
+    the event exactly as stored, whatever its strings hold, and the same as ``render=False``."""
+    import json
+
+    from projections.queries import render_json
+
+    sources = [{"url": "https://news.example/a?q=1&b=\"2\"", "title": TRICKY}]
+    details = {"service": TRICKY, "duration_minutes": 7, "cause": "a" * 500}
+    event = news("tricky", "2025-05-24T10:00:00.5+02:00", kind="outage", headline=TRICKY, summary=TRICKY,
+                 sources=sources, details=details, ended_at="2025-05-25")
+    events = [event]
+    if corrected:
+        events.append(correction("fix", "tricky", headline=TRICKY + " (corrected)", summary=None))
+    append_and_project(db, events)
+    for entity_id in ("x", None):
+        plain = tl(q, entity_id)
+        sent = json.loads(render_json(q.timeline(entity_id, TimelineQuery(), render=True)))
+        assert sent == plain
+        [entry] = sent["entries"]
+        assert entry["headline"] == (TRICKY + " (corrected)" if corrected else TRICKY)
+        assert entry["summary"] == (None if corrected else TRICKY)
+        assert entry["sources"] == sources and entry["details"] == details
+        assert (entry["occurred_at"], entry["ended_at"]) == ("2025-05-24T10:00:00.5+02:00", "2025-05-25")
+        assert list(entry) == ["event_id", "kind", "occurred_at", "ended_at", "headline", "summary",
+                               *(["role"] if entity_id else []), "sources", "details", "position",
+                               "recorded_at", "status"]
