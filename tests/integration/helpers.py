@@ -224,8 +224,9 @@ def dump_tables(path: str | Path) -> dict[str, list[tuple[Any, ...]]]:
 # --- for the multi-process test (spawned children import this module by name) -----------------
 
 
-def append_worker(path: str, prefix: str, count: int, barrier: Any, results: Any) -> None:
-    """Append ``count`` distinct events one by one; report ``(prefix, stored, errors)``."""
+def append_worker(path: str, prefix: str, count: int, barrier: Any, results: Any, pause: float = 0.0) -> None:
+    """Append ``count`` distinct events one by one (``pause`` seconds apart, as a consumer reads
+    between batches); report ``(prefix, stored, errors)``."""
     errors: list[str] = []
     stored = 0
     try:
@@ -242,6 +243,8 @@ def append_worker(path: str, prefix: str, count: int, barrier: Any, results: Any
                     stored += 1
                 else:
                     errors.append(f"{i}: {result}")
+                if pause:
+                    time.sleep(pause)
     except Exception as exc:  # noqa: BLE001
         errors.append(f"worker: {type(exc).__name__}: {exc}")
     results.put((prefix, stored, errors))

@@ -477,7 +477,11 @@ def _run_two_writers(db, count: int) -> list[tuple[str, int, list[str]]]:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
-    procs = [ctx.Process(target=append_worker, args=(str(db), p, count, barrier, results)) for p in ("p1", "p2")]
+    # A writer that appends back to back can hold SQLite's lock for the whole run while the other
+    # sleeps in its busy handler; a real consumer reads from Redis between batches.
+    procs = [
+        ctx.Process(target=append_worker, args=(str(db), p, count, barrier, results, 0.0005)) for p in ("p1", "p2")
+    ]
     for p in procs:
         p.start()
     out = [results.get(timeout=600) for _ in procs]
