@@ -60,6 +60,7 @@ class StreamConsumer:
         self.redis = Redis.from_url(redis_url)
         self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=30.0)
         self.store_failing: str | None = None
+        self.projection_failing: str | None = None  # the projector's last error, until it succeeds
         self.batches = 0
         self.entries = 0  # entries this process has settled (stored, duplicate or dead-lettered)
         self._changed = asyncio.Condition()
@@ -238,8 +239,10 @@ class StreamConsumer:
                 self._stored.clear()
             try:
                 self._projected = await anyio.to_thread.run_sync(self.service.project)
+                self.projection_failing = None
                 delay = 0.1
-            except Exception:  # the events are safe in the store; whatever failed, catch up later
+            except Exception as exc:  # the events are safe in the store; whatever failed, catch up later
+                self.projection_failing = f"projections cannot catch up: {type(exc).__name__}: {exc}"
                 log.exception("projection failed, retrying in %.1fs", delay)
                 self._stored.set()
                 await asyncio.sleep(delay)

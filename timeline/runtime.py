@@ -198,6 +198,8 @@ class Runtime:
             checks["consumer"] = "ok" if consumer.running else "not running"
         else:
             checks["consumer"] = "ok" if consumer.running else "not running"
+        if consumer is not None:
+            checks["projections"] = consumer.projection_failing or "ok"
         if checks["redis"] == "ok" and consumer is not None:
             for attempt in range(2):  # the first command after a reconnect may meet a stale connection
                 try:
