@@ -91,10 +91,6 @@ class TimelineService:
         self.queries.close()
         self.store.close()
 
-    def ingest(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> IngestOutcome:
-        """Validate and append a batch of stream entries in one transaction."""
-        return self.append(self.prepare(entries))
-
     def prepare(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
         """Validate a batch of stream entries (no lock: runs beside another batch's append)."""
         prepared = Prepared(ids=[entry_id for entry_id, _ in entries])
