@@ -48,7 +48,8 @@ class RawJson(str):
 
 
 def render_json(value: Any) -> str:
-    """JSON text of a value whose dicts and lists may hold ``RawJson``, spliced in as it is."""
+    """JSON text of a value, ``RawJson`` spliced in as it is: the value itself, a list's items, or
+    a dict's values and its list values' items (the shapes of the API's answers)."""
     if isinstance(value, RawJson):
         return value
     if isinstance(value, dict) and any(_holds_raw(v) for v in value.values()):
