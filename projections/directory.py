@@ -21,6 +21,7 @@ from typing import Any
 from events.ids import fold
 
 from .changes import Change
+from . import members
 from .engine import Projection
 
 STATS = "ent_stats"
@@ -73,13 +74,7 @@ class DirectoryProjection(Projection):
                 last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
             )""",
         ],
-        MEMBERS: [
-            # position: the event's own store position (one event, one position)
-            """CREATE TABLE {t} (
-                position INTEGER NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (position, entity_id)
-            ) WITHOUT ROWID""",
-        ],
+        MEMBERS: [members.SCHEMA],
     }
     indexes = {
         STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id)"],
@@ -88,13 +83,7 @@ class DirectoryProjection(Projection):
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
-        conn.execute(
-            f"""INSERT INTO {members_t} (position, entity_id, start_key, occurred_at)
-                SELECT e.position, m.entity_id, e.start_key, e.occurred_at
-                FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain""",
-            (low, high),
-        )
+        members.fill_plain(conn, members_t, low, high)
         if deferred:
             return  # ``finish`` derives the entities' rows
         # (start_key, position) packed into one sortable string, once per event
@@ -150,7 +139,7 @@ class DirectoryProjection(Projection):
         adds: dict[str, list[Any]] = {}
         dirty: set[str] = set()
         member_rows: list[tuple[Any, ...]] = []
-        insert = f"INSERT OR REPLACE INTO {members_t} (position, entity_id, start_key, occurred_at) VALUES (?, ?, ?, ?)"
+        insert = members.insert_sql(members_t)
         for change in changes:
             old, new = change.old, change.new
             if old is not None and old.counted:
@@ -158,7 +147,7 @@ class DirectoryProjection(Projection):
                     conn.executemany(insert, member_rows)
                     member_rows.clear()
                 conn.executemany(
-                    f"DELETE FROM {members_t} WHERE position = ? AND entity_id = ?",
+                    members.delete_sql(members_t),
                     [(old.position, e["id"]) for e in old.entities],
                 )
                 dirty.update(e["id"] for e in old.entities)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .changes import Change
+from . import members
 from .engine import Projection
 
 PAIRS = "rel_pairs"
@@ -44,25 +45,13 @@ class RelatedProjection(Projection):
                 last_key TEXT, last_position INTEGER, last_at TEXT, PRIMARY KEY (entity_id, other_id)
             ) WITHOUT ROWID""",
         ],
-        MEMBERS: [
-            # position: the event's own store position (one event, one position)
-            """CREATE TABLE {t} (
-                position INTEGER NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (position, entity_id)
-            ) WITHOUT ROWID""",
-        ],
+        MEMBERS: [members.SCHEMA],
     }
     indexes = {MEMBERS: ["CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id)"]}
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
-        conn.execute(
-            f"""INSERT INTO {members_t} (position, entity_id, start_key, occurred_at)
-                SELECT e.position, m.entity_id, e.start_key, e.occurred_at
-                FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain""",
-            (low, high),
-        )
+        members.fill_plain(conn, members_t, low, high)
         if deferred:
             return  # the pairs come from the members once the rebuild has caught up
         # (start_key, position) packed into one sortable string, once per event; SQLite takes a
@@ -106,7 +95,7 @@ class RelatedProjection(Projection):
         adds: dict[tuple[str, str], list[Any]] = {}
         dirty: set[tuple[str, str]] = set()
         member_rows: list[tuple[Any, ...]] = []
-        insert = f"INSERT OR REPLACE INTO {members_t} (position, entity_id, start_key, occurred_at) VALUES (?, ?, ?, ?)"
+        insert = members.insert_sql(members_t)
         for change in changes:
             old, new = change.old, change.new
             if old is not None and old.counted:
@@ -115,7 +104,7 @@ class RelatedProjection(Projection):
                     member_rows.clear()
                 ids = [e["id"] for e in old.entities]
                 conn.executemany(
-                    f"DELETE FROM {members_t} WHERE position = ? AND entity_id = ?", [(old.position, i) for i in ids]
+                    members.delete_sql(members_t), [(old.position, i) for i in ids]
                 )
                 dirty.update((a, b) for a in ids for b in ids if a != b)
             if new is None or not new.counted:
