@@ -8,6 +8,8 @@ import re
 import unicodedata
 from typing import Any
 
+import orjson
+
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _NON_ALNUM_RUN = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -37,17 +39,41 @@ def is_slug(value: str) -> bool:
     return bool(value) and slugify(value) == value
 
 
+def canonical_bytes(value: Any, *, plain: bool = False) -> bytes:
+    """The canonical JSON text in UTF-8: keys sorted, no white space, non-ASCII as is.
+
+    ``plain``: the value holds no floats. orjson then writes it, byte for byte the text of
+    ``canonical_json``, ~10× faster (it writes floats in another notation: 1e-05 as 0.00001).
+    """
+    if plain:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # an integer over 64 bits, a lone surrogate, a str subclass…
+            pass
+    return canonical_json(value).encode("utf-8")
+
+
+def compact_json(value: Any, *, plain: bool = False) -> str:
+    """JSON text in the value's own key order, no white space, non-ASCII as is."""
+    if plain:
+        try:
+            return orjson.dumps(value).decode("utf-8")
+        except TypeError:
+            pass
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
     """The same JSON value always gives the same text, whatever the key order or white space."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def content_hash(raw: dict[str, Any]) -> str:
-    """Hash of an event's content: its JSON value without ``id``."""
+def content_hash(raw: dict[str, Any], *, plain: bool = False) -> str:
+    """Hash of an event's content: its JSON value without ``id`` (``plain``: see ``canonical_bytes``)."""
     body = {k: v for k, v in raw.items() if k != "id"}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_bytes(body, plain=plain)).hexdigest()
 
 
-def derived_event_id(raw: dict[str, Any]) -> str:
+def derived_event_id(raw: dict[str, Any], *, plain: bool = False) -> str:
     """The id of an event published without one: deterministic in its content."""
-    return f"{raw.get('kind', 'event')}-{content_hash(raw)[:32]}"
+    return f"{raw.get('kind', 'event')}-{content_hash(raw, plain=plain)[:32]}"

@@ -22,7 +22,7 @@ from .dates import parse_partial, utc_now_key
 from .history import EventState
 from .integrity import GENESIS, chain, digests
 from .history import fold as fold_state
-from .ids import fold
+from .ids import compact_json, fold
 from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
 
@@ -67,7 +67,7 @@ class Candidate:
     digests: tuple[bytes, bytes] = field(init=False)
 
     def __post_init__(self) -> None:
-        body_json = json.dumps(self.event.body, ensure_ascii=False, separators=(",", ":"))
+        body_json = compact_json(self.event.body, plain=self.event.plain)
         object.__setattr__(self, "body_json", body_json)
         object.__setattr__(self, "digests", digests(self.raw, body_json))
 
