@@ -145,10 +145,44 @@ ENTRY_COLUMNS = (
 ROLE_OF = {rank: role for role, rank in RANK.items()}
 
 
+class StoredCards:
+    """What timeline entries take from stored events, by store position, most recently used.
+
+    A stored event never changes (corrections are events of their own, and corrected entries
+    carry their own copies), so an entry is never stale. Two generations of at most ``size``
+    entries each, switched when the young one fills: an approximate LRU whose lookups and
+    inserts are single dict operations, safe for the API's threads without a lock (a race at
+    worst reads an event twice).
+    """
+
+    def __init__(self, size: int = 16_384) -> None:
+        self.size = size
+        self._young: dict[int, tuple[Any, ...]] = {}
+        self._old: dict[int, tuple[Any, ...]] = {}
+
+    def get(self, position: int) -> tuple[Any, ...] | None:
+        card = self._young.get(position)
+        if card is None:
+            card = self._old.get(position)
+            if card is not None:
+                self.put(position, card)
+        return card
+
+    def put(self, position: int, card: tuple[Any, ...]) -> None:
+        young = self._young
+        young[position] = card
+        if len(young) >= self.size:
+            self._old, self._young = young, {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
 class Queries:
     def __init__(self, path: str) -> None:
         self.path = path
         self.aliases = AliasMap()
+        self.cards = StoredCards()
         self._local = threading.local()
 
     # --- plumbing ------------------------------------------------------------------------
@@ -343,6 +377,36 @@ class Queries:
 
     # --- timelines -----------------------------------------------------------------------
 
+    def _stored(self, conn: sqlite3.Connection, page: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        """``{position: (event_id as JSON, recorded_at, dated, described)}`` of stored events.
+
+        ``dated`` and ``described`` are the members of JSON objects, without their braces.
+
+        A timeline's events lie all over the store (by position), so each one read from the
+        ``events`` table costs page reads of its own; they are kept (``StoredCards``), as what
+        is stored at a position never changes.
+        """
+        cards = self.cards
+        stored: dict[int, tuple[str, str, str, str]] = {}
+        missing = []
+        for position in page:
+            card = cards.get(position)
+            if card is None:
+                missing.append(position)
+            else:
+                stored[position] = card
+        for i in range(0, len(missing), 900):
+            chunk = missing[i : i + 900]
+            for position, *rest in conn.execute(
+                f"SELECT position, event_id, recorded_at, {STORED_FIELDS} FROM events"
+                f" WHERE position IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                event_id, recorded_at, dated, described = rest
+                card = stored[position] = (_dumps(event_id), recorded_at, dated[1:-1], described[1:-1])
+                cards.put(position, card)
+        return stored
+
     def timeline(self, entity_id: str | None, query: TimelineQuery, *, render: bool = False) -> dict[str, Any]:
         """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API)."""
         if query.role is not None and entity_id is None:
@@ -385,18 +449,7 @@ class Queries:
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
-            stored: dict[int, tuple[str, str, str, str]] = {}
-            page = [row[0] for row in rows[: query.limit]]
-            for i in range(0, len(page), 900):
-                chunk = page[i : i + 900]
-                stored.update(
-                    (position, rest)
-                    for position, *rest in conn.execute(
-                        f"SELECT position, event_id, recorded_at, {STORED_FIELDS} FROM events"
-                        f" WHERE position IN ({','.join('?' * len(chunk))})",
-                        chunk,
-                    )
-                )
+            stored = self._stored(conn, [row[0] for row in rows[: query.limit]])
         # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (CONTRACT
         # §4's field order); the API sends the text as it is, other callers get it decoded.
         entries: list[str] = []
@@ -405,11 +458,11 @@ class Queries:
             if row[7] is not None:  # a corrected version carries its own copies
                 dated = _dumps(
                     {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
-                )
-                described = f'{{"sources":{row[6]},"details":{row[7]}}}'
+                )[1:-1]
+                described = f'"sources":{row[6]},"details":{row[7]}'
             role = f',"role":"{ROLE_OF[row[10]]}"' if entity_id is not None else ""
             entries.append(
-                f'{{"event_id":{_dumps(event_id)},"kind":"{row[1]}",{dated[1:-1]}{role},{described[1:-1]},'
+                f'{{"event_id":{event_id},"kind":"{row[1]}",{dated}{role},{described},'
                 f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
             )
         next_cursor = None

@@ -793,3 +793,42 @@ def test_entries_rendered_by_sqlite_carry_every_character_exactly(q, db, correct
         assert list(entry) == ["event_id", "kind", "occurred_at", "ended_at", "headline", "summary",
                                *(["role"] if entity_id else []), "sources", "details", "position",
                                "recorded_at", "status"]
+
+
+def test_kept_stored_events_never_serve_a_stale_entry(q, db):
+    """Timeline entries take what they need of stored events from a cache (``Queries.cards``):
+    a correction, a retraction or an alias after the first read shows at once, and every answer
+    equals a fresh reader's, with a cache so small it is replaced several times over."""
+    from projections.queries import StoredCards
+
+    q.cards = StoredCards(size=3)
+    append_and_project(db, [news(f"n{i}", f"2025-05-{i + 1:02d}", entities=[ent("x"), ent(f"y{i % 3}")])
+                            for i in range(12)])
+    first = tl(q, "x")
+    assert len(q.cards) > 0
+    append_and_project(db, [correction("fix", "n4", headline="Corrected headline"), retraction("gone", "n7"),
+                            alias("merge", "y1", "y0")])
+    again = tl(q, "x")
+    assert [e["event_id"] for e in again["entries"]] == [e["event_id"] for e in first["entries"] if e["event_id"] != "n7"]
+    assert next(e for e in again["entries"] if e["event_id"] == "n4")["headline"] == "Corrected headline"
+    fresh = Queries(str(db))
+    try:
+        for entity_id in ("x", "y0", "y1", "y2", None):
+            for order in ("asc", "desc"):
+                assert tl(q, entity_id, order=order) == tl(fresh, entity_id, order=order)
+                assert tl(q, entity_id, order=order, include_retracted=True) == tl(
+                    fresh, entity_id, order=order, include_retracted=True)
+    finally:
+        fresh.close()
+
+
+def test_stored_cards_keep_the_most_recently_used():
+    from projections.queries import StoredCards
+
+    cards = StoredCards(size=2)
+    cards.put(1, ("a",))
+    cards.put(2, ("b",))  # the young generation fills: it becomes the old one
+    assert cards.get(1) == ("a",)  # found in the old generation: moved to the young one
+    cards.put(3, ("c",))  # young fills again ({1, 3}): 2, used least recently, is dropped
+    assert cards.get(2) is None and cards.get(1) == ("a",) and cards.get(3) == ("c",)
+    assert len(cards) <= 4
