@@ -74,6 +74,9 @@ def content_hash(raw: dict[str, Any], *, plain: bool = False) -> str:
     return hashlib.sha256(canonical_bytes(body, plain=plain)).hexdigest()
 
 
-def derived_event_id(raw: dict[str, Any], *, plain: bool = False) -> str:
-    """The id of an event published without one: deterministic in its content."""
-    return f"{raw.get('kind', 'event')}-{content_hash(raw, plain=plain)[:32]}"
+def derived_event_id(raw: dict[str, Any], digest: str | None = None) -> str:
+    """The id of an event published without one: deterministic in its content.
+
+    ``digest``: its ``content_hash``, when already computed.
+    """
+    return f"{raw.get('kind', 'event')}-{(digest or content_hash(raw))[:32]}"

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticSerializationError
 
 from .dates import DateFormError, PartialDate, parse_partial
-from .ids import EVENT_ID_PATTERN, content_hash, is_slug, slugify
+from .ids import EVENT_ID_PATTERN, content_hash, derived_event_id, is_slug, slugify
 
 NEWS_KINDS = ("outage", "statement", "political_move", "report")
 EDITORIAL_KINDS = ("correction", "retraction", "entity_alias")
@@ -413,21 +413,22 @@ def may_hold_floats(kind: str, raw: dict[str, Any]) -> bool:
     return False
 
 
+def _not_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _lone_surrogate(value: Any, path: str = "") -> str | None:
     """The path of the first string (or key) holding a lone surrogate."""
-    def bad(text: str) -> bool:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-
     if isinstance(value, str):
-        return path if bad(value) else None
+        return path if _not_text(value) else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
-        if isinstance(key, str) and bad(key):
+        if isinstance(key, str) and _not_text(key):
             return where.lstrip(".")
         found = _lone_surrogate(item, where)
         if found is not None:
@@ -452,10 +453,11 @@ def parse_event(raw: Any) -> ParsedEvent:
     try:
         body = dump_body(model)
         digest = content_hash(raw, plain=plain)
-    except (UnicodeEncodeError, PydanticSerializationError):  # "\ud800" alone in a free-form field (typed text refuses it)
+    except (UnicodeEncodeError, PydanticSerializationError):  # "\ud800" in a free-form field
+        # (typed text fields refuse it in validation)
         where = _lone_surrogate(raw) or "event"
         raise EventRejected("schema", f"{where}: holds a lone surrogate, which is not Unicode text") from None
-    event_id = body.get("id") or f"{kind}-{digest[:32]}"  # = derived_event_id(raw)
+    event_id = body.get("id") or derived_event_id(raw, digest)
     body["id"] = event_id
     return ParsedEvent(id=event_id, kind=kind, content_hash=digest, body=body, plain=plain)
 
