@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.dates import parse_instant, parse_partial, to_key
-from events.ids import fold
+from events.ids import compact_json, fold
 from events.store import EventStore
 
 from .aliases import AliasMap
@@ -53,18 +53,14 @@ def render_json(value: Any) -> str:
     if isinstance(value, RawJson):
         return value
     if isinstance(value, dict) and any(_holds_raw(v) for v in value.values()):
-        return "{" + ",".join(f"{_dumps(str(k))}:{render_json(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{compact_json(str(k))}:{render_json(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list) and any(isinstance(v, RawJson) for v in value):
         return "[" + ",".join(render_json(v) for v in value) + "]"
-    return _dumps(value)  # nothing pre-rendered inside: one call
+    return compact_json(value)  # nothing pre-rendered inside: one call
 
 
 def _holds_raw(value: Any) -> bool:
     return isinstance(value, RawJson) or (isinstance(value, list) and any(isinstance(v, RawJson) for v in value))
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # A timeline entry's fields from a stored event's body, rendered by SQLite: the dates, headline
@@ -403,7 +399,7 @@ class Queries:
                 chunk,
             ):
                 event_id, recorded_at, dated, described = rest
-                card = stored[position] = (_dumps(event_id), recorded_at, dated[1:-1], described[1:-1])
+                card = stored[position] = (compact_json(event_id), recorded_at, dated[1:-1], described[1:-1])
                 cards.put(position, card)
         return stored
 
@@ -456,7 +452,7 @@ class Queries:
         for row in rows[: query.limit]:
             event_id, recorded_at, dated, described = stored[row[0]]
             if row[7] is not None:  # a corrected version carries its own copies
-                dated = _dumps(
+                dated = compact_json(
                     {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
                 )[1:-1]
                 described = f'"sources":{row[6]},"details":{row[7]}'

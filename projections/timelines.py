@@ -20,9 +20,10 @@ versions as they are applied.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
+
+from events.ids import compact_json
 
 from .changes import RANK, Change
 from .engine import Projection
@@ -32,10 +33,6 @@ RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank
 
 EVENTS = "tl_events"
 ENTRIES = "tl_entries"
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class TimelinesProjection(Projection):
@@ -110,7 +107,7 @@ class TimelinesProjection(Projection):
             if new.corrected:
                 copies = (
                     body["occurred_at"], body.get("ended_at"), body["headline"], body.get("summary"),
-                    _dumps(body.get("sources", [])), _dumps(body.get("details", {})),
+                    compact_json(body.get("sources", [])), compact_json(body.get("details", {})),
                 )
             event_rows.append(
                 (change.position, OPEN, new.position, new.kind, new.status, new.start_key, new.end_key, *copies)
