@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from projections.engine import projection_path
+
 from .server import Server
 
 BUSY = "entity-0"
@@ -36,7 +38,7 @@ def percentile(samples: list[float], p: float) -> float:
 
 def rare_entity(path: Path, around: int = 5) -> tuple[str, int]:
     """An entity with about ``around`` events (from the entity directory's live table)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{projection_path(path, 'entities')}?mode=ro", uri=True)
     try:
         (tag,) = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'entities'").fetchone()
         row = conn.execute(
@@ -48,7 +50,7 @@ def rare_entity(path: Path, around: int = 5) -> tuple[str, int]:
 
 
 def event_count(path: Path, entity: str) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{projection_path(path, 'entities')}?mode=ro", uri=True)
     try:
         (tag,) = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'entities'").fetchone()
         row = conn.execute(f"SELECT event_count FROM ent_stats{tag} WHERE id = ?", (entity,)).fetchone()

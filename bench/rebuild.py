@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from events.models import parse_event_bytes
 from events.store import Candidate, EventStore
@@ -60,7 +61,7 @@ def measure(path: Path, names: list[str] | None, live: bool = False, batch: int 
     if live:
         engine = ProjectionEngine(store, default_projections(), **({"batch_size": batch} if batch else {}))
         engine.setup()
-        _from_scratch(store, [engine.projections[n] for n in names or engine.projections])
+        _from_scratch(engine, names or list(engine.projections))
         started = time.perf_counter()
         position = engine.catch_up()
     else:
@@ -71,6 +72,7 @@ def measure(path: Path, names: list[str] | None, live: bool = False, batch: int 
         started = time.perf_counter()
         position = engine.rebuild(names, force=True)
     seconds = time.perf_counter() - started
+    engine.close()
     store.close()
     return {
         "events": position,
@@ -82,19 +84,19 @@ def measure(path: Path, names: list[str] | None, live: bool = False, batch: int 
     }
 
 
-def _from_scratch(store: EventStore, projections: list) -> None:
+def _from_scratch(engine: Any, names: list[str]) -> None:
     """Live tables (with every index) at checkpoint 0, as if the events had just arrived."""
-    conn = store.conn
-    conn.execute("BEGIN IMMEDIATE")
-    for p in projections:
-        tag = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (p.name,)).fetchone()[0]
+    for name in names:
+        p, conn = engine.projections[name], engine.connection(name)
+        conn.execute("BEGIN IMMEDIATE")
+        tag = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()[0]
         p.drop(conn, tag)
         p.create(conn, tag)
         conn.execute(
             "UPDATE projection_checkpoints SET version = ?, position = 0, state = 'live' WHERE name = ?",
-            (p.version, p.name),
+            (p.version, name),
         )
-    conn.execute("COMMIT")
+        conn.execute("COMMIT")
 
 
 def run(

@@ -2,7 +2,7 @@
 
 Each migration has a name and runs once, inside a transaction with the row that records it in
 ``_migrations``; a file opened by an older version of the code is brought forward on open.
-Projections keep their own tables and versions (see ``projections.engine``).
+Projections keep their own files, tables and versions (see ``projections.engine``).
 """
 
 from __future__ import annotations
@@ -172,6 +172,22 @@ def _event_chain(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO event_chain (position, hash) VALUES (?, ?)", chained)
 
 
+STORE_TABLES = ("events", "event_meta", "event_entities", "event_chain", "_migrations")
+
+
+def _projections_move_out(conn: sqlite3.Connection) -> None:
+    """Projections live in files of their own now (``projections.engine.projection_path``): drop
+    their tables and checkpoints from the store. They are rebuilt from the events (a
+    projection file that does not exist yet is set up as never built, and rebuilt)."""
+    keep = ", ".join(f"'{name}'" for name in STORE_TABLES)
+    tables = conn.execute(
+        f"SELECT name, sql LIKE 'CREATE VIRTUAL%' FROM sqlite_master WHERE type = 'table'"
+        f" AND name NOT IN ({keep}) AND name NOT LIKE 'sqlite_%' ORDER BY 2 DESC"
+    ).fetchall()
+    for name, _virtual in tables:  # virtual tables first: they drop their own shadow tables
+        conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events_table),
     ("0002_projection_checkpoints", _projection_checkpoints),
@@ -179,6 +195,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_rebuild_owner", _rebuild_owner),
     ("0005_event_facts", _event_facts),
     ("0006_event_chain", _event_chain),
+    ("0007_projections_move_out", _projections_move_out),
 ]
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -73,10 +74,15 @@ class Candidate:
 
 
 def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Connection:
-    """A connection with the settings every user of the file needs (WAL, waits on locks)."""
+    """A connection with the settings every user of the file needs (WAL, waits on locks).
+
+    Opened with URI filenames enabled, so that ``attach_read_only`` can attach another file
+    read-only."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn = sqlite3.connect(
+        _uri(path), isolation_level=None, check_same_thread=False, timeout=30.0, uri=True
+    )
     conn.execute("PRAGMA busy_timeout = 30000")
     if str(path) != ":memory:":
         _enable_wal(sqlite_utils.Database(conn))
@@ -91,6 +97,19 @@ def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Conn
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     register_functions(conn)
     return conn
+
+
+def _uri(path: str | Path, **params: str) -> str:
+    if str(path) == ":memory:":
+        return ":memory:"
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"file:{quote(str(Path(path).absolute()))}" + (f"?{query}" if query else "")
+
+
+def attach_read_only(conn: sqlite3.Connection, path: str | Path, schema: str) -> None:
+    """Attach another file to ``conn`` as ``schema``, read-only: a write transaction on the
+    connection (``BEGIN IMMEDIATE``) then takes no write lock on it, and nothing can write it."""
+    conn.execute("ATTACH DATABASE ? AS " + schema, (_uri(path, mode="ro"),))
 
 
 def _enable_wal(db: sqlite_utils.Database, patience: float = 30.0) -> None:
@@ -137,6 +156,15 @@ class EventStore:
         self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
         if not reader:
             migrate(self.conn)
+
+    @classmethod
+    def over(cls, conn: sqlite3.Connection) -> "EventStore":
+        """Read the store through a connection opened elsewhere (one that attached it, say):
+        inside that connection's transactions, so reads and the caller's writes share a snapshot."""
+        store = cls.__new__(cls)
+        store.path = ""
+        store.conn = conn
+        return store
 
     def close(self) -> None:
         self.conn.close()

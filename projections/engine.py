@@ -1,4 +1,5 @@
-"""The projection engine: every registered projection runs from its own checkpoint.
+"""The projection engine: every registered projection runs from its own checkpoint, in a
+SQLite file of its own (``projection_path``), which attaches the store read-only.
 
 A projection is a name, a version, its tables and ``apply(conn, changes, tag)``, and optionally
 ``bulk(conn, tag, low, high)``, which applies the plain news events of a range set-based, in SQL,
@@ -19,8 +20,13 @@ A rebuild *defers* what is cheaper done once over everything than batch after ba
 fills its tables, ``bulk`` and ``apply`` get ``deferred=True`` and may leave out rows that
 ``Projection.finish`` derives in one pass once caught up (aggregates such as counts per entity
 or per pair, rows that sort by another key than the store's order). Each projection's finish
-runs in the transaction that builds its read-side indexes (one projection per transaction, so
-appends interleave); from then on its batches are applied as live ones are.
+runs in the transaction that builds its read-side indexes (a transaction of its own, so live
+batches interleave); from then on its batches are applied as live ones are.
+
+Projections are independent: each runs in a thread of its own (catching up, rebuilding), and
+none waits for the store's appends, which write another file. SQLite does its work outside the
+interpreter lock, so on two cores two projections, or a projection and an append, progress at
+once.
 """
 
 from __future__ import annotations
@@ -28,18 +34,26 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-from events.store import EventStore
+from events.store import EventStore, attach_read_only, connect
 
 from .changes import Change, compute_changes
 
 STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to be dead
 FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
+# Page cache of each projection's connection: rebuilds and batches insert into large B-trees in
+# key orders other than arrival (members, pairs, read indexes); a ceiling, not an allocation.
+PROJECTION_CACHE_KIB = 32 * 1024
+
+T = TypeVar("T")
 
 
 class Projection(ABC):
@@ -139,7 +153,41 @@ def rebuild_alive(cp: dict[str, Any]) -> bool:
     return beat is not None and time.time() - beat < STALE_AFTER
 
 
+def projections_dir(store_path: str | Path) -> Path:
+    """Where a store's projections live: one SQLite file each, beside the store's."""
+    return Path(f"{store_path}.projections")
+
+
+def projection_path(store_path: str | Path, name: str) -> Path:
+    return projections_dir(store_path) / f"{name}.db"
+
+
+CHECKPOINT_TABLE = """CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    name            TEXT PRIMARY KEY,
+    version         INTEGER NOT NULL,  -- the version of the live tables
+    position        INTEGER NOT NULL DEFAULT 0,
+    state           TEXT NOT NULL DEFAULT 'live',
+    tables_tag      TEXT NOT NULL DEFAULT '',
+    updated_at      TEXT NOT NULL,
+    rebuild_tag     TEXT,
+    rebuild_version INTEGER,
+    rebuild_position INTEGER,
+    rebuild_started TEXT,
+    rebuild_beat    REAL,
+    rebuild_owner   TEXT               -- host:pid of the process running the rebuild
+)"""
+
+
 class ProjectionEngine:
+    """Runs each projection in a SQLite file of its own (``projection_path``).
+
+    A projection's connection attaches the store read-only (as ``store``): its transactions
+    read the store's events and facts and write only its own file, so appends to the store and
+    the projections' batches do not wait for one another, and the projections run side by side,
+    one thread each (SQLite works outside the interpreter lock). A projection's rows and its
+    checkpoint are in the same file and commit together.
+    """
+
     def __init__(
         self,
         store: EventStore,
@@ -148,7 +196,10 @@ class ProjectionEngine:
         *,
         rebuild_batch_size: int | None = None,
         set_based: bool = True,
+        parallel: bool = True,
     ) -> None:
+        if store.path in ("", ":memory:"):
+            raise ValueError("projections need the store in a file (they attach it)")
         self.store = store
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
@@ -156,108 +207,189 @@ class ProjectionEngine:
         # often); each still holds the write lock for one batch only. Default: four live batches.
         self.rebuild_batch_size = rebuild_batch_size or 4 * batch_size
         self.set_based = set_based  # False: every event through ``apply`` (to check ``bulk`` against)
+        self.parallel = parallel  # False: one projection after the other, on the caller's thread
         self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
         # (name, rebuild tag) of the rebuilds whose read-side indexes exist and whose ``finish`` ran
         # (projections started together share a tag)
         self._finished: set[tuple[str, str]] = set()
+        self._swapped: set[tuple[str, str]] = set()  # (name, rebuild tag) swapped in by this engine
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._views: dict[str, EventStore] = {}
+        self._locks = {name: threading.RLock() for name in self.projections}  # one batch at a time each
+        self._open_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._cancelled = threading.Event()
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self.store.conn
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._open_lock:
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
+            self._views.clear()
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``work`` in one write transaction, committed without waiting for the disk.
+    def __enter__(self) -> "ProjectionEngine":
+        return self
 
-        Projection rows can always be recomputed from the store, so their commits skip the
-        fsync that the store's appends pay (``synchronous = NORMAL`` in WAL mode: still atomic
-        and consistent; a power cut may lose the last projection commits, rows and checkpoint
-        together, and catching up redoes them). The next append's fsync covers them anyway.
-        """
-        conn = self.conn
-        conn.execute("PRAGMA synchronous = NORMAL")
-        try:
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path(self, name: str) -> Path:
+        return projection_path(self.store.path, name)
+
+    def connection(self, name: str) -> sqlite3.Connection:
+        """The projection's own connection: its file as ``main``, the store attached read-only."""
+        with self._open_lock:
+            conn = self._conns.get(name)
+            if conn is None:
+                conn = connect(self.path(name), PROJECTION_CACHE_KIB)
+                # Projection rows can always be recomputed from the store, so their commits skip
+                # the fsync that the store's appends pay (WAL: still atomic and consistent; a
+                # power cut may lose the last commits, rows and checkpoint together, and
+                # catching up redoes them).
+                conn.execute("PRAGMA synchronous = NORMAL")
+                attach_read_only(conn, self.store.path, "store")
+                conn.execute(CHECKPOINT_TABLE)
+                self._conns[name] = conn
+                self._views[name] = EventStore.over(conn)
+            return conn
+
+    def _transaction(self, name: str, work: Callable[[sqlite3.Connection, EventStore], Any]) -> Any:
+        """Run ``work(conn, store)`` in one write transaction of the projection's file; ``store``
+        reads the store through the same connection (one snapshot of both)."""
+        conn = self.connection(name)
+        with self._locks[name]:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(conn)
+                result = work(conn, self._views[name])
                 conn.execute("COMMIT")
                 return result
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        finally:
-            conn.execute("PRAGMA synchronous = FULL")  # what every append needs
+
+    def _each(self, names: Sequence[str], fn: Callable[[str], T]) -> list[T]:
+        """``fn(name)`` for each projection, side by side (a thread each); the first error is raised
+        once all have returned."""
+        if not self.parallel or len(names) <= 1:
+            return [fn(name) for name in names]
+        if self._pool is None:
+            # Two threads a projection: a rebuild's batches need not wait for a live catch-up
+            # (another caller's) to drain; the projection's lock still takes them one at a time.
+            self._pool = ThreadPoolExecutor(max_workers=2 * len(self.projections), thread_name_prefix="projection")
+        futures = [self._pool.submit(fn, name) for name in names]
+        results: list[Any] = []
+        error: BaseException | None = None
+        try:
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - raised below, once every thread is done
+                    error = error or exc
+                    results.append(None)
+        except BaseException:  # interrupted while waiting: the threads stop after their batch
+            self._cancelled.set()
+            raise
+        if error is not None:
+            raise error
+        return results
 
     def setup(self) -> list[str]:
         """Create what new projections need; return those that must be (re)built from the store.
 
-        A projection added to a store that already holds events starts as version 0 (never
-        built): its empty tables answer until a rebuild, run in the background, swaps in.
+        A projection added to a store that already holds events (or whose file is gone) starts
+        as version 0 (never built): its empty tables answer until a rebuild, run in the
+        background, swaps in.
         """
 
-        def work(conn: sqlite3.Connection) -> list[str]:
-            outdated = []
-            head = self.store.head()
-            for p in self.projections.values():
-                row = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (p.name,)).fetchone()
-                if row is None:
-                    version = p.version if head == 0 else 0
-                    tag = f"_v{version}"
-                    p.drop(conn, tag)
-                    p.create(conn, tag)
-                    conn.execute(
-                        "INSERT INTO projection_checkpoints (name, version, position, state, tables_tag, updated_at)"
-                        " VALUES (?, ?, 0, 'live', ?, ?)",
-                        (p.name, version, tag, _now()),
-                    )
-                    if version != p.version:
-                        outdated.append(p.name)
-                elif row[0] != p.version:
-                    outdated.append(p.name)
-            return outdated
+        def outdated(name: str) -> bool:
+            p = self.projections[name]
 
-        return self._transaction(work)
+            def work(conn: sqlite3.Connection, store: EventStore) -> bool:
+                row = conn.execute("SELECT version FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()
+                if row is not None:
+                    return bool(row[0] != p.version)
+                version = p.version if store.head() == 0 else 0
+                tag = f"_v{version}"
+                p.drop(conn, tag)
+                p.create(conn, tag)
+                conn.execute(
+                    "INSERT INTO projection_checkpoints (name, version, position, state, tables_tag, updated_at)"
+                    " VALUES (?, ?, 0, 'live', ?, ?)",
+                    (name, version, tag, _now()),
+                )
+                return version != p.version
+
+            return bool(self._transaction(name, work))
+
+        return [name for name in self.projections if outdated(name)]
+
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        """The projection's checkpoint row; None before ``setup`` has created it."""
+        conn = self.connection(name)
+        with self._locks[name]:
+            return read_checkpoints(conn).get(name)
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
-        return {n: cp for n, cp in read_checkpoints(self.conn).items() if n in self.projections}
+        """The checkpoints of the projections that are set up."""
+        out = {name: self.checkpoint(name) for name in sorted(self.projections)}
+        return {name: cp for name, cp in out.items() if cp is not None}
 
     # --- live ----------------------------------------------------------------------------
 
     def catch_up(self, upto: int | None = None) -> int:
-        """Apply every stored event up to ``upto`` (default: the head); return the lowest checkpoint."""
-        while True:
-            if self.step(upto) is None:
-                cps = [c for c in self.checkpoints().values() if self._current(c)]
-                return min((c["position"] for c in cps), default=self.store.head())
+        """Apply every stored event up to ``upto`` (default: the head); return the lowest checkpoint.
+
+        Each projection catches up in a thread of its own, a committed batch at a time."""
+        current = {name: cp["position"] for name, cp in self.checkpoints().items() if self._current(cp)}
+
+        def run(name: str) -> int:
+            position = current[name]
+            while True:
+                moved = self._step_one(name, upto)
+                if moved is None:
+                    break
+                position = moved
+            return position
+
+        positions = self._each(list(current), run)
+        return min(positions, default=self.store.head())
 
     def step(self, upto: int | None = None) -> int | None:
-        """One committed batch of catching up; the new position, or None when nothing was behind."""
-        return self._transaction(lambda conn: self._step(upto))
+        """One committed batch for each projection behind (side by side); the highest new
+        position, or None when none was behind."""
+        moved = [p for p in self._each(list(self.projections), lambda name: self._step_one(name, upto)) if p is not None]
+        return max(moved) if moved else None
 
     def _current(self, cp: dict[str, Any]) -> bool:
         """Live tables written by this code's version (an outdated version waits for its rebuild)."""
         return cp["version"] == self.projections[cp["name"]].version
 
-    def _step(self, upto: int | None) -> int | None:
-        head = self.store.head() if upto is None else min(upto, self.store.head())
-        behind = [c for c in self.checkpoints().values() if self._current(c) and c["position"] < head]
-        if not behind:
-            return None
-        low = min(c["position"] for c in behind)
-        group = [c for c in behind if c["position"] == low]
-        new_position = min(low + self.batch_size, head)  # positions have no gaps
-        self._apply_range(low, new_position, [(self.projections[c["name"]], c["tag"], False) for c in group])
-        for cp in group:
-            cur = self.conn.execute(
+    def _step_one(self, name: str, upto: int | None) -> int | None:
+        def work(conn: sqlite3.Connection, store: EventStore) -> int | None:
+            cp = read_checkpoints(conn).get(name)
+            head = store.head() if upto is None else min(upto, store.head())
+            if cp is None or not self._current(cp) or cp["position"] >= head:
+                return None
+            low = cp["position"]
+            new_position = min(low + self.batch_size, head)  # positions have no gaps
+            self._apply_range(conn, store, low, new_position, [(self.projections[name], cp["tag"], False)])
+            cur = conn.execute(
                 "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position < ?",
-                (new_position, _now(), cp["name"], new_position),
+                (new_position, _now(), name, new_position),
             )
             if cur.rowcount != 1:
-                raise RuntimeError(f"checkpoint of {cp['name']} moved under us")
-        return new_position
+                raise RuntimeError(f"checkpoint of {name} moved under us")
+            return new_position
 
-    def _apply_range(self, low: int, high: int, targets: list[tuple[Projection, str, bool]]) -> None:
+        return self._transaction(name, work)
+
+    def _apply_range(
+        self, conn: sqlite3.Connection, store: EventStore, low: int, high: int, targets: list[tuple[Projection, str, bool]]
+    ) -> None:
         """Apply the events ``low < position <= high`` to each (projection, table tag, deferred)."""
-        conn = self.conn
         set_based = self.set_based and all(p.has_bulk for p, _, _ in targets)
         if set_based:
             # Positions have no gaps, and the store writes an event_meta row with every event.
@@ -266,13 +398,13 @@ class ProjectionEngine:
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
-            rest = self.store.read_where(
+            rest = store.read_where(
                 "position IN (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND NOT plain)",
                 (low, high),
             )
         else:
-            rest = self.store.read(low, high - low, high)
-        changes = compute_changes(self.store, rest)
+            rest = store.read(low, high - low, high)
+        changes = compute_changes(store, rest)
         for projection, tag, deferred in targets:
             if set_based:
                 projection.bulk(conn, tag, low, high, deferred=deferred)
@@ -288,25 +420,32 @@ class ProjectionEngine:
     # --- rebuilds ------------------------------------------------------------------------
 
     def start_rebuild(self, names: Sequence[str] | None = None, *, force: bool = False) -> list[str]:
-        """Create fresh tables beside the live ones and mark the projections ``rebuilding``."""
+        """Create fresh tables beside the live ones and mark the projections ``rebuilding``.
+
+        Projections started together share a tag (a rebuild's tables are named by it)."""
         names = list(names or self.projections)
         unknown = [n for n in names if n not in self.projections]
         if unknown:
             raise KeyError(", ".join(unknown))
+        for name in names:
+            cp = self.checkpoint(name)
+            if cp is None:
+                raise RebuildError(f"{name} is not set up")
+            if not force and rebuild_alive(cp) and cp["rebuild_owner"] != _owner():
+                raise RebuildError(
+                    f"{name} is already being rebuilt by {cp['rebuild_owner']} (position {cp['rebuild_position']})"
+                )
+        stamp = int(time.time() * 1000)
+        self._cancelled.clear()
 
-        def work(conn: sqlite3.Connection) -> list[str]:
-            cps = self.checkpoints()
-            for name in names:
-                cp = cps[name]
-                if not force and rebuild_alive(cp) and cp["rebuild_owner"] != _owner():
-                    raise RebuildError(
-                        f"{name} is already being rebuilt by {cp['rebuild_owner']} (position {cp['rebuild_position']})"
-                    )
-            for name in names:
-                p, cp = self.projections[name], cps[name]
+        def start(name: str) -> None:
+            p = self.projections[name]
+
+            def work(conn: sqlite3.Connection, store: EventStore) -> None:
+                cp = read_checkpoints(conn)[name]
                 if cp["rebuild_tag"]:
                     p.drop(conn, cp["rebuild_tag"])  # a rebuild that died: start again
-                tag = f"_v{p.version}_r{int(time.time() * 1000)}"
+                tag = f"_v{p.version}_r{stamp}"
                 p.create(conn, tag, indexes=False)  # the read-side indexes come once caught up
                 self._rebuilding[name] = tag
                 self._finished.discard((name, tag))
@@ -315,85 +454,75 @@ class ProjectionEngine:
                     " rebuild_position = 0, rebuild_started = ?, rebuild_beat = ?, rebuild_owner = ? WHERE name = ?",
                     (tag, p.version, _now(), time.time(), _owner(), name),
                 )
-            return names
 
-        return self._transaction(work)
+            self._transaction(name, work)
+
+        for name in names:
+            start(name)
+        return names
 
     def rebuild_step(self, names: Sequence[str]) -> tuple[int, int, bool]:
-        """One batch of a rebuild; swaps when caught up. Returns (position, head, done)."""
+        """One batch of each rebuild not done yet (side by side); a rebuild swaps its tables in
+        when it has caught up. Returns (lowest position, head, all done)."""
+        results = self._each(list(names), self._rebuild_step_one)
+        return min(r[0] for r in results), max(r[1] for r in results), all(r[2] for r in results)
 
-        finished: list[tuple[str, str]] = []
+    def _rebuild_step_one(self, name: str) -> tuple[int, int, bool]:
+        """One committed batch of a projection's rebuild: fill, then finish, then swap."""
+        tag = self._rebuilding.get(name)
+        if tag is not None and (name, tag) in self._swapped:
+            return self._transaction(name, lambda conn, store: (store.head(), store.head(), True))
+        p = self.projections[name]
 
-        def work(conn: sqlite3.Connection) -> tuple[int, int, bool]:
-            cps = self.checkpoints()
-            mine = [cps[n] for n in names if cps[n]["rebuild_tag"] and cps[n]["rebuild_tag"] == self._rebuilding.get(n)]
-            if len(mine) != len(names):
+        def work(conn: sqlite3.Connection, store: EventStore) -> tuple[int, int, bool, bool]:
+            cp = read_checkpoints(conn)[name]
+            if not cp["rebuild_tag"] or cp["rebuild_tag"] != tag:
                 raise RebuildError("the rebuild was cancelled or taken over by another one")
-            low = min(c["rebuild_position"] for c in mine)
-            head = self.store.head()
-            applied = low < head
-            if applied:
-                position = min(low + self.rebuild_batch_size, head)
-                group = [c for c in mine if c["rebuild_position"] == low]
-                self._apply_range(
-                    low,
-                    position,
-                    [
-                        (self.projections[c["name"]], c["rebuild_tag"], self._deferred(c["name"], c["rebuild_tag"]))
-                        for c in group
-                    ],
-                )
-                for cp in group:
-                    if cp["rebuild_position"] == low:
-                        conn.execute(
-                            "UPDATE projection_checkpoints SET rebuild_position = ?, rebuild_beat = ? WHERE name = ?",
-                            (position, time.time(), cp["name"]),
-                        )
-                low = min(position if c["rebuild_position"] == low else c["rebuild_position"] for c in mine)
+            low, head = cp["rebuild_position"], store.head()
             if low < head:
-                return low, head, False
-            unfinished = [c for c in mine if (c["name"], c["rebuild_tag"]) not in self._finished]
-            if unfinished:
-                # Caught up: one projection's read-side indexes, built once over the filled tables,
-                # and what its batches deferred, in a transaction of their own; the next steps
-                # apply what arrived meanwhile, finish the others and swap.
-                if not applied:
-                    cp = unfinished[0]
-                    tag = cp["rebuild_tag"]
-                    # CREATE INDEX and ORDER BY sort with a helper thread; sorting in runs that fit
-                    # the CPU's caches is faster than in runs the size of the whole page cache.
-                    conn.execute("PRAGMA threads = 2")
-                    conn.execute(f"PRAGMA cache_size = -{FINISH_CACHE_KIB}")
-                    try:
-                        projection = self.projections[cp["name"]]
-                        if self._deferred(cp["name"], tag):
-                            projection.finish(conn, tag, low)
-                        projection.create_indexes(conn, tag)
-                        conn.execute(
-                            "UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?",
-                            (time.time(), cp["name"]),
-                        )
-                        finished.append((cp["name"], tag))
-                    finally:
-                        conn.execute("PRAGMA threads = 0")
-                        conn.execute(f"PRAGMA cache_size = {cache_size}")
-                return low, head, False
-            for cp in mine:  # caught up, in the same transaction that saw the head: swap
-                self.projections[cp["name"]].drop(conn, cp["tag"])
+                position = min(low + self.rebuild_batch_size, head)
+                self._apply_range(conn, store, low, position, [(p, tag, self._deferred(name, tag))])
                 conn.execute(
-                    "UPDATE projection_checkpoints SET version = rebuild_version, position = rebuild_position,"
-                    " tables_tag = rebuild_tag, state = 'live', rebuild_tag = NULL, rebuild_version = NULL,"
-                    " rebuild_position = NULL, rebuild_started = NULL, rebuild_beat = NULL, rebuild_owner = NULL,"
-                    " updated_at = ?"
-                    " WHERE name = ?",
-                    (_now(), cp["name"]),
+                    "UPDATE projection_checkpoints SET rebuild_position = ?, rebuild_beat = ? WHERE name = ?",
+                    (position, time.time(), name),
                 )
-            return head, head, True
+                return position, head, False, False
+            if (name, tag) not in self._finished:
+                # Caught up: the read-side indexes, built once over the filled tables, and what the
+                # batches deferred, in a transaction of their own; the next step applies what
+                # arrived meanwhile, then swaps.
+                (cache_size,) = conn.execute("PRAGMA cache_size").fetchone()
+                # CREATE INDEX and ORDER BY sort with a helper thread; sorting in runs that fit
+                # the CPU's caches is faster than in runs the size of the whole page cache.
+                conn.execute("PRAGMA threads = 2")
+                conn.execute(f"PRAGMA cache_size = -{FINISH_CACHE_KIB}")
+                try:
+                    if self._deferred(name, tag):
+                        p.finish(conn, tag, low)
+                    p.create_indexes(conn, tag)
+                    conn.execute("UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?", (time.time(), name))
+                finally:
+                    conn.execute("PRAGMA threads = 0")
+                    conn.execute(f"PRAGMA cache_size = {cache_size}")
+                return low, head, False, True
+            # Caught up, in the same transaction that saw the head: swap.
+            p.drop(conn, cp["tag"])
+            conn.execute(
+                "UPDATE projection_checkpoints SET version = rebuild_version, position = rebuild_position,"
+                " tables_tag = rebuild_tag, state = 'live', rebuild_tag = NULL, rebuild_version = NULL,"
+                " rebuild_position = NULL, rebuild_started = NULL, rebuild_beat = NULL, rebuild_owner = NULL,"
+                " updated_at = ? WHERE name = ?",
+                (_now(), name),
+            )
+            return head, head, True, False
 
-        (cache_size,) = self.conn.execute("PRAGMA cache_size").fetchone()
-        result = self._transaction(work)
-        self._finished.update(finished)
-        return result
+        position, head, done, finished = self._transaction(name, work)
+        assert tag is not None
+        if finished:  # committed: later batches are applied as live ones are
+            self._finished.add((name, tag))
+        if done:
+            self._swapped.add((name, tag))
+        return position, head, done
 
     def rebuild(
         self,
@@ -402,25 +531,35 @@ class ProjectionEngine:
         *,
         force: bool = False,
     ) -> int:
-        """Rebuild to completion (blocking); return the position swapped in."""
+        """Rebuild to completion (blocking), each projection in a thread of its own; return the
+        lowest position swapped in. ``progress(position, head)`` gets the rebuilds' mean position."""
         names = self.start_rebuild(names, force=force)
-        while True:
-            position, head, done = self.rebuild_step(names)
-            if progress:
-                progress(position, head)
-            if done:
-                return position
+        reached = {name: (0, 0) for name in names}
+        lock = threading.Lock()
+
+        def run(name: str) -> int:
+            while True:
+                if self._cancelled.is_set():
+                    raise RebuildError("the rebuild was interrupted")
+                position, head, done = self._rebuild_step_one(name)
+                if progress is not None:
+                    with lock:
+                        reached[name] = (position, head)
+                        progress(sum(p for p, _ in reached.values()) // len(reached), max(h for _, h in reached.values()))
+                if done:
+                    return position
+
+        return min(self._each(names, run))
 
     def abandoned_rebuilds(self) -> list[str]:
         """Projections marked ``rebuilding`` whose rebuild has not moved for a while."""
         return [c["name"] for c in self.checkpoints().values() if c["rebuild_tag"] and not rebuild_alive(c)]
 
 
-
-def read_checkpoints(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def read_checkpoints(conn: sqlite3.Connection, schema: str = "main") -> dict[str, dict[str, Any]]:
     out = {}
     for name, version, position, state, tag, r_tag, r_version, r_position, r_beat, r_owner in conn.execute(
-        f"SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints ORDER BY name"
+        f"SELECT {CHECKPOINT_COLUMNS} FROM {schema}.projection_checkpoints ORDER BY name"
     ):
         out[name] = {
             "name": name, "version": version, "position": position, "state": state, "tag": tag,

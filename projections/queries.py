@@ -19,16 +19,19 @@ from typing import Any
 
 from events.dates import parse_instant, parse_partial, to_key
 from events.ids import compact_json, fold
-from events.store import EventStore
+from events.store import EventStore, attach_read_only
 
 from .aliases import AliasMap
 from .changes import RANK
 from .directory import MEMBERS, STATS
-from .engine import read_checkpoints, status_row
+from .engine import projection_path, read_checkpoints, status_row
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
 from .search import SEARCH
 from .timelines import ENTRIES, EVENTS
+
+
+PROJECTIONS = ("timelines", "entities", "related", "search")  # what the reads use
 
 
 class QueryError(ValueError):
@@ -175,8 +178,9 @@ class StoredCards:
 
 
 class Queries:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, names: Sequence[str] = PROJECTIONS) -> None:
         self.path = path
+        self.names = tuple(names)  # the projections whose files readers attach
         self.aliases = AliasMap()
         self.cards = StoredCards()
         self._local = threading.local()
@@ -188,11 +192,24 @@ class Queries:
         store = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = EventStore(self.path, reader=True)
+            self._local.attached = set()
         return store
+
+    def _attach(self) -> None:
+        """Attach the projections' files (``p_<name>``, read-only) that exist and are not yet."""
+        conn, attached = self.store.conn, self._local.attached
+        for name in self.names:
+            if name not in attached and projection_path(self.path, name).exists():
+                attach_read_only(conn, projection_path(self.path, name), f"p_{name}")
+                attached.add(name)
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction over the store and the projections' files: each file is read
+        as it was at the first read of it (a projection's rows and checkpoint agree)."""
         conn = self.store.conn
+        if len(self._local.attached) < len(self.names):
+            self._attach()  # not inside a transaction: ATTACH cannot be
         conn.execute("BEGIN")
         try:
             yield conn
@@ -206,9 +223,11 @@ class Queries:
             self._local.store = None
 
     def _checkpoint(self, conn: sqlite3.Connection, name: str) -> tuple[int, str]:
-        row = conn.execute(
-            "SELECT position, tables_tag FROM projection_checkpoints WHERE name = ?", (name,)
-        ).fetchone()
+        row = None
+        if name in self._local.attached:
+            row = conn.execute(
+                f"SELECT position, tables_tag FROM p_{name}.projection_checkpoints WHERE name = ?", (name,)
+            ).fetchone()
         if row is None:
             raise RuntimeError(f"projection {name!r} is not set up")
         return row[0], row[1]
@@ -217,8 +236,15 @@ class Queries:
         """Each projection's version, checkpoint, the store's head, the lag and the state."""
         with self.snapshot() as conn:
             head = self.store.head()
-            checkpoints = read_checkpoints(conn)
+            checkpoints: dict[str, dict[str, Any]] = {}
+            for name in sorted(self._local.attached):
+                checkpoints.update(read_checkpoints(conn, f"p_{name}"))
         return [status_row(cp, head) for cp in checkpoints.values()]
+
+    def projected(self, conn: sqlite3.Connection) -> int:
+        """The lowest checkpoint of the projections (inside a snapshot); 0 when one is not set up."""
+        positions = [self._checkpoint(conn, name)[0] for name in self.names if name in self._local.attached]
+        return min(positions) if len(positions) == len(self.names) else 0
 
     # --- events --------------------------------------------------------------------------
 

@@ -151,10 +151,10 @@ class Runtime:
                 await asyncio.sleep(0.05)
 
     def _settled(self, wanted: list[tuple[str, str]]) -> list[Outcome]:
-        store = self.service.queries.store
-        with self.service.queries.snapshot() as conn:
-            found = store.hashes([event_id for event_id, _ in wanted])
-            projected = conn.execute("SELECT MIN(position) FROM projection_checkpoints").fetchone()[0] or 0
+        queries = self.service.queries
+        with queries.snapshot() as conn:
+            found = queries.store.hashes([event_id for event_id, _ in wanted])
+            projected = queries.projected(conn)
         out: list[Outcome] = []
         for event_id, digest in wanted:
             hit = found.get(event_id)

@@ -1,7 +1,9 @@
 """The one service object that the stream consumer, the HTTP API and the CLI share.
 
-It owns the writer connection (store and projections) and the readers. Writes happen on one
-thread at a time (``_write_lock``); reads run on any thread, each with its own connection.
+It owns the store's writer connection, the projection engine (a file and a connection per
+projection) and the readers. Appends happen on one thread at a time (``_append_lock``), each
+projection's batches on one thread at a time (the engine's locks); appends and projection
+batches run side by side. Reads run on any thread, each with its own connection.
 """
 
 from __future__ import annotations
@@ -84,11 +86,12 @@ class TimelineService:
         self.engine = ProjectionEngine(self.store, default_projections(), batch_size=20_000)
         #: projections whose code version differs from their tables': rebuilt in the background
         self.outdated = self.engine.setup()
-        self.queries = Queries(str(settings.db))
-        self._write_lock = threading.Lock()
+        self.queries = Queries(str(settings.db), names=list(self.engine.projections))
+        self._append_lock = threading.Lock()
 
     def close(self) -> None:
         self.queries.close()
+        self.engine.close()
         self.store.close()
 
     def prepare(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
@@ -106,7 +109,7 @@ class TimelineService:
     def append(self, prepared: Prepared) -> IngestOutcome:
         """Append a prepared batch in one transaction; what was stored, duplicated or refused."""
         outcome = IngestOutcome(dead=list(prepared.dead))
-        with self._write_lock:
+        with self._append_lock:
             results = self.store.append(prepared.candidates)
         for source_id, candidate, result in zip(prepared.sources, prepared.candidates, results):
             if result.status == "stored":
@@ -121,18 +124,13 @@ class TimelineService:
     def project(self) -> int:
         """Bring every projection up to the store's head; return the lowest checkpoint.
 
-        The write lock is taken per committed batch, so appends interleave with a long catch-up.
-        """
-        while True:
-            with self._write_lock:
-                if self.engine.step() is None:
-                    return self.engine.catch_up()  # nothing behind: just reads the checkpoints
+        Each projection catches up in a thread of its own, a committed batch at a time, beside
+        the appends."""
+        return self.engine.catch_up()
 
     def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
-        with self._write_lock:
-            return self.engine.start_rebuild(names, force=force)
+        return self.engine.start_rebuild(names, force=force)
 
     def rebuild_step(self, names: list[str]) -> tuple[int, int, bool]:
-        """One committed batch of a rebuild, between live batches."""
-        with self._write_lock:
-            return self.engine.rebuild_step(names)
+        """One committed batch of each rebuild, between live batches."""
+        return self.engine.rebuild_step(names)

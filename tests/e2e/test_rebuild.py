@@ -24,6 +24,7 @@ from e2e_support import settle
 from events.models import parse_event
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections
+from projections.engine import projection_path
 from timeline.publisher import Publisher
 
 pytestmark = pytest.mark.e2e
@@ -50,27 +51,30 @@ def make_events(n: int, *, start: int = 0, year: int | None = None) -> list[dict
 
 def projection_rows(db: Path) -> dict[str, str]:
     """A digest of each live projection table's rows."""
-    conn = sqlite3.connect(db)
-    try:
-        out = {}
-        for p in default_projections():
+    out = {}
+    for p in default_projections():
+        conn = sqlite3.connect(projection_path(db, p.name))
+        try:
             tag = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (p.name,)).fetchone()[0]
             for base in p.schema:
                 columns = "rowid, *" if base == "tl_search" else "*"
                 rows = sorted(map(repr, conn.execute(f"SELECT {columns} FROM {base}{tag}")))
                 out[f"{p.name}.{base}"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
-        return out
-    finally:
-        conn.close()
+        finally:
+            conn.close()
+    return out
 
 
 def checkpoints(db: Path) -> dict[str, dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute("SELECT name, state, tables_tag, rebuild_tag, rebuild_position FROM projection_checkpoints")
-        return {r[0]: {"state": r[1], "tag": r[2], "rebuild_tag": r[3], "rebuild_position": r[4]} for r in rows}
-    finally:
-        conn.close()
+    out = {}
+    for p in default_projections():
+        conn = sqlite3.connect(projection_path(db, p.name))
+        try:
+            rows = conn.execute("SELECT name, state, tables_tag, rebuild_tag, rebuild_position FROM projection_checkpoints")
+            out.update({r[0]: {"state": r[1], "tag": r[2], "rebuild_tag": r[3], "rebuild_position": r[4]} for r in rows})
+        finally:
+            conn.close()
+    return out
 
 
 def test_rebuild_while_clients_read_and_a_publisher_writes(serve, redis_client: redis.Redis) -> None:
@@ -173,6 +177,7 @@ def test_a_rebuild_killed_midway_leaves_the_live_tables_and_a_second_rebuild_com
     for i in range(0, len(raws), 5000):
         store.append([Candidate(parse_event(json.loads(r)), r) for r in raws[i : i + 5000]])
     engine.catch_up()
+    engine.close()
     store.close()
     before = projection_rows(db)
 

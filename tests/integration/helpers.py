@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import contextlib
 import sqlite3
 import time
 import traceback
@@ -18,6 +19,7 @@ from typing import Any
 from events.models import parse_event_bytes
 from events.store import AppendResult, Candidate, EventStore
 from projections import ProjectionEngine, default_projections
+from projections.engine import projection_path, projections_dir
 from projections.queries import Queries, TimelineQuery
 
 DROP = object()  # make_event(field=DROP) leaves the field out
@@ -127,11 +129,11 @@ def append(store: EventStore, *events: dict[str, Any] | str | bytes) -> list[App
 
 def _bring_up(store: EventStore, batch_size: int = 5000) -> int:
     """Set the projections up (a projection new to a store with events is rebuilt) and catch up."""
-    engine = ProjectionEngine(store, default_projections(), batch_size=batch_size)
-    outdated = engine.setup()
-    if outdated:
-        engine.rebuild(outdated)
-    return engine.catch_up()
+    with ProjectionEngine(store, default_projections(), batch_size=batch_size) as engine:
+        outdated = engine.setup()
+        if outdated:
+            engine.rebuild(outdated)
+        return engine.catch_up()
 
 
 def project(path: str | Path, batch_size: int = 5000) -> int:
@@ -184,41 +186,65 @@ def walk(queries: Queries, entity_id: str | None, **params: Any) -> list[list[st
         assert len(pages) < 10_000, "next_cursor never ends"
 
 
-def projection_tables(path: str | Path) -> dict[str, str]:
-    """``{base name: live table}`` for every table of every projection, the live table named by
-    ``projection_checkpoints.tables_tag`` (a rebuild swaps in another tag)."""
-    conn = sqlite3.connect(str(path))
-    try:
-        tags = dict(conn.execute("SELECT name, tables_tag FROM projection_checkpoints"))
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        conn.close()
+def projection_tables(path: str | Path) -> dict[str, tuple[str, str]]:
+    """``{base name: (projection, live table)}`` for every table of every projection, the live
+    table named by its file's ``projection_checkpoints.tables_tag`` (a rebuild swaps in another tag)."""
     out = {}
     for projection in default_projections():
+        conn = sqlite3.connect(str(projection_path(path, projection.name)))
+        try:
+            (tag,) = conn.execute(
+                "SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (projection.name,)
+            ).fetchone()
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
         for base in projection.schema:
-            table = projection.table(base, tags[projection.name])
+            table = projection.table(base, tag)
             assert table in names, f"{table} missing; tables: {sorted(names)}"
-            out[base] = table
+            out[base] = (projection.name, table)
     for base in ("tl_events", "tl_entries", "ent_stats", "ent_members"):
         assert base in out, f"no {base} table among {out}"
     return out
 
 
+def projection_conn(path: str | Path, name: str) -> sqlite3.Connection:
+    """A plain connection to one projection's file (the caller closes it)."""
+    return sqlite3.connect(str(projection_path(path, name)))
+
+
 def dump_tables(path: str | Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every projection table, by base name, in a total order of all columns."""
-    conn = sqlite3.connect(str(path))
-    try:
-        out = {}
-        for base, table in projection_tables(path).items():
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    checkpoints: list[tuple[Any, ...]] = []
+    for base, (name, table) in projection_tables(path).items():
+        conn = projection_conn(path, name)
+        try:
             ncols = len(conn.execute(f"SELECT * FROM {table} LIMIT 0").description)
             order = ", ".join(str(i + 1) for i in range(ncols))
             out[base] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
-        out["projection_checkpoints"] = conn.execute(
-            "SELECT name, version, position, state FROM projection_checkpoints ORDER BY name"
-        ).fetchall()
-        return out
-    finally:
-        conn.close()
+        finally:
+            conn.close()
+    for projection in default_projections():
+        conn = projection_conn(path, projection.name)
+        try:
+            checkpoints += conn.execute("SELECT name, version, position, state FROM projection_checkpoints").fetchall()
+        finally:
+            conn.close()
+    out["projection_checkpoints"] = sorted(checkpoints)
+    return out
+
+
+def copy_store(source: str | Path, target: str | Path) -> None:
+    """Copy a store and its projections' files, each with SQLite's backup API (what is committed,
+    wherever it is: the main file or a WAL that an open connection has not checkpointed)."""
+    pairs = [(Path(source), Path(target))]
+    if projections_dir(source).exists():
+        projections_dir(target).mkdir(parents=True, exist_ok=True)
+        pairs += [(f, projections_dir(target) / f.name) for f in sorted(projections_dir(source).glob("*.db"))]
+    for src, dst in pairs:
+        with contextlib.closing(sqlite3.connect(str(src))) as a, contextlib.closing(sqlite3.connect(str(dst))) as b:
+            a.backup(b)
 
 
 # --- for the multi-process test (spawned children import this module by name) -----------------

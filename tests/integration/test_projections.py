@@ -3,7 +3,6 @@ aliases; §4 timelines, entities, events, as_of, cursors)."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,6 +14,7 @@ from helpers import (
     append,
     append_and_project,
     append_batches,
+    copy_store,
     correction,
     dump_tables,
     ent,
@@ -26,7 +26,6 @@ from helpers import (
     walk,
 )
 from projections import ProjectionEngine, default_projections
-from projections.engine import read_checkpoints
 from projections.queries import NotFound, Queries, TimelineQuery
 
 
@@ -594,7 +593,7 @@ def test_incremental_equals_from_scratch(tmp_path, monkeypatch):
             append(store, event)
     per_change = tmp_path / "per_change.db"
     for copy in (small, rebuilt, per_change):
-        shutil.copy(scratch, copy)  # closing checkpointed the WAL into the main file
+        copy_store(scratch, copy)  # closing checkpointed the WAL into the main file
     with EventStore(scratch) as store:
         ProjectionEngine(store, default_projections()).catch_up()  # one batch
     with EventStore(small) as store:
@@ -666,7 +665,7 @@ def test_a_rebuild_fills_its_tables_without_read_side_indexes_and_builds_them_be
         while True:
             position, head, done = engine.rebuild_step(names)
             steps.append(
-                (position, {p.name: _index_names(store.conn, p, tags[p.name]) for p in projections if not done})
+                (position, {p.name: _index_names(engine.connection(p.name), p, tags[p.name]) for p in projections if not done})
             )
             if done:
                 break
@@ -677,17 +676,18 @@ def test_a_rebuild_fills_its_tables_without_read_side_indexes_and_builds_them_be
         live = engine.checkpoints()
         for p in projections:
             assert live[p.name]["tag"] == tags[p.name]
-            assert _read_side(p, tags[p.name]) <= _index_names(store.conn, p, tags[p.name])
+            assert _read_side(p, tags[p.name]) <= _index_names(engine.connection(p.name), p, tags[p.name])
     assert dump_tables(db) == before
 
 
 def test_a_rebuild_drops_the_tables_an_older_version_had(db):
     append_and_project(db, _many(3))
-    with EventStore(db) as store:
-        tag = store.conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'timelines'").fetchone()[0]
-        store.conn.execute(f"CREATE VIRTUAL TABLE tl_search{tag} USING fts5(headline, summary, content='')")
-        ProjectionEngine(store, default_projections()).rebuild(["timelines"])
-        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    with EventStore(db) as store, ProjectionEngine(store, default_projections()) as engine:
+        conn = engine.connection("timelines")
+        tag = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'timelines'").fetchone()[0]
+        conn.execute(f"CREATE VIRTUAL TABLE tl_search{tag} USING fts5(headline, summary, content='')")
+        engine.rebuild(["timelines"])
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert not any(name.startswith(f"tl_search{tag}") for name in names)
 
 
@@ -737,7 +737,7 @@ def test_events_that_arrive_during_a_rebuild_and_between_its_finishing_steps_are
                 append(store, rest.pop(0))  # while filling, and between finishing steps
         assert not rest
     reference = tmp_path / "reference.db"
-    shutil.copy(path, reference)
+    copy_store(path, reference)
     with EventStore(reference) as store:
         ProjectionEngine(store, default_projections(), rebuild_batch_size=2, set_based=False).rebuild()
     rebuilt, expected = dump_tables(path), dump_tables(reference)
@@ -751,12 +751,12 @@ def test_projections_rebuilt_together_share_a_tag_and_each_is_finished(db, monke
     before = dump_tables(db)
     monkeypatch.setattr("projections.engine.time.time", lambda: 1_900_000_000.0)  # one tag for all
     projections = default_projections()
-    with EventStore(db) as store:
-        ProjectionEngine(store, projections, rebuild_batch_size=5).rebuild()
-        tags = {name: cp["tag"] for name, cp in read_checkpoints(store.conn).items()}
+    with EventStore(db) as store, ProjectionEngine(store, projections, rebuild_batch_size=5) as engine:
+        engine.rebuild()
+        tags = {name: cp["tag"] for name, cp in engine.checkpoints().items()}
         assert len({tags[p.name].rsplit("_r", 1)[1] for p in projections}) == 1
         for p in projections:
-            assert _read_side(p, tags[p.name]) <= _index_names(store.conn, p, tags[p.name]), p.name
+            assert _read_side(p, tags[p.name]) <= _index_names(engine.connection(p.name), p, tags[p.name]), p.name
     assert dump_tables(db) == before
 
 

@@ -88,11 +88,12 @@ def editorial_event(draw: st.DrawFn) -> dict:
     return {"kind": kind, "occurred_at": draw(st.sampled_from(DATES)), "details": details}
 
 
-def tables(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
+def tables(engine: ProjectionEngine) -> dict[str, list[tuple]]:
     """Every projection table's rows, keyed by projection and base table name, sorted."""
     bases = {p.name: list(p.schema) for p in default_projections()}
     out = {}
-    for name, tag in conn.execute("SELECT name, tables_tag FROM projection_checkpoints"):
+    for name, cp in engine.checkpoints().items():
+        conn, tag = engine.connection(name), cp["tag"]
         for base in bases[name]:
             columns = "rowid, *" if base == "tl_search" else "*"  # a contentless index: compare its rowids
             out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT {columns} FROM {base}{tag}").fetchall(), key=repr)
@@ -126,9 +127,9 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
         store.append(batch)
         engine.catch_up()
         i += size
-    incremental = tables(store.conn)
+    incremental = tables(engine)
     engine.rebuild()
-    rebuilt = tables(store.conn)
+    rebuilt = tables(engine)
     assert set(incremental) == set(rebuilt)
     for name in incremental:
         assert incremental[name] == rebuilt[name], name
@@ -138,7 +139,9 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
         set_based=False,
     )
     per_change.rebuild()
-    one_by_one = tables(store.conn)
+    one_by_one = tables(per_change)
     for name in incremental:
         assert incremental[name] == one_by_one[name], name
+    per_change.close()
+    engine.close()
     store.close()
