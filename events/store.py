@@ -28,7 +28,7 @@ from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
 
 _CHUNK = 900  # ids per IN (...) query
-WRITER_CACHE_KIB = 64 * 1024  # page cache of the writer's connection
+WRITER_CACHE_KIB = 32 * 1024  # page cache of the writer's connection
 READER_CACHE_KIB = 16 * 1024  # of each reader's (one per thread that reads)
 
 

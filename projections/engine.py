@@ -51,7 +51,7 @@ STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to 
 FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
 # Page cache of each projection's connection: rebuilds and batches insert into large B-trees in
 # key orders other than arrival (members, pairs, read indexes); a ceiling, not an allocation.
-PROJECTION_CACHE_KIB = 32 * 1024
+PROJECTION_CACHE_KIB = 16 * 1024
 
 T = TypeVar("T")
 
@@ -355,13 +355,26 @@ class ProjectionEngine:
             return position
 
         positions = self._each(list(current), run)
-        return min(positions, default=self.store.head())
+        return min(positions) if positions else self.head()
 
     def step(self, upto: int | None = None) -> int | None:
         """One committed batch for each projection behind (side by side); the highest new
         position, or None when none was behind."""
         moved = [p for p in self._each(list(self.projections), lambda name: self._step_one(name, upto)) if p is not None]
         return max(moved) if moved else None
+
+    def lowest(self) -> int:
+        """The lowest checkpoint of the projections at this code's version (the head if none)."""
+        positions = [cp["position"] for cp in self.checkpoints().values() if self._current(cp)]
+        return min(positions) if positions else self.head()
+
+    def head(self) -> int:
+        """The store's head, read through a projection's connection (the store's own belongs to
+        the appending thread)."""
+        name = next(iter(self.projections))
+        self.connection(name)  # opened (with its view) if it was not
+        with self._locks[name]:
+            return self._views[name].head()
 
     def _current(self, cp: dict[str, Any]) -> bool:
         """Live tables written by this code's version (an outdated version waits for its rebuild)."""

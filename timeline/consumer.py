@@ -213,7 +213,8 @@ class StreamConsumer:
 
         Decoupled from reading: a projection batch covers whatever was stored since the last
         one (up to the engine's batch size), so under load batches grow and their cost per
-        event falls, and parsing the next stream batch overlaps with projecting this one.
+        event falls, and appending the next stream batches overlaps with projecting this one.
+        One step at a time (each projection one batch, side by side), then gather again.
         """
         delay = 0.1
         loop = asyncio.get_running_loop()
@@ -238,9 +239,11 @@ class StreamConsumer:
                     break
                 self._stored.clear()
             try:
-                self._projected = await anyio.to_thread.run_sync(self.service.project)
+                self._projected, head = await anyio.to_thread.run_sync(self.service.project_step)
                 self.projection_failing = None
                 delay = 0.1
+                if self._projected < head:
+                    self._stored.set()  # still behind: gather again (under load) or go on at once
             except Exception as exc:  # the events are safe in the store; whatever failed, catch up later
                 self.projection_failing = f"projections cannot catch up: {type(exc).__name__}: {exc}"
                 log.exception("projection failed, retrying in %.1fs", delay)

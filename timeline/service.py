@@ -128,6 +128,13 @@ class TimelineService:
         the appends."""
         return self.engine.catch_up()
 
+    def project_step(self) -> tuple[int, int]:
+        """One batch (up to the engine's batch size) for each projection behind, side by side;
+        return the lowest checkpoint and the store's head. Under load the caller lets the store
+        get a full batch ahead between steps: a batch costs less per event the larger it is."""
+        self.engine.step()
+        return self.engine.lowest(), self.engine.head()
+
     def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
         return self.engine.start_rebuild(names, force=force)
 
