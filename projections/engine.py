@@ -51,7 +51,7 @@ STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to 
 FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
 # Page cache of each projection's connection: rebuilds and batches insert into large B-trees in
 # key orders other than arrival (members, pairs, read indexes); a ceiling, not an allocation.
-PROJECTION_CACHE_KIB = 16 * 1024
+PROJECTION_CACHE_KIB = 8 * 1024
 
 T = TypeVar("T")
 
