@@ -184,15 +184,21 @@ class Queries:
         self.aliases = AliasMap()
         self.cards = StoredCards()
         self._local = threading.local()
+        self._open: list[EventStore] = []  # every thread's connection, for ``close``
+        self._open_lock = threading.Lock()
+        self._generation = 0  # bumped by ``close``: a thread's older connection is closed
 
     # --- plumbing ------------------------------------------------------------------------
 
     @property
     def store(self) -> EventStore:
         store = getattr(self._local, "store", None)
-        if store is None:
+        if store is None or self._local.generation != self._generation:
             store = self._local.store = EventStore(self.path, reader=True)
             self._local.attached = set()
+            self._local.generation = self._generation
+            with self._open_lock:
+                self._open.append(store)
         return store
 
     def _attach(self) -> None:
@@ -217,10 +223,13 @@ class Queries:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        store = getattr(self._local, "store", None)
-        if store is not None:
+        """Close every thread's connection (each thread opens another if it reads again)."""
+        with self._open_lock:
+            stores, self._open = self._open, []
+            self._generation += 1
+        for store in stores:
             store.close()
-            self._local.store = None
+        self._local.store = None
 
     def _checkpoint(self, conn: sqlite3.Connection, name: str) -> tuple[int, str]:
         row = None

@@ -114,3 +114,24 @@ def test_a_store_from_before_the_move_drops_its_projection_tables_and_they_are_r
         assert ids(queries.timeline("x", TimelineQuery())) == ["a1", "a2"]
     finally:
         queries.close()
+
+
+def test_closing_the_readers_closes_every_threads_connection_and_a_clean_stop_leaves_no_wal(db):
+    append_and_project(db, [news("a1", "2025", ("x",))])
+    with EventStore(db) as store, ProjectionEngine(store, default_projections()) as engine:
+        engine.setup()
+        queries = Queries(str(db))
+        readers = [threading.Thread(target=queries.timeline, args=("x", TimelineQuery())) for _ in range(3)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join()
+        assert ids(queries.timeline("x", TimelineQuery())) == ["a1"]
+        assert len(queries._open) == 4  # one per thread that read
+        queries.close()
+        assert queries._open == []
+        assert ids(queries.timeline("x", TimelineQuery())) == ["a1"]  # a read after close opens again
+        queries.close()
+    leftovers = [p.name for p in projection_path(db, "timelines").parent.iterdir() if not p.name.endswith(".db")]
+    assert leftovers == []  # the last connection to each file checkpointed and removed its WAL
+    assert not db.with_name(db.name + "-wal").exists()
