@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from .server import ROOT, Server
+from .server import ROOT, Server, vm_hwm_mb
 
 
 def publisher_main(url: str, stream: str, n: int) -> None:
@@ -79,6 +79,7 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
             if published["accepted"] != n:
                 raise RuntimeError(f"publisher accepted {published['accepted']} of {n}")
             peak = server.peak_rss_mb()
+            peak_own = vm_hwm_mb(server.pid)
             dead = redis.Redis.from_url(redis_url).xlen(f"{server.stream}:dead")
             if dead:
                 raise RuntimeError(f"{dead} entries were dead-lettered")
@@ -89,6 +90,7 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
                 "publish_seconds": published["seconds"],
                 "publish_rate": n / published["seconds"],
                 "peak_rss_mb": peak,
+                "peak_rss_server_mb": peak_own,  # without its validating processes
                 "batch_size": batch_size,
             }
         finally:

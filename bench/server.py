@@ -40,6 +40,18 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of a process (its validating processes, say)."""
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a live process has used so far."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -106,7 +118,9 @@ class Server:
             return ""
 
     def peak_rss_mb(self) -> float:
-        return vm_hwm_mb(self.pid)
+        """The server's peak RSS plus its child processes' (each its own VmHWM: an upper bound
+        on their peak together)."""
+        return vm_hwm_mb(self.pid) + sum(vm_hwm_mb(child) for child in children(self.pid))
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)

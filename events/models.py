@@ -351,12 +351,12 @@ class ParsedEvent:
 
     @property
     def target(self) -> str | None:
-        """The event a correction or retraction is about."""
-        details = self.body["details"]
+        """The event a correction or retraction is about (None for other kinds, without reading
+        the body: a news candidate sent by a validating process carries none)."""
         if self.kind == "correction":
-            return details["corrects"]
+            return self.body["details"]["corrects"]
         if self.kind == "retraction":
-            return details["retracts"]
+            return self.body["details"]["retracts"]
         return None
 
     @property

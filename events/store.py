@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import sqlite_utils
 
 from .dates import parse_partial, utc_now_key
@@ -28,7 +29,7 @@ from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
 
 _CHUNK = 900  # ids per IN (...) query
-WRITER_CACHE_KIB = 32 * 1024  # page cache of the writer's connection
+WRITER_CACHE_KIB = 16 * 1024  # page cache of the writer's connection
 READER_CACHE_KIB = 16 * 1024  # of each reader's (one per thread that reads)
 
 
@@ -53,24 +54,61 @@ class AppendResult:
     error: str | None = None
 
 
+#: what the store's per-event rows take from a body: occurred_at, ended_at and, for a news
+#: event, its entities as (id, name, type, role)
+Facts = tuple[str, "str | None", tuple[tuple[str, str, str, str], ...]]
+
+
+def event_facts(event: ParsedEvent) -> Facts:
+    body = event.body
+    entities: tuple[tuple[str, str, str, str], ...] = ()
+    if event.kind in NEWS_KINDS:
+        entities = tuple((e["id"], e["name"], e["type"], e["role"]) for e in body["entities"])
+    return body["occurred_at"], body.get("ended_at"), entities
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """An event to append: the parsed event and the exact bytes it arrived as.
 
     What the row needs that does not depend on the store (the body's JSON text, the digests
-    the hash chain takes) is computed here, by whoever builds the candidate, before the
-    store's write lock is taken.
+    the hash chain takes, the facts of the per-event rows) is computed here, by whoever builds
+    the candidate, before the store's write lock is taken: a validating process, say, which
+    sends news events back without their body (``restore``; ``body`` reads it back if needed).
     """
 
     event: ParsedEvent
     raw: bytes
     body_json: str = field(init=False)
     digests: tuple[bytes, bytes] = field(init=False)
+    facts: Facts = field(init=False)
 
     def __post_init__(self) -> None:
         body_json = compact_json(self.event.body, plain=self.event.plain)
         object.__setattr__(self, "body_json", body_json)
         object.__setattr__(self, "digests", digests(self.raw, body_json))
+        object.__setattr__(self, "facts", event_facts(self.event))
+
+    @classmethod
+    def restore(
+        cls, event: ParsedEvent, raw: bytes, body_json: str, row_digests: tuple[bytes, bytes], facts: Facts
+    ) -> "Candidate":
+        """A candidate computed elsewhere, from its parts (nothing recomputed). ``event.body`` may
+        be None for a news event: what the store needs of it is in ``facts`` and ``body_json``."""
+        candidate = object.__new__(cls)
+        object.__setattr__(candidate, "event", event)
+        object.__setattr__(candidate, "raw", raw)
+        object.__setattr__(candidate, "body_json", body_json)
+        object.__setattr__(candidate, "digests", row_digests)
+        object.__setattr__(candidate, "facts", facts)
+        return candidate
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The normalised body (read back from its JSON text when the event came without it)."""
+        if self.event.body is not None:
+            return self.event.body
+        return orjson.loads(self.body_json) if self.event.plain else json.loads(self.body_json)
 
 
 def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Connection:
@@ -207,7 +245,7 @@ class EventStore:
         results: list[AppendResult] = []
         rows: list[tuple[Any, ...]] = []
         row_digests: list[tuple[bytes, bytes]] = []
-        batch_stored: dict[str, ParsedEvent] = {}  # this batch's events stored so far
+        batch_stored: dict[str, Candidate] = {}  # this batch's events stored so far
         meta_rows: list[tuple[Any, ...]] = []
         entity_rows: list[tuple[Any, ...]] = []
         # News events that a correction or retraction stored before them was waiting for.
@@ -233,7 +271,7 @@ class EventStore:
                 if event.kind == "entity_alias":
                     if aliases is None:
                         aliases = self._alias_graph()
-                    _check_alias(aliases, event.body["details"])
+                    _check_alias(aliases, candidate.body["details"])
                 elif event.target is not None:
                     self._check_editorial(event, pending=batch_stored)
             except EventRejected as exc:
@@ -241,8 +279,7 @@ class EventStore:
                 continue
             position += 1
             known[event.id] = (position, event.content_hash)
-            body = event.body
-            occurred_at, ended_at = body["occurred_at"], body.get("ended_at")
+            occurred_at, ended_at, entities = candidate.facts
             news = event.kind in NEWS_KINDS
             meta_rows.append(
                 (
@@ -250,11 +287,9 @@ class EventStore:
                     _end_key(ended_at or occurred_at), int(news and event.id not in waited),
                 )
             )
-            batch_stored[event.id] = event
+            batch_stored[event.id] = candidate
             if news:
-                entity_rows.extend(
-                    (position, e["id"], e["name"], e["type"], e["role"]) for e in body["entities"]
-                )
+                entity_rows.extend((position, *entity) for entity in entities)
             elif event.target is not None:
                 waited.add(event.target)
             rows.append(
@@ -314,14 +349,14 @@ class EventStore:
             graph[details["alias"]] = details["canonical"]
         return graph
 
-    def _check_editorial(self, event: ParsedEvent, pending: dict[str, ParsedEvent]) -> None:
+    def _check_editorial(self, event: ParsedEvent, pending: dict[str, Candidate]) -> None:
         """A correction or retraction whose target is known (stored, or earlier in the batch) must fit it."""
         target_id = event.target
         assert target_id is not None
         target = self.get(target_id)
         if target is None and target_id in pending:
             earlier = pending[target_id]
-            target = StoredEvent(0, target_id, earlier.kind, None, "", earlier.body)
+            target = StoredEvent(0, target_id, earlier.event.kind, None, "", earlier.body)
         field = "details.corrects" if event.kind == "correction" else "details.retracts"
         if target is None:
             return  # waits for its target: applied when that arrives

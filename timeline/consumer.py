@@ -99,6 +99,7 @@ class StreamConsumer:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.service.validators.start()
         await ensure_group(self.redis, self.settings.stream, self.settings.group)
         self._projector = asyncio.create_task(self._project_forever(), name="projector")
         self._writer = asyncio.create_task(self._write_forever(), name="writer")

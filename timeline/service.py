@@ -9,15 +9,23 @@ batches run side by side. Reads run on any thread, each with its own connection.
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import os
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from events.models import EventRejected, parse_event_bytes
+from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections
 from projections.queries import Queries
 
 from .settings import Settings
+
+log = logging.getLogger("timeline.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,126 @@ def classify(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Candidate | 
         return DeadLetter(entry_id, raw, exc.reason, exc.error)
 
 
+Flat = tuple[Any, ...]
+
+
+def classify_flat(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Flat]:
+    """``classify`` each entry, as flat tuples of strings and bytes: what a validating process
+    sends back (cheap to pickle; a news event goes without its body, which the store needs only
+    as ``Candidate.facts`` and ``body_json``). ``restore_flat`` makes the same candidates."""
+    out: list[Flat] = []
+    for entry_id, fields in entries:
+        item = classify(entry_id, fields)
+        if isinstance(item, DeadLetter):
+            out.append((False, item.source_id, item.event, item.reason, item.error))
+            continue
+        event = item.event
+        body = None if event.kind in NEWS_KINDS else event.body
+        out.append(
+            (True, entry_id, event.id, event.kind, event.content_hash, event.plain, body, item.raw,
+             item.body_json, item.digests, item.facts)
+        )
+    return out
+
+
+def restore_flat(ids: list[bytes], flat: list[Flat]) -> Prepared:
+    prepared = Prepared(ids=ids)
+    for item in flat:
+        if not item[0]:
+            prepared.dead.append(DeadLetter(*item[1:]))
+            continue
+        _, entry_id, event_id, kind, content_hash, plain, body, raw, body_json, row_digests, facts = item
+        event = ParsedEvent(event_id, kind, content_hash, body, plain)
+        prepared.candidates.append(Candidate.restore(event, raw, body_json, row_digests, facts))
+        prepared.sources.append(entry_id)
+    return prepared
+
+
+VALIDATE_CHUNK = 250  # entries a validating process takes at a time
+
+
+def _ready() -> bool:
+    return True
+
+
+def _follow_parent(parent: int) -> None:
+    """In a validating process: exit once the service is gone (killed, say), rather than live on."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
+
+
+class Validators:
+    """Processes that validate stream batches, so that the service's own interpreter (one
+    core, under its lock) is left to appending, projecting and Redis.
+
+    A batch's answer is the same wherever it is computed; if the processes cannot give it (one
+    was killed, say), the batch is validated in the service's thread instead and the processes
+    are started again for the next one.
+    """
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the processes now (they take a moment to import the models), not at the first batch."""
+        if self.processes > 0:
+            self._executor().submit(_ready)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_follow_parent,
+                    initargs=(os.getpid(),),
+                )
+            return self._pool
+
+    def prepare(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
+        if self.processes <= 0:
+            return prepare_here(entries)
+        pool = self._executor()
+        try:
+            # In chunks: the process's memory holds one chunk's models at a time, not a batch's.
+            chunks = [entries[i : i + VALIDATE_CHUNK] for i in range(0, len(entries), VALIDATE_CHUNK)]
+            flat = [item for part in pool.map(classify_flat, chunks) for item in part]
+        except Exception as exc:  # noqa: BLE001 - BrokenProcessPool, say: the same answer, computed here
+            log.warning("a validating process failed (%s: %s); validating this batch in process", type(exc).__name__, exc)
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            return prepare_here(entries)
+        return restore_flat([entry_id for entry_id, _ in entries], flat)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def prepare_here(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
+    """Validate a batch of stream entries in this thread."""
+    prepared = Prepared(ids=[entry_id for entry_id, _ in entries])
+    for entry_id, fields in entries:
+        item = classify(entry_id, fields)
+        if isinstance(item, DeadLetter):
+            prepared.dead.append(item)
+        else:
+            prepared.candidates.append(item)
+            prepared.sources.append(entry_id)
+    return prepared
+
+
 class TimelineService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -88,23 +216,18 @@ class TimelineService:
         self.outdated = self.engine.setup()
         self.queries = Queries(str(settings.db), names=list(self.engine.projections))
         self._append_lock = threading.Lock()
+        self.validators = Validators(settings.validators)
 
     def close(self) -> None:
+        self.validators.close()
         self.queries.close()
         self.engine.close()
         self.store.close()
 
     def prepare(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
-        """Validate a batch of stream entries (no lock: runs beside another batch's append)."""
-        prepared = Prepared(ids=[entry_id for entry_id, _ in entries])
-        for entry_id, fields in entries:
-            item = classify(entry_id, fields)
-            if isinstance(item, DeadLetter):
-                prepared.dead.append(item)
-            else:
-                prepared.candidates.append(item)
-                prepared.sources.append(entry_id)
-        return prepared
+        """Validate a batch of stream entries (no lock: runs beside another batch's append), in
+        the validating processes (``TIMELINE_VALIDATORS``) or, with none, in this thread."""
+        return self.validators.prepare(entries)
 
     def append(self, prepared: Prepared) -> IngestOutcome:
         """Append a prepared batch in one transaction; what was stored, duplicated or refused."""

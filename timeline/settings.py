@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     )
     consumer: str = Field(default_factory=_default_consumer, alias="TIMELINE_CONSUMER", min_length=1)
     batch_size: int = Field(1000, alias="TIMELINE_BATCH_SIZE", ge=1, le=10_000)
+    validators: int = Field(
+        1, alias="TIMELINE_VALIDATORS", ge=0, le=16,
+        description="processes that validate stream batches beside the service's own (0: its own threads)",
+    )
     wait_timeout_seconds: float = Field(30.0, alias="TIMELINE_WAIT_TIMEOUT_SECONDS", gt=0)
 
     @field_validator("redis_url", "api_token", mode="before")

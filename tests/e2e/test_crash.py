@@ -216,3 +216,42 @@ def test_sigterm_finishes_the_batch_and_exits_0(serve, redis_client: redis.Redis
     server.restart()
     verify_complete(server, redis_client, n)
     assert status == 0, f"{context}; stderr:\n{stderr}"
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            for child in map(int, fh.read().split()):
+                out |= {child} | _descendants(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("stop", ["sigkill", "sigterm"])
+def test_the_validating_process_leaves_with_the_server(serve, redis_url: str, stream_name: str, stop: str) -> None:
+    server = serve()
+    with Publisher(redis_url, stream_name) as publisher:
+        assert len(publisher.publish(crash_events(500)).accepted) == 500
+    assert server.pid is not None
+    deadline = time.monotonic() + 30
+    helpers: set[int] = set()
+    while len(helpers) < 2:  # the validating process and multiprocessing's resource tracker
+        helpers = _descendants(server.pid)
+        assert time.monotonic() < deadline, f"no validating process under timeline serve: {helpers}"
+        time.sleep(0.05)
+    if stop == "sigkill":
+        server.kill()
+    else:
+        assert server.terminate() == 0
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in helpers):
+        assert time.monotonic() < deadline, f"left behind: {[p for p in helpers if _alive(p)]}"
+        time.sleep(0.1)
