@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
          f"p50 {q_http['p50_ms']:.1f} ms, p99 {q_http['p99_ms']:.1f} ms, {q_http['requests']:,} requests in"
          f" {q_http['seconds']:.0f} s, {q_http['errors']} errors; GET /entities/{{id}}/timeline?limit=50, Zipf ids;"
          f" CPU cores busy: server {q_http['server_cpu']:.2f}, clients {q_http['client_cpu']:.2f}"),
-        ("peak RSS ingest", f"{ing['peak_rss_mb']:,.0f} MB", "timeline serve process (VmHWM)"),
+        ("peak RSS ingest", f"{ing['peak_rss_mb']:,.0f} MB",
+         f"timeline serve with its child processes (sum of each VmHWM); the serve process alone"
+         f" {ing.get('peak_rss_server_mb', ing['peak_rss_mb']):,.0f} MB"),
         ("peak RSS rebuild", f"{max(rb_all['peak_rss_mb'], rb_tl['peak_rss_mb']):,.0f} MB",
          f"rebuild process (VmHWM): all {rb_all['peak_rss_mb']:,.0f} MB, timelines {rb_tl['peak_rss_mb']:,.0f} MB"),
     ]

@@ -70,7 +70,7 @@ def parse_partial(text: str) -> PartialDate:
     return _parse_partial(text)
 
 
-@lru_cache(maxsize=65536)  # news repeats its dates; a PartialDate is immutable (an error is not cached)
+@lru_cache(maxsize=8192)  # news repeats its dates; a PartialDate is immutable (an error is not cached)
 def _parse_partial(text: str) -> PartialDate:
     m = _FORM.fullmatch(text)
     if not m:

@@ -163,17 +163,17 @@ def _enable_wal(db: sqlite_utils.Database, patience: float = 30.0) -> None:
             time.sleep(0.01)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _start_key(text: str) -> str:
     return parse_partial(text).start_key
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _end_key(text: str) -> str:
     return parse_partial(text).end_key
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _fold(text: str) -> str:
     return fold(text)
 
