@@ -345,6 +345,8 @@ class ParsedEvent:
     id: str
     kind: str
     content_hash: str
+    #: None only for a news event that a validating process sent back without it (see
+    #: ``events.store.Candidate.restore``; ``Candidate.body`` reads it back from its JSON text)
     body: dict[str, Any]
     #: the event holds no floats: orjson writes its JSON (see ``events.ids.canonical_bytes``)
     plain: bool = False

@@ -221,9 +221,10 @@ class ProjectionEngine:
         self._cancelled = threading.Event()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._open_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         with self._open_lock:
             for conn in self._conns.values():
                 conn.close()
@@ -275,11 +276,13 @@ class ProjectionEngine:
         once all have returned."""
         if not self.parallel or len(names) <= 1:
             return [fn(name) for name in names]
-        if self._pool is None:
-            # Two threads a projection: a rebuild's batches need not wait for a live catch-up
-            # (another caller's) to drain; the projection's lock still takes them one at a time.
-            self._pool = ThreadPoolExecutor(max_workers=2 * len(self.projections), thread_name_prefix="projection")
-        futures = [self._pool.submit(fn, name) for name in names]
+        with self._open_lock:
+            if self._pool is None:
+                # Two threads a projection: a rebuild's batches need not wait for a live catch-up
+                # (another caller's) to drain; the projection's lock takes them one at a time.
+                self._pool = ThreadPoolExecutor(max_workers=2 * len(self.projections), thread_name_prefix="projection")
+            pool = self._pool
+        futures = [pool.submit(fn, name) for name in names]
         results: list[Any] = []
         error: BaseException | None = None
         try:
@@ -289,7 +292,7 @@ class ProjectionEngine:
                 except Exception as exc:  # noqa: BLE001 - raised below, once every thread is done
                     error = error or exc
                     results.append(None)
-        except BaseException:  # interrupted while waiting: the threads stop after their batch
+        except BaseException:  # interrupted while waiting: a rebuild's threads stop after their batch
             self._cancelled.set()
             raise
         if error is not None:
