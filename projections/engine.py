@@ -391,7 +391,7 @@ class ProjectionEngine:
                 return None
             low = cp["position"]
             new_position = min(low + self.batch_size, head)  # positions have no gaps
-            self._apply_range(conn, store, low, new_position, [(self.projections[name], cp["tag"], False)])
+            self._apply_range(conn, store, low, new_position, self.projections[name], cp["tag"], deferred=False)
             cur = conn.execute(
                 "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position < ?",
                 (new_position, _now(), name, new_position),
@@ -403,10 +403,18 @@ class ProjectionEngine:
         return self._transaction(name, work)
 
     def _apply_range(
-        self, conn: sqlite3.Connection, store: EventStore, low: int, high: int, targets: list[tuple[Projection, str, bool]]
+        self,
+        conn: sqlite3.Connection,
+        store: EventStore,
+        low: int,
+        high: int,
+        projection: Projection,
+        tag: str,
+        *,
+        deferred: bool,
     ) -> None:
-        """Apply the events ``low < position <= high`` to each (projection, table tag, deferred)."""
-        set_based = self.set_based and all(p.has_bulk for p, _, _ in targets)
+        """Apply the events ``low < position <= high`` to a projection's tables of a tag."""
+        set_based = self.set_based and projection.has_bulk
         if set_based:
             # Positions have no gaps, and the store writes an event_meta row with every event.
             (facts,) = conn.execute(
@@ -421,10 +429,9 @@ class ProjectionEngine:
         else:
             rest = store.read(low, high - low, high)
         changes = compute_changes(store, rest)
-        for projection, tag, deferred in targets:
-            if set_based:
-                projection.bulk(conn, tag, low, high, deferred=deferred)
-            projection.apply(conn, changes, tag, deferred=deferred and set_based)
+        if set_based:
+            projection.bulk(conn, tag, low, high, deferred=deferred)
+        projection.apply(conn, changes, tag, deferred=deferred and set_based)
 
     def _deferred(self, name: str, tag: str) -> bool:
         """Whether a rebuild's batches leave rows to ``finish`` (set-based rebuilds, until finished).
@@ -487,7 +494,8 @@ class ProjectionEngine:
         """One committed batch of a projection's rebuild: fill, then finish, then swap."""
         tag = self._rebuilding.get(name)
         if tag is not None and (name, tag) in self._swapped:
-            return self._transaction(name, lambda conn, store: (store.head(), store.head(), True))
+            head = self.head()
+            return head, head, True
         p = self.projections[name]
 
         def work(conn: sqlite3.Connection, store: EventStore) -> tuple[int, int, bool, bool]:
@@ -497,7 +505,7 @@ class ProjectionEngine:
             low, head = cp["rebuild_position"], store.head()
             if low < head:
                 position = min(low + self.rebuild_batch_size, head)
-                self._apply_range(conn, store, low, position, [(p, tag, self._deferred(name, tag))])
+                self._apply_range(conn, store, low, position, p, tag, deferred=self._deferred(name, tag))
                 conn.execute(
                     "UPDATE projection_checkpoints SET rebuild_position = ?, rebuild_beat = ? WHERE name = ?",
                     (position, time.time(), name),

@@ -21,6 +21,7 @@ from events.dates import parse_instant, parse_partial, to_key
 from events.ids import compact_json, fold
 from events.store import EventStore, attach_read_only
 
+from . import default_projections
 from .aliases import AliasMap
 from .changes import RANK
 from .directory import MEMBERS, STATS
@@ -31,7 +32,7 @@ from .search import SEARCH
 from .timelines import ENTRIES, EVENTS
 
 
-PROJECTIONS = ("timelines", "entities", "related", "search")  # what the reads use
+PROJECTIONS = tuple(p.name for p in default_projections())  # whose files the reads attach
 
 
 class QueryError(ValueError):
