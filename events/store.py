@@ -111,17 +111,20 @@ class Candidate:
         return orjson.loads(self.body_json) if self.event.plain else json.loads(self.body_json)
 
 
-def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Connection:
+def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB, page_size: int | None = None) -> sqlite3.Connection:
     """A connection with the settings every user of the file needs (WAL, waits on locks).
 
     Opened with URI filenames enabled, so that ``attach_read_only`` can attach another file
-    read-only."""
+    read-only. ``page_size`` applies to a file this call creates (SQLite fixes a file's page
+    size when its first table is written); an existing file keeps its own."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
         _uri(path), isolation_level=None, check_same_thread=False, timeout=30.0, uri=True
     )
     conn.execute("PRAGMA busy_timeout = 30000")
+    if page_size is not None:
+        conn.execute(f"PRAGMA page_size = {int(page_size)}")
     if str(path) != ":memory:":
         _enable_wal(sqlite_utils.Database(conn))
     conn.execute("PRAGMA synchronous = FULL")  # an acknowledged event survives a power cut
@@ -130,8 +133,8 @@ def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Conn
     # projection's old tables after a rebuild would otherwise rewrite all of them.
     conn.execute("PRAGMA secure_delete = FAST")
     # The writer's projections and rebuilds insert into large B-trees in key order other than
-    # arrival (members, pairs, read indexes): a 64 MiB page cache instead of SQLite's 2 MiB keeps
-    # their upper levels and hot leaves in memory. A ceiling, not an allocation.
+    # arrival (members, pairs, read indexes): a page cache of ``cache_kib`` instead of SQLite's
+    # 2 MiB keeps their upper levels and hot leaves in memory. A ceiling, not an allocation.
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     register_functions(conn)
     return conn

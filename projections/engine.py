@@ -52,6 +52,13 @@ FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and
 # Page cache of each projection's connection: rebuilds and batches insert into large B-trees in
 # key orders other than arrival (members, pairs, read indexes); a ceiling, not an allocation.
 PROJECTION_CACHE_KIB = 8 * 1024
+# Page size of a projection file, set when the file is created. A rebuild writes and sorts
+# millions of rows; at SQLite's 4 KiB pages it spends a good part of its time in system calls
+# moving them one small page at a time. Measured, rebuild of all four at 1,000,000 events,
+# alternating runs: 19.3-21.0 s at 4 KiB, 17.0-18.0 s at 16 KiB (system CPU 8.9 -> 7.0 s);
+# 32 KiB was no faster, and the API's timeline reads were the same at either size. A file
+# made before keeps its page size (delete the projections' directory to have them remade).
+PROJECTION_PAGE_SIZE = 16 * 1024
 
 T = TypeVar("T")
 
@@ -245,7 +252,7 @@ class ProjectionEngine:
         with self._open_lock:
             conn = self._conns.get(name)
             if conn is None:
-                conn = connect(self.path(name), PROJECTION_CACHE_KIB)
+                conn = connect(self.path(name), PROJECTION_CACHE_KIB, page_size=PROJECTION_PAGE_SIZE)
                 # Projection rows can always be recomputed from the store, so their commits skip
                 # the fsync that the store's appends pay (WAL: still atomic and consistent; a
                 # power cut may lose the last commits, rows and checkpoint together, and

@@ -13,7 +13,7 @@ from events.migrations import STORE_TABLES
 from events.store import EventStore
 from helpers import append, append_and_project, dump_tables, ids, news, project
 from projections import ProjectionEngine, default_projections
-from projections.engine import projection_path
+from projections.engine import PROJECTION_PAGE_SIZE, projection_path
 from projections.queries import Queries, TimelineQuery
 
 
@@ -135,3 +135,37 @@ def test_closing_the_readers_closes_every_threads_connection_and_a_clean_stop_le
     leftovers = [p.name for p in projection_path(db, "timelines").parent.iterdir() if not p.name.endswith(".db")]
     assert leftovers == []  # the last connection to each file checkpointed and removed its WAL
     assert not db.with_name(db.name + "-wal").exists()
+
+
+def _page_size(path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_new_projection_file_gets_the_projections_page_size_and_an_old_one_keeps_its_own(db):
+    append_and_project(db, [news("a1", "2025", ("x", "y"))])
+    assert _page_size(db) == 4096  # the store's is SQLite's default
+    for p in default_projections():
+        assert _page_size(projection_path(db, p.name)) == PROJECTION_PAGE_SIZE != 4096, p.name
+    # a file made with another page size (before the setting) is used as it is, rebuilt included
+    old = projection_path(db, "timelines")
+    for suffix in ("", "-wal", "-shm"):
+        old.with_name(old.name + suffix).unlink(missing_ok=True)
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE placeholder (x)")
+    conn.close()
+    with EventStore(db) as store, ProjectionEngine(store, default_projections()) as engine:
+        engine.setup()
+        assert engine.catch_up() == 1
+        engine.rebuild(["timelines"])
+    assert _page_size(old) == 4096
+    queries = Queries(db)
+    try:
+        assert ids(queries.timeline("x", TimelineQuery())) == ["a1"]
+    finally:
+        queries.close()
