@@ -234,7 +234,8 @@ class EventStore:
             results = self._append_locked(batch)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (disk full, say) may have rolled back already
+                conn.execute("ROLLBACK")
             raise
         return results
 

@@ -275,7 +275,8 @@ class ProjectionEngine:
                 conn.execute("COMMIT")
                 return result
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (disk full, say) may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
 
     def _each(self, names: Sequence[str], fn: Callable[[str], T]) -> list[T]:

@@ -201,7 +201,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 def test_a_full_disk_keeps_entries_pending_until_writing_works_again(serve, redis_client: redis.Redis, tmp_path: Path) -> None:
     disk = tmp_path / "tiny"
-    if not _mount_tmpfs(disk, "1m"):
+    if not _mount_tmpfs(disk, "2m"):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         server = serve(db=disk / "timeline.db")
