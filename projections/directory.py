@@ -3,7 +3,8 @@
 ``ent_stats`` has one row per entity id as filed (aliases are merged when reading);
 ``ent_members`` lists the events that count for each entity now (retracted ones do not), keyed
 by the event's store position (new events append at its end), so that a correction or
-retraction that takes an event away recomputes the counts and dates exactly. Every comparison is
+retraction that takes an event away leaves the counts and dates exact: the count falls by one,
+and the first or last date, if that event was it, is recomputed from the members. Every comparison is
 by (key, store position), so the result does not depend on the order in which a batch's rows
 are applied: the set-based path and the per-change path agree.
 
@@ -145,7 +146,8 @@ class DirectoryProjection(Projection):
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         adds: dict[str, list[Any]] = {}
-        dirty: set[str] = set()
+        # entity -> the (start key, position) of each member a change took away
+        removed: dict[str, list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
         insert = members.insert_sql(members_t)
         for change in changes:
@@ -158,7 +160,8 @@ class DirectoryProjection(Projection):
                     members.delete_sql(members_t),
                     [(old.position, e["id"]) for e in old.entities],
                 )
-                dirty.update(e["id"] for e in old.entities)
+                for e in old.entities:
+                    removed.setdefault(e["id"], []).append((old.start_key, old.position))
             if new is None:
                 continue
             occurred_at = new.body["occurred_at"]
@@ -187,22 +190,44 @@ class DirectoryProjection(Projection):
         conn.executemany(f"INSERT INTO {stats_t} ({COLUMNS}) VALUES ({','.join('?' * 12)}) {MERGE}", rows)
         if deferred:
             return
-        for eid in dirty:
-            self._recompute(conn, stats_t, members_t, eid)
+        for eid, gone in removed.items():
+            self._take_away(conn, stats_t, members_t, eid, gone)
+
+    @classmethod
+    def _take_away(
+        cls, conn: sqlite3.Connection, stats_t: str, members_t: str, entity_id: str, gone: list[tuple[str, int]]
+    ) -> None:
+        """Members taken away from an entity whose row already counts this batch's additions: its
+        count falls by as many; its first and last dates only change if one of them went (the
+        least and greatest of what is left are those of before, or of what was added), in which
+        case they are recomputed from its members."""
+        row = conn.execute(
+            f"SELECT event_count, first_key, first_position, last_key, last_position FROM {stats_t} WHERE id = ?",
+            (entity_id,),
+        ).fetchone()
+        count = row[0] - len(gone) if row else 0
+        if count <= 0 or any(g == (row[1], row[2]) or g == (row[3], row[4]) for g in gone):
+            cls._recompute(conn, stats_t, members_t, entity_id)
+        else:
+            conn.execute(f"UPDATE {stats_t} SET event_count = ? WHERE id = ?", (count, entity_id))
 
     @staticmethod
     def _recompute(conn: sqlite3.Connection, stats_t: str, members_t: str, entity_id: str) -> None:
-        """An entity's count and dates from its members: one scan of its range of the index."""
-        count, fc, lc = conn.execute(
-            f"SELECT COUNT(*), MIN({PACKED.format(a='')}), MAX({PACKED.format(a='')})"
-            f" FROM {members_t} WHERE entity_id = ?",
-            (entity_id,),
+        """An entity's count and dates from its members, by its range of the index (in store
+        order): one scan for the count and the least and greatest start keys, then the first and
+        the last member with those keys (from each end of the range). No per-row formatting: a
+        recompute of an entity in 370,000 events takes tens of milliseconds."""
+        count, first_key, last_key = conn.execute(
+            f"SELECT COUNT(*), MIN(start_key), MAX(start_key) FROM {members_t} WHERE entity_id = ?", (entity_id,)
         ).fetchone()
         first = last = (None, None, None)
         if count:
-            at = f"SELECT occurred_at FROM {members_t} WHERE position = ? AND entity_id = ?"
-            first = (fc[:27], int(fc[27:]), conn.execute(at, (int(fc[27:]), entity_id)).fetchone()[0])
-            last = (lc[:27], int(lc[27:]), conn.execute(at, (int(lc[27:]), entity_id)).fetchone()[0])
+            pick = (
+                f"SELECT start_key, position, occurred_at FROM {members_t} WHERE entity_id = ? AND start_key = ?"
+                " ORDER BY position {} LIMIT 1"
+            )
+            first = conn.execute(pick.format("ASC"), (entity_id, first_key)).fetchone()
+            last = conn.execute(pick.format("DESC"), (entity_id, last_key)).fetchone()
         conn.execute(
             f"UPDATE {stats_t} SET event_count = ?, first_key = ?, first_position = ?, first_at = ?,"
             " last_key = ?, last_position = ?, last_at = ? WHERE id = ?",
