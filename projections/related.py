@@ -3,7 +3,8 @@
 ``rel_pairs`` counts the events two entities share (both directions), with the latest date;
 ``rel_members`` lists the events that count now, keyed by the event's store position (so
 that new events append at its end), so that a correction or retraction that takes an event
-away recomputes the affected pairs exactly. Aliases merge when reading.
+away leaves the affected pairs exact: their counts fall by one, and a pair whose latest shared
+event it was is recomputed from the members. Aliases merge when reading.
 
 ``rel_pairs`` is an aggregate of ``rel_members``: a rebuild leaves it out while it fills
 ``rel_members`` and derives it once caught up (``finish``), with one GROUP BY whose rows come
@@ -33,6 +34,7 @@ ON CONFLICT(entity_id, other_id) DO UPDATE SET
                  THEN excluded.last_key ELSE last_key END
 """
 MEMBERS = "rel_members"
+RECOMPUTE_PROBE = 1_000_000  # members counted (at most) to tell which of a pair's two entities has fewer
 
 
 class RelatedProjection(Projection):
@@ -93,7 +95,8 @@ class RelatedProjection(Projection):
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         adds: dict[tuple[str, str], list[Any]] = {}
-        dirty: set[tuple[str, str]] = set()
+        # pair -> the (start key, position) of each shared event a change took away
+        removed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
         insert = members.insert_sql(members_t)
         for change in changes:
@@ -106,7 +109,10 @@ class RelatedProjection(Projection):
                 conn.executemany(
                     members.delete_sql(members_t), [(old.position, i) for i in ids]
                 )
-                dirty.update((a, b) for a in ids for b in ids if a != b)
+                for a in ids:
+                    for b in ids:
+                        if a != b:
+                            removed.setdefault((a, b), []).append((old.start_key, old.position))
             if new is None or not new.counted:
                 continue
             ids = [e["id"] for e in new.entities]
@@ -125,8 +131,6 @@ class RelatedProjection(Projection):
                         acc[2] += 1
                         if (new.start_key, new.position) > (acc[3], acc[4]):
                             acc[3:6] = [new.start_key, new.position, occurred_at]
-                    if old is not None:
-                        dirty.add((a, b))
         if member_rows:
             conn.executemany(insert, member_rows)
         if deferred:
@@ -136,24 +140,54 @@ class RelatedProjection(Projection):
             f" VALUES (?, ?, ?, ?, ?, ?) {MERGE}",
             list(adds.values()),
         )
-        for a, b in dirty:
-            self._recompute(conn, pairs_t, members_t, a, b)
+        for (a, b), gone in removed.items():
+            self._take_away(conn, pairs_t, members_t, a, b, gone)
+
+    @classmethod
+    def _take_away(
+        cls, conn: sqlite3.Connection, pairs_t: str, members_t: str, a: str, b: str, gone: list[tuple[str, int]]
+    ) -> None:
+        """Shared events taken away from a pair whose row already counts this batch's additions:
+        its count falls by as many; its latest date only changes if the latest shared event went,
+        in which case the pair is recomputed from the members (a scan of one entity's members:
+        hundreds of milliseconds for the busiest pairs, so only when it must)."""
+        row = conn.execute(
+            f"SELECT count, last_key, last_position FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b)
+        ).fetchone()
+        count = row[0] - len(gone) if row else 0
+        if count <= 0 or any(g == (row[1], row[2]) for g in gone):
+            cls._recompute(conn, pairs_t, members_t, a, b)
+        else:
+            conn.execute(f"UPDATE {pairs_t} SET count = ? WHERE entity_id = ? AND other_id = ?", (count, a, b))
 
     @staticmethod
     def _recompute(conn: sqlite3.Connection, pairs_t: str, members_t: str, a: str, b: str) -> None:
-        shared = (
-            f"FROM {members_t} m1 JOIN {members_t} m2 ON m2.position = m1.position AND m2.entity_id = ?"
-            " WHERE m1.entity_id = ?"
-        )
-        count = conn.execute(f"SELECT COUNT(*) {shared}", (b, a)).fetchone()[0]
+        """A pair's count and latest shared event from the members, in one scan of the members
+        of whichever of the two has fewer (probing the other's by position)."""
+        capped = f"SELECT COUNT(*) FROM (SELECT 1 FROM {members_t} WHERE entity_id = ? LIMIT ?)"
+
+        def size(entity: str, cap: int) -> int:
+            return conn.execute(capped, (entity, cap)).fetchone()[0]
+
+        size_a, size_b = size(a, 1024), size(b, 1024)
+        if size_a == size_b == 1024:  # both busy: count further (b no further than a)
+            size_a = size(a, RECOMPUTE_PROBE)
+            size_b = size(b, size_a + 1)
+        outer, inner = (a, b) if size_a <= size_b else (b, a)
+        count, lc = conn.execute(
+            f"SELECT COUNT(*), MAX(m1.start_key || printf('%015d', m1.position))"
+            f" FROM {members_t} m1 CROSS JOIN {members_t} m2 ON m2.position = m1.position AND m2.entity_id = ?"
+            " WHERE m1.entity_id = ?",
+            (inner, outer),
+        ).fetchone()
         if count == 0:
             conn.execute(f"DELETE FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b))
             return
-        last = conn.execute(
-            f"SELECT m1.start_key, m1.position, m1.occurred_at {shared}"
-            " ORDER BY m1.start_key DESC, m1.position DESC LIMIT 1",
-            (b, a),
+        position = int(lc[27:])
+        (occurred_at,) = conn.execute(
+            f"SELECT occurred_at FROM {members_t} WHERE position = ? AND entity_id = ?", (position, outer)
         ).fetchone()
+        last = (lc[:27], position, occurred_at)
         conn.execute(
             f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_id, other_id) DO UPDATE SET count = excluded.count,"
