@@ -10,6 +10,8 @@ Rows:
   ingest end to end: a publisher process (timeline.publisher.Publisher) into `timeline serve`,
     until every event is stored and every projection is at the head (bench/ingest.py).
   rebuild: every projection, then timelines alone, from the stored events (bench/rebuild.py).
+  project corrections: corrections and retractions of random earlier events, projected live
+    (bench/corrections.py).
   query: in-process and over HTTP on the rebuilt store (bench/queries.py).
   peer: the same append and per-entity projection with the `eventsourcing` library on SQLite
     (bench/peer.py; `pip install -e '.[bench]'`; skipped when it is not installed).
@@ -34,7 +36,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import ingest, peer, queries, raw
+from . import corrections, ingest, peer, queries, raw
 from . import rebuild as rebuild_bench
 from .workload import lines
 
@@ -187,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
 
             projection_names = [p.name for p in default_projections()]
 
+            # 3b. corrections and retractions of earlier events, projected live
+            corr_n, corr_count = (5_000, 200) if args.quick else (200_000, 4_000)
+            corr = step(f"corrections, {corr_count:,} of {corr_n:,} events",
+                        lambda: corrections.run(corr_n, corr_count, workdir))
+
             # 4. queries on the rebuilt store
             rare, rare_count = queries.rare_entity(store)
             busy_count = queries.event_count(store, queries.BUSY)
@@ -214,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         ("rebuild all projections", rate(rb_all["rate"]),
          f"{rb_all['events']:,} stored events in {rb_all['seconds']:.2f} s ({', '.join(projection_names)})"),
         ("rebuild timelines", rate(rb_tl["rate"]), f"{rb_tl['events']:,} stored events in {rb_tl['seconds']:.2f} s"),
+        ("project corrections", rate(corr["rate"]),
+         f"{corr['corrections']:,} corrections and retractions of random events among {corr['events']:,},"
+         f" projected live by all four in {corr['seconds']:.2f} s"),
         ("query in-process busy p50/p99", f"{q_busy['p50_ms']:.2f} / {q_busy['p99_ms']:.2f} ms",
          f"{queries.BUSY} ({busy_count:,} events), limit 50, {calls:,} calls"),
         ("query in-process rare p50/p99", f"{q_rare['p50_ms']:.2f} / {q_rare['p99_ms']:.2f} ms",

@@ -155,7 +155,9 @@ class RelatedProjection(Projection):
             f"SELECT count, last_key, last_position FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b)
         ).fetchone()
         count = row[0] - len(gone) if row else 0
-        if count <= 0 or any(g == (row[1], row[2]) for g in gone):
+        if count <= 0:  # nothing shared any more (most pairs share one event or a few)
+            conn.execute(f"DELETE FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b))
+        elif any(g == (row[1], row[2]) for g in gone):
             cls._recompute(conn, pairs_t, members_t, a, b)
         else:
             conn.execute(f"UPDATE {pairs_t} SET count = ? WHERE entity_id = ? AND other_id = ?", (count, a, b))

@@ -21,6 +21,7 @@ ROWS = [
     "ingest end to end",
     "rebuild all projections",
     "rebuild timelines",
+    "project corrections",
     "query in-process busy p50/p99",
     "query in-process rare p50/p99",
     "query HTTP 16 clients",
