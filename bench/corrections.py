@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,6 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--corrections", type=int, default=4_000)
     args = parser.parse_args()
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="bench-corrections-") as tmp:
         print(json.dumps(run(args.events, args.corrections, Path(tmp))))
 

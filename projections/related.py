@@ -34,7 +34,10 @@ ON CONFLICT(entity_id, other_id) DO UPDATE SET
                  THEN excluded.last_key ELSE last_key END
 """
 MEMBERS = "rel_members"
-RECOMPUTE_PROBE = 1_000_000  # members counted (at most) to tell which of a pair's two entities has fewer
+# A pair's recompute scans the members of whichever of its two entities has fewer: each is
+# counted up to RECOMPUTE_SMALL first, and only if both reach it, further (up to RECOMPUTE_PROBE).
+RECOMPUTE_SMALL = 1024
+RECOMPUTE_PROBE = 1_000_000
 
 
 class RelatedProjection(Projection):
@@ -171,8 +174,8 @@ class RelatedProjection(Projection):
         def size(entity: str, cap: int) -> int:
             return conn.execute(capped, (entity, cap)).fetchone()[0]
 
-        size_a, size_b = size(a, 1024), size(b, 1024)
-        if size_a == size_b == 1024:  # both busy: count further (b no further than a)
+        size_a, size_b = size(a, RECOMPUTE_SMALL), size(b, RECOMPUTE_SMALL)
+        if size_a == size_b == RECOMPUTE_SMALL:  # both busy: count further (b no further than a)
             size_a = size(a, RECOMPUTE_PROBE)
             size_b = size(b, size_a + 1)
         outer, inner = (a, b) if size_a <= size_b else (b, a)

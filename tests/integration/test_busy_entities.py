@@ -12,7 +12,7 @@ from helpers import append, correction, dump_tables, news, project, retraction
 from projections.engine import projections_dir
 from projections.queries import Queries
 
-BUSY = 1100  # events of "a" and "b" together: past the 1,024 members at which a pair's recompute counts further
+BUSY = 1100  # events of "a" and "b": past related.RECOMPUTE_SMALL, where a recompute counts further
 
 
 def _read(db) -> tuple[dict, dict]:
