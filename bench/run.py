@@ -15,6 +15,8 @@ Rows:
   query: in-process and over HTTP on the rebuilt store (bench/queries.py).
   peer: the same append and per-entity projection with the `eventsourcing` library on SQLite
     (bench/peer.py; `pip install -e '.[bench]'`; skipped when it is not installed).
+  validate, read models' floor, bounds: the project's parser alone, the least SQL of each read
+    model, and the best rebuild and ingest rates they leave on this machine's cores (bench/floor.py).
 
 Redis: REDIS_URL (or --redis-url) when set, else a private redis-server for the run. Progress
 goes to standard error; the table to standard output.
@@ -36,7 +38,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import corrections, ingest, peer, queries, raw
+from . import corrections, floor, ingest, peer, queries, raw
 from . import rebuild as rebuild_bench
 from .workload import lines
 
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             # 1. raw limits
             xadd_rate, read_rate = step("raw XADD, XREADGROUP+XACK", lambda: raw.xadd_and_read(redis_url, payloads))
             sqlite_rate = step("raw SQLite executemany", lambda: raw.sqlite_executemany(payloads, workdir))
+            validate = step("validate, one core", lambda: floor.validate_rate(payloads))
             del payloads
             limits = {"XADD": xadd_rate, "XREADGROUP+XACK": read_rate, "SQLite executemany": sqlite_rate}
             ceiling_name = min(limits, key=limits.__getitem__)
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
             from projections import default_projections
 
             projection_names = [p.name for p in default_projections()]
+            floors = step(f"read models' floor, {rebuild_n:,} events", lambda: floor.read_models(store))
+            stored_n = floor.events_in(store)
 
             # 3b. corrections and retractions of earlier events, projected live
             corr_n, corr_count = (5_000, 200) if args.quick else (200_000, 4_000)
@@ -253,6 +258,23 @@ def main(argv: list[str] | None = None) -> None:
             ("peer eventsourcing projection", "skipped", ""),
         ]
     rows.append(("ingest / raw ceiling", ratio(ing["rate"], ceiling), f"ceiling: {ceiling_name}, {ceiling:,.0f} ev/s"))
+    # 7. what this machine allows at best (bench/floor.py)
+    n_cores = floor.cores()
+    floor_seconds = sum(floors.values())
+    rebuild_bound = floor.rebuild_bound(stored_n, floor_seconds, n_cores)
+    ingest_bound = floor.ingest_bound(validate, xadd_rate, read_rate, sqlite_rate, floor_seconds / stored_n, n_cores)
+    rows += [
+        ("validate, one core", rate(validate),
+         "the project's parser on the ingest events; ingest pays it twice (publisher, then service)"),
+        ("read models' floor", f"{floor_seconds:.2f} s",
+         f"least SQL per read model over {stored_n:,} stored events, in memory, one core each: "
+         + ", ".join(f"{name} {sec:.2f} s" for name, sec in floors.items())),
+        (f"bound: rebuild all, {n_cores} cores", rate(rebuild_bound),
+         f"events / (floor / cores); rebuild all reached {ratio(rb_all['rate'], rebuild_bound)} of it"),
+        (f"bound: ingest, {n_cores} cores", rate(ingest_bound),
+         f"cores / (2 validations + XADD + XREADGROUP+XACK + executemany + floor, per event);"
+         f" ingest reached {ratio(ing['rate'], ingest_bound)} of it"),
+    ]
     if pr is not None:
         rows += [
             ("ours/peer ingest", ratio(ing["rate"], pr["first_append_rate"]),
