@@ -63,6 +63,7 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
             if publisher.stdout.readline().strip() != "ready":
                 raise RuntimeError("the publisher process did not start")
             with httpx.Client(timeout=30.0) as client:
+                cpu_before = server.cpu_seconds_with_children()
                 started = time.perf_counter()
                 publisher.stdin.write("go\n")
                 publisher.stdin.flush()
@@ -74,6 +75,7 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
                         raise RuntimeError(f"timeline serve died during ingest:\n{server.tail()}")
                     time.sleep(0.05)
                 seconds = time.perf_counter() - started
+                server_cpu = server.cpu_seconds_with_children() - cpu_before
             published = json.loads(publisher.stdout.readline())
             publisher.wait(timeout=60)
             if published["accepted"] != n:
@@ -89,6 +91,7 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
                 "rate": n / seconds,
                 "publish_seconds": published["seconds"],
                 "publish_rate": n / published["seconds"],
+                "server_cpu_seconds": server_cpu,  # the server and its validating processes
                 "peak_rss_mb": peak,
                 "peak_rss_server_mb": peak_own,  # without its validating processes
                 "batch_size": batch_size,

@@ -125,6 +125,10 @@ class Server:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 
+    def cpu_seconds_with_children(self) -> float:
+        """CPU time of the server and its live child processes (its validating processes)."""
+        return cpu_seconds(self.pid) + sum(cpu_seconds(child) for child in children(self.pid))
+
     def stop(self) -> None:
         process = self.process
         if process is not None and process.poll() is None:

@@ -145,22 +145,35 @@ ENTRY_COLUMNS = (
 ROLE_OF = {rank: role for role, rank in RANK.items()}
 
 
+# What a card costs beyond its text: its tuple and four str objects (~270 bytes, sys.getsizeof)
+# and the dict's slot and the allocator's rounding (the process grows ~1.1-1.3 KB a card for
+# ~600 bytes of text at the benchmark's ~800-byte events).
+CARD_OVERHEAD = 400
+# The cards' memory, by bytes rather than by number: events range from a few hundred bytes to
+# tens of kilobytes (a 5,000-character summary, twenty sources), and a cache of so many cards
+# would hold whatever they weigh (32,768 cards of 20 KB: 650 MB). ~37,000 cards of the
+# benchmark's events, as fast on its Zipf mix as the 32,768 kept before (in process, 0.50-0.52
+# ms a query either way; twice the budget: 0.46 ms for 36 MB more).
+CARDS_BUDGET = 40 * 1024 * 1024
+
+
 class StoredCards:
     """What timeline entries take from stored events, by store position, most recently used.
 
     A stored event never changes (corrections are events of their own, and corrected entries
-    carry their own copies), so an entry is never stale. Two generations of at most ``size``
-    entries each, switched when the young one fills: an approximate LRU whose lookups and
-    inserts are single dict operations, safe for the API's threads without a lock (a race at
-    worst reads an event twice).
+    carry their own copies), so an entry is never stale. Two generations of at most half the
+    budget (in bytes of text plus ``CARD_OVERHEAD`` a card) each, switched when the young one
+    fills: an approximate LRU whose lookups and inserts are single dict operations, safe for the
+    API's threads without a lock (a race at worst reads an event twice or miscounts a card).
     """
 
-    def __init__(self, size: int = 16_384) -> None:
-        self.size = size
-        self._young: dict[int, tuple[Any, ...]] = {}
-        self._old: dict[int, tuple[Any, ...]] = {}
+    def __init__(self, budget: int = CARDS_BUDGET) -> None:
+        self.budget = budget
+        self._young: dict[int, tuple[str, ...]] = {}
+        self._old: dict[int, tuple[str, ...]] = {}
+        self._young_bytes = 0
 
-    def get(self, position: int) -> tuple[Any, ...] | None:
+    def get(self, position: int) -> tuple[str, ...] | None:
         card = self._young.get(position)
         if card is None:
             card = self._old.get(position)
@@ -168,11 +181,12 @@ class StoredCards:
                 self.put(position, card)
         return card
 
-    def put(self, position: int, card: tuple[Any, ...]) -> None:
+    def put(self, position: int, card: tuple[str, ...]) -> None:
         young = self._young
         young[position] = card
-        if len(young) >= self.size:
-            self._old, self._young = young, {}
+        self._young_bytes += CARD_OVERHEAD + sum(map(len, card))
+        if self._young_bytes >= self.budget // 2:
+            self._old, self._young, self._young_bytes = young, {}, 0
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)

@@ -799,9 +799,9 @@ def test_kept_stored_events_never_serve_a_stale_entry(q, db):
     """Timeline entries take what they need of stored events from a cache (``Queries.cards``):
     a correction, a retraction or an alias after the first read shows at once, and every answer
     equals a fresh reader's, with a cache so small it is replaced several times over."""
-    from projections.queries import StoredCards
+    from projections.queries import CARD_OVERHEAD, StoredCards
 
-    q.cards = StoredCards(size=3)
+    q.cards = StoredCards(budget=2 * 3 * CARD_OVERHEAD)  # a generation holds at most three cards
     append_and_project(db, [news(f"n{i}", f"2025-05-{i + 1:02d}", entities=[ent("x"), ent(f"y{i % 3}")])
                             for i in range(12)])
     first = tl(q, "x")
@@ -823,12 +823,28 @@ def test_kept_stored_events_never_serve_a_stale_entry(q, db):
 
 
 def test_stored_cards_keep_the_most_recently_used():
-    from projections.queries import StoredCards
+    from projections.queries import CARD_OVERHEAD, StoredCards
 
-    cards = StoredCards(size=2)
+    cards = StoredCards(budget=2 * 2 * (CARD_OVERHEAD + 1))  # a generation: two one-character cards
     cards.put(1, ("a",))
     cards.put(2, ("b",))  # the young generation fills: it becomes the old one
     assert cards.get(1) == ("a",)  # found in the old generation: moved to the young one
     cards.put(3, ("c",))  # young fills again ({1, 3}): 2, used least recently, is dropped
     assert cards.get(2) is None and cards.get(1) == ("a",) and cards.get(3) == ("c",)
     assert len(cards) <= 4
+
+
+def test_stored_cards_are_bounded_by_their_bytes_not_their_number():
+    """The budget is memory: few big cards fill it, many small ones fit in it."""
+    from projections.queries import CARD_OVERHEAD, StoredCards
+
+    budget = 100_000
+    big = StoredCards(budget=budget)
+    for position in range(1000):
+        big.put(position, ("x" * 10_000,))
+    assert len(big) <= 2 * (budget // 2 // 10_000 + 1)  # at most ~5 a generation
+    small = StoredCards(budget=budget)
+    for position in range(1000):
+        small.put(position, ("x",))
+    assert len(small) >= budget // 2 // (CARD_OVERHEAD + 1) - 1  # a full generation, at least
+    assert small.get(999) == ("x",) and big.get(999) == ("x" * 10_000,) and big.get(0) is None
