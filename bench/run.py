@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
          "events table rows, 5,000 per transaction, WAL, synchronous=FULL"),
         ("ingest end to end", rate(ing["rate"]),
          f"{n:,} events in {ing['seconds']:.2f} s: publisher process -> Redis -> timeline serve"
-         f" (batch {ing['batch_size']}), stored and projected; publisher alone {ing['publish_rate']:,.0f} ev/s"),
+         f" (batch {ing['batch_size']}), stored and projected; publisher alone {ing['publish_rate']:,.0f} ev/s;"
+         f" server CPU {ing['server_cpu_seconds'] / n * 1e6:,.0f} µs an event"),
         ("rebuild all projections", rate(rb_all["rate"]),
          f"{rb_all['events']:,} stored events in {rb_all['seconds']:.2f} s ({', '.join(projection_names)})"),
         ("rebuild timelines", rate(rb_tl["rate"]), f"{rb_tl['events']:,} stored events in {rb_tl['seconds']:.2f} s"),
