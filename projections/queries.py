@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -145,13 +146,13 @@ ENTRY_COLUMNS = (
 ROLE_OF = {rank: role for role, rank in RANK.items()}
 
 
-# What a card costs beyond its text: its tuple and four str objects (~270 bytes, sys.getsizeof)
-# and the dict's slot and the allocator's rounding (the process grows ~1.1-1.3 KB a card for
-# ~600 bytes of text at the benchmark's ~800-byte events).
-CARD_OVERHEAD = 400
+# What a card costs beyond its strings (each counted by ``sys.getsizeof``: text stored one, two
+# or four bytes a character, as Python keeps it): the tuple, the dict's slot, the allocator's
+# rounding. Measured: the process grows ~1.1-1.3 KB a card whose strings take ~800 bytes.
+CARD_OVERHEAD = 300
 # The cards' memory, by bytes rather than by number: events range from a few hundred bytes to
 # tens of kilobytes (a 5,000-character summary, twenty sources), and a cache of so many cards
-# would hold whatever they weigh (32,768 cards of 20 KB: 650 MB). ~37,000 cards of the
+# would hold whatever they weigh (32,768 cards of 20 KB: 650 MB). ~33,000 cards of the
 # benchmark's events, as fast on its Zipf mix as the 32,768 kept before (in process, 0.50-0.52
 # ms a query either way; twice the budget: 0.46 ms for 36 MB more).
 CARDS_BUDGET = 40 * 1024 * 1024
@@ -162,7 +163,7 @@ class StoredCards:
 
     A stored event never changes (corrections are events of their own, and corrected entries
     carry their own copies), so an entry is never stale. Two generations of at most half the
-    budget (in bytes of text plus ``CARD_OVERHEAD`` a card) each, switched when the young one
+    budget (its strings' bytes plus ``CARD_OVERHEAD`` a card) each, switched when the young one
     fills: an approximate LRU whose lookups and inserts are single dict operations, safe for the
     API's threads without a lock (a race at worst reads an event twice or miscounts a card).
     """
@@ -184,7 +185,7 @@ class StoredCards:
     def put(self, position: int, card: tuple[str, ...]) -> None:
         young = self._young
         young[position] = card
-        self._young_bytes += CARD_OVERHEAD + sum(map(len, card))
+        self._young_bytes += CARD_OVERHEAD + sum(map(sys.getsizeof, card))
         if self._young_bytes >= self.budget // 2:
             self._old, self._young, self._young_bytes = young, {}, 0
 

@@ -3,6 +3,8 @@ aliases; §4 timelines, entities, events, as_of, cursors)."""
 
 from __future__ import annotations
 
+import sys
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -825,7 +827,8 @@ def test_kept_stored_events_never_serve_a_stale_entry(q, db):
 def test_stored_cards_keep_the_most_recently_used():
     from projections.queries import CARD_OVERHEAD, StoredCards
 
-    cards = StoredCards(budget=2 * 2 * (CARD_OVERHEAD + 1))  # a generation: two one-character cards
+    one = CARD_OVERHEAD + sys.getsizeof("a")  # what a card of one character weighs
+    cards = StoredCards(budget=2 * (2 * one - 1))  # a generation: two such cards
     cards.put(1, ("a",))
     cards.put(2, ("b",))  # the young generation fills: it becomes the old one
     assert cards.get(1) == ("a",)  # found in the old generation: moved to the young one
@@ -835,16 +838,18 @@ def test_stored_cards_keep_the_most_recently_used():
 
 
 def test_stored_cards_are_bounded_by_their_bytes_not_their_number():
-    """The budget is memory: few big cards fill it, many small ones fit in it."""
+    """The budget is memory: few big cards fill it, many small ones fit in it, and text that
+    Python keeps in two bytes a character (Cyrillic, say) weighs twice its ASCII length."""
     from projections.queries import CARD_OVERHEAD, StoredCards
 
-    budget = 100_000
-    big = StoredCards(budget=budget)
-    for position in range(1000):
-        big.put(position, ("x" * 10_000,))
-    assert len(big) <= 2 * (budget // 2 // 10_000 + 1)  # at most ~5 a generation
-    small = StoredCards(budget=budget)
-    for position in range(1000):
-        small.put(position, ("x",))
-    assert len(small) >= budget // 2 // (CARD_OVERHEAD + 1) - 1  # a full generation, at least
-    assert small.get(999) == ("x",) and big.get(999) == ("x" * 10_000,) and big.get(0) is None
+    def kept(text: str, budget: int = 100_000) -> StoredCards:
+        cards = StoredCards(budget=budget)
+        for position in range(1000):
+            cards.put(position, (text,))
+        assert cards.get(999) == (text,)
+        return cards
+
+    ascii_big, cyrillic_big, small = kept("x" * 10_000), kept("я" * 10_000), kept("x")
+    assert len(ascii_big) <= 2 * 5 and ascii_big.get(0) is None  # ~10 KB a card: 5 a generation
+    assert len(cyrillic_big) <= 2 * 3  # ~20 KB a card: 3 a generation
+    assert len(small) >= 50_000 // (CARD_OVERHEAD + sys.getsizeof("x"))  # a full generation at least
