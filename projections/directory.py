@@ -32,8 +32,6 @@ MEMBERS = "ent_members"
 # at random places (projecting 200,000 events live: 5.0-5.5 s -> 3.5-4.0 s for this projection,
 # README, Performance); a recompute scans the entity's range.
 MEMBERS_INDEX = "CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id, position, start_key, occurred_at)"
-# (start_key, position) packed into one string that sorts the same way (start keys have 27 characters)
-PACKED = "start_key || printf('%015d', position)"
 
 COLUMNS = (
     "id, name, type, name_position, event_count, first_key, first_position, first_at,"
@@ -96,7 +94,7 @@ class DirectoryProjection(Projection):
         # (start_key, position) packed into one sortable string, once per event
         conn.execute(
             f"""WITH k AS MATERIALIZED (
-                    SELECT position, start_key || printf('%015d', position) AS sk
+                    SELECT position, {members.packed()} AS sk
                     FROM event_meta WHERE position > ? AND position <= ? AND plain)
                 INSERT INTO {stats_t} ({COLUMNS})
                 SELECT a.entity_id, n.name, n.type, a.name_position, a.cnt,
@@ -107,8 +105,8 @@ class DirectoryProjection(Projection):
                       FROM k JOIN event_entities m ON m.position = k.position
                       GROUP BY m.entity_id) a
                 JOIN event_entities n ON n.position = a.name_position AND n.entity_id = a.entity_id
-                JOIN event_meta f ON f.position = CAST(substr(a.fc, 28) AS INTEGER)
-                JOIN event_meta l ON l.position = CAST(substr(a.lc, 28) AS INTEGER)
+                JOIN event_meta f ON f.position = {members.packed_position('a.fc')}
+                JOIN event_meta l ON l.position = {members.packed_position('a.lc')}
                 WHERE true {MERGE}""",
             (low, high),
         )
@@ -135,10 +133,10 @@ class DirectoryProjection(Projection):
             f"""UPDATE {stats_t} SET event_count = a.cnt,
                   first_key = f.start_key, first_position = f.position, first_at = f.occurred_at,
                   last_key = l.start_key, last_position = l.position, last_at = l.occurred_at
-                FROM (SELECT entity_id, COUNT(*) AS cnt, MIN({PACKED}) AS fc, MAX({PACKED}) AS lc
+                FROM (SELECT entity_id, COUNT(*) AS cnt, MIN({members.packed()}) AS fc, MAX({members.packed()}) AS lc
                       FROM {members_t} GROUP BY entity_id) a
-                JOIN {members_t} f ON f.position = CAST(substr(a.fc, 28) AS INTEGER) AND f.entity_id = a.entity_id
-                JOIN {members_t} l ON l.position = CAST(substr(a.lc, 28) AS INTEGER) AND l.entity_id = a.entity_id
+                JOIN {members_t} f ON f.position = {members.packed_position('a.fc')} AND f.entity_id = a.entity_id
+                JOIN {members_t} l ON l.position = {members.packed_position('a.lc')} AND l.entity_id = a.entity_id
                 WHERE {stats_t}.id = a.entity_id"""
         )
 

@@ -9,6 +9,34 @@ from __future__ import annotations
 
 import sqlite3
 
+from events.dates import MAX_KEY
+
+# (start_key, store position) packed into one string that sorts as the pair does, so that one
+# MIN or MAX finds a first or last member: start keys are fixed-width (``events.dates.to_key``),
+# positions zero-padded to 15 digits.
+KEY_WIDTH = len(MAX_KEY)
+
+
+def packed(alias: str = "") -> str:
+    """SQL: the packed (start_key, position) of a row (of table ``alias``, if given)."""
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}start_key || printf('%015d', {prefix}position)"
+
+
+def packed_key(expr: str) -> str:
+    """SQL: the start key of a packed value."""
+    return f"substr({expr}, 1, {KEY_WIDTH})"
+
+
+def packed_position(expr: str) -> str:
+    """SQL: the store position of a packed value."""
+    return f"CAST(substr({expr}, {KEY_WIDTH + 1}) AS INTEGER)"
+
+
+def unpack(value: str) -> tuple[str, int]:
+    """A packed value's (start_key, position)."""
+    return value[:KEY_WIDTH], int(value[KEY_WIDTH:])
+
 # position: the event's own store position (one event, one position)
 SCHEMA = """CREATE TABLE {t} (
     position INTEGER NOT NULL, entity_id TEXT NOT NULL, start_key TEXT NOT NULL,

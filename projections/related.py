@@ -63,10 +63,11 @@ class RelatedProjection(Projection):
         # bare column (occurred_at) from the row that gives the MAX.
         conn.execute(
             f"""WITH k AS MATERIALIZED (
-                    SELECT position, start_key || printf('%015d', position) AS sk, occurred_at
+                    SELECT position, {members.packed()} AS sk, occurred_at
                     FROM event_meta WHERE position > ? AND position <= ? AND plain)
                 INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
-                SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
+                SELECT entity_id, other_id, cnt, {members.packed_key('lc')}, {members.packed_position('lc')},
+                       occurred_at
                 FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt, MAX(k.sk) AS lc, k.occurred_at
                       FROM k
                       JOIN event_entities a ON a.position = k.position
@@ -83,9 +84,10 @@ class RelatedProjection(Projection):
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         conn.execute(
             f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
-                SELECT entity_id, other_id, cnt, substr(lc, 1, 27), CAST(substr(lc, 28) AS INTEGER), occurred_at
+                SELECT entity_id, other_id, cnt, {members.packed_key('lc')}, {members.packed_position('lc')},
+                       occurred_at
                 FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt,
-                             MAX(a.start_key || printf('%015d', a.position)) AS lc, a.occurred_at
+                             MAX({members.packed('a')}) AS lc, a.occurred_at
                       FROM {members_t} a JOIN {members_t} b ON b.position = a.position AND b.entity_id > a.entity_id
                       GROUP BY a.entity_id, b.entity_id)"""
         )
@@ -180,7 +182,7 @@ class RelatedProjection(Projection):
             size_b = size(b, size_a + 1)
         outer, inner = (a, b) if size_a <= size_b else (b, a)
         count, lc = conn.execute(
-            f"SELECT COUNT(*), MAX(m1.start_key || printf('%015d', m1.position))"
+            f"SELECT COUNT(*), MAX({members.packed('m1')})"
             f" FROM {members_t} m1 CROSS JOIN {members_t} m2 ON m2.position = m1.position AND m2.entity_id = ?"
             " WHERE m1.entity_id = ?",
             (inner, outer),
@@ -188,11 +190,11 @@ class RelatedProjection(Projection):
         if count == 0:
             conn.execute(f"DELETE FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b))
             return
-        position = int(lc[27:])
+        last_key, position = members.unpack(lc)
         (occurred_at,) = conn.execute(
             f"SELECT occurred_at FROM {members_t} WHERE position = ? AND entity_id = ?", (position, outer)
         ).fetchone()
-        last = (lc[:27], position, occurred_at)
+        last = (last_key, position, occurred_at)
         conn.execute(
             f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_id, other_id) DO UPDATE SET count = excluded.count,"
