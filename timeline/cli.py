@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -12,6 +13,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer
@@ -80,10 +82,28 @@ def serve(
             if sig == signal.SIGTERM:  # a requested stop that completes cleanly exits 0
                 self._captured_signals.remove(sig)
 
+    with _redis_not_ready_exits():
+        runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
     config = uvicorn.Config(
         create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose
     )
-    Server(config).run()
+    try:
+        Server(config).run()
+    finally:
+        if runtime.embedded is not None:  # uvicorn failed before its lifespan stopped the runtime
+            runtime.embedded.stop()
+
+
+@contextlib.contextmanager
+def _redis_not_ready_exits() -> Iterator[None]:
+    """Redis not ready in time: its one-line reason on stderr, exit status 1, no traceback."""
+    from .redis_ready import RedisNotReady
+
+    try:
+        yield
+    except RedisNotReady as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _fewer_malloc_arenas(arenas: int = 2) -> None:
@@ -120,15 +140,18 @@ def publish(
     """Publish JSON Lines of events onto the stream; prints accepted and rejected counts."""
     from .embedded_redis import EmbeddedRedis
     from .publisher import Publisher
+    from .redis_ready import wait_until_ready
 
     settings = _settings()
     lines = _read_lines(source)
     embedded = None
     url = settings.redis_url
-    if url is None:
-        embedded = EmbeddedRedis(settings.redis_dir)
-        url = embedded.start()
     try:
+        with _redis_not_ready_exits():
+            if url is None:
+                embedded = EmbeddedRedis(settings.redis_dir)
+                url = embedded.start()
+            wait_until_ready(url, settings.redis_ready_seconds)
         with Publisher(url, settings.stream) as publisher, _progress() as progress:
             task = progress.add_task("publishing", total=len(lines))
             report = publisher.publish(lines, progress=lambda n: progress.advance(task, n))
@@ -318,7 +341,9 @@ def demo() -> None:
                 for entity in ("elon-musk", "x")
             ]
 
-    for result in asyncio.run(run()):
+    with _redis_not_ready_exits():
+        results = asyncio.run(run())
+    for result in results:
         console.print()
         console.print(render_timeline(result))
     console.print(

@@ -24,6 +24,7 @@ from projections.engine import RebuildError
 from .consumer import StreamConsumer
 from .embedded_redis import EmbeddedRedis
 from .publisher import AsyncPublisher
+from .redis_ready import wait_until_ready
 from .service import TimelineService
 from .settings import Settings
 
@@ -39,15 +40,35 @@ class Runtime:
         self.service = TimelineService(settings)
         self.embedded: EmbeddedRedis | None = None
         self.redis_url: str | None = settings.redis_url
+        self._redis_ready = False
         self.redis: Redis | None = None
         self.consumer: StreamConsumer | None = None
         self.rebuilds: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
+    def connect_redis(self) -> str:
+        """Start the embedded Redis when there is no ``REDIS_URL``, then wait (at most
+        ``TIMELINE_REDIS_READY_SECONDS``) until Redis accepts connections and has loaded its
+        data; returns its URL. Idempotent. Raises :class:`RedisNotReady` (one-line message)."""
+        if self._redis_ready:
+            assert self.redis_url is not None
+            return self.redis_url
         if self.redis_url is None:
             self.embedded = EmbeddedRedis(self.settings.redis_dir)
-            self.redis_url = await anyio.to_thread.run_sync(self.embedded.start)
+            self.redis_url = self.embedded.start()
             log.info("embedded Redis at %s (data in %s)", self.redis_url, self.settings.redis_dir)
+        try:
+            wait_until_ready(self.redis_url, self.settings.redis_ready_seconds)
+        except BaseException:
+            if self.embedded is not None:  # started here: not left behind
+                self.embedded.stop()
+                self.embedded, self.redis_url = None, None
+            raise
+        self._redis_ready = True
+        return self.redis_url
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self.connect_redis)
+        assert self.redis_url is not None
         # API publishing retries a lost connection briefly; /health must notice at once instead.
         self.redis = Redis.from_url(
             self.redis_url,
@@ -109,6 +130,8 @@ class Runtime:
         if self.embedded is not None:
             await anyio.to_thread.run_sync(self.embedded.stop)
             self.embedded = None
+            self.redis_url = None
+        self._redis_ready = False
         self.service.close()
 
     async def __aenter__(self) -> "Runtime":

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
         description="processes that validate stream batches beside the service's own (0: its own threads)",
     )
     wait_timeout_seconds: float = Field(30.0, alias="TIMELINE_WAIT_TIMEOUT_SECONDS", gt=0)
+    redis_ready_seconds: float = Field(
+        60.0, alias="TIMELINE_REDIS_READY_SECONDS", gt=0,
+        description="how long a command waits at start for Redis to accept connections and load its data",
+    )
+    stream_keep: int = Field(
+        1000, alias="TIMELINE_STREAM_KEEP", ge=0,
+        description="entries acknowledged by every group that are kept in the stream (the rest are trimmed)",
+    )
 
     @field_validator("redis_url", "api_token", mode="before")
     @classmethod
