@@ -29,10 +29,12 @@ from redis.exceptions import ResponseError
 
 from .service import IngestOutcome, Prepared, TimelineService
 from .settings import Settings
+from .trimming import TRIM_SCRIPT, trim_acknowledged
 
 log = logging.getLogger("timeline.consumer")
 
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
+TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
@@ -73,6 +75,9 @@ class StreamConsumer:
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
+        self._trim_script = self.redis.register_script(TRIM_SCRIPT)
+        self._trimmer: asyncio.Task[None] | None = None
+        self.trimmed = 0  # entries this process has trimmed from the stream
         common: dict[str, Any] = dict(
             parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL, no_reply=True
         )
@@ -103,6 +108,7 @@ class StreamConsumer:
         await ensure_group(self.redis, self.settings.stream, self.settings.group)
         self._projector = asyncio.create_task(self._project_forever(), name="projector")
         self._writer = asyncio.create_task(self._write_forever(), name="writer")
+        self._trimmer = asyncio.create_task(self._trim_forever(), name="trimmer")
         await self.broker.start()
 
     async def stop_reading(self) -> None:
@@ -145,6 +151,13 @@ class StreamConsumer:
 
     async def stop(self) -> None:
         await self.stop_reading()
+        trimmer, self._trimmer = self._trimmer, None
+        if trimmer is not None:
+            trimmer.cancel()
+            try:
+                await trimmer
+            except asyncio.CancelledError:
+                pass
         projector, self._projector = self._projector, None
         if projector is not None:
             projector.cancel()  # waits for a projection batch in progress to commit
@@ -208,6 +221,22 @@ class StreamConsumer:
             self._stored.set()  # the projector catches up while the next batches are appended
         async with self._changed:
             self._changed.notify_all()
+
+    async def _trim_forever(self) -> None:
+        """Every ``TRIM_SECONDS``, trim the stream of the entries every group has acknowledged
+        (beyond ``TIMELINE_STREAM_KEEP``): one script call, beside ingest, never in its way."""
+        failing: str | None = None
+        while True:
+            await asyncio.sleep(TRIM_SECONDS)
+            try:
+                removed, _ = await trim_acknowledged(self._trim_script, self.settings.stream, self.settings.stream_keep)
+            except Exception as exc:  # noqa: BLE001 - Redis away: reading fails too; trim later
+                if str(exc) != failing:
+                    log.warning("cannot trim the stream %s (will retry): %s", self.settings.stream, exc)
+                failing = str(exc)
+                continue
+            failing = None
+            self.trimmed += removed
 
     async def _project_forever(self) -> None:
         """Catch the projections up with the store whenever a batch has been stored.
