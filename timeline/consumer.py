@@ -35,6 +35,7 @@ log = logging.getLogger("timeline.consumer")
 
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
 TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged
+IDLE_TRIM_SECONDS = 10.0  # the same while this consumer settles nothing
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
@@ -223,17 +224,27 @@ class StreamConsumer:
             self._changed.notify_all()
 
     async def _trim_forever(self) -> None:
-        """Every ``TRIM_SECONDS``, trim the stream of the entries every group has acknowledged
-        (beyond ``TIMELINE_STREAM_KEEP``): one script call, beside ingest, never in its way."""
+        """Trim the stream of the entries every group has acknowledged (beyond
+        ``TIMELINE_STREAM_KEEP``): one script call, beside ingest, never in its way. Every
+        ``TRIM_SECONDS`` while this consumer settles entries or the last trim removed some (Redis
+        removes at most 100 of its internal nodes a call: a backlog takes several); otherwise
+        every ``IDLE_TRIM_SECONDS``, for what other groups acknowledged meanwhile."""
         failing: str | None = None
+        settled = 0  # self.entries at the last trim
+        removed = 1  # trim at start: what other groups acknowledged meanwhile
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
             await asyncio.sleep(TRIM_SECONDS)
+            if self.entries == settled and not removed and loop.time() - last < IDLE_TRIM_SECONDS:
+                continue  # nothing settled here, nothing left over: only other groups may have moved
+            settled, last = self.entries, loop.time()
             try:
                 removed, _ = await trim_acknowledged(self._trim_script, self.settings.stream, self.settings.stream_keep)
             except Exception as exc:  # noqa: BLE001 - Redis away: reading fails too; trim later
                 if str(exc) != failing:
                     log.warning("cannot trim the stream %s (will retry): %s", self.settings.stream, exc)
-                failing = str(exc)
+                failing, removed = str(exc), 1
                 continue
             failing = None
             self.trimmed += removed

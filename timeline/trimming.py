@@ -54,6 +54,12 @@ for _, group in ipairs(groups) do
   if bound_ms == nil or less(ms, seq, bound_ms, bound_seq) then bound_ms, bound_seq = ms, seq end
 end
 local bound = string.format('%.0f-%.0f', bound_ms, bound_seq)
+-- Nothing below the bound, or no more than the margin in the whole stream: nothing to do (and
+-- XREVRANGE from a bound before the first entry would walk the stream).
+local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+if #first == 0 or redis.call('XLEN', key) <= keep then return {0, bound} end
+local first_ms, first_seq = parse(first[1][1])
+if not less(first_ms, first_seq, bound_ms, bound_seq) then return {0, bound} end
 local minid = bound
 if keep > 0 then
   local kept = redis.call('XREVRANGE', key, '(' .. bound, '-', 'COUNT', keep)

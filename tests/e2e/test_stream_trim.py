@@ -40,9 +40,9 @@ def test_the_stream_shrinks_but_a_lagging_group_keeps_what_it_has_not_read(
     events = [report_event(i, prefix="trim") for i in range(3000)]
     invalid = [b'{"kind": "nothing"}', b"not json"]
     with Publisher(server.redis_url, stream_name) as publisher:
-        ids = publisher.publish(events).entry_ids
+        ids = [i.encode() for i in publisher.publish(events).entry_ids]
         for data in invalid:  # as a scraper would XADD them: dead-lettered by the consumer
-            redis_client.xadd(stream_name, {"event": data})
+            ids.append(redis_client.xadd(stream_name, {"event": data}))
     settle(server, redis_client)
     assert store_counts(server.db)[:2] == (3000, 3000)
     assert len(dead_letters(redis_client, stream_name)) == 2
@@ -50,11 +50,15 @@ def test_the_stream_shrinks_but_a_lagging_group_keeps_what_it_has_not_read(
     time.sleep(2.5)  # the trimmer ran at least twice since the store acknowledged everything
     assert redis_client.xlen(stream_name) == 3002  # audit has read nothing: all kept for it
 
+    # audit reads 1000 entries while the service stores a few more: trimmed at the next batch.
     reply = redis_client.xreadgroup("audit", "a", {stream_name: ">"}, count=1000)
     redis_client.xack(stream_name, "audit", *[entry_id for entry_id, _ in reply[0][1]])
-    wait_until(lambda: redis_client.xlen(stream_name) < 2002 + KEEP + 100, what="trimmed to audit's position")
-    assert entry_ids(redis_client, stream_name)[-2002:][:2000] == [i.encode() for i in ids[1000:]]
+    with Publisher(server.redis_url, stream_name) as publisher:
+        ids += [i.encode() for i in publisher.publish([report_event(i, prefix="trim") for i in range(3000, 3010)]).entry_ids]
+    wait_until(lambda: redis_client.xlen(stream_name) < 2012 + KEEP + 100, what="trimmed to audit's position")
+    assert entry_ids(redis_client, stream_name)[-2012:] == ids[1000:]  # all audit has not read
 
+    # audit reads the rest while nothing else arrives: trimmed all the same, within 10 s.
     reply = redis_client.xreadgroup("audit", "a", {stream_name: ">"}, count=10_000)
     redis_client.xack(stream_name, "audit", *[entry_id for entry_id, _ in reply[0][1]])
     wait_until(lambda: redis_client.xlen(stream_name) <= KEEP + 100, what="trimmed to the margin")
