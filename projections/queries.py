@@ -763,7 +763,16 @@ class Queries:
             join = f"JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from"
             if match is not None:
                 join += f" JOIN {SEARCH}{search_tag} s"
-            if len(members) > 1:  # an event filed under several of the members: once, its best role
+            if len(members) > 1 and relevance:
+                # bm25 cannot be taken in a GROUP BY: rank the rows first, then keep each event once
+                columns = ", ".join(c.strip().removeprefix("v.") for c in ENTRY_COLUMNS.split(","))
+                sql = (
+                    f"WITH ranked AS MATERIALIZED (SELECT {ENTRY_COLUMNS}, en.rank AS rank,"
+                    f" bm25({SEARCH}{search_tag}) AS score FROM {ENTRIES}{tag} en {join} WHERE {' AND '.join(where)})"
+                    f" SELECT {columns}, MIN(rank) FROM ranked GROUP BY position"
+                    " ORDER BY MIN(score), start_key, position LIMIT ?"
+                )
+            elif len(members) > 1:  # an event filed under several of the members: once, its best role
                 sql = (
                     f"SELECT {ENTRY_COLUMNS}, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
                     f" WHERE {' AND '.join(where)} GROUP BY v.position {order} LIMIT ?"
