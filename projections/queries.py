@@ -628,8 +628,12 @@ class Queries:
                 cards.put(position, card)
         return stored
 
-    def timeline(self, entity_id: str | None, query: TimelineQuery, *, render: bool = False) -> dict[str, Any]:
-        """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API)."""
+    def timeline(
+        self, entity_id: str | None, query: TimelineQuery, *, render: bool = False, total: bool = False
+    ) -> dict[str, Any]:
+        """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API);
+        with ``total``, also how many entries match in all (its ``total``: every page's, at the
+        same snapshot; a count of the whole selection, for the CLI rather than the hot path)."""
         if query.role is not None and entity_id is None:
             raise QueryError("role", "only an entity's timeline has roles")
         if query.order == "relevance" and not query.q:
@@ -679,6 +683,12 @@ class Queries:
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
             stored = self._stored(conn, [row[0] for row in rows[: query.limit]])
+            matching = None
+            if total:
+                matching = self._rows(
+                    conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
+                    count=True,
+                )[0][0]
         # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (CONTRACT
         # §4's field order); the API sends the text as it is, other callers get it decoded.
         entries: list[str] = []
@@ -706,6 +716,8 @@ class Queries:
             "entries": [RawJson(e) for e in entries] if render else [json.loads(e) for e in entries],
             "next_cursor": next_cursor,
         }
+        if matching is not None:
+            result["total"] = matching
         if entity is not None:
             result = {"entity": entity, **result}
         return result
@@ -723,7 +735,9 @@ class Queries:
         until: str | None,
         after: Cursor | None,
         match: str | None = None,
+        count: bool = False,
     ) -> list[tuple[Any, ...]]:
+        """The rows of a page (``limit`` + 1 of them); with ``count``, ``[(rows that match,)]``."""
         # ``en`` (by entity) or ``v`` gives the order; a version's other columns are in ``v``.
         alias = "en" if by_entity else "v"
         where = [f"{alias}.valid_from <= ?", "v.valid_to > ?"]
@@ -782,6 +796,8 @@ class Queries:
         else:
             source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{search_tag} s" if match is not None else "")
             sql = f"SELECT {ENTRY_COLUMNS} FROM {source} WHERE {' AND '.join(where)} {order} LIMIT ?"
+        if count:
+            return conn.execute(f"SELECT COUNT(*) FROM ({sql})", [*args, -1]).fetchall()
         args.append(query.limit + 1)
         if relevance:
             sql += " OFFSET ?"

@@ -253,3 +253,21 @@ def test_dates_at_the_ends_of_the_range_are_answered(paged):
         assert tl(paged, "x", until=value)["entity"]["id"] == "x"
         as_of = tl(paged, None, as_of=value)["entries"]
         assert len(as_of) == (0 if value.startswith("0001") else 12), value
+
+
+@pytest.mark.parametrize(
+    "entity_id, params",
+    [
+        ("x", {}), ("twitter", {"q": "headline", "order": "relevance"}), (None, {"since": "2025-05-03"}),
+        ("z", {"until": "2025-05-02", "order": "desc"}), (None, {"kinds": ("outage",)}), ("x", {"role": "subject"}),
+    ],
+)
+def test_total_is_every_page_of_the_same_query(paged, entity_id, params):
+    first = tl(paged, entity_id, limit=2, **params)
+    entries, cursor = list(first["entries"]), first["next_cursor"]
+    while cursor:
+        page = tl(paged, entity_id, limit=2, cursor=cursor, **params)
+        entries += page["entries"]
+        cursor = page["next_cursor"]
+    counted = paged.timeline(entity_id, TimelineQuery(limit=2, **params), total=True)["total"]
+    assert counted == len(entries) == len({e["event_id"] for e in entries})
