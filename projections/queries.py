@@ -408,39 +408,45 @@ class Queries:
         self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str
     ) -> dict[str, Any] | None:
         """An entity's card as the store stood at position ``p`` (below the entities projection's
-        ``projected``), from the members that count now, without walking the entity's history:
+        ``projected``), without walking the entity's history:
 
-        - its members now with position <= p count as they do now, unless a correction or
-          retraction recorded after p changed their event (``changed``): one range of the
-          members' index (entity, position);
-        - each changed event counts as its version at p in the timelines projection says (that
-          version's date and entities; not if it was retracted by then).
-
-        The changed events are found through the store's index of what corrections and
-        retractions target: their number, not the entity's size, bounds the extra work.
+        - the count: its members now (the entities projection) recorded up to p, counted on the
+          smaller side of p in the members' (entity, position) index (for one id: the count now
+          less those recorded after p), corrected for the events that a correction or retraction
+          recorded after p changed: each counts as its version at p says (the timelines
+          projection keeps every version). Those are found through the store's index of what
+          corrections and retractions target: their number, not the entity's size, bounds it;
+        - the first and last dates: the first entry of its timeline at p in each order, as a
+          page of that timeline finds it.
         """
         _, ttag = self._checkpoint(conn, "timelines")
         members = self.aliases.members(canonical, p)
         marks = ",".join("?" * len(members))
+        if len(members) == 1 and p >= projected // 2:
+            (after,) = conn.execute(
+                f"SELECT COUNT(*) FROM {MEMBERS}{tag} WHERE entity_id = ? AND position > ?", (canonical, p)
+            ).fetchone()
+            now = conn.execute(f"SELECT event_count FROM {STATS}{tag} WHERE id = ?", (canonical,)).fetchone()
+            count = (now[0] if now else 0) - after
+        else:
+            distinct = "COUNT(DISTINCT position)" if len(members) > 1 else "COUNT(*)"
+            (count,) = conn.execute(
+                f"SELECT {distinct} FROM {MEMBERS}{tag} WHERE entity_id IN ({marks}) AND position <= ?", [*members, p]
+            ).fetchone()
         changed = conn.execute(
             "SELECT DISTINCT t.position, t.event_id FROM events c INDEXED BY events_target"
             " JOIN events t ON t.event_id = c.target_id"
             " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ? AND t.position <= ?",
             (p, projected, p),
         ).fetchall()
-        skip = json.dumps([position for position, _ in changed])
-        distinct = "COUNT(DISTINCT position)" if len(members) > 1 else "COUNT(*)"
-        count, low, high = conn.execute(
-            f"SELECT {distinct}, MIN(start_key), MAX(start_key) FROM {MEMBERS}{tag}"
-            f" WHERE entity_id IN ({marks}) AND position <= ? AND position NOT IN (SELECT value FROM json_each(?))",
-            [*members, p, skip],
-        ).fetchone()
-        ends = [k for k in (low, high) if k is not None]
-        for position, event_id in changed:  # each changed event as its version at p says
+        for position, event_id in changed:  # counted now as it stands now; at p as its version then
+            if conn.execute(
+                f"SELECT 1 FROM {MEMBERS}{tag} WHERE position = ? AND entity_id IN ({marks})", [position, *members]
+            ).fetchone():
+                count -= 1
             version = conn.execute(
-                f"SELECT v.valid_from, v.start_key FROM {EVENTS}{ttag} v WHERE v.valid_to > ? AND v.status != 'retracted'"
-                " AND v.valid_from IN (SELECT ? UNION ALL SELECT position FROM events"
-                " WHERE target_id = ? AND position <= ?)",
+                f"SELECT valid_from, start_key FROM {EVENTS}{ttag} WHERE valid_to > ? AND status != 'retracted'"
+                " AND valid_from IN (SELECT ? UNION ALL SELECT position FROM events WHERE target_id = ? AND position <= ?)",
                 (p, position, event_id, p),
             ).fetchone()
             if version is not None and conn.execute(
@@ -449,7 +455,6 @@ class Queries:
                 [*members, version[1], position, version[0]],
             ).fetchone():
                 count += 1
-                ends.append(version[1])
         # Names and types as the store knew them: a member's row unless it was renamed after p,
         # else the name its latest event up to p filed it under.
         rows = []
@@ -478,29 +483,27 @@ class Queries:
             "type": named[2] if named else "other",
             "aliases": members[1:],
             "event_count": count,
-            "first_at": self._written_at(conn, members, min(ends), p, ttag, "ASC") if ends else None,
-            "last_at": self._written_at(conn, members, max(ends), p, ttag, "DESC") if ends else None,
+            "first_at": self._end_at(conn, members, p, ttag, "ASC") if count else None,
+            "last_at": self._end_at(conn, members, p, ttag, "DESC") if count else None,
         }
 
     @staticmethod
-    def _written_at(
-        conn: sqlite3.Connection, members: list[str], key: str, p: int, ttag: str, direction: str
-    ) -> str | None:
-        """``occurred_at`` as written of the first (ASC) or last (DESC) of the entity's entries
-        dated ``key`` at position p: one (entity, start key) range of the entries' key each."""
+    def _end_at(conn: sqlite3.Connection, members: list[str], p: int, ttag: str, direction: str) -> str | None:
+        """``occurred_at`` as written of the first (ASC) or last (DESC) entry of the entity's
+        timeline at position p: for each id, its entries' key in that order, up to the first
+        one valid then (what a page of the timeline reads)."""
         best = None
         for member in members:
             row = conn.execute(
-                f"SELECT en.position, coalesce(v.occurred_at, m.occurred_at) FROM {ENTRIES}{ttag} en"
-                f" JOIN {EVENTS}{ttag} v ON v.valid_from = en.valid_from"
-                " JOIN event_meta m ON m.position = en.position"
-                " WHERE en.entity_id = ? AND en.start_key = ? AND en.valid_from <= ? AND v.valid_to > ?"
-                f" AND v.status != 'retracted' ORDER BY en.position {direction} LIMIT 1",
-                (member, key, p, p),
+                f"SELECT en.start_key, en.position, coalesce(v.occurred_at, m.occurred_at) FROM {ENTRIES}{ttag} en"
+                f" JOIN {EVENTS}{ttag} v ON v.valid_from = en.valid_from JOIN event_meta m ON m.position = en.position"
+                " WHERE en.entity_id = ? AND en.valid_from <= ? AND v.valid_to > ? AND v.status != 'retracted'"
+                f" ORDER BY en.start_key {direction}, en.position {direction} LIMIT 1",
+                (member, p, p),
             ).fetchone()
-            if row is not None and (best is None or (row[0] < best[0]) == (direction == "ASC")):
+            if row is not None and (best is None or (row[:2] < best[:2]) == (direction == "ASC")):
                 best = row
-        return best[1] if best else None
+        return best[2] if best else None
 
     def entity(self, entity_id: str, as_of: str | None = None) -> dict[str, Any]:
         """One entity (an alias answers with its canonical one); with ``as_of``, as it stood then."""

@@ -80,7 +80,7 @@ def random_batches(seed: int, batches: int = 8) -> list[list[dict]]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(1, 9))
 def test_the_entity_card_as_of_each_instant_is_what_the_timeline_then_holds(q, db, seed):
     results = append_batches(db, *random_batches(seed))
     with EventStore(db) as store:
