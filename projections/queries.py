@@ -8,6 +8,7 @@ store position a read answers for: the projection's checkpoint, or less for ``as
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import sqlite3
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from events.dates import parse_instant, parse_partial, to_key
+from events.dates import parse_partial
 from events.ids import compact_json, fold
 from events.store import EventStore, attach_read_only
 
@@ -39,9 +40,10 @@ PROJECTIONS = tuple(p.name for p in default_projections())  # whose files the re
 class QueryError(ValueError):
     """A parameter that breaks the rules: names the parameter (answered with 422)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, **detail: Any) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.detail = {"field": field, **detail}
 
 
 class NotFound(LookupError):
@@ -97,22 +99,84 @@ def _desc(key: str | None) -> tuple[int, ...]:
     return tuple(-ord(c) for c in key or "")
 
 
-def encode_cursor(start_key: str, position: int, snapshot: int, order: str) -> str:
-    raw = json.dumps([start_key, position, snapshot, order], separators=(",", ":")).encode()
+# A cursor: where the page ends, the snapshot it reads, and what query it belongs to.
+CURSOR_VERSION = 2
+MAX_POSITION = 2**62  # store positions (and relevance offsets) a cursor may hold: SQLite takes < 2**63
+_KEY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+# What a cursor is bound to, in the order a mismatch is named; ``limit`` is not among them (any
+# page size may go on), and ``entity`` is the canonical id at the snapshot (an alias goes on).
+BOUND = ("entity", "order", "since", "until", "kind", "role", "q", "as_of", "include_retracted")
+GLOBAL = "*"  # the ``entity`` of /timeline
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    start_key: str
+    position: int  # for order=relevance: the offset of the next page
+    snapshot: int
+    binding: dict[str, str]  # parameter -> digest of its value (unset parameters absent)
+
+
+def _digest(value: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.blake2b(value.encode(), digest_size=6).digest()).decode()
+
+
+def binding(values: dict[str, str | None]) -> dict[str, str]:
+    """Digests of a query's parameters as it means them (``BOUND``; unset ones left out)."""
+    return {name: _digest(values[name]) for name in BOUND if values.get(name) is not None}
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = json.dumps(
+        [CURSOR_VERSION, cursor.start_key, cursor.position, cursor.snapshot, cursor.binding], separators=(",", ":")
+    ).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[str, int, int, str]:
+def _position(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_POSITION  # not a bool, not beyond SQLite's integers
+
+
+def decode_cursor(cursor: str) -> Cursor:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        start_key, position, snapshot, order = json.loads(raw)
-        if not (isinstance(start_key, str) and isinstance(position, int) and isinstance(snapshot, int)):
-            raise ValueError
-        if order not in ("asc", "desc", "relevance"):
-            raise ValueError
-        return start_key, position, snapshot, order
-    except (ValueError, TypeError, json.JSONDecodeError):
+        version, start_key, position, snapshot, bound = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):  # binascii.Error, UnicodeDecodeError, JSONDecodeError
         raise QueryError("cursor", "not a cursor this API gave out") from None
+    if version != CURSOR_VERSION or not isinstance(start_key, str) or not isinstance(bound, dict):
+        raise QueryError("cursor", "not a cursor this API gave out")
+    if not (start_key == "" or _KEY.fullmatch(start_key)):
+        raise QueryError("cursor", "not a cursor this API gave out: its date key is malformed")
+    if not (_position(position) and _position(snapshot)):
+        raise QueryError("cursor", f"not a cursor this API gave out: its positions must be 0 to {MAX_POSITION}")
+    if not all(k in BOUND and isinstance(v, str) for k, v in bound.items()):
+        raise QueryError("cursor", "not a cursor this API gave out: unknown parameters in it")
+    return Cursor(start_key, position, snapshot, bound)
+
+
+def check_binding(cursor: Cursor, expected: dict[str, str]) -> None:
+    """A cursor goes on only with the query that gave it out: a 422 naming what differs."""
+    differs = [name for name in BOUND if cursor.binding.get(name) != expected.get(name)]
+    if not differs:
+        return
+    glob = _digest(GLOBAL)
+    if "entity" in differs:
+        was, now = cursor.binding.get("entity"), expected.get("entity")
+        if was == glob:
+            what = "it was given out for /timeline, not for an entity's timeline"
+        elif now == glob:
+            what = "it was given out for an entity's timeline, not for /timeline"
+        else:
+            what = "it was given out for another entity's timeline"
+        others = [d for d in differs if d != "entity"]
+        if others:
+            what += f", and with other {', '.join(others)}"
+    else:
+        what = f"it was given out for a query with other {', '.join(differs)}"
+    raise QueryError(
+        "cursor", f"{what}; send the same parameters as the request that gave it, or leave cursor out",
+        differs=differs,
+    )
 
 
 def fts_query(q: str) -> str:
@@ -123,11 +187,13 @@ def fts_query(q: str) -> str:
     return " ".join(f'"{w}"' for w in words)
 
 
-def _instant_key(field: str, value: str) -> str:
+def as_of_key(value: str) -> str:
+    """The instant an ``as_of`` stands for: an instant itself, or the end of a year, month or
+    day (UTC): ``2026-12-05`` is the store as it stood at the end of that day."""
     try:
-        return to_key(parse_instant(value))
+        return parse_partial(value).end_key
     except ValueError as exc:
-        raise QueryError(field, str(exc)) from None
+        raise QueryError("as_of", str(exc)) from None
 
 
 def _partial(field: str, value: str) -> Any:
@@ -276,7 +342,7 @@ class Queries:
     def event(self, event_id: str, as_of: str | None = None) -> dict[str, Any]:
         with self.snapshot():
             store = self.store
-            upto = store.position_at(_instant_key("as_of", as_of)) if as_of else None
+            upto = store.position_at(as_of_key(as_of)) if as_of else None
             found = store.state(event_id, upto)
         if found is None:
             raise NotFound(f"no event {event_id!r}" + (f" as of {as_of}" if as_of else ""))
@@ -291,8 +357,13 @@ class Queries:
 
     # --- entities ------------------------------------------------------------------------
 
-    def _entity(self, conn: sqlite3.Connection, canonical: str, upto: int) -> dict[str, Any] | None:
-        _, tag = self._checkpoint(conn, "entities")
+    def _entity(
+        self, conn: sqlite3.Connection, canonical: str, upto: int, *, as_of: bool = False
+    ) -> dict[str, Any] | None:
+        """An entity's card; with ``as_of``, as the store stood at position ``upto``."""
+        projected, tag = self._checkpoint(conn, "entities")
+        if as_of and upto < projected:
+            return self._entity_at(conn, canonical, upto, projected, tag)
         members = self.aliases.members(canonical, upto)
         marks = ",".join("?" * len(members))
         rows = conn.execute(
@@ -333,14 +404,120 @@ class Queries:
             "last_at": last_at,
         }
 
-    def entity(self, entity_id: str) -> dict[str, Any]:
+    def _entity_at(
+        self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str
+    ) -> dict[str, Any] | None:
+        """An entity's card as the store stood at position ``p`` (below the entities projection's
+        ``projected``), without walking the entity's history:
+
+        - the count: its members now (the entities projection) recorded up to p, counted on the
+          smaller side of p in the members' (entity, position) index (for one id: the count now
+          less those recorded after p), corrected for the events that a correction or retraction
+          recorded after p changed: each counts as its version at p says (the timelines
+          projection keeps every version). Those are found through the store's index of what
+          corrections and retractions target: their number, not the entity's size, bounds it;
+        - the first and last dates: the first entry of its timeline at p in each order, as a
+          page of that timeline finds it.
+        """
+        _, ttag = self._checkpoint(conn, "timelines")
+        members = self.aliases.members(canonical, p)
+        marks = ",".join("?" * len(members))
+        if len(members) == 1 and p >= projected // 2:
+            (after,) = conn.execute(
+                f"SELECT COUNT(*) FROM {MEMBERS}{tag} WHERE entity_id = ? AND position > ?", (canonical, p)
+            ).fetchone()
+            now = conn.execute(f"SELECT event_count FROM {STATS}{tag} WHERE id = ?", (canonical,)).fetchone()
+            count = (now[0] if now else 0) - after
+        else:
+            distinct = "COUNT(DISTINCT position)" if len(members) > 1 else "COUNT(*)"
+            (count,) = conn.execute(
+                f"SELECT {distinct} FROM {MEMBERS}{tag} WHERE entity_id IN ({marks}) AND position <= ?", [*members, p]
+            ).fetchone()
+        changed = conn.execute(
+            "SELECT DISTINCT t.position, t.event_id FROM events c INDEXED BY events_target"
+            " JOIN events t ON t.event_id = c.target_id"
+            " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ? AND t.position <= ?",
+            (p, projected, p),
+        ).fetchall()
+        for position, event_id in changed:  # counted now as it stands now; at p as its version then
+            if conn.execute(
+                f"SELECT 1 FROM {MEMBERS}{tag} WHERE position = ? AND entity_id IN ({marks})", [position, *members]
+            ).fetchone():
+                count -= 1
+            version = conn.execute(
+                f"SELECT valid_from, start_key FROM {EVENTS}{ttag} WHERE valid_to > ? AND status != 'retracted'"
+                " AND valid_from IN (SELECT ? UNION ALL SELECT position FROM events WHERE target_id = ? AND position <= ?)",
+                (p, position, event_id, p),
+            ).fetchone()
+            if version is not None and conn.execute(
+                f"SELECT 1 FROM {ENTRIES}{ttag} WHERE entity_id IN ({marks}) AND start_key = ? AND position = ?"
+                " AND valid_from = ?",
+                [*members, version[1], position, version[0]],
+            ).fetchone():
+                count += 1
+        # Names and types as the store knew them: a member's row unless it was renamed after p,
+        # else the name its latest event up to p filed it under.
+        rows = []
+        for member, name, kind, name_position in conn.execute(
+            f"SELECT id, name, type, name_position FROM {STATS}{tag} WHERE id IN ({marks})", members
+        ):
+            if name_position > p:
+                older = conn.execute(
+                    f"SELECT e.name, e.type, e.position FROM {MEMBERS}{tag} m JOIN event_entities e"
+                    " ON e.position = m.position AND e.entity_id = m.entity_id"
+                    " WHERE m.entity_id = ? AND m.position <= ? ORDER BY m.position DESC LIMIT 1",
+                    (member, p),
+                ).fetchone()
+                if older is None:
+                    continue  # not known by then (or only through events retracted since)
+                name, kind, name_position = older
+            rows.append((member, name, kind, name_position))
+        if not rows and not count:
+            return None
+        own = next((r for r in rows if r[0] == canonical), None)
+        latest = max(rows, key=lambda r: r[3]) if rows else None
+        named = own or latest
+        return {
+            "id": canonical,
+            "name": self.aliases.display_name(canonical, p) or (named[1] if named else canonical),
+            "type": named[2] if named else "other",
+            "aliases": members[1:],
+            "event_count": count,
+            "first_at": self._end_at(conn, members, p, ttag, "ASC") if count else None,
+            "last_at": self._end_at(conn, members, p, ttag, "DESC") if count else None,
+        }
+
+    @staticmethod
+    def _end_at(conn: sqlite3.Connection, members: list[str], p: int, ttag: str, direction: str) -> str | None:
+        """``occurred_at`` as written of the first (ASC) or last (DESC) entry of the entity's
+        timeline at position p: for each id, its entries' key in that order, up to the first
+        one valid then (what a page of the timeline reads)."""
+        best = None
+        for member in members:
+            row = conn.execute(
+                f"SELECT en.start_key, en.position, coalesce(v.occurred_at, m.occurred_at) FROM {ENTRIES}{ttag} en"
+                f" JOIN {EVENTS}{ttag} v ON v.valid_from = en.valid_from JOIN event_meta m ON m.position = en.position"
+                " WHERE en.entity_id = ? AND en.valid_from <= ? AND v.valid_to > ? AND v.status != 'retracted'"
+                f" ORDER BY en.start_key {direction}, en.position {direction} LIMIT 1",
+                (member, p, p),
+            ).fetchone()
+            if row is not None and (best is None or (row[:2] < best[:2]) == (direction == "ASC")):
+                best = row
+        return best[2] if best else None
+
+    def entity(self, entity_id: str, as_of: str | None = None) -> dict[str, Any]:
+        """One entity (an alias answers with its canonical one); with ``as_of``, as it stood then."""
+        key = as_of_key(as_of) if as_of else None
         self.aliases.refresh(self.store)
         with self.snapshot() as conn:
             head, _ = self._checkpoint(conn, "entities")
-            upto = max(head, self.aliases.seen)
-            found = self._entity(conn, self.aliases.resolve(entity_id, upto), upto)
+            if key is None:
+                upto = max(head, self.aliases.seen)
+            else:
+                upto = min(head, self.store.position_at(key))
+            found = self._entity(conn, self.aliases.resolve(entity_id, upto), upto, as_of=key is not None)
         if found is None:
-            raise NotFound(f"no entity {entity_id!r}")
+            raise NotFound(f"no entity {entity_id!r}" + (f" as of {as_of}" if as_of else ""))
         return found
 
     def entities(self, q: str | None = None, type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -454,8 +631,12 @@ class Queries:
                 cards.put(position, card)
         return stored
 
-    def timeline(self, entity_id: str | None, query: TimelineQuery, *, render: bool = False) -> dict[str, Any]:
-        """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API)."""
+    def timeline(
+        self, entity_id: str | None, query: TimelineQuery, *, render: bool = False, total: bool = False
+    ) -> dict[str, Any]:
+        """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API);
+        with ``total``, also how many entries match in all (its ``total``: every page's, at the
+        same snapshot; a count of the whole selection, for the CLI rather than the hot path)."""
         if query.role is not None and entity_id is None:
             raise QueryError("role", "only an entity's timeline has roles")
         if query.order == "relevance" and not query.q:
@@ -463,10 +644,8 @@ class Queries:
         match = fts_query(query.q) if query.q else None
         since = _partial("since", query.since).start_key if query.since else None
         until = _partial("until", query.until).end_key if query.until else None
-        as_of_key = _instant_key("as_of", query.as_of) if query.as_of else None
+        as_of = as_of_key(query.as_of) if query.as_of else None
         after = decode_cursor(query.cursor) if query.cursor else None
-        if after is not None and after[3] != query.order:
-            raise QueryError("cursor", f"this cursor was given out for order={after[3]}")
         self.aliases.refresh(self.store)
         with self.snapshot() as conn:
             position, tag = self._checkpoint(conn, "timelines")
@@ -475,10 +654,10 @@ class Queries:
                 # A search answers for the position both projections have reached.
                 searched, search_tag = self._checkpoint(conn, "search")
                 position = min(position, searched)
-            if after is not None:
-                snapshot = after[2]
-            elif as_of_key is not None:
-                snapshot = min(position, self.store.position_at(as_of_key))
+            if after is not None:  # a forged snapshot ahead of the projection reads what it has
+                snapshot = min(after.snapshot, position)
+            elif as_of is not None:
+                snapshot = min(position, self.store.position_at(as_of))
             else:
                 snapshot = position
             entity = None
@@ -486,17 +665,33 @@ class Queries:
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
-                entity = self._entity(conn, target, snapshot)
+                entity = self._entity(conn, target, snapshot, as_of=as_of is not None)
                 if entity is None:
                     now = max(position, self.aliases.seen)
                     entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)
+                    if entity is not None and as_of is not None:  # known now, not yet then
+                        entity = {**entity, "event_count": 0, "first_at": None, "last_at": None}
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
                 members = self.aliases.members(target, snapshot)
+            bound = binding({
+                "entity": target if entity_id is not None else GLOBAL, "order": query.order,
+                "since": since, "until": until, "kind": ",".join(sorted(set(query.kinds))) or None,
+                "role": query.role, "q": match, "as_of": as_of,
+                "include_retracted": "true" if query.include_retracted else None,
+            })
+            if after is not None:
+                check_binding(after, bound)
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
             stored = self._stored(conn, [row[0] for row in rows[: query.limit]])
+            matching = None
+            if total:
+                matching = self._rows(
+                    conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
+                    count=True,
+                )[0][0]
         # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (CONTRACT
         # §4's field order); the API sends the text as it is, other callers get it decoded.
         entries: list[str] = []
@@ -516,13 +711,16 @@ class Queries:
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
             if query.order == "relevance":  # ranked pages go by offset within the pinned snapshot
-                next_cursor = encode_cursor("", (after[1] if after else 0) + query.limit, snapshot, query.order)
+                offset = (after.position if after else 0) + query.limit
+                next_cursor = encode_cursor(Cursor("", offset, snapshot, bound))
             else:
-                next_cursor = encode_cursor(last[9], last[0], snapshot, query.order)
+                next_cursor = encode_cursor(Cursor(last[9], last[0], snapshot, bound))
         result: dict[str, Any] = {
             "entries": [RawJson(e) for e in entries] if render else [json.loads(e) for e in entries],
             "next_cursor": next_cursor,
         }
+        if matching is not None:
+            result["total"] = matching
         if entity is not None:
             result = {"entity": entity, **result}
         return result
@@ -538,9 +736,11 @@ class Queries:
         query: TimelineQuery,
         since: str | None,
         until: str | None,
-        after: tuple[str, int, int, str] | None,
+        after: Cursor | None,
         match: str | None = None,
+        count: bool = False,
     ) -> list[tuple[Any, ...]]:
+        """The rows of a page (``limit`` + 1 of them); with ``count``, ``[(rows that match,)]``."""
         # ``en`` (by entity) or ``v`` gives the order; a version's other columns are in ``v``.
         alias = "en" if by_entity else "v"
         where = [f"{alias}.valid_from <= ?", "v.valid_to > ?"]
@@ -566,7 +766,7 @@ class Queries:
         relevance = query.order == "relevance"
         if after is not None and not relevance:
             where.append(f"({alias}.start_key, {alias}.position) {'<' if desc else '>'} (?, ?)")
-            args += [after[0], after[1]]
+            args += [after.start_key, after.position]
         direction = "DESC" if desc else "ASC"
         order = f"ORDER BY {alias}.start_key {direction}, {alias}.position {direction}"
         if match is not None:
@@ -580,7 +780,16 @@ class Queries:
             join = f"JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from"
             if match is not None:
                 join += f" JOIN {SEARCH}{search_tag} s"
-            if len(members) > 1:  # an event filed under several of the members: once, its best role
+            if len(members) > 1 and relevance:
+                # bm25 cannot be taken in a GROUP BY: rank the rows first, then keep each event once
+                columns = ", ".join(c.strip().removeprefix("v.") for c in ENTRY_COLUMNS.split(","))
+                sql = (
+                    f"WITH ranked AS MATERIALIZED (SELECT {ENTRY_COLUMNS}, en.rank AS rank,"
+                    f" bm25({SEARCH}{search_tag}) AS score FROM {ENTRIES}{tag} en {join} WHERE {' AND '.join(where)})"
+                    f" SELECT {columns}, MIN(rank) FROM ranked GROUP BY position"
+                    " ORDER BY MIN(score), start_key, position LIMIT ?"
+                )
+            elif len(members) > 1:  # an event filed under several of the members: once, its best role
                 sql = (
                     f"SELECT {ENTRY_COLUMNS}, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
                     f" WHERE {' AND '.join(where)} GROUP BY v.position {order} LIMIT ?"
@@ -590,8 +799,10 @@ class Queries:
         else:
             source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{search_tag} s" if match is not None else "")
             sql = f"SELECT {ENTRY_COLUMNS} FROM {source} WHERE {' AND '.join(where)} {order} LIMIT ?"
+        if count:
+            return conn.execute(f"SELECT COUNT(*) FROM ({sql})", [*args, -1]).fetchall()
         args.append(query.limit + 1)
         if relevance:
             sql += " OFFSET ?"
-            args.append(after[1] if after else 0)
+            args.append(after.position if after else 0)
         return conn.execute(sql, args).fetchall()

@@ -95,9 +95,10 @@ _DATE = (
     r"(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2}))?)?)?"
 )
 PARTIAL_DATE = Query(pattern=f"^{_DATE}$", description="2025, 2025-05, 2025-05-24 or an instant with an offset")
-INSTANT = Query(
-    pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})$",
-    description="an instant with an offset, fractional seconds allowed: the store as it was then",
+AS_OF = Query(
+    pattern=f"^{_DATE}$",
+    description="the store as it stood at an instant (offset required, fractional seconds allowed),"
+    " or at the end of a year, month or day (UTC): 2026-12-05 is the end of that day",
 )
 
 TIMELINE_PARAMS = ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted")
@@ -142,7 +143,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     @app.exception_handler(QueryError)
     async def _query(request: Request, exc: QueryError) -> JSONResponse:
-        return _error(422, str(exc), {"field": exc.field})
+        return _error(422, str(exc), exc.detail)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -229,7 +230,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     # --- reading -------------------------------------------------------------------------
 
     @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))], responses=ERRORS)
-    async def get_event(event_id: str, as_of: Annotated[str | None, INSTANT] = None) -> Response:
+    async def get_event(event_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
         """The event as it now stands (corrections applied), with its history."""
         return Json(queries.event(event_id, as_of))
 
@@ -241,9 +242,10 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     ) -> Response:
         return Json({"entities": queries.entities(q=q, type=type, limit=limit)})
 
-    @app.get("/entities/{entity_id}", dependencies=[Depends(only())], responses=ERRORS)
-    async def get_entity(entity_id: str) -> Response:
-        return Json(queries.entity(entity_id))
+    @app.get("/entities/{entity_id}", dependencies=[Depends(only("as_of"))], responses=ERRORS)
+    async def get_entity(entity_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
+        """One entity (an alias answers with its canonical entity); with ``as_of``, as it stood then."""
+        return Json(queries.entity(entity_id, as_of))
 
     @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))], responses=ERRORS)
     async def related(entity_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> Response:
@@ -261,7 +263,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             Literal["asc", "desc", "relevance"],
             Query(description="asc (default) or desc by time; relevance ranks full-text matches (needs q)"),
         ] = "asc",
-        as_of: Annotated[str | None, INSTANT] = None,
+        as_of: Annotated[str | None, AS_OF] = None,
         include_retracted: bool = False,
     ) -> TimelineQuery:
         return TimelineQuery(

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from collections.abc import Iterator
@@ -188,11 +189,22 @@ def _progress() -> Progress:
     )
 
 
-def render_timeline(result: dict[str, Any], title: str | None = None) -> Table:
+def timeline_header(result: dict[str, Any], filters: str = "") -> str:
+    """The entity, its aliases and how many entries match (``result["total"]``, when counted;
+    else the entity's event count)."""
+    entity = result["entity"]
+    aliases = f" (also: {', '.join(entity['aliases'])})" if entity["aliases"] else ""
+    total = result.get("total")
+    matching = f"{total} entries" if total is not None else f"{entity['event_count']} events"
+    return f"{entity['name']} [{entity['id']}]{aliases}: {matching}{filters}"
+
+
+def render_timeline(result: dict[str, Any], title: str | None = None, *, header: bool = True) -> Table:
+    """A timeline page as a table, titled with ``timeline_header`` unless given a title or none."""
     entity = result.get("entity")
-    if title is None and entity is not None:
-        aliases = f" (also: {', '.join(entity['aliases'])})" if entity["aliases"] else ""
-        title = escape(f"{entity['name']} [{entity['id']}]{aliases}: {entity['event_count']} events")
+    entries = result["entries"]
+    if title is None and entity is not None and header:
+        title = escape(timeline_header(result))
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("when", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -200,7 +212,7 @@ def render_timeline(result: dict[str, Any], title: str | None = None) -> Table:
         table.add_column("role", no_wrap=True)
     table.add_column("headline")
     table.add_column("status", no_wrap=True)
-    for entry in result["entries"]:
+    for entry in entries:
         when = entry["occurred_at"] + (f" → {entry['ended_at']}" if entry.get("ended_at") else "")
         row = [when, entry["kind"]]
         if entity is not None:
@@ -211,28 +223,59 @@ def render_timeline(result: dict[str, Any], title: str | None = None) -> Table:
     return table
 
 
+def the_rest(result: dict[str, Any], *, after_cursor: bool = False) -> str | None:
+    """How many entries a page shows of how many match, and how to see the rest (none: all shown)."""
+    shown, total, cursor = len(result["entries"]), result.get("total"), result.get("next_cursor")
+    if cursor:
+        more = f"{total - shown} more" if total is not None and not after_cursor else "more"
+        return (
+            f"showing {shown} of {total}; {more}: add --all to see every one,"
+            f" or --cursor {cursor} for the next page"
+        )
+    if total is not None and shown < total:  # the last page of several
+        return f"showing the last {shown} of {total}"
+    return None
+
+
 @app.command()
 def show(
     entity: Annotated[str, typer.Argument(help="entity id (an alias answers with its entity)")],
     since: Annotated[Optional[str], typer.Option(help="from (2025, 2025-05, 2025-05-24, …)")] = None,
     until: Annotated[Optional[str], typer.Option(help="until (same forms)")] = None,
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="as the store knew it at this instant")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 500,
+    as_of: Annotated[
+        Optional[str], typer.Option("--as-of", help="as the store knew it at an instant, or at the end of a day, month or year")
+    ] = None,
+    kind: Annotated[Optional[list[str]], typer.Option(help="only this kind (repeatable)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="entries a page")] = 500,
+    cursor: Annotated[Optional[str], typer.Option(help="go on from where a page ended (it prints the cursor)")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="every matching entry, page after page")] = False,
     output_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Print an entity's timeline in the terminal."""
+    """Print an entity's timeline in the terminal: how many entries match, and a page of them
+    (or --all); the rest are a --cursor away."""
+    from events.models import KINDS
     from projections.queries import NotFound, QueryError, TimelineQuery
 
     from .service import TimelineService
 
+    unknown = [k for k in kind or () if k not in KINDS]
+    if unknown:
+        err.print(f"[red]kind: {unknown[0]!r} is not a kind[/]; the kinds are {', '.join(KINDS)}")
+        raise typer.Exit(2)
     settings = _settings()
     if not settings.db.exists():
         err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
         raise typer.Exit(2)
     service = TimelineService(settings)
+    query = TimelineQuery(
+        since=since, until=until, as_of=as_of, kinds=tuple(kind or ()), limit=500 if show_all else limit, cursor=cursor
+    )
     try:
         service.project()
-        result = service.queries.timeline(entity, TimelineQuery(since=since, until=until, as_of=as_of, limit=limit))
+        result = service.queries.timeline(entity, query, total=True)
+        while show_all and result["next_cursor"]:
+            more = service.queries.timeline(entity, replace(query, cursor=result["next_cursor"]))
+            result = {**result, "entries": result["entries"] + more["entries"], "next_cursor": more["next_cursor"]}
     except NotFound as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
@@ -243,8 +286,15 @@ def show(
         service.close()
     if output_json:
         console.print_json(json.dumps(result, ensure_ascii=False))
-    else:
-        console.print(render_timeline(result))
+        return
+    said = [f"since {since}" if since else "", f"until {until}" if until else "",
+            f"kind {', '.join(kind)}" if kind else "", f"as of {as_of}" if as_of else ""]
+    filters = " (" + "; ".join(s for s in said if s) + ")" if any(said) else ""
+    console.print(timeline_header(result, filters), soft_wrap=True, markup=False, highlight=False)
+    console.print(render_timeline(result, header=False))
+    rest = the_rest(result, after_cursor=cursor is not None)
+    if rest:
+        console.print(rest, soft_wrap=True, markup=False, highlight=False)  # the cursor on one line
 
 
 @app.command()
@@ -337,7 +387,7 @@ def demo() -> None:
             )
             queries = runtime.service.queries
             return [
-                await asyncio.to_thread(queries.timeline, entity, TimelineQuery(limit=500))
+                await asyncio.to_thread(queries.timeline, entity, TimelineQuery(limit=500), total=True)
                 for entity in ("elon-musk", "x")
             ]
 

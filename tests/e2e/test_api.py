@@ -188,7 +188,7 @@ def test_parameters_are_checked(server, http: httpx.Client) -> None:
         ("/timeline", {"until": "2025-13"}, "until"),
         ("/timeline", {"kind": "rumour"}, "kind"),
         ("/timeline", {"order": "sideways"}, "order"),
-        ("/timeline", {"as_of": "2025-05-24"}, "as_of"),  # an instant is needed
+        ("/timeline", {"as_of": "2025-05-24T10:00"}, "as_of"),  # a time needs an offset
         ("/timeline", {"cursor": "not-a-cursor"}, "cursor"),
         ("/timeline", {"include_retracted": "perhaps"}, "include_retracted"),
         ("/entities/api-entity/timeline", {"role": "hero"}, "role"),

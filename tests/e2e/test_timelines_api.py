@@ -140,7 +140,7 @@ def test_as_of_before_and_after_a_correction(http: httpx.Client) -> None:
     assert http.get("/events/t-1", params={"as_of": first}).json()["history"] == []
     assert http.get("/events/t-1", params={"as_of": "2000-01-01T00:00:00Z"}).status_code == 404
     assert http.get("/entities/epsilon/timeline", params={"as_of": "2000-01-01T00:00:00.5Z"}).json()["entries"] == []
-    bad = http.get("/timeline", params={"as_of": "2025-05-24"})
+    bad = http.get("/timeline", params={"as_of": "2025-05-32"})
     assert bad.status_code == 422 and "as_of" in bad.json()["error"]
 
 
