@@ -169,3 +169,52 @@ def http(path: Path, redis_url: str, clients: int = 16, seconds: float = 10.0, w
             figures = asyncio.run(_load(server.url, clients, seconds, warmup, server.cpu_seconds))
             figures["server_peak_rss_mb"] = server.peak_rss_mb()
     return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.queries``: the query rows of the benchmark on their own."""
+    import argparse
+    import os
+
+    from . import rebuild
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.queries", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000,
+                        help="stored events (the store is filled and rebuilt once, cached in bench/.cache)")
+    parser.add_argument("--calls", type=int, default=2_000, help="in-process calls per entity")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="HTTP measuring time")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None,
+                        help="default: REDIS_URL, else a private redis-server")
+    args = parser.parse_args(argv)
+    store = rebuild.CACHE / f"bench-{args.events}.db"
+    if not projection_path(store, "timelines").exists():
+        rebuild.run(args.events)  # fills the store, then builds the projections
+    rare, rare_count = rare_entity(store)
+    for name, entity, count in ((BUSY, BUSY, event_count(store, BUSY)), ("rare", rare, rare_count)):
+        q = in_process(store, entity, args.calls)
+        print(f"in-process {name:<8} p50 {q['p50_ms']:.2f} ms  p99 {q['p99_ms']:.2f} ms  ({entity}, {count:,} events)")
+    own = None
+    url = args.redis_url
+    with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
+        if url is None:
+            from timeline.embedded_redis import RedisServer
+
+            own = RedisServer(Path(tmp) / "redis", appendonly=False)
+            url = own.start()
+        try:
+            h = http(store, url, clients=args.clients, seconds=args.seconds)
+        finally:
+            if own is not None:
+                own.stop()
+    print(
+        f"HTTP {h['clients']} clients  {h['rps']:,.0f} req/s  p50 {h['p50_ms']:.1f} ms  p99 {h['p99_ms']:.1f} ms"
+        f"  {h['errors']} errors  CPU cores: server {h['server_cpu']:.2f}, clients {h['client_cpu']:.2f}"
+        f"  server peak RSS {h['server_peak_rss_mb']:,.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
