@@ -14,7 +14,8 @@ import re
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,10 @@ class QueryError(ValueError):
 
 class NotFound(LookupError):
     pass
+
+
+class ReadTimeout(RuntimeError):
+    """A read stopped at its time limit, or not started before it (``Queries.time_limit``)."""
 
 
 class RawJson(str):
@@ -282,6 +287,27 @@ class Queries:
             with self._open_lock:
                 self._open.append(store)
         return store
+
+    @contextmanager
+    def time_limit(self, deadline: float) -> Iterator[Callable[[], None]]:
+        """Run this thread's read until ``deadline`` (``time.monotonic()``) at the latest.
+
+        Yields the function that stops the read (``sqlite3.Connection.interrupt``, callable from
+        any thread): whoever keeps the time calls it at the deadline, and again while the read
+        goes on (an interrupt that falls between two statements is lost). The read then raises
+        ``ReadTimeout``; its snapshot is rolled back."""
+        if time.monotonic() >= deadline:
+            raise ReadTimeout("the read did not start before its time limit")
+        conn = self.store.conn
+        try:
+            yield conn.interrupt
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "interrupted":
+                raise
+            raise ReadTimeout("the read was stopped at its time limit") from None
+        finally:
+            if conn.in_transaction:  # an interrupted read leaves its snapshot open
+                conn.execute("ROLLBACK")
 
     def _attach(self) -> None:
         """Attach the projections' files (``p_<name>``, read-only) that exist and are not yet."""

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json
 from projections.engine import RebuildError
-from projections.queries import NotFound, QueryError, TimelineQuery, render_json
+from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, render_json
 
 from .publisher import prepare
 from .runtime import Runtime
@@ -45,6 +45,10 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in ((404, "not found"), (422, "a parameter or body breaks the rules"))
+}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    503: {"model": ErrorBody, "description": "the read took longer than TIMELINE_READ_TIMEOUT_SECONDS: stopped"},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
@@ -145,6 +149,17 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     async def _query(request: Request, exc: QueryError) -> JSONResponse:
         return _error(422, str(exc), exc.detail)
 
+    @app.exception_handler(ReadTimeout)
+    async def _read_timeout(request: Request, exc: ReadTimeout) -> JSONResponse:
+        limit = runtime.settings.read_timeout_seconds
+        return JSONResponse(
+            {
+                "error": f"{exc}: reads are limited to {limit:g} s (TIMELINE_READ_TIMEOUT_SECONDS)",
+                "detail": {"limit_seconds": limit},
+            },
+            status_code=503,
+        )
+
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _error(404, str(exc.args[0]) if exc.args else "not found")
@@ -159,6 +174,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write")
 
     queries = runtime.service.queries
+    read = runtime.read  # reads run on the reader threads, never on this loop (timeline.readers)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -229,28 +245,28 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     # --- reading -------------------------------------------------------------------------
 
-    @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))], responses=ERRORS)
+    @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))], responses=READ_ERRORS)
     async def get_event(event_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
         """The event as it now stands (corrections applied), with its history."""
-        return Json(queries.event(event_id, as_of))
+        return Json(await read(queries.event, event_id, as_of))
 
-    @app.get("/entities", dependencies=[Depends(only("q", "type", "limit"))], responses=ERRORS)
+    @app.get("/entities", dependencies=[Depends(only("q", "type", "limit"))], responses=READ_ERRORS)
     async def list_entities(
         q: Annotated[str | None, Query(max_length=200)] = None,
         type: EntityType | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Response:
-        return Json({"entities": queries.entities(q=q, type=type, limit=limit)})
+        return Json({"entities": await read(queries.entities, q=q, type=type, limit=limit)})
 
-    @app.get("/entities/{entity_id}", dependencies=[Depends(only("as_of"))], responses=ERRORS)
+    @app.get("/entities/{entity_id}", dependencies=[Depends(only("as_of"))], responses=READ_ERRORS)
     async def get_entity(entity_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
         """One entity (an alias answers with its canonical entity); with ``as_of``, as it stood then."""
-        return Json(queries.entity(entity_id, as_of))
+        return Json(await read(queries.entity, entity_id, as_of))
 
-    @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))], responses=ERRORS)
+    @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))], responses=READ_ERRORS)
     async def related(entity_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> Response:
         """The entities that share events with this one, most shared first."""
-        return Json(queries.related(entity_id, limit))
+        return Json(await read(queries.related, entity_id, limit))
 
     async def timeline_query(
         since: Annotated[str | None, PARTIAL_DATE] = None,
@@ -272,7 +288,8 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         )
 
     @app.get(
-        "/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))], responses=ERRORS
+        "/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))],
+        responses=READ_ERRORS,
     )
     async def entity_timeline(
         entity_id: str,
@@ -280,15 +297,15 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         role: Role | None = None,
     ) -> Response:
         """Everything that happened to an entity (or its aliases), in order."""
-        return Json(queries.timeline(entity_id, replace(query, role=role), render=True))
+        return Json(await read(queries.timeline, entity_id, replace(query, role=role), render=True))
 
-    @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))], responses=ERRORS)
+    @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))], responses=READ_ERRORS)
     async def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> Response:
-        return Json(queries.timeline(None, query, render=True))
+        return Json(await read(queries.timeline, None, query, render=True))
 
-    @app.get("/projections", dependencies=[Depends(only())], responses=ERRORS)
+    @app.get("/projections", dependencies=[Depends(only())], responses=READ_ERRORS)
     async def projections() -> Response:
-        return Json(queries.projections())
+        return Json(await read(queries.projections))
 
     @app.get(
         "/health",

@@ -10,7 +10,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 from redis.asyncio import Redis
@@ -25,11 +26,13 @@ from .consumer import StreamConsumer
 from .embedded_redis import EmbeddedRedis
 from .publisher import AsyncPublisher
 from .redis_ready import wait_until_ready
+from .readers import Readers
 from .service import TimelineService
 from .settings import Settings
 
 log = logging.getLogger("timeline")
 
+T = TypeVar("T")
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
 
@@ -38,6 +41,7 @@ class Runtime:
         self.settings = settings
         self.consume = consume
         self.service = TimelineService(settings)
+        self.readers = Readers(self.service.queries, settings.readers, settings.read_timeout_seconds)
         self.embedded: EmbeddedRedis | None = None
         self.redis_url: str | None = settings.redis_url
         self._redis_ready = False
@@ -132,6 +136,7 @@ class Runtime:
             self.embedded = None
             self.redis_url = None
         self._redis_ready = False
+        await anyio.to_thread.run_sync(self.readers.close)
         self.service.close()
 
     async def __aenter__(self) -> "Runtime":
@@ -140,6 +145,10 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A read for the API, on the reader threads, within TIMELINE_READ_TIMEOUT_SECONDS."""
+        return await self.readers.run(fn, *args, **kwargs)
 
     # --- publishing and waiting ----------------------------------------------------------
 

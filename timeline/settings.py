@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         1000, alias="TIMELINE_STREAM_KEEP", ge=0,
         description="entries acknowledged by every group that are kept in the stream (the rest are trimmed)",
     )
+    readers: int = Field(
+        4, alias="TIMELINE_READERS", ge=1, le=64, description="threads that run the API's reads (each its own connections)"
+    )
+    read_timeout_seconds: float = Field(
+        10.0, alias="TIMELINE_READ_TIMEOUT_SECONDS", gt=0, le=3600,
+        description="a read not answered this long after it was asked is stopped and answered 503",
+    )
 
     @field_validator("redis_url", "api_token", mode="before")
     @classmethod
