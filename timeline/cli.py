@@ -69,6 +69,7 @@ def serve(
     import uvicorn
 
     from .api import create_app
+    from .edge import Limits, edge_protocol
     from .runtime import Runtime
 
     _logging(verbose)
@@ -85,8 +86,18 @@ def serve(
 
     with _redis_not_ready_exits():
         runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
+    limits = Limits(
+        max_head_bytes=settings.http_max_header_bytes,
+        max_url_bytes=settings.http_max_url_bytes,
+        max_headers=settings.http_max_headers,
+        header_timeout=settings.http_header_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+    )
     config = uvicorn.Config(
-        create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose
+        create_app(runtime), host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose,
+        http=edge_protocol(limits),  # httptools, with limits on request heads and slow clients
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_connections,
     )
     try:
         Server(config).run()

@@ -49,6 +49,32 @@ class Settings(BaseSettings):
         description="a read not answered this long after it was asked is stopped and answered 503",
     )
 
+    # The HTTP server's limits (timeline.edge, uvicorn): see docs/operations.md.
+    http_max_header_bytes: int = Field(
+        32 * 1024, alias="TIMELINE_HTTP_MAX_HEADER_BYTES", ge=1024, le=1024 * 1024,
+        description="a request line and headers over this many bytes are answered 431",
+    )
+    http_max_url_bytes: int = Field(
+        8 * 1024, alias="TIMELINE_HTTP_MAX_URL_BYTES", ge=256, le=1024 * 1024,
+        description="a request target (path and query) over this many bytes is answered 414",
+    )
+    http_max_headers: int = Field(100, alias="TIMELINE_HTTP_MAX_HEADERS", ge=8, le=10_000)
+    http_header_timeout_seconds: float = Field(
+        10.0, alias="TIMELINE_HTTP_HEADER_TIMEOUT_SECONDS", gt=0,
+        description="the time a client has to send a request's head (line and headers)",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, alias="TIMELINE_HTTP_BODY_TIMEOUT_SECONDS", gt=0,
+        description="the time a client has to send a request's body once its head is in",
+    )
+    http_keep_alive_seconds: int = Field(
+        5, alias="TIMELINE_HTTP_KEEP_ALIVE_SECONDS", ge=1, description="an idle keep-alive connection is closed after"
+    )
+    http_max_connections: int = Field(
+        1000, alias="TIMELINE_HTTP_MAX_CONNECTIONS", ge=1,
+        description="connections (or requests in progress) beyond this are answered 503",
+    )
+
     @field_validator("redis_url", "api_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
