@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
 from events.ids import content_hash
@@ -33,6 +33,7 @@ from .settings import Settings
 log = logging.getLogger("timeline")
 
 T = TypeVar("T")
+HEALTH_PING_SECONDS = 2.0
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
 
@@ -46,8 +47,10 @@ class Runtime:
         self.redis_url: str | None = settings.redis_url
         self._redis_ready = False
         self.redis: Redis | None = None
+        self.health_redis: Redis | None = None
         self.consumer: StreamConsumer | None = None
         self.rebuilds: set[asyncio.Task[None]] = set()
+        self.rebuilding: set[str] = set()  # projections a rebuild of this process is running for
 
     def connect_redis(self) -> str:
         """Start the embedded Redis when there is no ``REDIS_URL``, then wait (at most
@@ -80,6 +83,9 @@ class Runtime:
             retry_on_error=[ConnectionError, TimeoutError, OSError],
             socket_connect_timeout=2.0,
         )
+        self.health_redis = Redis.from_url(
+            self.redis_url, retry=AsyncRetry(NoBackoff(), 0), socket_connect_timeout=HEALTH_PING_SECONDS
+        )
         if self.consume:
             self.consumer = StreamConsumer(self.settings, self.service, self.redis_url)
             await self.consumer.start()
@@ -91,11 +97,27 @@ class Runtime:
                 await self.rebuild(resume, force=True)
 
     async def rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
-        """Start a rebuild (state ``rebuilding`` on return) and run it in the background."""
-        started = await anyio.to_thread.run_sync(lambda: self.service.start_rebuild(names, force=force))
+        """Start a rebuild (state ``rebuilding`` on return) and run it in the background.
+
+        ``RebuildError`` if one of them is being rebuilt already: a second request does not
+        start it again (``force`` does, for a rebuild that died with its process)."""
+        wanted = set(names or self.service.engine.projections)
+        busy = sorted(wanted & self.rebuilding)
+        if busy and not force:
+            raise RebuildError(
+                f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} already being rebuilt;"
+                " GET /projections shows when it is live again"
+            )
+        self.rebuilding |= wanted  # before the first await: a request arriving meanwhile sees it
+        try:
+            started = await anyio.to_thread.run_sync(lambda: self.service.start_rebuild(names, force=force))
+        except BaseException:
+            self.rebuilding -= wanted
+            raise
         task = asyncio.create_task(self._run_rebuild(started), name=f"rebuild {','.join(started)}")
         self.rebuilds.add(task)
         task.add_done_callback(self.rebuilds.discard)
+        task.add_done_callback(lambda _: self.rebuilding.difference_update(wanted))
         return started
 
     async def _run_rebuild(self, names: list[str]) -> None:
@@ -128,9 +150,10 @@ class Runtime:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
-        if self.redis is not None:
-            await self.redis.aclose()
-            self.redis = None
+        for client in (self.redis, self.health_redis):
+            if client is not None:
+                await client.aclose()
+        self.redis = self.health_redis = None
         if self.embedded is not None:
             await anyio.to_thread.run_sync(self.embedded.stop)
             self.embedded = None
@@ -212,11 +235,15 @@ class Runtime:
         checks: dict[str, str] = {}
         backlog: int | None = None
         try:
-            assert self.redis is not None
-            await asyncio.wait_for(self.redis.ping(), 2.0)
+            # Its own client, without the publishing client's retries: what failed is named, not
+            # hidden behind a timeout.
+            assert self.health_redis is not None
+            await asyncio.wait_for(self.health_redis.ping(), HEALTH_PING_SECONDS)
             checks["redis"] = "ok"
+        except asyncio.TimeoutError:
+            checks["redis"] = f"not answering: no answer to PING within {HEALTH_PING_SECONDS:g} s"
         except Exception as exc:  # noqa: BLE001 - any failure means Redis is not answering
-            checks["redis"] = f"not answering: {exc or type(exc).__name__}"
+            checks["redis"] = f"not answering: {_describe(exc)}"
         try:
             await anyio.to_thread.run_sync(self.service.queries.store.head)
             checks["store"] = "ok"
@@ -239,7 +266,7 @@ class Runtime:
                     break
                 except Exception as exc:  # noqa: BLE001
                     if attempt:
-                        checks["redis"] = f"cannot read the stream's backlog: {exc or type(exc).__name__}"
+                        checks["redis"] = f"cannot read the stream's backlog: {_describe(exc)}"
         failing = [name for name, state in checks.items() if state != "ok"]
         report: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "backlog": backlog, "checks": checks}
         if consumer is not None:
@@ -250,3 +277,10 @@ class Runtime:
             report["error"] = "; ".join(f"{name}: {checks[name]}" for name in failing)
             report["failing"] = failing
         return report
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a sentence that says what happened, even when its message is empty."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,87 @@
+"""Operations on a real ``timeline serve``: a rebuild requested twice, /health when Redis is away,
+and /health's backlog on Redis 6.2 (the embedded server) with a large backlog."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from events.models import parse_event_bytes
+from events.store import Candidate, EventStore
+
+pytestmark = pytest.mark.e2e
+
+
+def fill(db: Path, events: int) -> None:
+    """``events`` small reports, straight into the store file (the server projects them)."""
+    batch = []
+    for i in range(events):
+        raw = json.dumps(
+            {"id": f"ops-{i}", "kind": "report", "occurred_at": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
+             "headline": f"Report {i}", "entities": [{"id": f"ops-{i % 50}", "name": f"Ops {i % 50}"}]}
+        ).encode()
+        batch.append(Candidate(parse_event_bytes(raw), raw))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with EventStore(db) as store:
+        store.append(batch)
+
+
+def wait_live(http: httpx.Client, timeout: float = 120.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    projections: list[dict] = []
+    while time.monotonic() < deadline:
+        projections = http.get("/projections").json()
+        if all(p["state"] == "live" and p["lag"] == 0 for p in projections):
+            return projections
+        time.sleep(0.1)
+    raise AssertionError(f"not live within {timeout} s: {projections}")
+
+
+def test_a_second_rebuild_request_during_a_rebuild_is_answered_409(serve, tmp_path: Path) -> None:
+    db = tmp_path / "ops" / "timeline.db"
+    fill(db, 30_000)
+    server = serve(db=db)
+    with server.client() as http:
+        wait_live(http)
+        first = http.post("/projections/timelines/rebuild")
+        second = http.post("/projections/timelines/rebuild")
+        assert first.status_code == 202, first.text
+        listed = {p["name"]: p["state"] for p in http.get("/projections").json()}
+        assert listed["timelines"] == "rebuilding", "the rebuild was over before the second request: too few events"
+        assert second.status_code == 409, second.text
+        assert "already being rebuilt" in second.json()["error"]
+        # Another projection may be rebuilt meanwhile, and this one again once it is live.
+        assert http.post("/projections/search/rebuild").status_code == 202
+        wait_live(http)
+        assert http.post("/projections/timelines/rebuild").status_code == 202
+        wait_live(http)
+        assert http.get("/timeline", params={"limit": 1}).json()["entries"]
+
+
+def test_health_names_what_failed_when_redis_is_away_or_hangs(serve, own_redis) -> None:
+    server = serve(redis_url=own_redis.url)
+    with server.client(timeout=30) as http:
+        assert http.get("/health").status_code == 200
+        os.kill(own_redis.pid, signal.SIGSTOP)  # there, but not answering
+        try:
+            hung = http.get("/health")
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        own_redis.stop()
+        try:
+            away = http.get("/health")
+        finally:
+            own_redis.start()
+    for answer, words in ((hung, ("no answer to ping within 2 s",)), (away, ("connect", "refused"))):
+        assert answer.status_code == 503, answer.text
+        report = answer.json()
+        assert "redis" in report["failing"], report
+        said = report["checks"]["redis"]
+        assert said.startswith("not answering: ") and any(w in said.lower() for w in words), said
