@@ -36,6 +36,9 @@ log = logging.getLogger("timeline.consumer")
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
 TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged
 IDLE_TRIM_SECONDS = 10.0  # the same while this consumer settles nothing
+# /health on Redis < 7 (no group lag): undelivered entries counted at most, a page at a time.
+BACKLOG_COUNT_CAP = 10_000
+BACKLOG_PAGE = 500
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
@@ -311,18 +314,42 @@ class StreamConsumer:
 
     # --- health --------------------------------------------------------------------------
 
-    async def backlog(self) -> int:
-        """Entries in the stream not yet stored: pending in the group plus not yet delivered."""
-        groups = await self.redis.xinfo_groups(self.settings.stream)
-        for group in groups:
-            name = group.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) != self.settings.group:
+    async def backlog(self) -> tuple[int, bool]:
+        """Entries in the stream not yet stored (pending in the group plus not yet delivered),
+        and whether that count is exact.
+
+        Redis 7 keeps the group's lag. Redis 6.2 does not: the count is exact when the group
+        has been given the stream's last entry; otherwise the entries after the group's last
+        delivered one are counted, a page at a time, up to ``BACKLOG_COUNT_CAP`` (past it, the
+        count is a lower bound). Never the whole stream: a large backlog costs no more than the cap.
+        """
+        stream = self.settings.stream
+        for group in await self.redis.xinfo_groups(stream):
+            if _text(group.get("name")) != self.settings.group:
                 continue
             pending = int(group.get("pending") or 0)
-            lag = group.get("lag")
-            if lag is None:  # Redis < 7 has no lag: count what lies after the last delivered id
-                last = group.get("last-delivered-id")
-                last = last.decode() if isinstance(last, bytes) else last
-                lag = len(await self.redis.xrange(self.settings.stream, f"({last}", "+", count=100_000))
-            return pending + int(lag)
-        return await self.redis.xlen(self.settings.stream)
+            lag = group.get("lag")  # None before Redis 7, or after entries were deleted
+            if lag is not None:
+                return pending + int(lag), True
+            last = _text(group.get("last-delivered-id"))
+            newest = _text((await self.redis.xinfo_stream(stream)).get("last-generated-id"))
+            if _entry_id(newest) <= _entry_id(last):
+                return pending, True
+            counted, after = 0, last
+            while counted <= BACKLOG_COUNT_CAP:
+                page = await self.redis.xrange(stream, f"({after}", "+", count=BACKLOG_PAGE)
+                counted += len(page)
+                if len(page) < BACKLOG_PAGE:
+                    break
+                after = _text(page[-1][0])
+            return pending + min(counted, BACKLOG_COUNT_CAP), counted <= BACKLOG_COUNT_CAP
+        return await self.redis.xlen(stream), True
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

@@ -34,6 +34,7 @@ log = logging.getLogger("timeline")
 
 T = TypeVar("T")
 HEALTH_PING_SECONDS = 2.0
+BACKLOG_SECONDS = 1.0  # /health's backlog is at most this old
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
 
@@ -50,6 +51,8 @@ class Runtime:
         self.health_redis: Redis | None = None
         self.consumer: StreamConsumer | None = None
         self.rebuilds: set[asyncio.Task[None]] = set()
+        self._backlog_known: tuple[float, tuple[int, bool]] | None = None  # (when, value)
+        self._backlog_task: asyncio.Future[tuple[int, bool]] | None = None
         self.rebuilding: set[str] = set()  # projections a rebuild of this process is running for
 
     def connect_redis(self) -> str:
@@ -231,6 +234,19 @@ class Runtime:
 
     # --- health --------------------------------------------------------------------------
 
+    async def _backlog(self, consumer: StreamConsumer) -> tuple[int, bool]:
+        """The consumer's backlog, computed once at a time and kept ``BACKLOG_SECONDS``: any
+        number of /health calls cost Redis at most one computation that often."""
+        loop = asyncio.get_running_loop()
+        if self._backlog_known is not None and loop.time() - self._backlog_known[0] < BACKLOG_SECONDS:
+            return self._backlog_known[1]
+        task = self._backlog_task
+        if task is None or task.done():
+            task = self._backlog_task = asyncio.ensure_future(consumer.backlog())
+        value = await asyncio.shield(task)  # a caller that times out leaves it to the others
+        self._backlog_known = (loop.time(), value)
+        return value
+
     async def health(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         backlog: int | None = None
@@ -259,16 +275,19 @@ class Runtime:
             checks["consumer"] = "ok" if consumer.running else "not running"
         if consumer is not None:
             checks["projections"] = consumer.projection_failing or "ok"
+        exact = True
         if checks["redis"] == "ok" and consumer is not None:
             for attempt in range(2):  # the first command after a reconnect may meet a stale connection
                 try:
-                    backlog = await asyncio.wait_for(consumer.backlog(), 5.0)
+                    backlog, exact = await asyncio.wait_for(self._backlog(consumer), 5.0)
                     break
                 except Exception as exc:  # noqa: BLE001
                     if attempt:
                         checks["redis"] = f"cannot read the stream's backlog: {_describe(exc)}"
         failing = [name for name, state in checks.items() if state != "ok"]
-        report: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "backlog": backlog, "checks": checks}
+        report: dict[str, Any] = {
+            "status": "ok" if not failing else "unavailable", "backlog": backlog, "backlog_exact": exact, "checks": checks
+        }
         if consumer is not None:
             report["consumer"] = {
                 "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries
