@@ -24,10 +24,11 @@ from events.ids import compact_json, fold
 from events.store import EventStore, attach_read_only
 
 from . import default_projections
-from .aliases import AliasMap
+from .aliases import AliasIndex
 from .changes import RANK
-from .directory import MEMBERS, STATS
+from .directory import MEMBERS, SAID, STATS, naming
 from .engine import projection_path, read_checkpoints, status_row
+from .members import packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
 from .search import SEARCH
@@ -263,7 +264,7 @@ class Queries:
     def __init__(self, path: str, names: Sequence[str] = PROJECTIONS) -> None:
         self.path = path
         self.names = tuple(names)  # the projections whose files readers attach
-        self.aliases = AliasMap()
+        self.aliases = AliasIndex()
         self.cards = StoredCards()
         self._local = threading.local()
         self._open: list[EventStore] = []  # every thread's connection, for ``close``
@@ -357,46 +358,49 @@ class Queries:
 
     # --- entities ------------------------------------------------------------------------
 
-    def _entity(
-        self, conn: sqlite3.Connection, canonical: str, upto: int, *, as_of: bool = False
-    ) -> dict[str, Any] | None:
-        """An entity's card; with ``as_of``, as the store stood at position ``upto``."""
-        projected, tag = self._checkpoint(conn, "entities")
-        if as_of and upto < projected:
-            return self._entity_at(conn, canonical, upto, projected, tag)
+    def _entity(self, conn: sqlite3.Connection, canonical: str, upto: int, now: bool = True) -> dict[str, Any] | None:
+        """An entity (``canonical`` and the ids that resolve to it as of ``upto``); ``now``: its
+        name and type as the directory has them now, else as of ``upto`` (from its statements)."""
+        _, tag = self._checkpoint(conn, "entities")
         members = self.aliases.members(canonical, upto)
-        marks = ",".join("?" * len(members))
-        rows = conn.execute(
-            f"SELECT id, name, type, name_position, event_count, first_key, first_at, last_key, last_at"
-            f" FROM {STATS}{tag} WHERE id IN ({marks})",
-            members,
-        ).fetchall()
-        if not rows:
-            return None
-        own = next((r for r in rows if r[0] == canonical), None)
-        latest = max(rows, key=lambda r: r[3])
-        name = self.aliases.display_name(canonical, upto) or (own or latest)[1]
-        kind = (own or latest)[2]
         if len(members) == 1:
-            count, first_at, last_at = rows[0][4], rows[0][6], rows[0][8]
+            row = conn.execute(
+                f"SELECT name, type, event_count, first_at, last_at FROM {STATS}{tag} WHERE id = ?", (canonical,)
+            ).fetchone()
+            if row is None:
+                return None
+            name, kind, count, first_at, last_at = row
+            if not now:
+                name, kind = (naming(conn, f"{SAID}{tag}", members, upto) or (name, kind))[:2]
         else:
-            count = conn.execute(
-                f"SELECT COUNT(DISTINCT position) FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})", members
-            ).fetchone()[0]
-            first = conn.execute(
-                f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"
-                " ORDER BY start_key, position LIMIT 1",
-                members,
+            ids = compact_json(members)
+            row = conn.execute(
+                f"SELECT COUNT(*), MIN(name_rank) FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             ).fetchone()
-            last = conn.execute(
-                f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"
-                " ORDER BY start_key DESC, position DESC LIMIT 1",
-                members,
+            if not row[0]:
+                return None
+            # One event, one position: an event filed under several members counts once.
+            count, first, last = conn.execute(
+                f"SELECT COUNT(DISTINCT position), MIN({packed()}), MAX({packed()}) FROM {MEMBERS}{tag}"
+                " WHERE entity_id IN (SELECT value FROM json_each(?))",
+                (ids,),
             ).fetchone()
-            first_at, last_at = (first or (None,))[0], (last or (None,))[0]
+            first_at = last_at = None
+            if count:
+                for packed_value in (first, last):
+                    key, position = unpack(packed_value)
+                    (value,) = conn.execute(
+                        f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE position = ? LIMIT 1", (position,)
+                    ).fetchone()
+                    if packed_value is first:
+                        first_at = value
+                    else:
+                        last_at = value
+            named = naming(conn, f"{SAID}{tag}", members, upto if not now else 2**62 - 1)
+            name, kind = named[:2] if named is not None else (canonical, "other")
         return {
             "id": canonical,
-            "name": name,
+            "name": self.aliases.display_name(canonical, upto) or name,
             "type": kind,
             "aliases": members[1:],
             "event_count": count,
@@ -521,72 +525,91 @@ class Queries:
         return found
 
     def entities(self, q: str | None = None, type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        self.aliases.refresh(self.store)
+        """The directory, most events first: entities without aliases straight from their rows,
+        each canonical entity with aliases merged (its aliases never listed on their own)."""
+        aliases = self.aliases
+        aliases.refresh(self.store)
         with self.snapshot() as conn:
             head, tag = self._checkpoint(conn, "entities")
-            upto = max(head, self.aliases.seen)
-            graph = self.aliases.graph(upto)
-            sql = f"SELECT id FROM {STATS}{tag}"
+            upto = max(head, aliases.seen)
+            groups = set(aliases.groups)
+            out: dict[str, dict[str, Any]] = {}
             where, args = [], []
             if q:
                 needle = fold(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("search LIKE ? ESCAPE '\\'")
                 args.append(f"%{needle}%")
-            if type and not graph:
+            if type:
                 where.append("type = ?")
                 args.append(type)
+            sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag}"
             if where:
                 sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY event_count DESC, id LIMIT ?"
-            args.append(limit + len(graph))
-            ids = [r[0] for r in conn.execute(sql, args)]
-            if q:
-                folded = fold(q)
-                for _, alias, _, name in self.aliases.declarations:
-                    if folded in fold(alias) or (name and folded in fold(name)):
-                        ids.append(alias)
-            out: dict[str, dict[str, Any]] = {}
-            for eid in ids:
-                canonical = self.aliases.resolve(eid, upto)
-                if canonical in out:
+            sql += " ORDER BY event_count DESC, id"
+            # Entities without aliases, in order, until ``limit`` of them (aliases and canonical
+            # ids with aliases are skipped: merged below).
+            for eid, name, kind, count, first_at, last_at in conn.execute(sql, args):
+                if eid in groups or aliases.is_alias(eid, upto):
                     continue
+                out[eid] = {"id": eid, "name": name, "type": kind, "aliases": [], "event_count": count,
+                            "first_at": first_at, "last_at": last_at}
+                if len(out) >= limit:
+                    break
+            # Canonical ids with aliases: merged; with ``q``, those whose name or any member's
+            # name or id matches.
+            folded = fold(q) if q else None
+            for canonical in sorted(groups):
                 found = self._entity(conn, canonical, upto)
-                if found is not None and (type is None or found["type"] == type):
-                    out[canonical] = found
+                if found is None or (type is not None and found["type"] != type):
+                    continue
+                if folded is not None and not self._matches(conn, tag, found, folded):
+                    continue
+                out[canonical] = found
         ranked = sorted(out.values(), key=lambda e: (-e["event_count"], e["id"]))
         return ranked[:limit]
 
+    def _matches(self, conn: sqlite3.Connection, tag: str, entity: dict[str, Any], folded: str) -> bool:
+        if folded in fold(entity["name"]) or any(folded in fold(a) for a in [entity["id"], *entity["aliases"]]):
+            return True
+        ids = compact_json([entity["id"], *entity["aliases"]])
+        row = conn.execute(
+            f"SELECT 1 FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?)) AND instr(search, ?) LIMIT 1",
+            (ids, folded),
+        ).fetchone()
+        return row is not None
+
     def related(self, entity_id: str, limit: int = 20) -> dict[str, Any]:
         """The entities that share events with this one (aliases merged), most shared first."""
-        self.aliases.refresh(self.store)
+        aliases = self.aliases
+        aliases.refresh(self.store)
         with self.snapshot() as conn:
             head, _ = self._checkpoint(conn, "entities")
             _, tag = self._checkpoint(conn, "related")
-            upto = max(head, self.aliases.seen)
-            canonical = self.aliases.resolve(entity_id, upto)
+            upto = max(head, aliases.seen)
+            canonical = aliases.resolve(entity_id, upto)
             entity = self._entity(conn, canonical, upto)
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
-            members = self.aliases.members(canonical, upto)
-            graph = self.aliases.graph(upto)
+            members = [canonical, *entity["aliases"]]
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
             pairs = conn.execute(
                 f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
                 " ORDER BY count DESC, last_key DESC, other_id",
                 (canonical,),
             ).fetchall()
-            if len(members) == 1 and not any(row[0] in graph for row in pairs):
+            if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
                 counted = {row[0]: [row[1], row[2], row[3]] for row in pairs[:limit]}
             else:  # aliases on either side: count distinct shared events exactly
-                marks = ",".join("?" * len(members))
+                ids = compact_json(members)
                 shared: dict[str, dict[int, tuple[str, str]]] = {}
                 for other, position, start_key, occurred_at in conn.execute(  # one event, one position
                     f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
                     f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
-                    f" WHERE m1.entity_id IN ({marks}) AND m2.entity_id NOT IN ({marks})",
-                    [*members, *members],
+                    " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
+                    " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
+                    (ids,),
                 ):
-                    shared.setdefault(self.aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
+                    shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
                 for other, events in shared.items():
                     if other == canonical:
                         continue
@@ -665,7 +688,7 @@ class Queries:
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
-                entity = self._entity(conn, target, snapshot, as_of=as_of is not None)
+                entity = self._entity(conn, target, snapshot, now=snapshot >= position)
                 if entity is None:
                     now = max(position, self.aliases.seen)
                     entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)
@@ -673,7 +696,7 @@ class Queries:
                         entity = {**entity, "event_count": 0, "first_at": None, "last_at": None}
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
-                members = self.aliases.members(target, snapshot)
+                members = [target, *entity["aliases"]] if entity["id"] == target else [target]
             bound = binding({
                 "entity": target if entity_id is not None else GLOBAL, "order": query.order,
                 "since": since, "until": until, "kind": ",".join(sorted(set(query.kinds))) or None,
@@ -745,9 +768,12 @@ class Queries:
         alias = "en" if by_entity else "v"
         where = [f"{alias}.valid_from <= ?", "v.valid_to > ?"]
         args: list[Any] = [p, p]
-        if by_entity:
-            where.insert(0, f"en.entity_id IN ({','.join('?' * len(members))})")
+        if by_entity and len(members) == 1:
+            where.insert(0, "en.entity_id = ?")
             args[0:0] = members
+        elif by_entity:
+            where.insert(0, "en.entity_id IN (SELECT value FROM json_each(?))")
+            args[0:0] = [compact_json(members)]
         if not query.include_retracted:
             where.append("v.status != 'retracted'")
         if query.kinds:
