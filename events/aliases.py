@@ -39,7 +39,7 @@ class _Declarations(Protocol):
 class _Forest:
     """A union-find whose links are stamped with the position that made them (never changed)."""
 
-    __slots__ = ("parent", "size", "children", "roots")
+    __slots__ = ("parent", "size", "children", "roots", "latest")
 
     def __init__(self) -> None:
         self.parent: dict[str, tuple[str, int]] = {}  # id -> (representative it links to, position)
@@ -47,6 +47,7 @@ class _Forest:
         self.children: dict[str, list[tuple[int, str]]] = {}  # representative -> [(position, id)]
         # representative -> ([positions], [root ids]): its set's root from each position on
         self.roots: dict[str, tuple[list[int], list[str]]] = {}
+        self.latest: dict[str, int] = {}  # representative -> the position of its set's latest link
 
     def find(self, entity_id: str, upto: int) -> str:
         parent = self.parent
@@ -79,6 +80,7 @@ class _Forest:
         self.parent[a] = (c, position)
         self.children.setdefault(c, []).append((position, a))
         self.size[c] = size_a + size_c
+        self.latest[c] = position
 
     def members(self, root: str, upto: int) -> list[str]:
         """The ids that resolve to ``root`` as of ``upto`` (``root`` first, the rest sorted)."""
@@ -106,6 +108,9 @@ class AliasIndex:
         self._forest = _Forest()  # the current epoch's
         self._old: OrderedDict[int, _Forest] = OrderedDict()  # earlier epochs' forests, built on demand
         self.groups: set[str] = set()  # the roots that have aliases, now
+        # root -> its members now (a set's members as of any position after its latest link are
+        # those of now); emptied by every declaration
+        self._members: dict[str, list[str]] = {}
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -121,6 +126,7 @@ class AliasIndex:
         """Apply one declaration (positions increasing; the store has refused cycles)."""
         with self._lock:
             self.declarations.append((position, alias, canonical, name))
+            self._members.clear()
             self._positions.append(position)
             self.seen = position
             if name:
@@ -194,7 +200,16 @@ class AliasIndex:
     def members(self, canonical: str, upto: int = EVERYTHING) -> list[str]:
         """The canonical id first, then every id that resolves to it as of a position."""
         with self._lock:
-            return self._at(upto).members(canonical, upto)
+            forest = self._at(upto)
+            if forest is not self._forest:
+                return forest.members(canonical, upto)
+            representative = forest.find(canonical, EVERYTHING)
+            if upto < forest.latest.get(representative, 0):
+                return forest.members(canonical, upto)
+            found = self._members.get(canonical)
+            if found is None:
+                found = self._members[canonical] = forest.members(canonical, upto)
+            return list(found)
 
     def is_alias(self, entity_id: str, upto: int = EVERYTHING) -> bool:
         return self.resolve(entity_id, upto) != entity_id

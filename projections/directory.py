@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from events.ids import fold
+from events.ids import compact_json, fold
 
 from .changes import Change
 from . import members
@@ -116,32 +116,34 @@ def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upt
     id and its aliases) as of a position, from its statements; None if it has none.
 
     The statements that decide are those in force at ``upto`` (``said_at <= upto < died_at``), or,
-    when none is, all those recorded by then. One indexed probe or two per id."""
-    ids = list(entity_ids)
-    probe = (
-        f"SELECT said_at, name, type FROM {said_t} WHERE entity_id = ? AND said_at <= ? {{}}"
-        " ORDER BY said_at DESC LIMIT 1"
-    )
-    in_force = probe.format(f"AND died_at > ?")
-    typed_in_force = probe.format(f"AND type != 'other' AND died_at > ?")
+    when none is, all those recorded by then; on a tie (one event naming two of the ids) the
+    earlier id in ``entity_ids`` wins. An indexed probe or two per id, in SQL."""
+    ids = compact_json(list(entity_ids))
 
-    def latest(sql: str, *extra: int) -> tuple[Any, ...] | None:
-        best = None
-        for entity_id in ids:
-            row = conn.execute(sql, (entity_id, upto, *extra)).fetchone()
-            if row is not None and (best is None or row[0] > best[0]):
-                best = row
-        return best
+    def latest(condition: str) -> tuple[Any, ...] | None:
+        row = conn.execute(
+            f"""SELECT at, value FROM (
+                    SELECT j.key, j.value, (SELECT said_at FROM {said_t} WHERE entity_id = j.value AND said_at <= ?2
+                                            {condition} ORDER BY said_at DESC LIMIT 1) AS at
+                    FROM json_each(?1) j)
+                WHERE at IS NOT NULL ORDER BY at DESC, key LIMIT 1""",
+            (ids, upto),
+        ).fetchone()
+        if row is None:
+            return None
+        return (row[0], *conn.execute(
+            f"SELECT name, type FROM {said_t} WHERE entity_id = ? AND said_at = ?", (row[1], row[0])
+        ).fetchone())
 
-    named = latest(in_force, upto)
+    named = latest("AND died_at > ?2")
     if named is not None:
-        typed = latest(typed_in_force, upto)
+        typed = latest("AND type != 'other' AND died_at > ?2")
         bonus = IN_FORCE
     else:
-        named = latest(probe.format(""))
+        named = latest("")
         if named is None:
             return None
-        typed = latest(probe.format("AND type != 'other'"))
+        typed = latest("AND type != 'other'")
         bonus = 0
     if typed is None:
         return named[1], "other", bonus + named[0], None

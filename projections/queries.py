@@ -358,27 +358,44 @@ class Queries:
 
     # --- entities ------------------------------------------------------------------------
 
-    def _entity(self, conn: sqlite3.Connection, canonical: str, upto: int, now: bool = True) -> dict[str, Any] | None:
+    def _group(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[list[str], list[str]]:
+        """``canonical`` and the ids that resolve to it as of ``upto``; and those of them that the
+        directory knows (that any event names), canonical first: the ones reads ask about."""
+        members = self.aliases.members(canonical, upto)
+        if len(members) == 1:
+            return members, members
+        _, tag = self._checkpoint(conn, "entities")
+        known = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT j.value FROM json_each(?) j WHERE EXISTS (SELECT 1 FROM {STATS}{tag} s WHERE s.id = j.value)"
+                " ORDER BY j.key",
+                (compact_json(members),),
+            )
+        ]
+        return members, known
+
+    def _entity(
+        self, conn: sqlite3.Connection, canonical: str, upto: int, now: bool = True,
+        group: tuple[list[str], list[str]] | None = None,
+    ) -> dict[str, Any] | None:
         """An entity (``canonical`` and the ids that resolve to it as of ``upto``); ``now``: its
         name and type as the directory has them now, else as of ``upto`` (from its statements)."""
         _, tag = self._checkpoint(conn, "entities")
-        members = self.aliases.members(canonical, upto)
-        if len(members) == 1:
+        members, known = group or self._group(conn, canonical, upto)
+        if not known:
+            return None
+        if len(known) == 1:
             row = conn.execute(
-                f"SELECT name, type, event_count, first_at, last_at FROM {STATS}{tag} WHERE id = ?", (canonical,)
+                f"SELECT name, type, event_count, first_at, last_at FROM {STATS}{tag} WHERE id = ?", (known[0],)
             ).fetchone()
             if row is None:
                 return None
             name, kind, count, first_at, last_at = row
             if not now:
-                name, kind = (naming(conn, f"{SAID}{tag}", members, upto) or (name, kind))[:2]
+                name, kind = (naming(conn, f"{SAID}{tag}", known, upto) or (name, kind))[:2]
         else:
-            ids = compact_json(members)
-            row = conn.execute(
-                f"SELECT COUNT(*), MIN(name_rank) FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?))", (ids,)
-            ).fetchone()
-            if not row[0]:
-                return None
+            ids = compact_json(known)
             # One event, one position: an event filed under several members counts once.
             count, first, last = conn.execute(
                 f"SELECT COUNT(DISTINCT position), MIN({packed()}), MAX({packed()}) FROM {MEMBERS}{tag}"
@@ -387,16 +404,13 @@ class Queries:
             ).fetchone()
             first_at = last_at = None
             if count:
-                for packed_value in (first, last):
-                    key, position = unpack(packed_value)
-                    (value,) = conn.execute(
-                        f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE position = ? LIMIT 1", (position,)
-                    ).fetchone()
-                    if packed_value is first:
-                        first_at = value
-                    else:
-                        last_at = value
-            named = naming(conn, f"{SAID}{tag}", members, upto if not now else 2**62 - 1)
+                first_at, last_at = (
+                    conn.execute(
+                        f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE position = ? LIMIT 1", (unpack(value)[1],)
+                    ).fetchone()[0]
+                    for value in (first, last)
+                )
+            named = naming(conn, f"{SAID}{tag}", known, upto if not now else 2**62 - 1)
             name, kind = named[:2] if named is not None else (canonical, "other")
         return {
             "id": canonical,
@@ -587,10 +601,11 @@ class Queries:
             _, tag = self._checkpoint(conn, "related")
             upto = max(head, aliases.seen)
             canonical = aliases.resolve(entity_id, upto)
-            entity = self._entity(conn, canonical, upto)
+            group = self._group(conn, canonical, upto)
+            entity = self._entity(conn, canonical, upto, group=group)
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
-            members = [canonical, *entity["aliases"]]
+            members = group[1]
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
             pairs = conn.execute(
                 f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
@@ -688,7 +703,8 @@ class Queries:
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
-                entity = self._entity(conn, target, snapshot, now=snapshot >= position)
+                group = self._group(conn, target, snapshot)
+                entity = self._entity(conn, target, snapshot, now=snapshot >= position, group=group)
                 if entity is None:
                     now = max(position, self.aliases.seen)
                     entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)
@@ -696,7 +712,8 @@ class Queries:
                         entity = {**entity, "event_count": 0, "first_at": None, "last_at": None}
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
-                members = [target, *entity["aliases"]] if entity["id"] == target else [target]
+                # the ids the events are filed under (an id no event names has no entries)
+                members = group[1] or [target]
             bound = binding({
                 "entity": target if entity_id is not None else GLOBAL, "order": query.order,
                 "since": since, "until": until, "kind": ",".join(sorted(set(query.kinds))) or None,
