@@ -167,15 +167,9 @@ class DirectoryProjection(Projection):
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         members.fill_plain(conn, members_t, low, high)
-        conn.execute(
-            f"""INSERT INTO {said_t} (entity_id, said_at, died_at, name, type)
-                SELECT m.entity_id, m.position, {OPEN}, m.name, m.type
-                FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain""",
-            (low, high),
-        )
         if deferred:
-            return  # ``finish`` derives the entities' rows
+            return  # ``finish`` derives the statements of plain events, and the entities' rows
+        self._plain_statements(conn, said_t, low, high)
         # (start_key, position) packed into one sortable string, once per event
         conn.execute(
             f"""WITH k AS MATERIALIZED (
@@ -199,12 +193,28 @@ class DirectoryProjection(Projection):
             (low, high),
         )
 
+    @staticmethod
+    def _plain_statements(conn: sqlite3.Connection, said_t: str, low: int, high: int) -> None:
+        """The statements of the plain news events of ``low < position <= high``, in key order.
+        One that a change has already ended (written by ``apply`` while a rebuild deferred this)
+        is kept as it is."""
+        conn.execute(
+            f"""INSERT INTO {said_t} (entity_id, said_at, died_at, name, type)
+                SELECT m.entity_id, m.position, {OPEN}, m.name, m.type
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                ORDER BY m.entity_id, m.position
+                ON CONFLICT DO NOTHING""",
+            (low, high),
+        )
+
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         conn.execute(MEMBERS_INDEX.format(t=members_t))
         # Names and types, from the statements (every entity ever mentioned has one): those in
         # force decide, or all of an entity's when none of its statements is in force.
         said_t = self.table(SAID, tag)
+        self._plain_statements(conn, said_t, 0, position)
         conn.execute(SAID_TYPED_INDEX.format(t=said_t))
         rank = f"(said_at + CASE WHEN died_at = {OPEN} THEN {IN_FORCE} ELSE 0 END)"
         conn.execute(
@@ -260,9 +270,12 @@ class DirectoryProjection(Projection):
             # states what it states for no moment (died_at = said_at): it names only an entity
             # that nothing else names.
             if old is not None and old.counted and (not new.counted or new.said_at != old.said_at):
+                # (written whole: while a rebuild defers them, a plain event's statements are not
+                # there yet; ``finish`` then keeps this row)
                 conn.executemany(
-                    f"UPDATE {said_t} SET died_at = ? WHERE entity_id = ? AND said_at = ?",
-                    [(change.position, e["id"], old.said_at) for e in old.entities],
+                    f"INSERT INTO {said_t} (entity_id, said_at, died_at, name, type) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO UPDATE SET died_at = excluded.died_at",
+                    [(e["id"], old.said_at, change.position, e["name"], e["type"]) for e in old.entities],
                 )
                 renamed.update(e["id"] for e in old.entities)
             if old is None or new.said_at != old.said_at:
