@@ -376,13 +376,16 @@ class Queries:
         return members, known
 
     def _entity(
-        self, conn: sqlite3.Connection, canonical: str, upto: int, now: bool = True,
+        self, conn: sqlite3.Connection, canonical: str, upto: int, *, as_of: bool = False,
         group: tuple[list[str], list[str]] | None = None,
     ) -> dict[str, Any] | None:
-        """An entity (``canonical`` and the ids that resolve to it as of ``upto``); ``now``: its
-        name and type as the directory has them now, else as of ``upto`` (from its statements)."""
-        _, tag = self._checkpoint(conn, "entities")
-        members, known = group or self._group(conn, canonical, upto)
+        """An entity's card (``canonical`` and the ids that resolve to it as of ``upto``); with
+        ``as_of``, as the store stood at position ``upto``."""
+        projected, tag = self._checkpoint(conn, "entities")
+        group = group or self._group(conn, canonical, upto)
+        if as_of and upto < projected:
+            return self._entity_at(conn, canonical, upto, projected, tag, group)
+        members, known = group
         if not known:
             return None
         if len(known) == 1:
@@ -392,8 +395,6 @@ class Queries:
             if row is None:
                 return None
             name, kind, count, first_at, last_at = row
-            if not now:
-                name, kind = (naming(conn, f"{SAID}{tag}", known, upto) or (name, kind))[:2]
         else:
             ids = compact_json(known)
             # One event, one position: an event filed under several members counts once.
@@ -410,7 +411,7 @@ class Queries:
                     ).fetchone()[0]
                     for value in (first, last)
                 )
-            named = naming(conn, f"{SAID}{tag}", known, upto if not now else 2**62 - 1)
+            named = naming(conn, f"{SAID}{tag}", known)
             name, kind = named[:2] if named is not None else (canonical, "other")
         return {
             "id": canonical,
@@ -423,7 +424,8 @@ class Queries:
         }
 
     def _entity_at(
-        self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str
+        self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str,
+        group: tuple[list[str], list[str]],
     ) -> dict[str, Any] | None:
         """An entity's card as the store stood at position ``p`` (below the entities projection's
         ``projected``), without walking the entity's history:
@@ -438,13 +440,15 @@ class Queries:
           page of that timeline finds it.
         """
         _, ttag = self._checkpoint(conn, "timelines")
-        members = self.aliases.members(canonical, p)
+        all_members, members = group  # the ids that events name are those asked about
+        if not members:
+            return None
         marks = ",".join("?" * len(members))
         if len(members) == 1 and p >= projected // 2:
             (after,) = conn.execute(
-                f"SELECT COUNT(*) FROM {MEMBERS}{tag} WHERE entity_id = ? AND position > ?", (canonical, p)
+                f"SELECT COUNT(*) FROM {MEMBERS}{tag} WHERE entity_id = ? AND position > ?", (members[0], p)
             ).fetchone()
-            now = conn.execute(f"SELECT event_count FROM {STATS}{tag} WHERE id = ?", (canonical,)).fetchone()
+            now = conn.execute(f"SELECT event_count FROM {STATS}{tag} WHERE id = ?", (members[0],)).fetchone()
             count = (now[0] if now else 0) - after
         else:
             distinct = "COUNT(DISTINCT position)" if len(members) > 1 else "COUNT(*)"
@@ -473,33 +477,15 @@ class Queries:
                 [*members, version[1], position, version[0]],
             ).fetchone():
                 count += 1
-        # Names and types as the store knew them: a member's row unless it was renamed after p,
-        # else the name its latest event up to p filed it under.
-        rows = []
-        for member, name, kind, name_position in conn.execute(
-            f"SELECT id, name, type, name_position FROM {STATS}{tag} WHERE id IN ({marks})", members
-        ):
-            if name_position > p:
-                older = conn.execute(
-                    f"SELECT e.name, e.type, e.position FROM {MEMBERS}{tag} m JOIN event_entities e"
-                    " ON e.position = m.position AND e.entity_id = m.entity_id"
-                    " WHERE m.entity_id = ? AND m.position <= ? ORDER BY m.position DESC LIMIT 1",
-                    (member, p),
-                ).fetchone()
-                if older is None:
-                    continue  # not known by then (or only through events retracted since)
-                name, kind, name_position = older
-            rows.append((member, name, kind, name_position))
-        if not rows and not count:
-            return None
-        own = next((r for r in rows if r[0] == canonical), None)
-        latest = max(rows, key=lambda r: r[3]) if rows else None
-        named = own or latest
+        # Names and types as the store knew them: its statements in force then (docs/entities.md).
+        named = naming(conn, f"{SAID}{tag}", members, p)
+        if named is None and not count:
+            return None  # not known by then
         return {
             "id": canonical,
-            "name": self.aliases.display_name(canonical, p) or (named[1] if named else canonical),
-            "type": named[2] if named else "other",
-            "aliases": members[1:],
+            "name": self.aliases.display_name(canonical, p) or (named[0] if named else canonical),
+            "type": named[1] if named else "other",
+            "aliases": all_members[1:],
             "event_count": count,
             "first_at": self._end_at(conn, members, p, ttag, "ASC") if count else None,
             "last_at": self._end_at(conn, members, p, ttag, "DESC") if count else None,
@@ -704,7 +690,7 @@ class Queries:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
                 group = self._group(conn, target, snapshot)
-                entity = self._entity(conn, target, snapshot, now=snapshot >= position, group=group)
+                entity = self._entity(conn, target, snapshot, as_of=as_of is not None, group=group)
                 if entity is None:
                     now = max(position, self.aliases.seen)
                     entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)

@@ -163,7 +163,7 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
             with queries.snapshot() as conn:
                 for entity_id in POOL:
                     canonical = queries.aliases.resolve(entity_id, upto)
-                    found = queries._entity(conn, canonical, upto, now=upto == head)
+                    found = queries._entity(conn, canonical, upto, as_of=True)
                     expected = expected_naming(store, canonical, upto)
                     got = None if found is None else (found["name"], found["type"])
                     if expected is None:  # no statement by then: none now either, or a later one
