@@ -20,6 +20,7 @@ from urllib.parse import quote
 import orjson
 import sqlite_utils
 
+from .aliases import AliasIndex
 from .dates import parse_partial, utc_now_key
 from .history import EventState
 from .integrity import GENESIS, chain, digests
@@ -195,6 +196,7 @@ class EventStore:
         """Open (and migrate) the store; a ``reader`` leaves the schema to the writer."""
         self.path = str(path)
         self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
+        self._alias_index: AliasIndex | None = None  # the writer's, for the cycle check
         if not reader:
             migrate(self.conn)
 
@@ -205,6 +207,7 @@ class EventStore:
         store = cls.__new__(cls)
         store.path = ""
         store.conn = conn
+        store._alias_index = None
         return store
 
     def close(self) -> None:
@@ -234,6 +237,7 @@ class EventStore:
             results = self._append_locked(batch)
             conn.execute("COMMIT")
         except BaseException:
+            self._alias_index = None  # it may hold this batch's declarations: read again next time
             if conn.in_transaction:  # a failed COMMIT (disk full, say) may have rolled back already
                 conn.execute("ROLLBACK")
             raise
@@ -245,7 +249,7 @@ class EventStore:
         row = conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1").fetchone()
         position, last_recorded = (row[0], row[1]) if row else (0, "")
         recorded_at = max(utc_now_key(), last_recorded)
-        aliases: dict[str, str] | None = None
+        aliases: AliasIndex | None = None
         results: list[AppendResult] = []
         rows: list[tuple[Any, ...]] = []
         row_digests: list[tuple[bytes, bytes]] = []
@@ -274,7 +278,7 @@ class EventStore:
             try:
                 if event.kind == "entity_alias":
                     if aliases is None:
-                        aliases = self._alias_graph()
+                        aliases = self._aliases_now()
                     _check_alias(aliases, candidate.body["details"])
                 elif event.target is not None:
                     self._check_editorial(event, pending=batch_stored)
@@ -283,6 +287,9 @@ class EventStore:
                 continue
             position += 1
             known[event.id] = (position, event.content_hash)
+            if aliases is not None and event.kind == "entity_alias":
+                details = candidate.body["details"]
+                aliases.add(position, details["alias"], details["canonical"], details.get("name"))
             occurred_at, ended_at, entities = candidate.facts
             news = event.kind in NEWS_KINDS
             meta_rows.append(
@@ -344,14 +351,13 @@ class EventStore:
             chunk = unique[i : i + _CHUNK]
             yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), (*chunk, *args))
 
-    def _alias_graph(self) -> dict[str, str]:
-        graph: dict[str, str] = {}
-        for (body,) in self.conn.execute(
-            "SELECT body FROM events WHERE kind = 'entity_alias' ORDER BY position"
-        ):
-            details = json.loads(body)["details"]
-            graph[details["alias"]] = details["canonical"]
-        return graph
+    def _aliases_now(self) -> AliasIndex:
+        """The alias index, with every declaration stored so far (other writers' too: read inside
+        the append's transaction)."""
+        if self._alias_index is None:
+            self._alias_index = AliasIndex()
+        self._alias_index.refresh(self)
+        return self._alias_index
 
     def _check_editorial(self, event: ParsedEvent, pending: dict[str, Candidate]) -> None:
         """A correction or retraction whose target is known (stored, or earlier in the batch) must fit it."""
@@ -451,20 +457,15 @@ def _stored(row: Iterable[Any]) -> StoredEvent:
     return StoredEvent(position, event_id, kind, target_id, recorded_at, json.loads(body))
 
 
-def _check_alias(graph: dict[str, str], details: dict[str, Any]) -> None:
-    """Reject an alias that would close a cycle; on success record it in ``graph``."""
+def _check_alias(aliases: AliasIndex, details: dict[str, Any]) -> None:
+    """Reject an alias that would close a cycle (the check is complete: no chain is too long)."""
     alias, canonical = details["alias"], details["canonical"]
-    chain = [canonical]
-    current = canonical
-    while current in graph:
-        current = graph[current]
-        chain.append(current)
-        if current == alias or len(chain) > 10_000:
-            break
-    if current == alias or canonical == alias:
-        path = " → ".join([alias, *chain])
+    if aliases.would_cycle(alias, canonical):
+        path = aliases.chain(canonical)
+        if len(path) > 8:
+            path = [*path[:3], f"… {len(path) - 6} more …", *path[-3:]]
         raise EventRejected(
             "schema",
-            f"details.canonical: {canonical!r} already resolves to {alias!r}, so this alias would close a cycle ({path})",
+            f"details.canonical: {canonical!r} already resolves to {alias!r}, so this alias would close a cycle"
+            f" ({' → '.join([alias, *path])})",
         )
-    graph[alias] = canonical

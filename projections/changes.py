@@ -34,6 +34,9 @@ class Version:
     end_key: str
     since: int  # the store position of the change that made this version (its ``valid_from``)
     corrected: bool  # a correction was applied: ``body`` is no longer the event as stored
+    # Where its entities were stated: the event's position, or that of the latest applied
+    # correction that set ``entities`` if later (names follow the latest statement in force).
+    said_at: int
 
     @property
     def entities(self) -> list[dict[str, Any]]:
@@ -56,10 +59,16 @@ def version(event: StoredEvent, state: EventState, since: int) -> Version:
     body = state.body
     start = parse_partial(body["occurred_at"])
     end = parse_partial(body["ended_at"]) if body.get("ended_at") else start
-    corrected = any(h["kind"] == "correction" and h["applied"] for h in state.history)
+    corrected = False
+    said_at = event.position
+    for h in state.history:
+        if h["kind"] == "correction" and h["applied"]:
+            corrected = True
+            if "entities" in h["changes"]:
+                said_at = max(said_at, h["position"])
     return Version(
         event.event_id, event.position, event.recorded_at, event.kind, state.status, body, start.start_key,
-        end.end_key, since, corrected,
+        end.end_key, since, corrected, said_at,
     )
 
 

@@ -8,9 +8,19 @@ and the first or last date, if that event was it, is recomputed from the members
 comparison is by (key, store position), so the result does not depend on the order in which a
 batch's rows are applied: the set-based path and the per-change path agree.
 
-A rebuild fills ``ent_members`` and leaves the counts and dates out; once caught up
-(``finish``), it derives every entity's name (from the latest version that filed it) and its
-counts and dates (from the members, through their entity index) in one pass each.
+Names and types follow the statements of an entity (docs/entities.md): ``ent_said`` holds one
+row per (entity, statement), a statement being an event's entities as recorded, or as a
+correction that set ``entities`` recorded them, at ``said_at`` (that position), in force until
+``died_at`` (a retraction, or a later correction that set ``entities``; ``OPEN`` while in force).
+An entity's name is that of its latest statement in force, its type that of its latest statement
+in force that gives a type other than ``other`` (``other`` when none does); an entity none of
+whose statements is in force keeps what its latest statements gave. ``ent_stats`` keeps the
+result as of now (for the directory's listing and search); a read as of an earlier position asks
+``ent_said`` (the statements in force at ``P``: ``said_at <= P < died_at``).
+
+A rebuild fills ``ent_members`` and ``ent_said`` and leaves the entities' rows out; once caught
+up (``finish``), it derives every entity's name and type (from ``ent_said``) and its counts and
+dates (from the members, through their entity index) in one pass each.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from events.ids import fold
+from events.ids import compact_json, fold
 
 from .changes import Change
 from . import members
@@ -27,6 +37,10 @@ from .engine import Projection
 
 STATS = "ent_stats"
 MEMBERS = "ent_members"
+SAID = "ent_said"
+OPEN = 2**62  # died_at of a statement in force
+# A statement's rank: in force first, then the latest (said_at is a store position, < 2^52).
+IN_FORCE = 2**52
 # An entity's members in store order, with what its counts and dates take (a covering index):
 # new events append at the end of each entity's range, where an index in date order took them
 # at random places (projecting 200,000 events live: 5.0-5.5 s -> 3.5-4.0 s for this projection,
@@ -34,18 +48,13 @@ MEMBERS = "ent_members"
 MEMBERS_INDEX = "CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id, position, start_key, occurred_at)"
 
 COLUMNS = (
-    "id, name, type, name_position, event_count, first_key, first_position, first_at,"
+    "id, name, type, name_rank, type_rank, event_count, first_key, first_position, first_at,"
     " last_key, last_position, last_at, search"
 )
 
-# Merging a batch's figures into an entity's row: the latest name wins, counts add up, and the
-# first and last dates are the least and greatest (start key, position).
-MERGE = """
-ON CONFLICT(id) DO UPDATE SET
-  name = CASE WHEN excluded.name_position >= name_position THEN excluded.name ELSE name END,
-  type = CASE WHEN excluded.name_position >= name_position THEN excluded.type ELSE type END,
-  search = CASE WHEN excluded.name_position >= name_position THEN excluded.search ELSE search END,
-  name_position = MAX(name_position, excluded.name_position),
+# Merging a batch's counts and dates into an entity's row: counts add up; the first and last
+# dates are the least and greatest (start key, position).
+COUNTS = """
   event_count = event_count + excluded.event_count,
   first_at = CASE WHEN first_key IS NULL OR (excluded.first_key IS NOT NULL AND
              (excluded.first_key, excluded.first_position) < (first_key, first_position))
@@ -66,66 +75,160 @@ ON CONFLICT(id) DO UPDATE SET
             (excluded.last_key, excluded.last_position) > (last_key, last_position))
             THEN excluded.last_key ELSE last_key END
 """
+# A batch of plain news events: their statements are in force and later than any before, so the
+# batch names the entity; it types it if one of them gives a type, and otherwise the row keeps a
+# type given by a statement in force (one from statements no longer in force gives way to
+# ``other``, as the batch's are in force).
+MERGE = f"""
+ON CONFLICT(id) DO UPDATE SET
+  name = excluded.name,
+  name_rank = excluded.name_rank,
+  search = excluded.search,
+  type = CASE WHEN excluded.type_rank IS NOT NULL THEN excluded.type
+              WHEN type_rank >= {IN_FORCE} THEN type ELSE 'other' END,
+  type_rank = CASE WHEN excluded.type_rank IS NOT NULL THEN excluded.type_rank
+              WHEN type_rank >= {IN_FORCE} THEN type_rank ELSE NULL END,
+{COUNTS}"""
+# Other changes: counts and dates only (``DirectoryProjection._rename`` then names the entities
+# whose statements changed).
+MERGE_COUNTS = f"""
+ON CONFLICT(id) DO UPDATE SET
+{COUNTS}"""
+
+
+# name_rank, type_rank: the rank (``IN_FORCE`` if in force, plus said_at) of the statement that
+# gave the name, the type (NULL: none gave a type, ``other``)
+STATS_SCHEMA = """CREATE TABLE {t} (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, name_rank INTEGER NOT NULL,
+    type_rank INTEGER, event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER, first_at TEXT,
+    last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
+)"""
+SAID_SCHEMA = """CREATE TABLE {t} (
+    entity_id TEXT NOT NULL, said_at INTEGER NOT NULL, died_at INTEGER NOT NULL,
+    name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (entity_id, said_at)
+) WITHOUT ROWID"""
+# The statements that give a type, for "the latest that gives a type" without passing the rest.
+SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(entity_id, said_at) WHERE type != 'other'"
+
+
+def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upto: int = OPEN - 1) -> tuple[Any, ...] | None:
+    """``(name, type, name_rank, type_rank)`` of the entity these ids make (one id, or a canonical
+    id and its aliases) as of a position, from its statements; None if it has none.
+
+    The statements that decide are those in force at ``upto`` (``said_at <= upto < died_at``), or,
+    when none is, all those recorded by then; on a tie (one event naming two of the ids) the
+    earlier id in ``entity_ids`` wins. An indexed probe or two per id, in SQL."""
+    ids = compact_json(list(entity_ids))
+
+    def latest(condition: str) -> tuple[Any, ...] | None:
+        row = conn.execute(
+            f"""SELECT at, value FROM (
+                    SELECT j.key, j.value, (SELECT said_at FROM {said_t} WHERE entity_id = j.value AND said_at <= ?2
+                                            {condition} ORDER BY said_at DESC LIMIT 1) AS at
+                    FROM json_each(?1) j)
+                WHERE at IS NOT NULL ORDER BY at DESC, key LIMIT 1""",
+            (ids, upto),
+        ).fetchone()
+        if row is None:
+            return None
+        return (row[0], *conn.execute(
+            f"SELECT name, type FROM {said_t} WHERE entity_id = ? AND said_at = ?", (row[1], row[0])
+        ).fetchone())
+
+    named = latest("AND died_at > ?2")
+    if named is not None:
+        typed = latest("AND type != 'other' AND died_at > ?2")
+        bonus = IN_FORCE
+    else:
+        named = latest("")
+        if named is None:
+            return None
+        typed = latest("AND type != 'other'")
+        bonus = 0
+    if typed is None:
+        return named[1], "other", bonus + named[0], None
+    return named[1], typed[2], bonus + named[0], bonus + typed[0]
 
 
 class DirectoryProjection(Projection):
     name = "entities"
-    version = 4
+    version = 5
     schema = {
-        STATS: [
-            """CREATE TABLE {t} (
-                id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, name_position INTEGER NOT NULL,
-                event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER, first_at TEXT,
-                last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
-            )""",
-        ],
+        STATS: [STATS_SCHEMA],
         MEMBERS: [members.SCHEMA],
+        SAID: [SAID_SCHEMA],
     }
     indexes = {
         STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id)"],
         MEMBERS: [MEMBERS_INDEX],
+        SAID: [SAID_TYPED_INDEX],
     }
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
-        stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
+        stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         members.fill_plain(conn, members_t, low, high)
         if deferred:
-            return  # ``finish`` derives the entities' rows
+            return  # ``finish`` derives the statements of plain events, and the entities' rows
+        self._plain_statements(conn, said_t, low, high)
         # (start_key, position) packed into one sortable string, once per event
         conn.execute(
             f"""WITH k AS MATERIALIZED (
                     SELECT position, {members.packed()} AS sk
                     FROM event_meta WHERE position > ? AND position <= ? AND plain)
                 INSERT INTO {stats_t} ({COLUMNS})
-                SELECT a.entity_id, n.name, n.type, a.name_position, a.cnt,
+                SELECT a.entity_id, n.name, coalesce(t.type, 'other'), {IN_FORCE} + a.name_position,
+                       {IN_FORCE} + a.type_position, a.cnt,
                        f.start_key, f.position, f.occurred_at, l.start_key, l.position, l.occurred_at,
                        fold(n.name) || ' ' || a.entity_id
                 FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(k.position) AS name_position,
+                             MAX(CASE WHEN m.type != 'other' THEN k.position END) AS type_position,
                              MIN(k.sk) AS fc, MAX(k.sk) AS lc
                       FROM k JOIN event_entities m ON m.position = k.position
                       GROUP BY m.entity_id) a
                 JOIN event_entities n ON n.position = a.name_position AND n.entity_id = a.entity_id
+                LEFT JOIN event_entities t ON t.position = a.type_position AND t.entity_id = a.entity_id
                 JOIN event_meta f ON f.position = {members.packed_position('a.fc')}
                 JOIN event_meta l ON l.position = {members.packed_position('a.lc')}
                 WHERE true {MERGE}""",
             (low, high),
         )
 
+    @staticmethod
+    def _plain_statements(conn: sqlite3.Connection, said_t: str, low: int, high: int) -> None:
+        """The statements of the plain news events of ``low < position <= high``, in key order.
+        One that a change has already ended (written by ``apply`` while a rebuild deferred this)
+        is kept as it is."""
+        conn.execute(
+            f"""INSERT INTO {said_t} (entity_id, said_at, died_at, name, type)
+                SELECT m.entity_id, m.position, {OPEN}, m.name, m.type
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                ORDER BY m.entity_id, m.position
+                ON CONFLICT DO NOTHING""",
+            (low, high),
+        )
+
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
         stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
         conn.execute(MEMBERS_INDEX.format(t=members_t))
-        # Names: the latest plain news event up to the position that files the entity, merged
-        # with the versions that ``apply`` wrote (names only, while deferred).
+        # Names and types, from the statements (every entity ever mentioned has one): those in
+        # force decide, or all of an entity's when none of its statements is in force.
+        said_t = self.table(SAID, tag)
+        self._plain_statements(conn, said_t, 0, position)
+        conn.execute(SAID_TYPED_INDEX.format(t=said_t))
+        rank = f"(said_at + CASE WHEN died_at = {OPEN} THEN {IN_FORCE} ELSE 0 END)"
         conn.execute(
             f"""INSERT INTO {stats_t} ({COLUMNS})
-                SELECT entity_id, name, type, name_position, 0, NULL, NULL, NULL, NULL, NULL, NULL,
-                       fold(name) || ' ' || entity_id
-                FROM (SELECT entity_id, MAX(position) AS name_position, name, type FROM event_entities
-                      WHERE position <= ?
-                        AND position NOT IN (SELECT position FROM event_meta WHERE position <= ? AND NOT plain)
-                      GROUP BY entity_id)
-                WHERE true {MERGE}""",
-            (position, position),
+                SELECT a.entity_id, n.name,
+                       CASE WHEN a.type_rank >= a.name_rank - a.name_rank % {IN_FORCE} THEN t.type ELSE 'other' END,
+                       a.name_rank,
+                       CASE WHEN a.type_rank >= a.name_rank - a.name_rank % {IN_FORCE} THEN a.type_rank END,
+                       0, NULL, NULL, NULL, NULL, NULL, NULL, fold(n.name) || ' ' || a.entity_id
+                FROM (SELECT entity_id, MAX({rank}) AS name_rank,
+                             MAX(CASE WHEN type != 'other' THEN {rank} END) AS type_rank
+                      FROM {said_t} GROUP BY entity_id) a
+                JOIN {said_t} n ON n.entity_id = a.entity_id AND n.said_at = a.name_rank % {IN_FORCE}
+                LEFT JOIN {said_t} t ON t.entity_id = a.entity_id AND t.said_at = a.type_rank % {IN_FORCE}"""
         )
         # Counts and dates: every entity's, from its members now (one pass over the members'
         # entity index, in its order); an entity with none keeps the 0 and NULLs written above.
@@ -141,12 +244,13 @@ class DirectoryProjection(Projection):
         )
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
-        stats_t, members_t = self.table(STATS, tag), self.table(MEMBERS, tag)
+        stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         adds: dict[str, list[Any]] = {}
         # entity -> the (start key, position) of each member a change took away
         removed: dict[str, list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
         insert = members.insert_sql(members_t)
+        renamed: set[str] = set()  # entities whose statements changed
         for change in changes:
             old, new = change.old, change.new
             if old is not None and old.counted:
@@ -161,6 +265,26 @@ class DirectoryProjection(Projection):
                     removed.setdefault(e["id"], []).append((old.start_key, old.position))
             if new is None:
                 continue
+            # Statements: a retraction ends the old one; a correction that set ``entities`` ends
+            # it and makes a new one (others leave it as it is). A version not counted (retracted)
+            # states what it states for no moment (died_at = said_at): it names only an entity
+            # that nothing else names.
+            if old is not None and old.counted and (not new.counted or new.said_at != old.said_at):
+                # (written whole: while a rebuild defers them, a plain event's statements are not
+                # there yet; ``finish`` then keeps this row)
+                conn.executemany(
+                    f"INSERT INTO {said_t} (entity_id, said_at, died_at, name, type) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO UPDATE SET died_at = excluded.died_at",
+                    [(e["id"], old.said_at, change.position, e["name"], e["type"]) for e in old.entities],
+                )
+                renamed.update(e["id"] for e in old.entities)
+            if old is None or new.said_at != old.said_at:
+                died_at = OPEN if new.counted else new.said_at
+                conn.executemany(
+                    f"INSERT INTO {said_t} (entity_id, said_at, died_at, name, type) VALUES (?, ?, ?, ?, ?)",
+                    [(e["id"], new.said_at, died_at, e["name"], e["type"]) for e in new.entities],
+                )
+                renamed.update(e["id"] for e in new.entities)
             occurred_at = new.body["occurred_at"]
             counted = new.counted
             for entity in new.entities:
@@ -168,27 +292,39 @@ class DirectoryProjection(Projection):
                 first = (new.start_key, new.position, occurred_at) if counted else (None, None, None)
                 acc = adds.get(eid)
                 if acc is None:
-                    adds[eid] = [eid, entity["name"], entity["type"], change.position, int(counted), *first, *first]
+                    adds[eid] = [eid, int(counted), *first, *first]
                 else:
-                    acc[1], acc[2], acc[3] = entity["name"], entity["type"], change.position
-                    acc[4] += int(counted)
-                    if counted and (acc[5] is None or (new.start_key, new.position) < (acc[5], acc[6])):
+                    acc[1] += int(counted)
+                    if counted and (acc[2] is None or (new.start_key, new.position) < (acc[2], acc[3])):
+                        acc[2:5] = first
+                    if counted and (acc[5] is None or (new.start_key, new.position) > (acc[5], acc[6])):
                         acc[5:8] = first
-                    if counted and (acc[8] is None or (new.start_key, new.position) > (acc[8], acc[9])):
-                        acc[8:11] = first
                 if counted:
                     member_rows.append((new.position, eid, new.start_key, occurred_at))
         if member_rows:
             conn.executemany(insert, member_rows)
-        if deferred:  # names only: ``finish`` counts the members
-            rows = [(*acc[:4], 0, *(None,) * 6, f"{fold(acc[1])} {acc[0]}") for acc in adds.values()]
-        else:
-            rows = [(*acc, f"{fold(acc[1])} {acc[0]}") for acc in adds.values()]
-        conn.executemany(f"INSERT INTO {stats_t} ({COLUMNS}) VALUES ({','.join('?' * 12)}) {MERGE}", rows)
-        if deferred:
+        if deferred:  # ``finish`` derives the entities' rows from the members and statements
             return
+        # New rows are named below (every entity in ``adds`` without a row has new statements).
+        conn.executemany(
+            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES (?, '', 'other', 0, NULL, ?, ?, ?, ?, ?, ?, ?, '') {MERGE_COUNTS}",
+            list(adds.values()),
+        )
         for eid, gone in removed.items():
             self._take_away(conn, stats_t, members_t, eid, gone)
+        for eid in renamed:
+            self._rename(conn, stats_t, said_t, eid)
+
+    @staticmethod
+    def _rename(conn: sqlite3.Connection, stats_t: str, said_t: str, entity_id: str) -> None:
+        """An entity's name and type from its statements (``naming``)."""
+        named = naming(conn, said_t, [entity_id])
+        assert named is not None, entity_id
+        name, kind, name_rank, type_rank = named
+        conn.execute(
+            f"UPDATE {stats_t} SET name = ?, type = ?, name_rank = ?, type_rank = ?, search = ? WHERE id = ?",
+            (name, kind, name_rank, type_rank, f"{fold(name)} {entity_id}", entity_id),
+        )
 
     @classmethod
     def _take_away(

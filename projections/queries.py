@@ -25,10 +25,11 @@ from events.ids import compact_json, fold
 from events.store import EventStore, attach_read_only
 
 from . import default_projections
-from .aliases import AliasMap
+from .aliases import AliasIndex
 from .changes import RANK
-from .directory import MEMBERS, STATS
+from .directory import MEMBERS, SAID, STATS, naming
 from .engine import projection_path, read_checkpoints, status_row
+from .members import packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
 from .search import SEARCH
@@ -268,7 +269,7 @@ class Queries:
     def __init__(self, path: str, names: Sequence[str] = PROJECTIONS) -> None:
         self.path = path
         self.names = tuple(names)  # the projections whose files readers attach
-        self.aliases = AliasMap()
+        self.aliases = AliasIndex()
         self.cards = StoredCards()
         self._local = threading.local()
         self._open: list[EventStore] = []  # every thread's connection, for ``close``
@@ -383,46 +384,64 @@ class Queries:
 
     # --- entities ------------------------------------------------------------------------
 
-    def _entity(
-        self, conn: sqlite3.Connection, canonical: str, upto: int, *, as_of: bool = False
-    ) -> dict[str, Any] | None:
-        """An entity's card; with ``as_of``, as the store stood at position ``upto``."""
-        projected, tag = self._checkpoint(conn, "entities")
-        if as_of and upto < projected:
-            return self._entity_at(conn, canonical, upto, projected, tag)
+    def _group(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[list[str], list[str]]:
+        """``canonical`` and the ids that resolve to it as of ``upto``; and those of them that the
+        directory knows (that any event names), canonical first: the ones reads ask about."""
         members = self.aliases.members(canonical, upto)
-        marks = ",".join("?" * len(members))
-        rows = conn.execute(
-            f"SELECT id, name, type, name_position, event_count, first_key, first_at, last_key, last_at"
-            f" FROM {STATS}{tag} WHERE id IN ({marks})",
-            members,
-        ).fetchall()
-        if not rows:
-            return None
-        own = next((r for r in rows if r[0] == canonical), None)
-        latest = max(rows, key=lambda r: r[3])
-        name = self.aliases.display_name(canonical, upto) or (own or latest)[1]
-        kind = (own or latest)[2]
         if len(members) == 1:
-            count, first_at, last_at = rows[0][4], rows[0][6], rows[0][8]
+            return members, members
+        _, tag = self._checkpoint(conn, "entities")
+        known = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT j.value FROM json_each(?) j WHERE EXISTS (SELECT 1 FROM {STATS}{tag} s WHERE s.id = j.value)"
+                " ORDER BY j.key",
+                (compact_json(members),),
+            )
+        ]
+        return members, known
+
+    def _entity(
+        self, conn: sqlite3.Connection, canonical: str, upto: int, *, as_of: bool = False,
+        group: tuple[list[str], list[str]] | None = None,
+    ) -> dict[str, Any] | None:
+        """An entity's card (``canonical`` and the ids that resolve to it as of ``upto``); with
+        ``as_of``, as the store stood at position ``upto``."""
+        projected, tag = self._checkpoint(conn, "entities")
+        group = group or self._group(conn, canonical, upto)
+        if as_of and upto < projected:
+            return self._entity_at(conn, canonical, upto, projected, tag, group)
+        members, known = group
+        if not known:
+            return None
+        if len(known) == 1:
+            row = conn.execute(
+                f"SELECT name, type, event_count, first_at, last_at FROM {STATS}{tag} WHERE id = ?", (known[0],)
+            ).fetchone()
+            if row is None:
+                return None
+            name, kind, count, first_at, last_at = row
         else:
-            count = conn.execute(
-                f"SELECT COUNT(DISTINCT position) FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})", members
-            ).fetchone()[0]
-            first = conn.execute(
-                f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"
-                " ORDER BY start_key, position LIMIT 1",
-                members,
+            ids = compact_json(known)
+            # One event, one position: an event filed under several members counts once.
+            count, first, last = conn.execute(
+                f"SELECT COUNT(DISTINCT position), MIN({packed()}), MAX({packed()}) FROM {MEMBERS}{tag}"
+                " WHERE entity_id IN (SELECT value FROM json_each(?))",
+                (ids,),
             ).fetchone()
-            last = conn.execute(
-                f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE entity_id IN ({marks})"
-                " ORDER BY start_key DESC, position DESC LIMIT 1",
-                members,
-            ).fetchone()
-            first_at, last_at = (first or (None,))[0], (last or (None,))[0]
+            first_at = last_at = None
+            if count:
+                first_at, last_at = (
+                    conn.execute(
+                        f"SELECT occurred_at FROM {MEMBERS}{tag} WHERE position = ? LIMIT 1", (unpack(value)[1],)
+                    ).fetchone()[0]
+                    for value in (first, last)
+                )
+            named = naming(conn, f"{SAID}{tag}", known)
+            name, kind = named[:2] if named is not None else (canonical, "other")
         return {
             "id": canonical,
-            "name": name,
+            "name": self.aliases.display_name(canonical, upto) or name,
             "type": kind,
             "aliases": members[1:],
             "event_count": count,
@@ -431,7 +450,8 @@ class Queries:
         }
 
     def _entity_at(
-        self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str
+        self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str,
+        group: tuple[list[str], list[str]],
     ) -> dict[str, Any] | None:
         """An entity's card as the store stood at position ``p`` (below the entities projection's
         ``projected``), without walking the entity's history:
@@ -446,13 +466,15 @@ class Queries:
           page of that timeline finds it.
         """
         _, ttag = self._checkpoint(conn, "timelines")
-        members = self.aliases.members(canonical, p)
+        all_members, members = group  # the ids that events name are those asked about
+        if not members:
+            return None
         marks = ",".join("?" * len(members))
         if len(members) == 1 and p >= projected // 2:
             (after,) = conn.execute(
-                f"SELECT COUNT(*) FROM {MEMBERS}{tag} WHERE entity_id = ? AND position > ?", (canonical, p)
+                f"SELECT COUNT(*) FROM {MEMBERS}{tag} WHERE entity_id = ? AND position > ?", (members[0], p)
             ).fetchone()
-            now = conn.execute(f"SELECT event_count FROM {STATS}{tag} WHERE id = ?", (canonical,)).fetchone()
+            now = conn.execute(f"SELECT event_count FROM {STATS}{tag} WHERE id = ?", (members[0],)).fetchone()
             count = (now[0] if now else 0) - after
         else:
             distinct = "COUNT(DISTINCT position)" if len(members) > 1 else "COUNT(*)"
@@ -481,33 +503,15 @@ class Queries:
                 [*members, version[1], position, version[0]],
             ).fetchone():
                 count += 1
-        # Names and types as the store knew them: a member's row unless it was renamed after p,
-        # else the name its latest event up to p filed it under.
-        rows = []
-        for member, name, kind, name_position in conn.execute(
-            f"SELECT id, name, type, name_position FROM {STATS}{tag} WHERE id IN ({marks})", members
-        ):
-            if name_position > p:
-                older = conn.execute(
-                    f"SELECT e.name, e.type, e.position FROM {MEMBERS}{tag} m JOIN event_entities e"
-                    " ON e.position = m.position AND e.entity_id = m.entity_id"
-                    " WHERE m.entity_id = ? AND m.position <= ? ORDER BY m.position DESC LIMIT 1",
-                    (member, p),
-                ).fetchone()
-                if older is None:
-                    continue  # not known by then (or only through events retracted since)
-                name, kind, name_position = older
-            rows.append((member, name, kind, name_position))
-        if not rows and not count:
-            return None
-        own = next((r for r in rows if r[0] == canonical), None)
-        latest = max(rows, key=lambda r: r[3]) if rows else None
-        named = own or latest
+        # Names and types as the store knew them: its statements in force then (docs/entities.md).
+        named = naming(conn, f"{SAID}{tag}", members, p)
+        if named is None and not count:
+            return None  # not known by then
         return {
             "id": canonical,
-            "name": self.aliases.display_name(canonical, p) or (named[1] if named else canonical),
-            "type": named[2] if named else "other",
-            "aliases": members[1:],
+            "name": self.aliases.display_name(canonical, p) or (named[0] if named else canonical),
+            "type": named[1] if named else "other",
+            "aliases": all_members[1:],
             "event_count": count,
             "first_at": self._end_at(conn, members, p, ttag, "ASC") if count else None,
             "last_at": self._end_at(conn, members, p, ttag, "DESC") if count else None,
@@ -547,72 +551,92 @@ class Queries:
         return found
 
     def entities(self, q: str | None = None, type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        self.aliases.refresh(self.store)
+        """The directory, most events first: entities without aliases straight from their rows,
+        each canonical entity with aliases merged (its aliases never listed on their own)."""
+        aliases = self.aliases
+        aliases.refresh(self.store)
         with self.snapshot() as conn:
             head, tag = self._checkpoint(conn, "entities")
-            upto = max(head, self.aliases.seen)
-            graph = self.aliases.graph(upto)
-            sql = f"SELECT id FROM {STATS}{tag}"
+            upto = max(head, aliases.seen)
+            groups = set(aliases.groups)
+            out: dict[str, dict[str, Any]] = {}
             where, args = [], []
             if q:
                 needle = fold(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("search LIKE ? ESCAPE '\\'")
                 args.append(f"%{needle}%")
-            if type and not graph:
+            if type:
                 where.append("type = ?")
                 args.append(type)
+            sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag}"
             if where:
                 sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY event_count DESC, id LIMIT ?"
-            args.append(limit + len(graph))
-            ids = [r[0] for r in conn.execute(sql, args)]
-            if q:
-                folded = fold(q)
-                for _, alias, _, name in self.aliases.declarations:
-                    if folded in fold(alias) or (name and folded in fold(name)):
-                        ids.append(alias)
-            out: dict[str, dict[str, Any]] = {}
-            for eid in ids:
-                canonical = self.aliases.resolve(eid, upto)
-                if canonical in out:
+            sql += " ORDER BY event_count DESC, id"
+            # Entities without aliases, in order, until ``limit`` of them (aliases and canonical
+            # ids with aliases are skipped: merged below).
+            for eid, name, kind, count, first_at, last_at in conn.execute(sql, args):
+                if eid in groups or aliases.is_alias(eid, upto):
                     continue
+                out[eid] = {"id": eid, "name": name, "type": kind, "aliases": [], "event_count": count,
+                            "first_at": first_at, "last_at": last_at}
+                if len(out) >= limit:
+                    break
+            # Canonical ids with aliases: merged; with ``q``, those whose name or any member's
+            # name or id matches.
+            folded = fold(q) if q else None
+            for canonical in sorted(groups):
                 found = self._entity(conn, canonical, upto)
-                if found is not None and (type is None or found["type"] == type):
-                    out[canonical] = found
+                if found is None or (type is not None and found["type"] != type):
+                    continue
+                if folded is not None and not self._matches(conn, tag, found, folded):
+                    continue
+                out[canonical] = found
         ranked = sorted(out.values(), key=lambda e: (-e["event_count"], e["id"]))
         return ranked[:limit]
 
+    def _matches(self, conn: sqlite3.Connection, tag: str, entity: dict[str, Any], folded: str) -> bool:
+        if folded in fold(entity["name"]) or any(folded in fold(a) for a in [entity["id"], *entity["aliases"]]):
+            return True
+        ids = compact_json([entity["id"], *entity["aliases"]])
+        row = conn.execute(
+            f"SELECT 1 FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?)) AND instr(search, ?) LIMIT 1",
+            (ids, folded),
+        ).fetchone()
+        return row is not None
+
     def related(self, entity_id: str, limit: int = 20) -> dict[str, Any]:
         """The entities that share events with this one (aliases merged), most shared first."""
-        self.aliases.refresh(self.store)
+        aliases = self.aliases
+        aliases.refresh(self.store)
         with self.snapshot() as conn:
             head, _ = self._checkpoint(conn, "entities")
             _, tag = self._checkpoint(conn, "related")
-            upto = max(head, self.aliases.seen)
-            canonical = self.aliases.resolve(entity_id, upto)
-            entity = self._entity(conn, canonical, upto)
+            upto = max(head, aliases.seen)
+            canonical = aliases.resolve(entity_id, upto)
+            group = self._group(conn, canonical, upto)
+            entity = self._entity(conn, canonical, upto, group=group)
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
-            members = self.aliases.members(canonical, upto)
-            graph = self.aliases.graph(upto)
+            members = group[1]
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
             pairs = conn.execute(
                 f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
                 " ORDER BY count DESC, last_key DESC, other_id",
                 (canonical,),
             ).fetchall()
-            if len(members) == 1 and not any(row[0] in graph for row in pairs):
+            if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
                 counted = {row[0]: [row[1], row[2], row[3]] for row in pairs[:limit]}
             else:  # aliases on either side: count distinct shared events exactly
-                marks = ",".join("?" * len(members))
+                ids = compact_json(members)
                 shared: dict[str, dict[int, tuple[str, str]]] = {}
                 for other, position, start_key, occurred_at in conn.execute(  # one event, one position
                     f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
                     f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
-                    f" WHERE m1.entity_id IN ({marks}) AND m2.entity_id NOT IN ({marks})",
-                    [*members, *members],
+                    " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
+                    " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
+                    (ids,),
                 ):
-                    shared.setdefault(self.aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
+                    shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
                 for other, events in shared.items():
                     if other == canonical:
                         continue
@@ -691,7 +715,8 @@ class Queries:
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
-                entity = self._entity(conn, target, snapshot, as_of=as_of is not None)
+                group = self._group(conn, target, snapshot)
+                entity = self._entity(conn, target, snapshot, as_of=as_of is not None, group=group)
                 if entity is None:
                     now = max(position, self.aliases.seen)
                     entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)
@@ -699,7 +724,8 @@ class Queries:
                         entity = {**entity, "event_count": 0, "first_at": None, "last_at": None}
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
-                members = self.aliases.members(target, snapshot)
+                # the ids the events are filed under (an id no event names has no entries)
+                members = group[1] or [target]
             bound = binding({
                 "entity": target if entity_id is not None else GLOBAL, "order": query.order,
                 "since": since, "until": until, "kind": ",".join(sorted(set(query.kinds))) or None,
@@ -771,9 +797,12 @@ class Queries:
         alias = "en" if by_entity else "v"
         where = [f"{alias}.valid_from <= ?", "v.valid_to > ?"]
         args: list[Any] = [p, p]
-        if by_entity:
-            where.insert(0, f"en.entity_id IN ({','.join('?' * len(members))})")
+        if by_entity and len(members) == 1:
+            where.insert(0, "en.entity_id = ?")
             args[0:0] = members
+        elif by_entity:
+            where.insert(0, "en.entity_id IN (SELECT value FROM json_each(?))")
+            args[0:0] = [compact_json(members)]
         if not query.include_retracted:
             where.append("v.status != 'retracted'")
         if query.kinds:

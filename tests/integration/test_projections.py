@@ -853,3 +853,20 @@ def test_stored_cards_are_bounded_by_their_bytes_not_their_number():
     assert len(ascii_big) <= 2 * 5 and ascii_big.get(0) is None  # ~10 KB a card: 5 a generation
     assert len(cyrillic_big) <= 2 * 3  # ~20 KB a card: 3 a generation
     assert len(small) >= 50_000 // (CARD_OVERHEAD + sys.getsizeof("x"))  # a full generation at least
+
+
+def test_a_type_from_statements_no_longer_in_force_gives_way_to_one_in_force(q, db):
+    """Once its only typed event is retracted, an entity keeps that type (no statement in force);
+    a later mention without a type is in force and gives none: the entity is ``other``, live as
+    after a rebuild (docs/entities.md)."""
+    untyped = {"id": "acme", "name": "Acme", "role": "subject"}
+    append_and_project(db, [news("typed", "2024", (ent("acme", name="ACME", type="person"),))])
+    append_and_project(db, [retraction("r", "typed")])
+    assert (q.entity("acme")["name"], q.entity("acme")["type"]) == ("ACME", "person")
+    append_and_project(db, [news("plain", "2025", (untyped,))])
+    live = q.entity("acme")
+    assert (live["name"], live["type"]) == ("Acme", "other")
+    with EventStore(db) as store, ProjectionEngine(store, default_projections()) as engine:
+        engine.rebuild()
+    q.close()
+    assert q.entity("acme") == live

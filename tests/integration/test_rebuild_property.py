@@ -15,9 +15,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.models import EventRejected, parse_event
+from events.history import fold
+from events.models import NEWS_KINDS, EventRejected, parse_event
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections
+from projections.queries import Queries
 
 PEOPLE = ["elon-musk", "donald-trump", "cyril-ramaphosa"]
 ORGS = ["x", "twitter", "tesla", "spacex"]
@@ -27,15 +29,21 @@ ROLES = ["subject", "actor", "target", "mentioned"]
 EVENT_IDS = [f"ev-{i}" for i in range(8)]
 
 
+def mention(entity_id: str, role: str, spelling: int, typed: int) -> dict:
+    """A mention: one of three spellings; typed as it is, wrongly, or without a type."""
+    name = [entity_id.replace("-", " ").title(), entity_id.upper() + " (typo)", entity_id.replace("-", " ")][spelling]
+    out = {"id": entity_id, "name": name, "role": role}
+    if typed < 2:
+        right = "person" if entity_id in PEOPLE else "organization"
+        out["type"] = right if typed == 0 else "place"
+    return out
+
+
 def entities_strategy() -> st.SearchStrategy[list[dict]]:
     return st.lists(st.sampled_from(POOL), min_size=1, max_size=4, unique=True).flatmap(
-        lambda ids: st.tuples(*[st.sampled_from(ROLES) for _ in ids]).map(
-            lambda roles: [
-                {"id": i, "name": i.replace("-", " ").title(), "type": "person" if i in PEOPLE else "organization",
-                 "role": r}
-                for i, r in zip(ids, roles)
-            ]
-        )
+        lambda ids: st.tuples(
+            *[st.tuples(st.sampled_from(ROLES), st.integers(0, 2), st.integers(0, 2)) for _ in ids]
+        ).map(lambda drawn: [mention(i, *d) for i, d in zip(ids, drawn)])
     )
 
 
@@ -85,6 +93,8 @@ def editorial_event(draw: st.DrawFn) -> dict:
     else:
         alias, canonical = draw(st.lists(st.sampled_from(ORGS + PEOPLE[:1]), min_size=2, max_size=2, unique=True))
         details = {"alias": alias, "canonical": canonical}
+        if draw(st.booleans()):
+            details["name"] = draw(st.sampled_from(["Renamed", "X Corp"]))
     return {"kind": kind, "occurred_at": draw(st.sampled_from(DATES)), "details": details}
 
 
@@ -144,4 +154,77 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
         assert incremental[name] == one_by_one[name], name
     per_change.close()
     engine.close()
+    # Names and types follow the rule (docs/entities.md), now and as of every position.
+    queries = Queries(str(path))
+    try:
+        queries.aliases.refresh(queries.store)
+        head = store.head()
+        for upto in range(0, head + 1):
+            with queries.snapshot() as conn:
+                for entity_id in POOL:
+                    canonical = queries.aliases.resolve(entity_id, upto)
+                    found = queries._entity(conn, canonical, upto, as_of=True)
+                    expected = expected_naming(store, canonical, upto)
+                    got = None if found is None else (found["name"], found["type"])
+                    if expected is None:  # no statement by then: none now either, or a later one
+                        assert found is None or upto < head, (entity_id, upto)
+                    else:
+                        assert got == expected, (entity_id, canonical, upto)
+    finally:
+        queries.close()
     store.close()
+
+
+def expected_naming(store: EventStore, canonical: str, upto: int) -> tuple[str, str] | None:
+    """The rule, straight from the stored events up to a position: the statements of the
+    entity's ids (an event's entities, or a correction's that set them, at the later of the two
+    positions); those in force decide (all when none is); the latest names, the latest with a type
+    other than ``other`` types; an alias declaration with a name names its canonical id."""
+    events = store.read(0, 10**6, upto)
+    graph: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for e in events:
+        if e.kind == "entity_alias":
+            d = e.body["details"]
+            graph[d["alias"]] = d["canonical"]
+            if d.get("name"):
+                names[d["canonical"]] = d["name"]
+
+    def resolve(i: str) -> str:
+        while i in graph:
+            i = graph[i]
+        return i
+
+    order = {canonical: 0}  # the canonical's own mention first on a tie (one event, both ids)
+    for i in sorted(POOL + list(graph)):
+        if i != canonical and resolve(i) == canonical:
+            order[i] = len(order)
+    statements = []  # (said_at, member order, in force, name, type)
+    for e in events:
+        if e.kind not in NEWS_KINDS:
+            continue
+        editorial = store.editorial_for(e.event_id, upto)
+        waited = [x for x in editorial if x.position < e.position]
+        later = [x for x in editorial if x.position > e.position]
+        said: dict[int, list[dict]] = {}
+        final = None
+        for k in range(len(later) + 1):
+            state = fold(e, waited + later[:k])
+            said_at = e.position
+            for h in state.history:
+                if h["kind"] == "correction" and h["applied"] and "entities" in h["changes"]:
+                    said_at = max(said_at, h["position"])
+            said.setdefault(said_at, state.body["entities"])
+            final = (said_at, state.status != "retracted")
+        for said_at, entities in said.items():
+            for m in entities:
+                if m["id"] in order:
+                    in_force = final == (said_at, True)
+                    statements.append((said_at, -order[m["id"]], in_force, m["name"], m["type"]))
+    if not statements:
+        return None
+    deciding = [s for s in statements if s[2]] or statements
+    name = max(deciding)[3]
+    typed = [s for s in deciding if s[4] != "other"]
+    kind = max(typed)[4] if typed else "other"
+    return names.get(canonical, name), kind
