@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 
 from .service import IngestOutcome, Prepared, TimelineService
 from .settings import Settings
+from .settling import SETTLE_SCRIPT, settle
 from .trimming import TRIM_SCRIPT, trim_acknowledged
 
 log = logging.getLogger("timeline.consumer")
@@ -80,6 +81,7 @@ class StreamConsumer:
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
         self._trim_script = self.redis.register_script(TRIM_SCRIPT)
+        self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self._trimmer: asyncio.Task[None] | None = None
         self.trimmed = 0  # entries this process has trimmed from the stream
         common: dict[str, Any] = dict(
@@ -212,11 +214,13 @@ class StreamConsumer:
 
     async def _write(self, prepared: Prepared) -> None:
         outcome = await self._append(prepared)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for dead in outcome.dead:
-                pipe.xadd(self.settings.dead_stream, dead.fields())  # type: ignore[arg-type]
-            pipe.xack(self.settings.stream, self.settings.group, *prepared.ids)
-            await pipe.execute()
+        # Dead letters and the acknowledgement in one script: a dead letter only for an entry
+        # this call acknowledged, so a batch handled twice (claimed while still in hand) is
+        # dead-lettered once.
+        await settle(
+            self._settle_script, self.settings.stream, self.settings.dead_stream, self.settings.group,
+            prepared.ids, outcome.dead,
+        )
         self.batches += 1
         self.entries += len(prepared.ids)
         self._draining = len(prepared.ids) >= self.settings.batch_size  # a full batch: more is waiting
