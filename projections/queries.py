@@ -8,6 +8,7 @@ store position a read answers for: the projection's checkpoint, or less for ``as
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import json
 import re
@@ -265,11 +266,66 @@ class StoredCards:
         return len(self._young) + len(self._old)
 
 
+class LaterChanges:
+    """The corrections and retractions of events stored before them, by store position: what
+    makes an event's state at a position differ from its state now. Append-only, so kept in
+    memory and read on from where it was (a cold start reads the store's index of targets),
+    with the entities each changed event was ever filed under, so that a read looks only at
+    those of its entity. A correction stored before its target changes nothing after the
+    target arrives: not kept."""
+
+    def __init__(self) -> None:
+        self.positions: list[int] = []  # of the corrections and retractions, ascending
+        self.targets: list[int] = []  # the position of the event each one changed
+        self.versions: dict[int, list[int]] = {}  # an event's position -> those changing it, ascending
+        self.filed: dict[int, set[str]] = {}  # an event's position -> every entity any version filed it under
+        self.seen: int | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            (head,) = conn.execute("SELECT coalesce(MAX(position), 0) FROM events").fetchone()
+            if self.seen is not None and head <= self.seen:
+                return
+            # cold: the whole index of targets; warm: the events stored since (by position)
+            source = "events c INDEXED BY events_target" if self.seen is None else "events c"
+            rows = conn.execute(
+                f"SELECT c.position, t.position, c.body -> '$.details.changes.entities',"
+                " (SELECT json_group_array(entity_id) FROM event_entities e WHERE e.position = t.position)"
+                f" FROM {source} CROSS JOIN events t ON t.event_id = c.target_id"
+                " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ?"
+                " AND t.position < c.position ORDER BY c.position",
+                (self.seen or 0, head),
+            ).fetchall()
+            for position, target, moved, stored in rows:
+                self.positions.append(position)
+                self.targets.append(target)
+                self.versions.setdefault(target, []).append(position)
+                filed = self.filed.setdefault(target, set(json.loads(stored)))
+                if moved:
+                    filed.update(e["id"] for e in json.loads(moved))
+            self.seen = head
+
+    def between(self, p: int, upto: int, members: Sequence[str]) -> list[tuple[int, int]]:
+        """``(position, version at p)`` of the events stored up to ``p``, ever filed under one of
+        ``members``, that a correction or retraction in ``(p, upto]`` changed; a version is
+        named by the position that made it."""
+        low, high = bisect.bisect_right(self.positions, p), bisect.bisect_right(self.positions, upto)
+        wanted = set(members)
+        out = []
+        for target in sorted({t for t in self.targets[low:high] if t <= p and not wanted.isdisjoint(self.filed[t])}):
+            changes = self.versions[target]
+            before = bisect.bisect_right(changes, p)
+            out.append((target, changes[before - 1] if before else target))
+        return out
+
+
 class Queries:
     def __init__(self, path: str, names: Sequence[str] = PROJECTIONS) -> None:
         self.path = path
         self.names = tuple(names)  # the projections whose files readers attach
         self.aliases = AliasIndex()
+        self.later = LaterChanges()
         self.cards = StoredCards()
         self._local = threading.local()
         self._open: list[EventStore] = []  # every thread's connection, for ``close``
@@ -460,8 +516,8 @@ class Queries:
           smaller side of p in the members' (entity, position) index (for one id: the count now
           less those recorded after p), corrected for the events that a correction or retraction
           recorded after p changed: each counts as its version at p says (the timelines
-          projection keeps every version). Those are found through the store's index of what
-          corrections and retractions target: their number, not the entity's size, bounds it;
+          projection keeps every version). Those are kept in memory (``LaterChanges``): the
+          corrections after p that touch the entity, not its size, bound the work;
         - the first and last dates: the first entry of its timeline at p in each order, as a
           page of that timeline finds it.
         """
@@ -481,28 +537,21 @@ class Queries:
             (count,) = conn.execute(
                 f"SELECT {distinct} FROM {MEMBERS}{tag} WHERE entity_id IN ({marks}) AND position <= ?", [*members, p]
             ).fetchone()
-        changed = conn.execute(
-            "SELECT DISTINCT t.position, t.event_id FROM events c INDEXED BY events_target"
-            " JOIN events t ON t.event_id = c.target_id"
-            " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ? AND t.position <= ?",
-            (p, projected, p),
-        ).fetchall()
-        for position, event_id in changed:  # counted now as it stands now; at p as its version then
-            if conn.execute(
-                f"SELECT 1 FROM {MEMBERS}{tag} WHERE position = ? AND entity_id IN ({marks})", [position, *members]
-            ).fetchone():
-                count -= 1
-            version = conn.execute(
-                f"SELECT valid_from, start_key FROM {EVENTS}{ttag} WHERE valid_to > ? AND status != 'retracted'"
-                " AND valid_from IN (SELECT ? UNION ALL SELECT position FROM events WHERE target_id = ? AND position <= ?)",
-                (p, position, event_id, p),
+        self.later.refresh(conn)
+        changed = self.later.between(p, projected, members)
+        if changed:  # each counted now as it stands now, and at p as its version then says
+            now, then = conn.execute(
+                f"""WITH d(position, version) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+                    SELECT (SELECT COUNT(*) FROM d WHERE EXISTS (SELECT 1 FROM {MEMBERS}{tag} m
+                              WHERE m.position = d.position AND m.entity_id IN ({marks}))),
+                           (SELECT COUNT(*) FROM d JOIN {EVENTS}{ttag} v ON v.valid_from = d.version
+                            WHERE v.valid_to > ? AND v.status != 'retracted' AND EXISTS (
+                              SELECT 1 FROM {ENTRIES}{ttag} en WHERE en.entity_id IN ({marks})
+                              AND en.start_key = v.start_key AND en.position = d.position
+                              AND en.valid_from = d.version))""",
+                [json.dumps(changed), *members, p, *members],
             ).fetchone()
-            if version is not None and conn.execute(
-                f"SELECT 1 FROM {ENTRIES}{ttag} WHERE entity_id IN ({marks}) AND start_key = ? AND position = ?"
-                " AND valid_from = ?",
-                [*members, version[1], position, version[0]],
-            ).fetchone():
-                count += 1
+            count += then - now
         # Names and types as the store knew them: its statements in force then (docs/entities.md).
         named = naming(conn, f"{SAID}{tag}", members, p)
         if named is None and not count:
@@ -726,14 +775,14 @@ class Queries:
                     raise NotFound(f"no entity {entity_id!r}")
                 # the ids the events are filed under (an id no event names has no entries)
                 members = group[1] or [target]
-            bound = binding({
-                "entity": target if entity_id is not None else GLOBAL, "order": query.order,
-                "since": since, "until": until, "kind": ",".join(sorted(set(query.kinds))) or None,
-                "role": query.role, "q": match, "as_of": as_of,
-                "include_retracted": "true" if query.include_retracted else None,
+            scope = target if entity_id is not None else GLOBAL
+            bound = lambda: binding({  # noqa: E731 - only a page with a cursor, in or out, needs it
+                "entity": scope, "order": query.order, "since": since, "until": until,
+                "kind": ",".join(sorted(set(query.kinds))) or None, "role": query.role, "q": match,
+                "as_of": as_of, "include_retracted": "true" if query.include_retracted else None,
             })
             if after is not None:
-                check_binding(after, bound)
+                check_binding(after, bound())
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
@@ -764,9 +813,9 @@ class Queries:
             last = rows[query.limit - 1]
             if query.order == "relevance":  # ranked pages go by offset within the pinned snapshot
                 offset = (after.position if after else 0) + query.limit
-                next_cursor = encode_cursor(Cursor("", offset, snapshot, bound))
+                next_cursor = encode_cursor(Cursor("", offset, snapshot, bound()))
             else:
-                next_cursor = encode_cursor(Cursor(last[9], last[0], snapshot, bound))
+                next_cursor = encode_cursor(Cursor(last[9], last[0], snapshot, bound()))
         result: dict[str, Any] = {
             "entries": [RawJson(e) for e in entries] if render else [json.loads(e) for e in entries],
             "next_cursor": next_cursor,
