@@ -1,4 +1,4 @@
-"""The HTTP API of CONTRACT §4: thin handlers over ``TimelineService`` and its queries."""
+"""The HTTP API of docs/contract.md §4: thin handlers over ``TimelineService`` and its queries."""
 
 import hmac
 import json
@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -19,6 +21,10 @@ from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery
 
 from .publisher import prepare
 from .runtime import Runtime
+from .schemas import (
+    EntityCard, EntityList, Health, ProjectionStatus, Published, RebuildStarted, RelatedList, StoredEventAnswer,
+    TimelinePage, event_body_schema,
+)
 
 MAX_BODY = 5 * 1024 * 1024
 MAX_EVENTS = 1000
@@ -55,22 +61,12 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     413: {"model": ErrorBody, "description": "body over 5 MiB"},
 }
-EVENT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "description": "One event (CONTRACT §1), or an array of up to 1,000",
-                    "oneOf": [
-                        {"type": "object"},
-                        {"type": "array", "items": {"type": "object"}, "maxItems": MAX_EVENTS},
-                    ],
-                }
-            }
-        },
-    }
-}
+EVENT_SCHEMA, EVENT_DEFS = event_body_schema(MAX_EVENTS)
+EVENT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": EVENT_SCHEMA}}}}
+
+
+def ok(model: type[BaseModel], description: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model, "description": description}}
 
 
 class ApiError(Exception):
@@ -121,7 +117,8 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             if manage:
                 await runtime.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files shipped in the package, not a CDN: /docs works offline.
+    app = FastAPIOffline(
         title="News timeline",
         version="0.1.0",
         summary="Event-sourced news timelines: publish events, read per-entity timelines.",
@@ -182,7 +179,11 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         "/events",
         status_code=202,
         dependencies=[Depends(require_token), Depends(only("wait"))],
-        responses={201: {"description": "stored and projected (with ?wait=true)"}, **WRITE_ERRORS},
+        responses={
+            **ok(Published, "validated; the valid events are published (with ?wait=true: some not yet settled)", 202),
+            **ok(Published, "stored and projected, or dead-lettered (with ?wait=true)", 201),
+            **WRITE_ERRORS,
+        },
         openapi_extra=EVENT_BODY,
     )
     async def post_events(request: Request, wait: bool = False) -> JSONResponse:
@@ -231,7 +232,10 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         "/projections/{name}/rebuild",
         status_code=202,
         dependencies=[Depends(require_token), Depends(only())],
-        responses={**WRITE_ERRORS, 409: {"model": ErrorBody, "description": "already being rebuilt"}},
+        responses={
+            **ok(RebuildStarted, "the rebuild has started", 202), **WRITE_ERRORS,
+            409: {"model": ErrorBody, "description": "already being rebuilt"},
+        },
     )
     async def rebuild(name: str) -> JSONResponse:
         """Rebuild a projection beside the live one; reads use the old tables until the swap."""
@@ -245,12 +249,18 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     # --- reading -------------------------------------------------------------------------
 
-    @app.get("/events/{event_id}", dependencies=[Depends(only("as_of"))], responses=READ_ERRORS)
+    @app.get(
+        "/events/{event_id}", dependencies=[Depends(only("as_of"))],
+        responses={**ok(StoredEventAnswer, "the event as it stands, with its history"), **READ_ERRORS},
+    )
     async def get_event(event_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
         """The event as it now stands (corrections applied), with its history."""
         return Json(await read(queries.event, event_id, as_of))
 
-    @app.get("/entities", dependencies=[Depends(only("q", "type", "limit"))], responses=READ_ERRORS)
+    @app.get(
+        "/entities", dependencies=[Depends(only("q", "type", "limit"))],
+        responses={**ok(EntityList, "the entities, most events first"), **READ_ERRORS},
+    )
     async def list_entities(
         q: Annotated[str | None, Query(max_length=200)] = None,
         type: EntityType | None = None,
@@ -258,12 +268,18 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     ) -> Response:
         return Json({"entities": await read(queries.entities, q=q, type=type, limit=limit)})
 
-    @app.get("/entities/{entity_id}", dependencies=[Depends(only("as_of"))], responses=READ_ERRORS)
+    @app.get(
+        "/entities/{entity_id}", dependencies=[Depends(only("as_of"))],
+        responses={**ok(EntityCard, "the entity (its canonical entity for an alias)"), **READ_ERRORS},
+    )
     async def get_entity(entity_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
         """One entity (an alias answers with its canonical entity); with ``as_of``, as it stood then."""
         return Json(await read(queries.entity, entity_id, as_of))
 
-    @app.get("/entities/{entity_id}/related", dependencies=[Depends(only("limit"))], responses=READ_ERRORS)
+    @app.get(
+        "/entities/{entity_id}/related", dependencies=[Depends(only("limit"))],
+        responses={**ok(RelatedList, "entities sharing events with this one, most shared first"), **READ_ERRORS},
+    )
     async def related(entity_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> Response:
         """The entities that share events with this one, most shared first."""
         return Json(await read(queries.related, entity_id, limit))
@@ -289,7 +305,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     @app.get(
         "/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))],
-        responses=READ_ERRORS,
+        responses={**ok(TimelinePage, "a page of the entity's timeline"), **READ_ERRORS},
     )
     async def entity_timeline(
         entity_id: str,
@@ -299,21 +315,43 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         """Everything that happened to an entity (or its aliases), in order."""
         return Json(await read(queries.timeline, entity_id, replace(query, role=role), render=True))
 
-    @app.get("/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))], responses=READ_ERRORS)
+    @app.get(
+        "/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))],
+        responses={**ok(TimelinePage, "a page of the timeline of all entities"), **READ_ERRORS},
+    )
     async def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> Response:
         return Json(await read(queries.timeline, None, query, render=True))
 
-    @app.get("/projections", dependencies=[Depends(only())], responses=READ_ERRORS)
+    @app.get(
+        "/projections", dependencies=[Depends(only())],
+        responses={200: {"model": list[ProjectionStatus], "description": "one object per projection"}, **READ_ERRORS},
+    )
     async def projections() -> Response:
         return Json(await read(queries.projections))
 
     @app.get(
         "/health",
         dependencies=[Depends(only())],
-        responses={**ERRORS, 503: {"description": "a part is failing: named in `failing` and `error`"}},
+        responses={
+            **ok(Health, "every part works"), **ERRORS,
+            503: {"model": Health, "description": "a part is failing: named in `failing` and `error`"},
+        },
     )
     async def health() -> JSONResponse:
         report = await runtime.health()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, description=app.description,
+                routes=app.routes,
+            )
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in EVENT_DEFS.items():
+                schemas.setdefault(name, definition)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

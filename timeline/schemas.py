@@ -1,0 +1,164 @@
+"""The shapes of the HTTP API's bodies and answers, for its OpenAPI description (docs/contract.md §4).
+
+The handlers write their answers as JSON text straight from the read side (no per-field
+re-encoding on the hot path), so these models describe the answers rather than build them; the
+schemathesis test checks every answer of the real server against them. The request body of
+``POST /events`` is described by the event models themselves (``events.models``), so the spec a
+client reads is the validator the service runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from events.models import (
+    ENTITY_TYPES,
+    KINDS,
+    ROLES,
+    CorrectionEvent,
+    EntityAliasEvent,
+    OutageEvent,
+    PoliticalMoveEvent,
+    ReportEvent,
+    RetractionEvent,
+    Source,
+    StatementEvent,
+)
+
+Kind = Literal[KINDS]  # type: ignore[valid-type]
+Role = Literal[ROLES]  # type: ignore[valid-type]
+EntityType = Literal[ENTITY_TYPES]  # type: ignore[valid-type]
+Status = Literal["active", "corrected", "retracted"]
+
+AnyEvent = Annotated[
+    Union[
+        OutageEvent, StatementEvent, ReportEvent, PoliticalMoveEvent, CorrectionEvent, RetractionEvent, EntityAliasEvent
+    ],
+    Field(discriminator="kind"),
+]
+
+
+def event_body_schema(max_events: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON schema of ``POST /events``' body (one event, or an array of up to ``max_events``)
+    and the definitions it refers to, to go into the spec's ``components/schemas``."""
+    ref = "#/components/schemas/{model}"
+    one = TypeAdapter(AnyEvent).json_schema(ref_template=ref, mode="validation")
+    defs = one.pop("$defs", {})
+    defs["NewsEvent"] = one
+    body = {
+        "description": "One news event (docs/contract.md §1), or an array of up to 1,000",
+        "oneOf": [
+            {"$ref": "#/components/schemas/NewsEvent"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/NewsEvent"}, "maxItems": max_events},
+        ],
+    }
+    return body, defs
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="the event's place in the body (0 for a single event)")
+    reason: str = Field(description="schema, id_conflict, ... (docs/contract.md §3)")
+    error: str = Field(description="the human message, naming the field")
+
+
+class Published(BaseModel):
+    accepted: list[str] = Field(description="ids of the events published (with wait=true: stored and projected)")
+    rejected: list[Rejection]
+    pending: list[str] | None = Field(
+        None, description="with wait=true: accepted ids not yet settled when the wait timed out"
+    )
+
+
+class EntityCard(BaseModel):
+    id: str
+    name: str
+    type: EntityType
+    aliases: list[str]
+    event_count: int
+    first_at: str | None
+    last_at: str | None
+
+
+class EntityList(BaseModel):
+    entities: list[EntityCard]
+
+
+class TimelineEntry(BaseModel):
+    event_id: str
+    kind: Kind
+    occurred_at: str = Field(description="as written: its form is its precision")
+    ended_at: str | None = None
+    headline: str
+    summary: str | None = None
+    role: Role | None = Field(None, description="the entity's role (per-entity timelines only)")
+    sources: list[Source]
+    details: dict[str, Any]
+    position: int
+    recorded_at: str
+    status: Status
+
+
+class TimelinePage(BaseModel):
+    entity: EntityCard | None = Field(None, description="the entity (per-entity timelines only)")
+    entries: list[TimelineEntry]
+    next_cursor: str | None
+
+
+class RelatedEntity(BaseModel):
+    id: str
+    name: str
+    type: EntityType
+    count: int = Field(description="events shared with the entity asked about")
+    last_at: str | None
+
+
+class RelatedList(BaseModel):
+    entities: list[RelatedEntity]
+
+
+class HistoryItem(BaseModel):
+    event_id: str
+    kind: Literal["correction", "retraction"]
+    occurred_at: str
+    position: int
+    recorded_at: str
+    reason: str | None = None
+    changes: dict[str, Any] | None = None
+    applied: bool
+    error: str | None = None
+
+
+class StoredEventAnswer(BaseModel):
+    """The event as it stands (its fields as in docs/contract.md §1, corrections applied)."""
+
+    id: str
+    kind: Kind
+    occurred_at: str
+    position: int
+    recorded_at: str
+    status: Status
+    history: list[HistoryItem]
+
+
+class ProjectionStatus(BaseModel):
+    name: str
+    version: int
+    position: int
+    head: int
+    lag: int
+    state: Literal["live", "rebuilding"]
+
+
+class RebuildStarted(BaseModel):
+    name: str
+    state: Literal["rebuilding"]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    backlog: int | None = Field(description="stream entries not yet stored (null when Redis cannot be read)")
+    checks: dict[str, str] = Field(description="each part: 'ok' or what is wrong")
+    error: str | None = None
+    failing: list[str] | None = None
