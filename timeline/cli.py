@@ -11,9 +11,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer
