@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer

@@ -4,8 +4,9 @@ The store is the record; the stream is transport. An entry can go once every gro
 stream has acknowledged it: not only ``store`` (another group reading the same stream must not
 lose what it has not read yet). For each group, the first entry it still needs is its oldest
 pending entry (delivered, not acknowledged; the XPENDING summary's smallest id), or, with none
-pending, the entry after its ``last-delivered-id``. The stream is trimmed with ``XTRIM MINID ~``
-below the smallest of these over all groups, minus a margin of ``keep`` acknowledged entries.
+pending, the first entry after its ``last-delivered-id``. The stream is trimmed with
+``XTRIM MINID ~`` below the smallest of these over all groups, minus a margin of ``keep``
+acknowledged entries (``XTRIM MAXLEN ~ keep`` when no group needs any entry of the stream).
 
 Everything runs in one Lua script, so no group can be created, deliver or claim entries between
 reading the groups and trimming: Redis runs a script atomically. The ``~`` lets Redis drop only
@@ -24,42 +25,46 @@ from typing import Any
 __all__ = ["TRIM_SCRIPT", "trim_acknowledged"]
 
 # KEYS[1]: the stream. ARGV[1]: acknowledged entries to keep. Returns {entries removed, the
-# bound (the first id some group still needs) or false when nothing may be trimmed}.
+# bound (the first id some group still needs), or false when there are no groups or every group
+# has acknowledged every entry (then the stream is trimmed to its margin, XTRIM MAXLEN ~)}.
 TRIM_SCRIPT = """
 local key = KEYS[1]
 local keep = tonumber(ARGV[1])
 if redis.call('EXISTS', key) == 0 then return {0, false} end
 local groups = redis.call('XINFO', 'GROUPS', key)
 if #groups == 0 then return {0, false} end
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
+-- Ids are compared as the decimal strings they are (exact at any size; Lua numbers are not).
+local function num_less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
 end
-local function less(a_ms, a_seq, b_ms, b_seq)
-  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+local function less(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if a_ms ~= b_ms then return num_less(a_ms, b_ms) end
+  return num_less(a_seq, b_seq)
 end
-local bound_ms, bound_seq = nil, nil
+local bound = nil  -- the first entry some group still needs; nil: no group needs any entry there is
 for _, group in ipairs(groups) do
   local info = {}
   for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-  local ms, seq
+  local need = nil
   if tonumber(info['pending']) > 0 then
-    local summary = redis.call('XPENDING', key, info['name'])
-    ms, seq = parse(summary[2])  -- the oldest entry delivered and not acknowledged
+    need = redis.call('XPENDING', key, info['name'])[2]  -- its oldest entry delivered, not acknowledged
   else
-    ms, seq = parse(info['last-delivered-id'])
-    -- the entry after the last delivered one; at the largest exact sequence number, keep it
-    if seq < 9007199254740991 then seq = seq + 1 end
+    local after = redis.call('XRANGE', key, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+    if #after > 0 then need = after[1][1] end  -- the first entry it has not been given
   end
-  if bound_ms == nil or less(ms, seq, bound_ms, bound_seq) then bound_ms, bound_seq = ms, seq end
+  if need and (bound == nil or less(need, bound)) then bound = need end
 end
-local bound = string.format('%.0f-%.0f', bound_ms, bound_seq)
 -- Nothing below the bound, or no more than the margin in the whole stream: nothing to do (and
 -- XREVRANGE from a bound before the first entry would walk the stream).
+if redis.call('XLEN', key) <= keep then return {0, bound or false} end
+if bound == nil then  -- every group acknowledged every entry
+  return {redis.call('XTRIM', key, 'MAXLEN', '~', keep), false}
+end
 local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-if #first == 0 or redis.call('XLEN', key) <= keep then return {0, bound} end
-local first_ms, first_seq = parse(first[1][1])
-if not less(first_ms, first_seq, bound_ms, bound_seq) then return {0, bound} end
+if not less(first[1][1], bound) then return {0, bound} end
 local minid = bound
 if keep > 0 then
   local kept = redis.call('XREVRANGE', key, '(' .. bound, '-', 'COUNT', keep)

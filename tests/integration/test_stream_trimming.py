@@ -100,5 +100,11 @@ def test_a_margin_of_acknowledged_entries_is_kept(redis_url, redis_client, strea
     assert present(redis_client, stream_name)[-300:] == ids[700:]  # 100 acknowledged + 200 unread
     assert redis_client.xlen(stream_name) == N - removed < 400
 
+    redis_client.xack(stream_name, "store", *read(redis_client, stream_name, "store", N))  # all acknowledged
+    removed, bound = trim(redis_url, stream_name, keep=100)
+    assert bound is None and removed > 0
+    assert present(redis_client, stream_name)[-100:] == ids[-100:]
+    assert 100 <= redis_client.xlen(stream_name) < 300
+
     redis_client.delete(stream_name)
     assert trim(redis_url, stream_name, keep=100) == (0, None)  # no stream: nothing to do
