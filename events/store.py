@@ -154,6 +154,27 @@ def attach_read_only(conn: sqlite3.Connection, path: str | Path, schema: str) ->
     conn.execute("ATTACH DATABASE ? AS " + schema, (_uri(path, mode="ro"),))
 
 
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """A connection that cannot write the file, nor create any beside it: for checking a store
+    (``timeline verify``), even a copy in a read-only directory.
+
+    With a write-ahead log beside the file (a store in use, or one not closed cleanly) it opens
+    with ``mode=ro`` and reads through the log (that needs the log's ``-shm`` index, which SQLite
+    creates if it can). Without one, everything is in the file itself: it opens ``immutable``,
+    which takes no locks and creates no ``-wal`` or ``-shm`` file (``mode=ro`` would create them
+    wherever it may)."""
+    wal = Path(f"{path}-wal")
+    has_log = wal.exists() and wal.stat().st_size > 0
+    conn = sqlite3.connect(
+        _uri(path, **({"mode": "ro"} if has_log else {"mode": "ro", "immutable": "1"})),
+        isolation_level=None, check_same_thread=False, timeout=30.0, uri=True,
+    )
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA query_only = ON")
+    register_functions(conn)
+    return conn
+
+
 def _enable_wal(db: sqlite_utils.Database, patience: float = 30.0) -> None:
     """Switch to WAL; the switch does not wait on another opener's lock by itself, so retry."""
     deadline = time.monotonic() + patience
