@@ -142,6 +142,10 @@ def _schema(conn: sqlite3.Connection, report: Report) -> None:
     for (kind, name), (_table, sql) in sorted(actual.items()):
         if (kind, name) not in expected:
             report.bad(None, f"{kind} {name} was added behind the service's back: {_short(sql)}", name)
+    for pragma in ("user_version", "application_id"):  # the service sets neither
+        (value,) = conn.execute(f"PRAGMA {pragma}").fetchone()
+        if value != 0:
+            report.bad(None, f"PRAGMA {pragma} is {value}: the service never sets it", pragma)
 
 
 def _refusal(kind: str, sql: str | None) -> str:
@@ -234,7 +238,7 @@ def _events(conn: sqlite3.Connection, report: Report, head: str | None) -> None:
                          " where it was taken were changed, or the last ones were removed", "events")
 
 
-def _derived(conn: sqlite3.Connection, report: Report, head: str | None) -> None:
+def _derived(conn: sqlite3.Connection, report: Report, _head: str | None) -> None:
     """``event_meta``, ``event_entities`` and which events have ``event_states`` rows, derived
     again from the chained events (the SQL the migrations fill them with: the same rules as the
     append path) and compared both ways: a row edited, removed or planted is named by position."""
@@ -289,7 +293,7 @@ def _positions(conn: sqlite3.Connection, sql: str) -> list[int]:
     return [row[0] for row in conn.execute(f"SELECT DISTINCT position FROM ({sql}) ORDER BY 1 LIMIT {MAX_PROBLEMS}")]
 
 
-def _states(conn: sqlite3.Connection, report: Report, head: str | None) -> None:
+def _states(conn: sqlite3.Connection, report: Report, _head: str | None) -> None:
     """Each news event's corrections and retraction folded again from scratch (events.history),
     compared with the states the store kept (``event_states``) row for row."""
     from .history import STATE_COLUMNS, EventState, advance, state_row

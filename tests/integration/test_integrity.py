@@ -199,6 +199,9 @@ SCHEMA = {
     "a migration's time edited": (["UPDATE _migrations SET applied_at = 'yesterday' WHERE name = '0001_events'"],
                                   "_migrations"),
     "the statistics of ANALYZE": (["ANALYZE"], "sqlite_stat1"),
+    "an AUTOINCREMENT table (sqlite_sequence)": (["CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, x)",
+                                                  "INSERT INTO log (x) VALUES (1)"], "sqlite_sequence"),
+    "user_version set": (["PRAGMA user_version = 7"], "user_version"),
 }
 
 
