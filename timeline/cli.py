@@ -363,7 +363,7 @@ def verify(
         raise typer.Exit(2)
     conn = connect_read_only(settings.db)
     try:
-        report = check(conn, head=head)
+        report = check(conn, head=head.strip().lower() if head else None)
     finally:
         conn.close()
     projections_beyond(settings.db, report)

@@ -123,11 +123,12 @@ POSITIONED = {
                                              " '2025', '2025', 1)"], 31),
     "event_states body edited": (["UPDATE event_states SET body = replace(body, 'H20 fixed', 'H20 forged') WHERE position = 21"], 21),
     "event_states status edited": (["UPDATE event_states SET status = 'active' WHERE position = 24"], 24),
+    "event_states entities_at edited": (["UPDATE event_states SET entities_at = 3 WHERE position = 21"], 21),
     "event_states row deleted": (["DELETE FROM event_states WHERE position = 23"], 23),
-    "event_states row planted": (["INSERT INTO event_states SELECT 8, target_id, applied, error, status, corrected, body"
+    "event_states row planted": (["INSERT INTO event_states SELECT 8, target_id, applied, error, status, corrected, entities_at, body"
                                   " FROM event_states WHERE position = 21"], 8),
     "event_states row for a correction still waiting": (["INSERT INTO event_states SELECT 26, 'never', applied, error,"
-                                                         " status, corrected, body FROM event_states WHERE position = 21"], 26),
+                                                         " status, corrected, entities_at, body FROM event_states WHERE position = 21"], 26),
 }
 
 
