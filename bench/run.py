@@ -12,6 +12,8 @@ Rows:
   rebuild: every projection, then timelines alone, from the stored events (bench/rebuild.py).
   project corrections: corrections and retractions of random earlier events, projected live
     (bench/corrections.py).
+  correction storm: corrections of one event against as many ordinary events, one a
+    transaction, each stored and projected before the next (bench/corrections.py, --storm).
   query: in-process and over HTTP on the rebuilt store (bench/queries.py).
   peer: the same append and per-entity projection with the `eventsourcing` library on SQLite
     (bench/peer.py; `pip install -e '.[bench]'`; skipped when it is not installed).
@@ -198,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
             corr_n, corr_count = (5_000, 200) if args.quick else (200_000, 4_000)
             corr = step(f"corrections, {corr_count:,} of {corr_n:,} events",
                         lambda: corrections.run(corr_n, corr_count, workdir))
+            storm_count = 200 if args.quick else 1_000
+            storm = step(f"correction storm, {storm_count:,} of one event",
+                         lambda: corrections.storm(storm_count, workdir))
 
             # 4. queries on the rebuilt store
             rare, rare_count = queries.rare_entity(store)
@@ -230,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         ("project corrections", rate(corr["rate"]),
          f"{corr['corrections']:,} corrections and retractions of random events among {corr['events']:,},"
          f" projected live by all four in {corr['seconds']:.2f} s"),
+        ("correction storm", f"{storm['corrections_seconds']:.2f} s",
+         f"{storm['count']:,} corrections of one event, one a transaction, each stored and projected before the"
+         f" next; {storm['count']:,} ordinary events the same way: {storm['ordinary_seconds']:.2f} s"),
         ("query in-process busy p50/p99", f"{q_busy['p50_ms']:.2f} / {q_busy['p99_ms']:.2f} ms",
          f"{queries.BUSY} ({busy_count:,} events), limit 50, {calls:,} calls"),
         ("query in-process rare p50/p99", f"{q_rare['p50_ms']:.2f} / {q_rare['p99_ms']:.2f} ms",

@@ -1,7 +1,10 @@
 """An event as it stands: its corrections and retraction applied, in store order.
 
-This fold is the one definition of "the event now" used by ``GET /events/{id}`` and by every
-projection, so that an incremental projection, a rebuild and a direct read always agree.
+``advance`` applies one correction or retraction to a state; ``fold`` is ``advance`` over a
+list. They are the one definition of "the event now": the store applies each editorial event
+with ``advance`` as it appends it and keeps the result (``event_states``), so that the n-th
+correction of an event costs what the first did, and ``GET /events/{id}``, every projection
+and ``timeline verify`` (which folds again from scratch and compares) agree by construction.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .ids import compact_json
 from .models import EventRejected, apply_changes
 
 if TYPE_CHECKING:
@@ -20,34 +24,68 @@ class EventState:
     body: dict[str, Any]
     status: str  # active, corrected, retracted
     history: list[dict[str, Any]] = field(default_factory=list)
+    corrected: bool = False  # a correction was applied: ``body`` is no longer the event as stored
+    # the position of the latest applied correction that set ``entities`` (0: none did): where the
+    # event's entities were last stated
+    entities_at: int = 0
+
+
+def entry(item: "StoredEvent") -> dict[str, Any]:
+    """An editorial event's history entry, without what applying it gave (``applied``, ``error``)."""
+    details = item.body["details"]
+    out: dict[str, Any] = {
+        "event_id": item.event_id,
+        "kind": item.kind,
+        "occurred_at": item.body["occurred_at"],
+        "position": item.position,
+        "recorded_at": item.recorded_at,
+    }
+    if details.get("reason") is not None:
+        out["reason"] = details["reason"]
+    if item.kind == "correction":
+        out["changes"] = details["changes"]
+    return out
+
+
+def advance(kind: str, state: EventState, item: "StoredEvent") -> dict[str, Any]:
+    """Apply one correction or retraction to ``state`` (of a news event of ``kind``), in place;
+    append its history entry to ``state.history`` and return it."""
+    out = entry(item)
+    if item.kind == "correction":
+        try:
+            state.body = apply_changes(kind, state.body, item.body["details"]["changes"])
+            out["applied"] = True
+            state.corrected = True
+            if "entities" in item.body["details"]["changes"]:
+                state.entities_at = item.position
+            if state.status == "active":
+                state.status = "corrected"
+        except EventRejected as exc:
+            out["applied"] = False
+            out["error"] = exc.error
+    elif item.kind == "retraction":
+        state.status = "retracted"
+        out["applied"] = True
+    state.history.append(out)
+    return out
 
 
 def fold(event: "StoredEvent", editorial: list["StoredEvent"]) -> EventState:
     """Apply corrections and retractions (already in store order) to a news event."""
     state = EventState(body=event.body, status="active")
     for item in editorial:
-        details = item.body["details"]
-        entry: dict[str, Any] = {
-            "event_id": item.event_id,
-            "kind": item.kind,
-            "occurred_at": item.body["occurred_at"],
-            "position": item.position,
-            "recorded_at": item.recorded_at,
-        }
-        if details.get("reason") is not None:
-            entry["reason"] = details["reason"]
-        if item.kind == "correction":
-            entry["changes"] = details["changes"]
-            try:
-                state.body = apply_changes(event.kind, state.body, details["changes"])
-                entry["applied"] = True
-                if state.status == "active":
-                    state.status = "corrected"
-            except EventRejected as exc:
-                entry["applied"] = False
-                entry["error"] = exc.error
-        elif item.kind == "retraction":
-            state.status = "retracted"
-            entry["applied"] = True
-        state.history.append(entry)
+        advance(event.kind, state, item)
     return state
+
+
+#: the store's ``event_states`` row: a news event's state once one correction or retraction of it
+#: is applied, kept so that the next one starts from it instead of folding all earlier ones again
+STATE_COLUMNS = "position, target_id, applied, error, status, corrected, entities_at, body"
+
+
+def state_row(position: int, target_id: str, state: EventState, outcome: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``event_states`` row of the editorial event at ``position`` (``outcome``: its entry)."""
+    return (
+        position, target_id, int(outcome["applied"]), outcome.get("error"), state.status, int(state.corrected),
+        state.entities_at, compact_json(state.body),
+    )

@@ -1,32 +1,37 @@
-"""Tamper evidence: every stored event carries a hash chained to the one before it.
+"""Tamper evidence: every stored event carries a hash chained to the one before it, and
+everything else in the store is derived from the chained events or fixed by the code.
 
 ``link(previous, row)`` is the chain's one definition, used when appending and when verifying.
-``verify`` re-reads the whole store, re-computes the chain and checks the append-only triggers,
-and names the first position where the file disagrees (a row edited, removed, or added behind
-the service's back). The head hash is printed so that an operator can keep it elsewhere: a
-chain recomputed from scratch by someone who rewrote history would then not match it.
+``verify`` reads the whole store (read-only) and names what differs from what the service writes:
+
+- the schema: every table, index, trigger and view, compared by its whole definition with what
+  the code's migrations create (a trigger made harmless by ``WHEN 0``, an index or trigger added,
+  a table dropped or altered);
+- ``_migrations``: the migrations the code has, each once, in order;
+- ``events``: the chain re-computed over every row, positions without gaps (``event_chain``);
+- ``event_meta``, ``event_entities``, ``event_states``: derived again from the chained events
+  (the per-event facts, the entities of each news event, and each correction's fold from
+  scratch) and compared row for row, so a row planted, edited or removed there is found;
+- SQLite's own ``integrity_check`` (the indexes agree with their tables, the file is sound).
+
+Each problem names its position or its table. What the file alone cannot show: the last events
+removed from every table at once, or the whole chain re-computed by whoever rewrote history.
+The head hash is printed so that an operator can keep it elsewhere; ``verify(head=...)`` then
+checks that the chain still passes through it, which catches both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 GENESIS = "0" * 64
-
-#: the triggers that make the tables append-only, and what each must refuse
-TRIGGERS = {
-    "events_no_update": ("events", "UPDATE"),
-    "events_no_delete": ("events", "DELETE"),
-    "event_meta_no_update": ("event_meta", "UPDATE"),
-    "event_meta_no_delete": ("event_meta", "DELETE"),
-    "event_entities_no_update": ("event_entities", "UPDATE"),
-    "event_entities_no_delete": ("event_entities", "DELETE"),
-    "event_chain_no_update": ("event_chain", "UPDATE"),
-    "event_chain_no_delete": ("event_chain", "DELETE"),
-}
 
 ROW_COLUMNS = "position, event_id, kind, target_id, content_hash, recorded_at, raw, body"
 
@@ -58,56 +63,281 @@ def chain(previous: str, fields: tuple, raw_digest: bytes, body_digest: bytes) -
 class Report:
     checked: int = 0
     head: str = GENESIS
+    head_position: int = 0
     first_bad: int | None = None
+    tables: set[str] = field(default_factory=set)  # the tables (or schema objects) found wrong
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-    def bad(self, position: int | None, problem: str) -> None:
+    def bad(self, position: int | None, problem: str, table: str | None = None) -> None:
         if position is not None and (self.first_bad is None or position < self.first_bad):
             self.first_bad = position
-        self.problems.append(problem)
+        if table is not None:
+            self.tables.add(table)
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append("… more problems not listed")
 
 
-def _rows(conn: sqlite3.Connection) -> Iterator[tuple]:
+MAX_PROBLEMS = 200
+
+
+def verify(conn: sqlite3.Connection, head: str | None = None) -> Report:
+    """Check the whole store through ``conn`` (best read-only: ``store.connect_read_only``).
+
+    ``head``: a head hash printed by an earlier verify; the chain must still pass through it."""
+    report = Report()
+    conn.execute("BEGIN")  # one snapshot for every check
+    try:
+        _schema(conn, report)
+        _migrations(conn, report)
+        for check, table in ((_events, "events"), (_derived, "event_meta"), (_states, "event_states")):
+            try:
+                check(conn, report, head)
+            except sqlite3.Error as exc:
+                report.bad(None, f"table {table} could not be read: {exc}", table)
+        _sqlite_integrity(conn, report)
+    finally:
+        conn.execute("ROLLBACK")
+    return report
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def expected_schema() -> dict[tuple[str, str], tuple[str, str | None]]:
+    """``{(type, name): (table, sql)}`` of everything the code's migrations create in a store."""
+    from .migrations import migrate
+    from .store import register_functions
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        register_functions(conn)
+        migrate(conn)
+        return _objects(conn)
+    finally:
+        conn.close()
+
+
+def _objects(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[str, str | None]]:
+    return {(kind, name): (table, sql) for kind, name, table, sql in conn.execute(
+        "SELECT type, name, tbl_name, sql FROM main.sqlite_master")}
+
+
+def _schema(conn: sqlite3.Connection, report: Report) -> None:
+    expected, actual = expected_schema(), _objects(conn)
+    for (kind, name), (table, sql) in sorted(expected.items()):
+        found = actual.get((kind, name))
+        what = _refusal(kind, sql)
+        if found is None:
+            report.bad(None, f"{kind} {name} is missing{what}", name)
+        elif found != (table, sql):
+            report.bad(None, f"{kind} {name} was changed: it is not the one the service creates{what};"
+                             f" it now reads: {_short(found[1])}", name)
+    for (kind, name), (_table, sql) in sorted(actual.items()):
+        if (kind, name) not in expected:
+            report.bad(None, f"{kind} {name} was added behind the service's back: {_short(sql)}", name)
+    for pragma in ("user_version", "application_id"):  # the service sets neither
+        (value,) = conn.execute(f"PRAGMA {pragma}").fetchone()
+        if value != 0:
+            report.bad(None, f"PRAGMA {pragma} is {value}: the service never sets it", pragma)
+
+
+def _refusal(kind: str, sql: str | None) -> str:
+    """For an append-only trigger: what it refuses (so the report says what is at stake)."""
+    words = (sql or "").split()
+    if kind == "trigger" and "RAISE(ABORT," in words and "ON" in words:
+        return f" ({words[words.index('ON') - 1]} on {words[words.index('ON') + 1]} may no longer be refused)"
+    return ""
+
+
+def _short(sql: str | None, limit: int = 160) -> str:
+    text = " ".join((sql or "(no SQL)").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _migrations(conn: sqlite3.Connection, report: Report) -> None:
+    from .migrations import MIGRATIONS
+
+    try:
+        rows = conn.execute("SELECT rowid, name, applied_at FROM _migrations ORDER BY rowid").fetchall()
+    except sqlite3.Error as exc:
+        report.bad(None, f"table _migrations could not be read: {exc}", "_migrations")
+        return
+    names = [name for _, name, _ in rows]
+    expected = [name for name, _ in MIGRATIONS]
+    missing = [n for n in expected if n not in names]
+    extra = [n for n in names if n not in expected]
+    if missing:
+        report.bad(None, f"_migrations: not applied: {', '.join(missing)} (a store written by an older"
+                         " version is brought forward when the service opens it; or the rows were removed)",
+                   "_migrations")
+    if extra:
+        report.bad(None, f"_migrations: rows the code does not know: {', '.join(extra)}", "_migrations")
+    if not missing and not extra and names != expected:
+        report.bad(None, "_migrations: the migrations are not recorded in the order they run", "_migrations")
+    stamps = []
+    for _, name, applied_at in rows:
+        try:
+            stamps.append(datetime.fromisoformat(applied_at))
+        except (TypeError, ValueError):
+            report.bad(None, f"_migrations: {name}: applied_at {applied_at!r} is not an instant", "_migrations")
+    if stamps != sorted(stamps):
+        report.bad(None, "_migrations: applied_at goes back in time", "_migrations")
+
+
+def _sqlite_integrity(conn: sqlite3.Connection, report: Report) -> None:
+    """SQLite's own check: every index agrees with its table, every page is sound."""
+    messages = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
+    if messages != ["ok"]:
+        for message in messages:
+            report.bad(None, f"SQLite integrity_check: {message}", "sqlite")
+
+
+# --- the events and what is derived from them ----------------------------------------------
+
+
+def _events(conn: sqlite3.Connection, report: Report, head: str | None) -> None:
+    """The chain re-computed over every event, in position order, and the positions gap-free."""
+    previous = GENESIS
+    expected = 1
+    found_head = head is None
     cursor = conn.execute(
         f"SELECT e.{ROW_COLUMNS.replace(', ', ', e.')}, c.hash FROM events e"
         " LEFT JOIN event_chain c ON c.position = e.position ORDER BY e.position"
     )
     while batch := cursor.fetchmany(5000):
-        yield from batch
+        for row in batch:
+            *fields, stored_hash = row
+            position = fields[0]
+            if position != expected:
+                report.bad(expected, f"position {expected}: the event is missing (removed?); the next is {position}",
+                           "events")
+            computed = link(previous, tuple(fields))
+            if stored_hash is None:
+                report.bad(position, f"position {position}: no hash recorded for this event (added behind the"
+                                     " service?)", "events")
+            elif stored_hash != computed:
+                report.bad(position, f"position {position}: the event does not match its hash (edited?)", "events")
+            found_head = found_head or computed == head
+            previous = stored_hash or computed
+            report.checked += 1
+            expected = position + 1
+    report.head, report.head_position = previous, expected - 1
+    for position, in conn.execute(
+        "SELECT position FROM event_chain WHERE position NOT IN (SELECT position FROM events) ORDER BY position"
+    ):
+        report.bad(position, f"position {position}: a hash is recorded for an event that is gone (removed?)", "events")
+    if not found_head:
+        report.bad(None, f"the head hash kept from an earlier verify, {head}, is not in the chain: events up to"
+                         " where it was taken were changed, or the last ones were removed", "events")
 
 
-def verify(conn: sqlite3.Connection) -> Report:
-    """Check the triggers and re-compute the chain over every stored event."""
-    report = Report()
-    triggers = {name: sql or "" for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
-    for name, (table, action) in TRIGGERS.items():
-        sql = triggers.get(name, "")
-        if not sql:
-            report.bad(None, f"trigger {name} is missing: {action} on {table} is no longer refused")
-        elif action not in sql.upper() or "RAISE" not in sql.upper():
-            report.bad(None, f"trigger {name} was changed: it no longer refuses {action} on {table}")
-    previous = GENESIS
-    expected = 1
-    for row in _rows(conn):
-        *fields, stored_hash = row
-        position = fields[0]
-        if position != expected:
-            report.bad(expected, f"position {expected}: the event is missing (removed?); the next is {position}")
-            expected = position
-        computed = link(previous, tuple(fields))
-        if stored_hash is None:
-            report.bad(position, f"position {position}: no hash recorded for this event (added behind the service?)")
-        elif stored_hash != computed:
-            report.bad(position, f"position {position}: the event does not match its hash (edited?)")
-        previous = stored_hash or computed
-        report.checked += 1
-        expected = position + 1
-    extra = conn.execute("SELECT MIN(position), COUNT(*) FROM event_chain WHERE position >= ?", (expected,)).fetchone()
-    if extra[1]:
-        report.bad(extra[0], f"position {extra[0]}: the hash chain goes on for {extra[1]} events that are gone (removed?)")
-    report.head = previous
-    return report
+def _derived(conn: sqlite3.Connection, report: Report, _head: str | None) -> None:
+    """``event_meta``, ``event_entities`` and which events have ``event_states`` rows, derived
+    again from the chained events (the SQL the migrations fill them with: the same rules as the
+    append path) and compared both ways: a row edited, removed or planted is named by position."""
+    from .models import NEWS_KINDS
+
+    news = ", ".join(f"'{k}'" for k in NEWS_KINDS)
+    checks = {
+        "event_meta": f"""
+            SELECT d.position FROM (
+                SELECT position, event_id, kind, recorded_at, body ->> 'occurred_at' AS o, body ->> 'ended_at' AS en,
+                       kind IN ({news}) AND NOT EXISTS (
+                           SELECT 1 FROM events c WHERE c.target_id = e.event_id AND c.position < e.position) AS plain
+                FROM events e) d
+            LEFT JOIN event_meta m ON m.position = d.position
+            WHERE m.position IS NULL
+               OR (m.event_id, m.kind, m.recorded_at, m.occurred_at, m.plain) IS NOT (d.event_id, d.kind, d.recorded_at, d.o, d.plain)
+               OR m.ended_at IS NOT d.en OR m.start_key IS NOT partial_start(d.o)
+               OR m.end_key IS NOT partial_end(coalesce(d.en, d.o))
+            UNION SELECT position FROM event_meta WHERE position NOT IN (SELECT position FROM events)""",
+        # each entity of each news event has its row, and no position has more rows than that
+        "event_entities": f"""
+            SELECT e.position FROM events e, json_each(e.body, '$.entities') j
+            LEFT JOIN event_entities m ON m.position = e.position AND m.entity_id = j.value ->> 'id'
+            WHERE e.kind IN ({news}) AND (m.position IS NULL OR m.name IS NOT j.value ->> 'name'
+                  OR m.type IS NOT j.value ->> 'type' OR m.role IS NOT j.value ->> 'role')
+            UNION SELECT m.position FROM (SELECT position, count(*) AS n FROM event_entities GROUP BY position) m
+            LEFT JOIN events e ON e.position = m.position
+            WHERE e.position IS NULL OR e.kind NOT IN ({news}) OR json_array_length(e.body, '$.entities') != m.n""",
+        # a row for each correction or retraction of a stored news event, and no other
+        "event_states": f"""
+            SELECT position FROM (
+                SELECT e.position, e.target_id FROM events e JOIN events t ON t.event_id = e.target_id
+                WHERE t.kind IN ({news})
+                EXCEPT SELECT position, target_id FROM event_states)
+            UNION SELECT position FROM (
+                SELECT position, target_id FROM event_states
+                EXCEPT SELECT e.position, e.target_id FROM events e JOIN events t ON t.event_id = e.target_id
+                WHERE t.kind IN ({news}))""",
+    }
+    for table, sql in checks.items():
+        try:
+            positions = _positions(conn, sql)
+        except sqlite3.Error as exc:
+            report.bad(None, f"table {table} could not be read: {exc}", table)
+            continue
+        for position in positions:
+            report.bad(position, f"{table}: position {position}: the rows are not those its event gives"
+                                 " (edited, removed, or planted where no event gives one)", table)
+
+
+def _positions(conn: sqlite3.Connection, sql: str) -> list[int]:
+    return [row[0] for row in conn.execute(f"SELECT DISTINCT position FROM ({sql}) ORDER BY 1 LIMIT {MAX_PROBLEMS}")]
+
+
+def _states(conn: sqlite3.Connection, report: Report, _head: str | None) -> None:
+    """Each news event's corrections and retraction folded again from scratch (events.history),
+    compared with the states the store kept (``event_states``) row for row."""
+    from .history import STATE_COLUMNS, EventState, advance, state_row
+    from .models import NEWS_KINDS
+    from .store import EventStore
+
+    store = EventStore.over(conn)
+    news = ", ".join(f"'{k}'" for k in NEWS_KINDS)
+    targets = [row[0] for row in conn.execute(
+        f"SELECT DISTINCT e.target_id FROM events e JOIN events t ON t.event_id = e.target_id"
+        f" WHERE t.kind IN ({news}) ORDER BY e.target_id")]
+    for target_id in targets:
+        target = store.get(target_id)
+        assert target is not None
+        kept = {row[0]: row for row in conn.execute(
+            f"SELECT {STATE_COLUMNS} FROM event_states WHERE target_id = ? ORDER BY position", (target_id,))}
+        state = EventState(target.body, "active")
+        for item in store.editorial_for(target_id):
+            expected = state_row(item.position, target_id, state, advance(target.kind, state, item))
+            state.history = []
+            row = kept.get(item.position)
+            if row is not None and row != expected:
+                report.bad(item.position, f"event_states: position {item.position}: the state kept for {target_id!r}"
+                                          " is not the fold of its corrections from scratch (edited?)", "event_states")
+
+
+def projections_beyond(store_path: str | Path, report: Report) -> None:
+    """The projections beside the store (read-only) that applied events past its last position:
+    the last events were removed from the store (what the store alone cannot show)."""
+    from .store import connect_read_only
+
+    folder = Path(f"{store_path}.projections")
+    for path in sorted(folder.glob("*.db")) if folder.is_dir() else []:
+        try:
+            conn = connect_read_only(path)
+            try:
+                rows = conn.execute(
+                    "SELECT name, max(position, coalesce(rebuild_position, 0)) FROM projection_checkpoints").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue  # not a projection file, or one being set up: nothing to learn from it
+        for name, position in rows:
+            if position > report.head_position:
+                report.bad(report.head_position + 1,
+                           f"projection {name} ({path.name}) has applied events up to position {position}, but the"
+                           f" store ends at {report.head_position}: events were removed from its end", "events")

@@ -172,7 +172,50 @@ def _event_chain(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO event_chain (position, hash) VALUES (?, ?)", chained)
 
 
-STORE_TABLES = ("events", "event_meta", "event_entities", "event_chain", "_migrations")
+def _event_states(conn: sqlite3.Connection) -> None:
+    """Each correction's or retraction's outcome and the state of its news event once applied
+    (events.history): the next one starts from there instead of folding every earlier one
+    again. Written by the store in the transaction that appends the editorial event (or, for
+    those that waited for their target, the target); append-only like ``events``, and derived
+    from it: ``timeline verify`` folds again from scratch and compares. Existing events are
+    filled in here."""
+    from .history import EventState, advance, state_row
+    from .models import NEWS_KINDS
+    from .store import EventStore
+
+    _run(
+        conn,
+        """
+        CREATE TABLE event_states (
+            position  INTEGER PRIMARY KEY,  -- = events.position of the correction or retraction
+            target_id TEXT NOT NULL,        -- the news event it applies to
+            applied   INTEGER NOT NULL,     -- 0: a correction that would break the event, not applied
+            error     TEXT,                 -- why it was not applied
+            status    TEXT NOT NULL,        -- the news event's status once this is applied
+            corrected INTEGER NOT NULL,     -- 1: a correction has been applied to it by then
+            entities_at INTEGER NOT NULL,   -- the latest applied correction that set its entities (or 0)
+            body      TEXT NOT NULL         -- its body once this is applied (JSON)
+        );
+        CREATE INDEX event_states_target ON event_states(target_id, position);
+        CREATE TRIGGER event_states_no_update BEFORE UPDATE ON event_states
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is refused'); END;
+        CREATE TRIGGER event_states_no_delete BEFORE DELETE ON event_states
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is refused'); END;
+        """,
+    )
+    store = EventStore.over(conn)
+    targets = [row[0] for row in conn.execute("SELECT DISTINCT target_id FROM events WHERE target_id IS NOT NULL")]
+    for target_id in targets:
+        target = store.get(target_id)
+        if target is None or target.kind not in NEWS_KINDS:
+            continue
+        state = EventState(target.body, "active")
+        rows = [state_row(item.position, target_id, state, advance(target.kind, state, item))
+                for item in store.editorial_for(target_id)]
+        conn.executemany(f"INSERT INTO event_states VALUES ({','.join('?' * 8)})", rows)
+
+
+STORE_TABLES = ("events", "event_meta", "event_entities", "event_chain", "event_states", "_migrations")
 
 
 def _projections_move_out(conn: sqlite3.Connection) -> None:
@@ -196,6 +239,7 @@ MIGRATIONS: list[Migration] = [
     ("0005_event_facts", _event_facts),
     ("0006_event_chain", _event_chain),
     ("0007_projections_move_out", _projections_move_out),
+    ("0008_event_states", _event_states),
 ]
 
 

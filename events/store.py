@@ -22,12 +22,12 @@ import sqlite_utils
 
 from .aliases import AliasIndex
 from .dates import parse_partial, utc_now_key
-from .history import EventState
-from .integrity import GENESIS, chain, digests
+from .history import STATE_COLUMNS, EventState, advance, entry, state_row
 from .history import fold as fold_state
+from .integrity import GENESIS, chain, digests
 from .ids import compact_json, fold
 from .migrations import migrate
-from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
+from .models import NEWS_KINDS, EventRejected, ParsedEvent
 
 _CHUNK = 900  # ids per IN (...) query
 WRITER_CACHE_KIB = 16 * 1024  # page cache of the writer's connection
@@ -154,6 +154,27 @@ def attach_read_only(conn: sqlite3.Connection, path: str | Path, schema: str) ->
     conn.execute("ATTACH DATABASE ? AS " + schema, (_uri(path, mode="ro"),))
 
 
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """A connection that cannot write the file, nor create any beside it: for checking a store
+    (``timeline verify``), even a copy in a read-only directory.
+
+    With a write-ahead log beside the file (a store in use, or one not closed cleanly) it opens
+    with ``mode=ro`` and reads through the log (that needs the log's ``-shm`` index, which SQLite
+    creates if it can). Without one, everything is in the file itself: it opens ``immutable``,
+    which takes no locks and creates no ``-wal`` or ``-shm`` file (``mode=ro`` would create them
+    wherever it may)."""
+    wal = Path(f"{path}-wal")
+    has_log = wal.exists() and wal.stat().st_size > 0
+    conn = sqlite3.connect(
+        _uri(path, **({"mode": "ro"} if has_log else {"mode": "ro", "immutable": "1"})),
+        isolation_level=None, check_same_thread=False, timeout=30.0, uri=True,
+    )
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA query_only = ON")
+    register_functions(conn)
+    return conn
+
+
 def _enable_wal(db: sqlite_utils.Database, patience: float = 30.0) -> None:
     """Switch to WAL; the switch does not wait on another opener's lock by itself, so retry."""
     deadline = time.monotonic() + patience
@@ -256,6 +277,11 @@ class EventStore:
         batch_stored: dict[str, Candidate] = {}  # this batch's events stored so far
         meta_rows: list[tuple[Any, ...]] = []
         entity_rows: list[tuple[Any, ...]] = []
+        # The folded state of the news events this batch changes (events.history), and the
+        # editorial events of this batch whose target has not arrived, by target.
+        states: dict[str, tuple[str, EventState]] = {}
+        waiting: dict[str, list[StoredEvent]] = {}
+        state_rows: list[tuple[Any, ...]] = []
         # News events that a correction or retraction stored before them was waiting for.
         waited = self.targeted([c.event.id for c in batch if c.event.kind in NEWS_KINDS])
         for candidate in batch:
@@ -275,13 +301,16 @@ class EventStore:
                         )
                     )
                 continue
+            editorial: StoredEvent | None = None
+            applied: tuple[str, EventState, dict[str, Any]] | None = None
             try:
                 if event.kind == "entity_alias":
                     if aliases is None:
                         aliases = self._aliases_now()
                     _check_alias(aliases, candidate.body["details"])
                 elif event.target is not None:
-                    self._check_editorial(event, pending=batch_stored)
+                    editorial = StoredEvent(position + 1, event.id, event.kind, event.target, recorded_at, candidate.body)
+                    applied = self._apply_editorial(editorial, batch_stored, states)
             except EventRejected as exc:
                 results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
                 continue
@@ -301,8 +330,21 @@ class EventStore:
             batch_stored[event.id] = candidate
             if news:
                 entity_rows.extend((position, *entity) for entity in entities)
-            elif event.target is not None:
-                waited.add(event.target)
+                if event.id in waited:  # fold what waited for it, in store order
+                    earlier = [*self.editorial_for(event.id), *waiting.pop(event.id, [])]
+                    state = EventState(candidate.body, "active")
+                    for item in earlier:
+                        state_rows.append(state_row(item.position, event.id, state, advance(event.kind, state, item)))
+                    state.history = []
+                    states[event.id] = (event.kind, state)
+            elif editorial is not None:
+                if applied is None:  # waits for its target
+                    waiting.setdefault(editorial.target_id or "", []).append(editorial)
+                    waited.add(event.target or "")
+                else:
+                    kind, state, outcome = applied
+                    states[editorial.target_id or ""] = (kind, state)
+                    state_rows.append(state_row(position, editorial.target_id or "", state, outcome))
             rows.append(
                 (
                     position,
@@ -332,6 +374,8 @@ class EventStore:
             conn.executemany("INSERT INTO event_chain (position, hash) VALUES (?, ?)", chained)
         conn.executemany(f"INSERT INTO event_meta VALUES ({','.join('?' * 9)})", meta_rows)
         conn.executemany("INSERT INTO event_entities VALUES (?, ?, ?, ?, ?)", entity_rows)
+        if state_rows:
+            conn.executemany(f"INSERT INTO event_states ({STATE_COLUMNS}) VALUES ({','.join('?' * 8)})", state_rows)
         return results
 
     def targeted(self, ids: list[str], upto: int | None = None) -> set[str]:
@@ -359,25 +403,37 @@ class EventStore:
         self._alias_index.refresh(self)
         return self._alias_index
 
-    def _check_editorial(self, event: ParsedEvent, pending: dict[str, Candidate]) -> None:
-        """A correction or retraction whose target is known (stored, or earlier in the batch) must fit it."""
-        target_id = event.target
-        assert target_id is not None
-        target = self.get(target_id)
-        if target is None and target_id in pending:
-            earlier = pending[target_id]
-            target = StoredEvent(0, target_id, earlier.event.kind, None, "", earlier.body)
-        field = "details.corrects" if event.kind == "correction" else "details.retracts"
-        if target is None:
-            return  # waits for its target: applied when that arrives
-        if target.kind not in NEWS_KINDS:
-            raise EventRejected(
-                "schema", f"{field}: {target_id!r} is a {target.kind}, not a news event; only news events change"
-            )
-        if event.kind == "correction":
-            editorial = self.editorial_for(target_id)
-            state = fold_state(target, editorial)
-            apply_changes(target.kind, state.body, event.body["details"]["changes"])
+    def _apply_editorial(
+        self, item: StoredEvent, pending: dict[str, Candidate], states: dict[str, tuple[str, EventState]]
+    ) -> tuple[str, EventState, dict[str, Any]] | None:
+        """A correction or retraction applied to its target's current state: (the target's kind,
+        its new state, the history entry); None when the target is not known yet (it waits).
+
+        Starts from the state kept after the last change (``event_states``, or this batch's), so
+        the n-th change of an event costs what the first did. A change of a known target must fit
+        it: of a news event, and a correction whose result keeps the event valid."""
+        target_id = item.target_id or ""
+        field = "details.corrects" if item.kind == "correction" else "details.retracts"
+        if target_id in states:
+            kind, current = states[target_id]
+        else:
+            target = self.get(target_id)
+            if target is None and target_id in pending:
+                earlier = pending[target_id]
+                target = StoredEvent(0, target_id, earlier.event.kind, None, "", earlier.body)
+            if target is None:
+                return None  # waits for its target: applied when that arrives
+            if target.kind not in NEWS_KINDS:
+                raise EventRejected(
+                    "schema", f"{field}: {target_id!r} is a {target.kind}, not a news event; only news events change"
+                )
+            kind, (_, current) = target.kind, self.folded(target)
+        state = EventState(current.body, current.status, [], current.corrected, current.entities_at)
+        outcome = advance(kind, state, item)
+        if not outcome["applied"]:
+            raise EventRejected("schema", outcome["error"])
+        state.history = []
+        return kind, state, outcome
 
     # --- reading -------------------------------------------------------------------------
 
@@ -406,11 +462,44 @@ class EventStore:
         return [_stored(r) for r in rows]
 
     def state(self, event_id: str, upto: int | None = None) -> tuple[StoredEvent, EventState] | None:
-        """An event as it stands at a position (corrections and retraction applied)."""
+        """An event as it stands at a position (corrections and retraction applied), with its history."""
         event = self.get(event_id, upto)
         if event is None:
             return None
-        return event, fold_state(event, self.editorial_for(event_id, upto))
+        if event.kind not in NEWS_KINDS:  # only a news event changes; what waited for this id is history
+            return event, fold_state(event, self.editorial_for(event_id, upto))
+        _, state = self.folded(event, upto)
+        state.history = self.history(event_id, upto)
+        return event, state
+
+    def folded(self, event: StoredEvent, upto: int | None = None) -> tuple[int, EventState]:
+        """A news event's state at a position, without its history, and the position of the change
+        that made it (the event's own when none did): read from ``event_states``, not folded."""
+        row = self.conn.execute(
+            "SELECT position, status, corrected, entities_at, body FROM event_states"
+            " WHERE target_id = ? AND position <= ? ORDER BY position DESC LIMIT 1",
+            (event.event_id, upto if upto is not None else 2**62),
+        ).fetchone()
+        if row is None:
+            return event.position, EventState(event.body, "active")
+        return max(row[0], event.position), EventState(json.loads(row[4]), row[1], [], bool(row[2]), row[3])
+
+    def history(self, event_id: str, upto: int | None = None) -> list[dict[str, Any]]:
+        """The corrections and retraction applied to a news event, in store order, with their outcome."""
+        rows = self.conn.execute(
+            "SELECT e.position, e.event_id, e.kind, e.target_id, e.recorded_at, e.body, s.applied, s.error"
+            " FROM event_states s JOIN events e ON e.position = s.position"
+            " WHERE s.target_id = ? AND s.position <= ? ORDER BY s.position",
+            (event_id, upto if upto is not None else 2**62),
+        )
+        out = []
+        for *fields, applied, error in rows:
+            item = entry(_stored(fields))
+            item["applied"] = bool(applied)
+            if error is not None:
+                item["error"] = error
+            out.append(item)
+        return out
 
     def read(self, after: int, limit: int = 1000, upto: int | None = None) -> list[StoredEvent]:
         """Events with ``after < position <= upto``, in order, at most ``limit``."""

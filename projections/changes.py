@@ -3,8 +3,9 @@
 A stored news event makes its event appear (``old`` is None). A correction or retraction of
 a known event changes it (``old`` and ``new`` both set); one whose target has not arrived yet
 changes nothing now, and is folded into the target when the target arrives. Aliases change no
-rows: they are resolved when reading. All states come from ``events.history.fold``,
-so an incremental run, a rebuild and ``GET /events/{id}`` agree by construction.
+rows: they are resolved when reading. All states come from ``events.history``, kept by the
+store as it appends (``EventStore.folded``), so an incremental run, a rebuild and
+``GET /events/{id}`` agree by construction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.dates import parse_partial
-from events.history import EventState, fold
+from events.history import EventState
 from events.models import NEWS_KINDS
 from events.store import EventStore, StoredEvent
 
@@ -59,16 +60,9 @@ def version(event: StoredEvent, state: EventState, since: int) -> Version:
     body = state.body
     start = parse_partial(body["occurred_at"])
     end = parse_partial(body["ended_at"]) if body.get("ended_at") else start
-    corrected = False
-    said_at = event.position
-    for h in state.history:
-        if h["kind"] == "correction" and h["applied"]:
-            corrected = True
-            if "entities" in h["changes"]:
-                said_at = max(said_at, h["position"])
     return Version(
         event.event_id, event.position, event.recorded_at, event.kind, state.status, body, start.start_key,
-        end.end_key, since, corrected, said_at,
+        end.end_key, since, state.corrected, max(event.position, state.entities_at),
     )
 
 
@@ -82,7 +76,7 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
     for event in batch:
         if event.kind in NEWS_KINDS:
             if event.event_id in waited_for:
-                state = fold(event, store.editorial_for(event.event_id, upto=event.position - 1))
+                _, state = store.folded(event, upto=event.position)  # what waited, folded in
             else:
                 state = EventState(event.body, "active")
             changes.append(Change(event.position, event.recorded_at, None, version(event, state, event.position)))
@@ -90,13 +84,12 @@ def compute_changes(store: EventStore, batch: list[StoredEvent]) -> list[Change]
             target = store.get(event.target_id or "", upto=event.position)
             if target is None or target.kind not in NEWS_KINDS:
                 continue  # waits for its target
-            editorial = store.editorial_for(target.event_id, upto=event.position)
-            earlier = [e for e in editorial if e.position < event.position]
-            before = fold(target, earlier)
-            after = fold(target, editorial)
+            # The states before and after this change, as the store kept them (not folded again
+            # from every earlier change): the n-th correction of an event costs what the first did.
             # The version this change closes began with the target or with the latest change to it
             # after it (earlier ones waited for the target and are folded into its first version).
-            since = max([target.position, *(e.position for e in earlier)])
+            since, before = store.folded(target, upto=event.position - 1)
+            _, after = store.folded(target, upto=event.position)
             changes.append(
                 Change(
                     event.position, event.recorded_at, version(target, before, since),

@@ -346,24 +346,39 @@ def rebuild(
 
 
 @app.command()
-def verify() -> None:
-    """Re-check the store: the append-only triggers and every event's chained hash."""
-    from events.integrity import verify as check
-    from events.store import EventStore
+def verify(
+    head: Annotated[
+        Optional[str],
+        typer.Option("--head", help="a head hash printed by an earlier verify: the chain must still pass through it"),
+    ] = None,
+) -> None:
+    """Re-check the store, read-only: its schema and triggers, every event's chained hash, and the
+    tables derived from the events (recomputed and compared). Exit 1 naming each problem."""
+    from events.integrity import projections_beyond, verify as check
+    from events.store import connect_read_only
 
     settings = _settings()
-    if not settings.db.exists():
+    if not settings.db.is_file():
         err.print(f"[red]no store at {settings.db}[/]")
         raise typer.Exit(2)
-    with EventStore(settings.db) as store:
-        report = check(store.conn)
+    conn = connect_read_only(settings.db)
+    try:
+        report = check(conn, head=head.strip().lower() if head else None)
+    finally:
+        conn.close()
+    projections_beyond(settings.db, report)
     if report.ok:
-        console.print(f"ok: {report.checked} events, triggers in place; head hash {report.head}")
+        console.print(
+            f"ok: {report.checked} events; schema, triggers, hash chain and derived tables as the service"
+            f" writes them; head hash {report.head} (position {report.head_position})"
+        )
         return
     for problem in report.problems:
         err.print(f"[red]{escape(problem)}[/]")
-    where = f"first bad position: {report.first_bad}" if report.first_bad is not None else "the triggers"
-    console.print(f"NOT OK ({where}); {report.checked} events checked")
+    where = [f"first bad position: {report.first_bad}"] if report.first_bad is not None else []
+    if report.tables:
+        where.append(f"tables: {', '.join(sorted(report.tables))}")
+    console.print(f"NOT OK ({'; '.join(where)}); {report.checked} events checked", soft_wrap=True)
     raise typer.Exit(1)
 
 

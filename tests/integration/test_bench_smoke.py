@@ -22,6 +22,7 @@ ROWS = [
     "rebuild all projections",
     "rebuild timelines",
     "project corrections",
+    "correction storm",
     "query in-process busy p50/p99",
     "query in-process rare p50/p99",
     "query HTTP 16 clients",

@@ -137,6 +137,17 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
         store.append(batch)
         engine.catch_up()
         i += size
+    # The state the store kept as it appended (``event_states``) is a fold from scratch, as of any position.
+    head = store.head()
+    for stored in store.read(0, head):
+        for upto in range(stored.position, head + 1):
+            kept = store.state(stored.event_id, upto)
+            assert kept is not None
+            event = store.get(stored.event_id, upto)
+            assert event is not None
+            folded = fold(event, store.editorial_for(stored.event_id, upto))
+            assert (kept[1].body, kept[1].status, kept[1].history) == (folded.body, folded.status, folded.history)
+            assert (kept[1].corrected, kept[1].entities_at) == (folded.corrected, folded.entities_at)
     incremental = tables(engine)
     engine.rebuild()
     rebuilt = tables(engine)
