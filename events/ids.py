@@ -9,16 +9,33 @@ import unicodedata
 from typing import Any
 
 import orjson
+from anyascii import anyascii
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _NON_ALNUM_RUN = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def fold(text: str) -> str:
-    """Unicode NFKD, combining marks (category M) dropped, case-folded: how names are compared."""
+def _unaccent(text: str) -> str:
+    """Unicode NFKD, combining marks (category M) dropped, case-folded: the slug rule's folding."""
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.category(ch).startswith("M"))
     return stripped.casefold()
+
+
+def fold(text: str) -> str:
+    """How names are searched: accents dropped and case-folded, then transliterated to ASCII.
+
+    NFKD leaves letters such as ø, ł, æ, đ, þ and œ whole, and other scripts as they are; the
+    transliteration (anyascii, a maintained table) writes them as people type them on a Latin
+    keyboard: "Børge" → ``borge``, "Łódź" → ``lodz``, "Ærøskøbing" → ``aeroskobing``,
+    "Путин" → ``putin``. Each character maps on its own, so a name's substring folds to a
+    substring of the folded name; a character the table has no spelling for is kept as is.
+    Entity ids are not derived from this (``slugify`` keeps the contract's rule).
+    """
+    folded = _unaccent(text)
+    if folded.isascii():
+        return folded
+    return "".join(anyascii(ch) or ch for ch in folded).lower()
 
 
 def slugify(name: str) -> str:
@@ -27,7 +44,7 @@ def slugify(name: str) -> str:
     NFKD, combining marks dropped, case-folded, each run of non-alphanumerics becomes ``-``,
     and leading or trailing ``-`` trimmed. Letters of every script are kept.
     """
-    return _NON_ALNUM_RUN.sub("-", fold(name)).strip("-")
+    return _NON_ALNUM_RUN.sub("-", _unaccent(name)).strip("-")
 
 
 _ASCII_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

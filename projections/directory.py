@@ -152,7 +152,7 @@ def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upt
 
 class DirectoryProjection(Projection):
     name = "entities"
-    version = 5
+    version = 6  # 6: search keys transliterated (events.ids.fold)
     schema = {
         STATS: [STATS_SCHEMA],
         MEMBERS: [members.SCHEMA],
@@ -179,7 +179,7 @@ class DirectoryProjection(Projection):
                 SELECT a.entity_id, n.name, coalesce(t.type, 'other'), {IN_FORCE} + a.name_position,
                        {IN_FORCE} + a.type_position, a.cnt,
                        f.start_key, f.position, f.occurred_at, l.start_key, l.position, l.occurred_at,
-                       fold(n.name) || ' ' || a.entity_id
+                       fold(n.name) || ' ' || fold(a.entity_id)
                 FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(k.position) AS name_position,
                              MAX(CASE WHEN m.type != 'other' THEN k.position END) AS type_position,
                              MIN(k.sk) AS fc, MAX(k.sk) AS lc
@@ -223,7 +223,7 @@ class DirectoryProjection(Projection):
                        CASE WHEN a.type_rank >= a.name_rank - a.name_rank % {IN_FORCE} THEN t.type ELSE 'other' END,
                        a.name_rank,
                        CASE WHEN a.type_rank >= a.name_rank - a.name_rank % {IN_FORCE} THEN a.type_rank END,
-                       0, NULL, NULL, NULL, NULL, NULL, NULL, fold(n.name) || ' ' || a.entity_id
+                       0, NULL, NULL, NULL, NULL, NULL, NULL, fold(n.name) || ' ' || fold(a.entity_id)
                 FROM (SELECT entity_id, MAX({rank}) AS name_rank,
                              MAX(CASE WHEN type != 'other' THEN {rank} END) AS type_rank
                       FROM {said_t} GROUP BY entity_id) a
@@ -323,7 +323,7 @@ class DirectoryProjection(Projection):
         name, kind, name_rank, type_rank = named
         conn.execute(
             f"UPDATE {stats_t} SET name = ?, type = ?, name_rank = ?, type_rank = ?, search = ? WHERE id = ?",
-            (name, kind, name_rank, type_rank, f"{fold(name)} {entity_id}", entity_id),
+            (name, kind, name_rank, type_rank, f"{fold(name)} {fold(entity_id)}", entity_id),
         )
 
     @classmethod
