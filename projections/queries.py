@@ -33,11 +33,15 @@ from .engine import projection_path, read_checkpoints, status_row
 from .members import packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
-from .search import SEARCH
+from .search import SEARCH, SearchSyntaxError, match_expression
 from .timelines import ENTRIES, EVENTS
 
 
 PROJECTIONS = tuple(p.name for p in default_projections())  # whose files the reads attach
+# A search within an entity in time order first walks up to this many of its rows, asking the
+# index about each (``Queries._search_entity``): enough to fill a page of a frequent word, few
+# enough that a walk which does not fill it costs little beside reading the index once.
+WALK_FIRST = 200
 
 
 class QueryError(ValueError):
@@ -187,11 +191,11 @@ def check_binding(cursor: Cursor, expected: dict[str, str]) -> None:
 
 
 def fts_query(q: str) -> str:
-    """A user's words as a safe FTS5 query: each word a quoted term, all required."""
-    words = re.findall(r"\w+", q)
-    if not words:
-        raise QueryError("q", "needs at least one letter or digit")
-    return " ".join(f'"{w}"' for w in words)
+    """What a user typed in ``q`` as an FTS5 expression (``projections.search``: the language)."""
+    try:
+        return match_expression(q)
+    except SearchSyntaxError as exc:
+        raise QueryError("q", str(exc)) from None
 
 
 def as_of_key(value: str) -> str:
@@ -843,36 +847,42 @@ class Queries:
     ) -> list[tuple[Any, ...]]:
         """The rows of a page (``limit`` + 1 of them); with ``count``, ``[(rows that match,)]``."""
         # ``en`` (by entity) or ``v`` gives the order; a version's other columns are in ``v``.
+        # ``keyed``: conditions on the ordering table's own columns (an entity's entries can be
+        # read by them alone); ``versioned``: on the version's.
         alias = "en" if by_entity else "v"
-        where = [f"{alias}.valid_from <= ?", "v.valid_to > ?"]
-        args: list[Any] = [p, p]
+        keyed, keyed_args = [f"{alias}.valid_from <= ?"], [p]
+        versioned, versioned_args = ["v.valid_to > ?"], [p]
         if by_entity and len(members) == 1:
-            where.insert(0, "en.entity_id = ?")
-            args[0:0] = members
+            keyed.insert(0, "en.entity_id = ?")
+            keyed_args[0:0] = members
         elif by_entity:
-            where.insert(0, "en.entity_id IN (SELECT value FROM json_each(?))")
-            args[0:0] = [compact_json(members)]
+            keyed.insert(0, "en.entity_id IN (SELECT value FROM json_each(?))")
+            keyed_args[0:0] = [compact_json(members)]
         if not query.include_retracted:
-            where.append("v.status != 'retracted'")
+            versioned.append("v.status != 'retracted'")
         if query.kinds:
-            where.append(f"v.kind IN ({','.join('?' * len(query.kinds))})")
-            args += list(query.kinds)
+            versioned.append(f"v.kind IN ({','.join('?' * len(query.kinds))})")
+            versioned_args += list(query.kinds)
         if by_entity and query.role:
-            where.append("en.rank = ?")
-            args.append(RANK.get(query.role, -1))
+            keyed.append("en.rank = ?")
+            keyed_args.append(RANK.get(query.role, -1))
         if since is not None:
-            where.append("v.end_key >= ?")
-            args.append(since)
+            versioned.append("v.end_key >= ?")
+            versioned_args.append(since)
         if until is not None:
-            where.append(f"{alias}.start_key <= ?")
-            args.append(until)
+            keyed.append(f"{alias}.start_key <= ?")
+            keyed_args.append(until)
         desc = query.order == "desc"
         relevance = query.order == "relevance"
         if after is not None and not relevance:
-            where.append(f"({alias}.start_key, {alias}.position) {'<' if desc else '>'} (?, ?)")
-            args += [after.start_key, after.position]
+            keyed.append(f"({alias}.start_key, {alias}.position) {'<' if desc else '>'} (?, ?)")
+            keyed_args += [after.start_key, after.position]
         direction = "DESC" if desc else "ASC"
         order = f"ORDER BY {alias}.start_key {direction}, {alias}.position {direction}"
+        if by_entity and match is not None:
+            return self._search_entity(conn, tag, search_tag, members, query, keyed, keyed_args,
+                                       versioned, versioned_args, order, after, match, count)
+        where, args = keyed + versioned, keyed_args + versioned_args
         if match is not None:
             # bm25 over the version's headline and summary; rowid of the index = the version's id
             where.append(f"s.rowid = v.valid_from AND {SEARCH}{search_tag} MATCH ?")
@@ -882,18 +892,7 @@ class Queries:
         if by_entity:
             # An entry row belongs to the version that shares its valid_from.
             join = f"JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from"
-            if match is not None:
-                join += f" JOIN {SEARCH}{search_tag} s"
-            if len(members) > 1 and relevance:
-                # bm25 cannot be taken in a GROUP BY: rank the rows first, then keep each event once
-                columns = ", ".join(c.strip().removeprefix("v.") for c in ENTRY_COLUMNS.split(","))
-                sql = (
-                    f"WITH ranked AS MATERIALIZED (SELECT {ENTRY_COLUMNS}, en.rank AS rank,"
-                    f" bm25({SEARCH}{search_tag}) AS score FROM {ENTRIES}{tag} en {join} WHERE {' AND '.join(where)})"
-                    f" SELECT {columns}, MIN(rank) FROM ranked GROUP BY position"
-                    " ORDER BY MIN(score), start_key, position LIMIT ?"
-                )
-            elif len(members) > 1:  # an event filed under several of the members: once, its best role
+            if len(members) > 1:  # an event filed under several of the members: once, its best role
                 sql = (
                     f"SELECT {ENTRY_COLUMNS}, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
                     f" WHERE {' AND '.join(where)} GROUP BY v.position {order} LIMIT ?"
@@ -904,9 +903,90 @@ class Queries:
             source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{search_tag} s" if match is not None else "")
             sql = f"SELECT {ENTRY_COLUMNS} FROM {source} WHERE {' AND '.join(where)} {order} LIMIT ?"
         if count:
-            return conn.execute(f"SELECT COUNT(*) FROM ({sql})", [*args, -1]).fetchall()
+            return _execute(conn, f"SELECT COUNT(*) FROM ({sql})", [*args, -1])
         args.append(query.limit + 1)
         if relevance:
             sql += " OFFSET ?"
             args.append(after.position if after else 0)
+        return _execute(conn, sql, args)
+
+    def _search_entity(
+        self,
+        conn: sqlite3.Connection,
+        tag: str,
+        search_tag: str | None,
+        members: list[str],
+        query: TimelineQuery,
+        keyed: list[str],
+        keyed_args: list[Any],
+        versioned: list[str],
+        versioned_args: list[Any],
+        order: str,
+        after: Cursor | None,
+        match: str,
+        count: bool = False,
+    ) -> list[tuple[Any, ...]]:
+        """A search within one entity's timeline, planned from the smaller side.
+
+        Asking the index whether one row matches costs a lookup of every term of the query, and
+        ranking a row on its own (bm25) counts the rows that hold each term: done for each of an
+        entity's rows, a search costs (entity size × matches). So the index is asked once: its
+        matches among the entity's rows (``h``), ranked as they come, joined with the entity's
+        rows. Only in time order, and only for the first ``WALK_FIRST`` rows of an entity (no
+        aliases), is the entity walked in order and each row asked, which answers a page of a
+        frequent word at once: kept when that page is complete, or the walk saw every row.
+        """
+        fts = f"{SEARCH}{search_tag}"
+        keyed_sql, versioned_sql = " AND ".join(keyed), " AND ".join(versioned)
+        relevance = query.order == "relevance"
+        limit = query.limit + 1
+        if not relevance and not count and len(members) == 1 and WALK_FIRST > 0:
+            rows = _execute(
+                conn,
+                f"SELECT {ENTRY_COLUMNS}, en.rank"
+                f" FROM (SELECT * FROM {ENTRIES}{tag} en WHERE {keyed_sql} {order} LIMIT ?) en"
+                f" JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from JOIN {fts} s"
+                f" WHERE {versioned_sql} AND s.rowid = v.valid_from AND {fts} MATCH ? {order} LIMIT ?",
+                [*keyed_args, WALK_FIRST, *versioned_args, match, limit],
+            )
+            if len(rows) >= limit:
+                return rows
+            (seen,) = conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {ENTRIES}{tag} en WHERE {keyed_sql} LIMIT ?)",
+                [*keyed_args, WALK_FIRST],
+            ).fetchone()
+            if seen < WALK_FIRST:
+                return rows
+        score = f"bm25({fts})" if relevance and not count else "0"
+        rank = "MIN(en.rank)" if len(members) > 1 else "en.rank"
+        group = " GROUP BY v.position" if len(members) > 1 else ""  # filed under several members: once
+        if relevance:
+            order = "ORDER BY h.score, en.start_key, en.position"
+        # ``+rowid``: not a constraint the index would be asked with once per value
+        sql = (
+            f"WITH h AS MATERIALIZED (SELECT rowid AS id, {score} AS score FROM {fts}"
+            f" WHERE {fts} MATCH ? AND +rowid IN (SELECT en.valid_from FROM {ENTRIES}{tag} en WHERE {keyed_sql}))"
+            f" SELECT {ENTRY_COLUMNS}, {rank} FROM h JOIN {EVENTS}{tag} v ON v.valid_from = h.id"
+            # the version's own key: each entry is one lookup, not a walk of the entity's rows
+            f" JOIN {ENTRIES}{tag} en ON en.start_key = v.start_key AND en.position = v.position"
+            f" AND en.valid_from = v.valid_from"
+            f" WHERE {keyed_sql} AND {versioned_sql}{group} {order} LIMIT ?"
+        )
+        args = [match, *keyed_args, *keyed_args, *versioned_args]
+        if count:
+            return _execute(conn, f"SELECT COUNT(*) FROM ({sql})", [*args, -1])
+        args.append(limit)
+        if relevance:
+            sql += " OFFSET ?"
+            args.append(after.position if after else 0)
+        return _execute(conn, sql, args)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    try:
         return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "fts5" not in str(exc):
+            raise
+        # ``match_expression`` writes nothing FTS5 refuses; should it ever, the caller hears why
+        raise QueryError("q", f"the search index could not read this query ({exc})") from None

@@ -1,6 +1,8 @@
-"""The search projection: a full-text index of every timeline version's headline and summary.
+"""The search projection: a full-text index of every timeline version's headline and summary,
+and the query language of ``q`` (``match_expression``).
 
-FTS5, contentless, accents ignored. A row's rowid is the version's id in the timelines
+FTS5, contentless, English words stemmed (Porter: "refugees" finds "refugee"), accents
+ignored. A row's rowid is the version's id in the timelines
 projection (``tl_events.valid_from``: the position of the change that made the version), so
 a search joins the versions valid at the position a read answers for. Rows are never
 removed: a version that stops being true is filtered out by that join.
@@ -12,8 +14,10 @@ that live writes keep merging as they always do.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .changes import Change
 from .engine import Projection
@@ -25,11 +29,11 @@ REBUILD_AUTOMERGE = 16
 
 class SearchProjection(Projection):
     name = "search"
-    version = 1
+    version = 2  # 2: Porter stemming
     schema = {
         SEARCH: [
             "CREATE VIRTUAL TABLE {t} USING fts5(headline, summary, content='',"
-            " tokenize='unicode61 remove_diacritics 2')",
+            " tokenize='porter unicode61 remove_diacritics 2')",
         ],
     }
 
@@ -61,3 +65,216 @@ class SearchProjection(Projection):
             if change.new is not None
         ]
         conn.executemany(f"INSERT INTO {self.table(SEARCH, tag)} (rowid, headline, summary) VALUES (?, ?, ?)", rows)
+
+
+# --- the query language ------------------------------------------------------------------------
+#
+# What people type, turned into an FTS5 expression in which every word is a quoted string (FTS5's
+# own tokenizer splits and stems it, as it did the text), so no input is an FTS5 syntax error:
+#
+#   refugees boat        both words (AND is implied; ``AND`` may be written)
+#   lesbos OR hungary    either (``OR`` in capitals; lower-case "or" is a word)
+#   refugees NOT lesbos  the first without the second (also ``-lesbos``)
+#   "border fence"       the words next to each other, in this order
+#   Hungar*              words that start so (a stem's start: ``run*`` finds "running")
+#   (a OR b) c           grouping
+#   NEAR(a b, 5)         a and b at most 5 words apart (10 without the number)
+#   headline:fence       in the headline only (or ``summary:``)
+#
+# Anything else is read as best it can be: an unbalanced quote or parenthesis is closed at the
+# end, characters that are neither letters nor digits separate words, operators with nothing on
+# one side are dropped. A query with no word left, or with only excluded words, is refused.
+
+COLUMNS = ("headline", "summary")
+MAX_DEPTH = 8  # parentheses nested deeper are ignored (FTS5 has a depth limit of its own)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TOKEN = re.compile(r'"(?P<phrase>[^"]*)"?(?P<star>\*?)|(?P<open>\()|(?P<close>\))|(?P<word>[^\s"()]+)')
+_COLUMN = re.compile(rf"^({'|'.join(COLUMNS)}):", re.IGNORECASE)
+
+
+class SearchSyntaxError(ValueError):
+    """A query that asks for nothing that can be looked up."""
+
+
+@dataclass
+class _Term:
+    text: str
+    prefix: bool = False
+    column: str | None = None
+
+    def render(self) -> str:
+        out = '"' + self.text + '"' + (" *" if self.prefix else "")
+        return f"{self.column} : {out}" if self.column else out
+
+
+@dataclass
+class _Near:
+    terms: list[_Term]
+    distance: int | None
+
+    def render(self) -> str:
+        phrases = " ".join(t.render() for t in self.terms)
+        return f"NEAR({phrases}, {self.distance})" if self.distance is not None else f"NEAR({phrases})"
+
+
+def _has_word(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+def _tokens(q: str) -> list[tuple[str, str, bool]]:
+    """(kind, text, prefix) with kind ``term``, ``(``, ``)``, ``OR``, ``AND``, ``NOT``, ``NEAR``, ``*``, ``-``."""
+    q = _CONTROL.sub(" ", q.encode("utf-8", "replace").decode("utf-8"))
+    out: list[tuple[str, str, bool]] = []
+    for m in _TOKEN.finditer(q):
+        if m.group("open"):
+            if out and out[-1][:2] == ("term", "NEAR"):
+                out[-1] = ("NEAR", "", False)
+            out.append(("(", "", False))
+        elif m.group("close"):
+            out.append((")", "", False))
+        elif m.group("word") is not None:
+            word = m.group("word")
+            if word in ("OR", "AND", "NOT"):
+                out.append((word, "", False))
+                continue
+            if word.startswith("-") and len(word) > 1 and not (out and out[-1][0] == "NOT"):
+                out.append(("-", "", False))
+                word = word[1:]
+            stripped = word.rstrip("*")
+            if not stripped:
+                out.append(("*", "", False))
+            else:
+                out.append(("term", stripped, stripped != word))
+        else:
+            out.append(("term", m.group("phrase"), bool(m.group("star"))))
+    return out
+
+
+class _Parser:
+    def __init__(self, tokens: list[tuple[str, str, bool]]) -> None:
+        self.tokens = tokens
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i][0] if self.i < len(self.tokens) else None
+
+    def parse(self) -> str | None:
+        parts = []
+        while self.i < len(self.tokens):
+            parts.append(self.either(0))
+            if self.peek() == ")":  # a ")" that closes nothing: read on, as if it were not there
+                self.i += 1
+        kept = [p for p in parts if p]
+        return " AND ".join(_group(p) for p in kept) if len(kept) > 1 else (kept or [None])[0]
+
+    def either(self, depth: int) -> str | None:
+        branches = [self.both(depth)]
+        while self.peek() == "OR":
+            self.i += 1
+            branches.append(self.both(depth))
+        return _join_or([b for b in branches if b])
+
+    def both(self, depth: int) -> str | None:
+        wanted: list[str | _Term] = []
+        unwanted: list[str | _Term] = []
+        negate = False
+        column: str | None = None
+        while (kind := self.peek()) not in (None, ")", "OR"):
+            kind, text, prefix = self.tokens[self.i]
+            self.i += 1
+            item: str | _Term | None = None
+            if kind in ("NOT", "-"):
+                negate = not negate
+                continue
+            if kind == "*":  # "hungar *": the word before is a prefix
+                last = (unwanted if negate else wanted)[-1:] or [None]
+                if isinstance(last[0], _Term):
+                    last[0].prefix = True
+                continue
+            if kind == "AND":
+                continue
+            if kind == "term":
+                found = _COLUMN.match(text)
+                if found:
+                    column, text = found.group(1).lower(), text[found.end():]
+                    if not text:  # "headline: fence": for the next word
+                        continue
+                if _has_word(text):
+                    item = _Term(text, prefix, column)
+            elif kind == "NEAR":
+                item = self.near(column)
+            elif kind == "(" and depth < MAX_DEPTH:
+                item = self.either(depth + 1)
+                if self.peek() == ")":
+                    self.i += 1
+            column = None
+            if item is not None:
+                (unwanted if negate else wanted).append(item)
+                negate = False
+        if not wanted:
+            if unwanted:
+                raise SearchSyntaxError(
+                    "NOT (or -) excludes words from what the rest of the query finds: give a word to look for,"
+                    " e.g. 'refugees NOT lesbos'"
+                )
+            return None
+        expr = " AND ".join(_group(_render(w)) for w in wanted)
+        if unwanted:
+            expr = f"({expr}) NOT ({_join_or([_render(u) for u in unwanted])})"
+        return expr
+
+    def near(self, column: str | None) -> str | None:
+        """The inside of ``NEAR(`` (consumed): words and phrases, then ``, N`` or ``,N``."""
+        self.i += 1  # the "("
+        terms: list[_Term] = []
+        distance: int | None = None
+        comma = False
+        while (kind := self.peek()) not in (None, ")"):
+            kind, text, prefix = self.tokens[self.i]
+            self.i += 1
+            if kind == "*" and terms:
+                terms[-1].prefix = True
+            if kind != "term":
+                continue
+            pieces = text.split(",")
+            for n, piece in enumerate(pieces):
+                comma = comma or n > 0
+                word = piece.rstrip("*")
+                if comma and word.isdigit() and word.isascii():
+                    distance = min(int(word), 10_000)
+                elif _has_word(word):
+                    terms.append(_Term(word, word != piece or (prefix and n == len(pieces) - 1)))
+        if self.peek() == ")":
+            self.i += 1
+        if not terms:
+            return None
+        if len(terms) == 1:
+            return _Term(terms[0].text, terms[0].prefix, column).render()
+        near = _Near(terms, distance).render()
+        return f"{column} : {near}" if column else near
+
+
+def _render(item: str | _Term) -> str:
+    return item.render() if isinstance(item, _Term) else item
+
+
+def _group(expr: str) -> str:
+    return expr if expr.startswith('"') and expr.count('"') == 2 else f"({expr})"
+
+
+def _join_or(branches: list[str | None]) -> str | None:
+    kept = [b for b in branches if b]
+    if not kept:
+        return None
+    return kept[0] if len(kept) == 1 else " OR ".join(_group(b) for b in kept)
+
+
+def match_expression(q: str) -> str:
+    """The FTS5 expression for what a user typed in ``q`` (the language above).
+
+    Raises ``SearchSyntaxError`` when there is nothing to look for.
+    """
+    expr = _Parser(_tokens(q)).parse()
+    if expr is None:
+        raise SearchSyntaxError("needs at least one word (a letter or digit) to look for")
+    return expr
