@@ -616,7 +616,10 @@ def repeated_keys(data: bytes | str, value: Any) -> list[tuple[tuple[str | int, 
     if _surely_unique_keys(data, value):
         return []
     text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-    marked = json.loads(text, object_pairs_hook=_pairs, parse_float=_finite_float)
+    try:
+        marked = json.loads(text, object_pairs_hook=_pairs, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # the text was read once already: cannot happen
+        return []
     found: list[tuple[tuple[str | int, ...], str]] = []
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(marked, ())]
     while stack:
@@ -665,10 +668,7 @@ def parse_event_bytes(data: bytes | str) -> ParsedEvent:
         if fast is not None:
             return fast
     raw = decode_json(data)
-    try:
-        repeated = repeated_keys(data, raw)
-    except (ValueError, RecursionError):  # read once already: cannot happen, but is no reason to fail
-        repeated = []
+    repeated = repeated_keys(data, raw)
     if repeated:
         raise EventRejected("schema", repeated_key_error(*repeated[0]))
     return parse_event(raw)

@@ -27,7 +27,7 @@ from .integrity import GENESIS, chain, digests
 from .history import fold as fold_state
 from .ids import compact_json, fold
 from .migrations import migrate
-from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes
+from .models import NEWS_KINDS, EventRejected, ParsedEvent, apply_changes, writable
 
 _CHUNK = 900  # ids per IN (...) query
 WRITER_CACHE_KIB = 16 * 1024  # page cache of the writer's connection
@@ -285,6 +285,15 @@ class EventStore:
             except EventRejected as exc:
                 results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
                 continue
+            except (sqlite3.Error, MemoryError):  # the store's or the machine's state: the batch is retried
+                raise
+            except Exception as exc:  # noqa: BLE001 - judging one event against the store must not fail
+                # its batch (it would stay pending, retried for ever): refused, naming the failure
+                results.append(AppendResult(
+                    "rejected", event.id, None, "schema",
+                    writable(f"event: cannot be checked against the stored events ({type(exc).__name__}: {exc})"),
+                ))
+                continue
             position += 1
             known[event.id] = (position, event.content_hash)
             if aliases is not None and event.kind == "entity_alias":
@@ -363,11 +372,13 @@ class EventStore:
         """A correction or retraction whose target is known (stored, or earlier in the batch) must fit it."""
         target_id = event.target
         assert target_id is not None
+        field = "details.corrects" if event.kind == "correction" else "details.retracts"
+        if target_id == event.id:  # (parse_event refuses it too; the store takes candidates from anyone)
+            raise EventRejected("schema", f"{field}: {target_id!r} is this {event.kind}'s own id; it cannot be its own target")
         target = self.get(target_id)
         if target is None and target_id in pending:
             earlier = pending[target_id]
             target = StoredEvent(0, target_id, earlier.event.kind, None, "", earlier.body)
-        field = "details.corrects" if event.kind == "correction" else "details.retracts"
         if target is None:
             return  # waits for its target: applied when that arrives
         if target.kind not in NEWS_KINDS:
