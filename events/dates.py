@@ -113,15 +113,9 @@ def _parse_partial(text: str) -> PartialDate:
             if hours > 23 or minutes > 59:
                 raise DateFormError(f"{text!r}: offset {offset} is out of range")
             tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
-        local = datetime(
+        moment = datetime(
             year, month, day, int(g["hour"]), int(g["minute"]), int(g["second"] or 0), int(fraction), tzinfo=tz
-        )
-        try:
-            moment = local.astimezone(timezone.utc)
-        except OverflowError:  # the offset moves it out of the calendar's range
-            raise DateFormError(
-                f"{text!r} is out of range: in UTC it falls before 0001-01-01 or after 9999-12-31"
-            ) from None
+        ).astimezone(timezone.utc)
         return PartialDate(text, "instant", moment, moment)
     except OverflowError:  # an offset that moves the instant out of years 0001-9999 in UTC
         raise DateFormError(f"{text!r} is out of range: in UTC it must fall within the years 0001-9999") from None
