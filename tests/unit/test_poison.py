@@ -266,3 +266,47 @@ def test_hostile_json_is_accepted_or_rejected_never_raises(text: str) -> None:
         encode(value)
     except EventRejected as exc:
         exc.error.encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# repeated keys: found however the text is written
+# --------------------------------------------------------------------------------------------
+
+key_text = st.text(st.sampled_from("ab:\\\"é\u2028"), max_size=3)
+trees = st.recursive(
+    st.one_of(st.integers(-5, 5), key_text, st.none()),
+    lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(key_text, inner), max_size=4).map(
+        lambda pairs: Object(tuple(pairs))
+    ),
+    max_leaves=10,
+)
+
+
+def repeats(value: Any) -> bool:
+    if isinstance(value, Object):
+        keys = [k for k, _ in value.pairs]
+        return len(set(keys)) < len(keys) or any(repeats(v) for _, v in value.pairs)
+    return isinstance(value, list) and any(repeats(v) for v in value)
+
+
+def spelled(value: Any, rnd: Any, space: str) -> str:
+    """JSON text of the tree, each character of a string escaped as \\uXXXX or not, at random."""
+    if isinstance(value, Object):
+        inner = f",{space}".join(f"{spelled(k, rnd, space)}{space}:{space}{spelled(v, rnd, space)}" for k, v in value.pairs)
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + f",{space}".join(spelled(v, rnd, space) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + "".join(
+            f"\\u{ord(c):04x}" if c in '"\\' or rnd.random() < 0.3 else c for c in value
+        ) + '"'
+    return json.dumps(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(trees, st.randoms(use_true_random=False), st.sampled_from(["", " ", "\n\t"]))
+def test_repeated_keys_are_found_however_the_text_is_written(tree: Any, rnd: Any, space: str) -> None:
+    text = spelled(Object((("v", tree),)), rnd, space)
+    for data in (text, text.encode()):
+        found = repeated_keys(data, json.loads(text))
+        assert bool(found) == repeats(tree), (text, found)
