@@ -9,7 +9,10 @@ derived, defaults filled in) that projections read. Every rule violation raises
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -38,15 +41,43 @@ ACTIONS = ("contribution", "meeting", "appointment", "resignation", "scale_back"
 CHANGEABLE = ("headline", "summary", "occurred_at", "ended_at", "entities", "sources", "details")
 
 MAX_EVENT_BYTES = 256 * 1024
+#: how deep a correction's free-form ``changes.details`` may nest (arrays and objects): far more
+#: than any kind's details (two levels) that it must fit once its target is known
+MAX_FREE_DEPTH = 64
+MAX_ERROR_CHARS = 2000
+
+log = logging.getLogger("events.models")
 
 
 class EventRejected(ValueError):
-    """An event that breaks a rule of the contract: ``reason`` as in CONTRACT §3."""
+    """An event that breaks a rule of the contract: ``reason`` as in CONTRACT §3.
+
+    ``error`` is always writable text (UTF-8, for a dead letter, an HTTP answer or a terminal):
+    a lone surrogate that an event's key or value brought into the message is written as its
+    escape, and a message that quotes hostile input at length is cut short.
+    """
 
     def __init__(self, reason: str, error: str) -> None:
+        error = writable(error)
+        if len(error) > MAX_ERROR_CHARS:
+            error = error[: MAX_ERROR_CHARS - 1] + "…"
         super().__init__(error)
         self.reason = reason
         self.error = error
+
+
+def writable(text: str) -> str:
+    """The text with each lone surrogate (not encodable as UTF-8) written as its ``\\udXXX`` escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+_echo = reprlib.Repr()  # input quoted in a message: bounded in length and depth, never recursing
+_echo.maxstring = _echo.maxother = 120
+_echo.maxlevel = 3
 
 
 def _text(min_length: int, max_length: int) -> Any:
@@ -171,6 +202,30 @@ class PoliticalMoveDetails(Strict):
     amount: Amount | None = None
 
 
+def check_free_json(value: Any) -> None:
+    """A free-form JSON value that can be written as JSON text in UTF-8 and read back: nested
+    at most ``MAX_FREE_DEPTH`` deep, finite numbers, Unicode text in keys and strings.
+    Raises ``ValueError`` naming the path of the first part that breaks this."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if _not_text(item):
+                raise ValueError(f"{path or 'value'}: holds a lone surrogate, which is not Unicode text")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{path or 'value'}: {item!r} is not a finite number")
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_FREE_DEPTH:
+                raise ValueError(f"{path or 'value'}: nested deeper than {MAX_FREE_DEPTH} levels of arrays and objects")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _not_text(key):  # (pydantic takes only text in a message)
+                    raise ValueError(f"{writable(where)}: the key holds a lone surrogate, which is not Unicode text")
+                stack.append((child, where, depth + 1))
+
+
 class Changes(Strict):
     headline: Headline | None = None
     summary: Summary | None = None
@@ -184,6 +239,13 @@ class Changes(Strict):
     @classmethod
     def _date(cls, value: str | None) -> str | None:
         return None if value is None else _check_date(value)
+
+    @field_validator("details")
+    @classmethod
+    def _free(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_free_json(value)
+        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Changes":
@@ -383,7 +445,7 @@ def format_errors(exc: ValidationError, prefix: str = "") -> str:
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "literal_error":
-            msg = f"{msg}, got {err['input']!r}"
+            msg = f"{msg}, got {_echo.repr(err['input'])}"
         where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "event"
         lines.append(f"{where}: {msg}")
     return "; ".join(lines)
@@ -423,33 +485,57 @@ def _not_text(text: str) -> bool:
     return False
 
 
-def _lone_surrogate(value: Any, path: str = "") -> str | None:
-    """The path of the first string (or key) holding a lone surrogate."""
-    if isinstance(value, str):
-        return path if _not_text(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
-        if isinstance(key, str) and _not_text(key):
-            return where.lstrip(".")
-        found = _lone_surrogate(item, where)
-        if found is not None:
-            return found.lstrip(".")
+def _lone_surrogate(value: Any) -> str | None:
+    """The path of the first string (or key) holding a lone surrogate (no recursion: the value
+    may nest as deep as a JSON reader allows)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _not_text(item):
+                return path or "event"
+            continue
+        items = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        children = []
+        for key, child in items:
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _not_text(key):
+                return where
+            children.append((child, where))
+        stack.extend(reversed(children))
     return None
 
 
 def parse_event(raw: Any) -> ParsedEvent:
-    """Validate a decoded JSON value as an event; raise ``EventRejected('schema', ...)``."""
+    """Validate a decoded JSON value as an event; raise ``EventRejected('schema', ...)``.
+
+    Nothing else escapes: whatever else judging one event raises (a bug, a library's limit
+    that no rule foresaw) rejects that event as ``schema`` with the exception named, and is
+    logged, rather than failing its batch."""
+    try:
+        return _parse_event(raw)
+    except (EventRejected, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("an event could not be judged: %s: %s", type(exc).__name__, exc, exc_info=True)
+        raise EventRejected("schema", f"event: cannot be validated ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_event(raw: Any) -> ParsedEvent:
     if not isinstance(raw, dict):
         raise EventRejected("schema", f"event: must be a JSON object, got {type(raw).__name__}")
     kind = raw.get("kind")
     if kind is None:
         raise EventRejected("schema", "kind: field required")
     if not isinstance(kind, str) or kind not in MODELS:
-        raise EventRejected("schema", f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise EventRejected("schema", f"kind: must be one of {', '.join(KINDS)}, got {_echo.repr(kind)}")
     try:
         model = MODELS[kind].model_validate(raw, strict=True)
     except ValidationError as exc:
+        if any(err["type"] == "string_unicode" for err in exc.errors(include_url=False)):
+            where = _lone_surrogate(raw)  # pydantic cannot name a key it cannot read
+            if where is not None:
+                raise EventRejected("schema", f"{where}: holds a lone surrogate, which is not Unicode text") from None
         raise EventRejected("schema", format_errors(exc)) from None
     plain = not may_hold_floats(kind, raw)
     try:
@@ -461,29 +547,116 @@ def parse_event(raw: Any) -> ParsedEvent:
         raise EventRejected("schema", f"{where}: holds a lone surrogate, which is not Unicode text") from None
     event_id = body.get("id") or derived_event_id(raw, digest)
     body["id"] = event_id
-    return ParsedEvent(id=event_id, kind=kind, content_hash=digest, body=body, plain=plain)
+    parsed = ParsedEvent(id=event_id, kind=kind, content_hash=digest, body=body, plain=plain)
+    if parsed.target == event_id:
+        field = "details.corrects" if kind == "correction" else "details.retracts"
+        verb = "correct" if kind == "correction" else "retract"
+        raise EventRejected("schema", f"{field}: {event_id!r} is this {kind}'s own id; an event cannot {verb} itself")
+    return parsed
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range (beyond ±1.8e308, a 64-bit float)")
+    return value
+
+
+class _RepeatedKeys(dict):  # type: ignore[type-arg]
+    """A JSON object whose text names ``key`` more than once (the last value kept, as json does)."""
+
+    __slots__ = ("key",)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            break
+        seen.add(key)
+    marked = _RepeatedKeys(obj)
+    marked.key = key
+    return marked
+
+
 def decode_json(data: bytes | str) -> Any:
-    """Strict JSON in UTF-8 (no NaN or Infinity); raise ``EventRejected('bad_json', ...)``."""
+    """Strict JSON in UTF-8 (no NaN or Infinity, no number beyond a 64-bit float's range);
+    raise ``EventRejected('bad_json', ...)``. See ``repeated_keys`` for keys named twice."""
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
     except UnicodeDecodeError as exc:
         raise EventRejected("bad_json", f"event: not UTF-8: {exc}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except ValueError as exc:
         raise EventRejected("bad_json", f"event: not valid JSON: {exc}") from None
     except RecursionError:
         raise EventRejected("bad_json", "event: not valid JSON: nested too deeply") from None
 
 
+def repeated_keys(data: bytes | str, value: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """The objects of JSON text that name a key more than once, as (path in ``value``, key), in
+    text order; ``value`` is the text as read (any reader: each keeps one value per key).
+
+    Readers disagree on which value of a repeated key counts (json and orjson keep the last,
+    others the first or both), so an event holding one is refused: the bytes an auditor reads
+    must say what the store took. Cheap when there is none: the value written back out by
+    orjson (which holds each key once) is most often the text itself, byte for byte. Else:
+    every key is followed by exactly one ':' in the text, and a ':' elsewhere is inside a
+    string, where it is read as it is written unless escaped as ``\\u003a``; so without that
+    escape, the text and the value written back out hold as many ':' as each other exactly
+    when no key was dropped. Only otherwise is the text read again, key by key.
+    """
+    if _surely_unique_keys(data, value):
+        return []
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    try:
+        marked = json.loads(text, object_pairs_hook=_pairs, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # the text was read once already: cannot happen
+        return []
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(marked, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, _RepeatedKeys):
+            found.append((path, item.key))
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        stack.extend(reversed([(child, (*path, key)) for key, child in children]))
+    return found
+
+
+def _surely_unique_keys(data: bytes | str, value: Any) -> bool:
+    """True when no object of the text names a key twice (see ``repeated_keys``); False when
+    it may (then ask ``repeated_keys``)."""
+    try:
+        written = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer over 64 bits, a lone surrogate, deep nesting
+        return False
+    if isinstance(data, str):
+        return "\\u003" not in data and written.count(b":") == data.count(":")
+    # The text is the value's own compact writing (the common case: what orjson, the publisher
+    # or json.dumps with separators=(",", ":") write) and holds nothing more: a comparison.
+    return written == data or (b"\\u003" not in data and written.count(b":") == data.count(b":"))
+
+
+def repeated_key_error(path: tuple[str | int, ...], key: str) -> str:
+    where = ".".join(str(part) for part in (*path, key))
+    return (
+        f"{where}: the key {key!r} appears more than once in one object; readers disagree on "
+        "which value counts, so it is refused"
+    )
+
+
 def parse_event_bytes(data: bytes | str) -> ParsedEvent:
-    """The checks of CONTRACT §3 in order: ``too_large``, ``bad_json``, then ``schema``."""
+    """The checks of CONTRACT §3 in order: ``too_large``, ``bad_json``, then ``schema`` (the
+    first of which: no key named twice in one object)."""
     try:
         size = len(data.encode("utf-8") if isinstance(data, str) else data)
     except UnicodeEncodeError as exc:
@@ -494,7 +667,11 @@ def parse_event_bytes(data: bytes | str) -> ParsedEvent:
         fast = _parse_fast(data)
         if fast is not None:
             return fast
-    return parse_event(decode_json(data))
+    raw = decode_json(data)
+    repeated = repeated_keys(data, raw)
+    if repeated:
+        raise EventRejected("schema", repeated_key_error(*repeated[0]))
+    return parse_event(raw)
 
 
 def _parse_fast(data: bytes) -> ParsedEvent | None:
@@ -502,8 +679,9 @@ def _parse_fast(data: bytes) -> ParsedEvent | None:
 
     orjson reads big integers (over 64 bits) as floats, and nests deeper; any other value it
     reads as ``json`` does. A valid event without floats (``may_hold_floats``) therefore holds
-    none of those, and is the same event either way. Everything else (floats, errors and
-    rejections) is read again the standard way, so it reads exactly as it always has.
+    none of those, and is the same event either way. Everything else (floats, errors,
+    rejections and what may repeat a key) is read again the standard way, so it reads exactly
+    as it always has.
     """
     try:
         raw = orjson.loads(data)
@@ -511,9 +689,9 @@ def _parse_fast(data: bytes) -> ParsedEvent | None:
         return None
     try:
         parsed = parse_event(raw)
-    except (EventRejected, RecursionError):
+    except EventRejected:
         return None
-    return parsed if parsed.plain else None
+    return parsed if parsed.plain and _surely_unique_keys(data, raw) else None
 
 
 def apply_changes(kind: str, body: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

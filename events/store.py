@@ -27,7 +27,7 @@ from .history import fold as fold_state
 from .integrity import GENESIS, chain, digests
 from .ids import compact_json, fold
 from .migrations import migrate
-from .models import NEWS_KINDS, EventRejected, ParsedEvent
+from .models import NEWS_KINDS, EventRejected, ParsedEvent, writable
 
 _CHUNK = 900  # ids per IN (...) query
 WRITER_CACHE_KIB = 16 * 1024  # page cache of the writer's connection
@@ -314,6 +314,15 @@ class EventStore:
             except EventRejected as exc:
                 results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
                 continue
+            except (sqlite3.Error, MemoryError):  # the store's or the machine's state: the batch is retried
+                raise
+            except Exception as exc:  # noqa: BLE001 - judging one event against the store must not fail
+                # its batch (it would stay pending, retried for ever): refused, naming the failure
+                results.append(AppendResult(
+                    "rejected", event.id, None, "schema",
+                    writable(f"event: cannot be checked against the stored events ({type(exc).__name__}: {exc})"),
+                ))
+                continue
             position += 1
             known[event.id] = (position, event.content_hash)
             if aliases is not None and event.kind == "entity_alias":
@@ -414,6 +423,8 @@ class EventStore:
         it: of a news event, and a correction whose result keeps the event valid."""
         target_id = item.target_id or ""
         field = "details.corrects" if item.kind == "correction" else "details.retracts"
+        if target_id == item.event_id:  # (parse_event refuses it too; the store takes candidates from anyone)
+            raise EventRejected("schema", f"{field}: {target_id!r} is this {item.kind}'s own id; it cannot be its own target")
         if target_id in states:
             kind, current = states[target_id]
         else:

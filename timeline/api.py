@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json
+from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, render_json
 
@@ -203,7 +203,11 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         events = payload if isinstance(payload, list) else [payload]
         if len(events) > MAX_EVENTS:
             raise ApiError(422, f"body: {len(events)} events is over the limit of {MAX_EVENTS} per request")
-        valid, rejected = prepare(events)
+        refused: dict[int, EventRejected] = {}  # events whose text names a key twice (lost once decoded)
+        for path, key in repeated_keys(bytes(body), payload):
+            index, inner = (path[0], path[1:]) if isinstance(payload, list) else (0, path)
+            refused.setdefault(int(index), EventRejected("schema", repeated_key_error(inner, key)))
+        valid, rejected = prepare(events, refused=refused)
         entries = await runtime.publish([data for _, _, data in valid])
         accepted = [event_id for _, event_id, _ in valid]
         rejected_out = [r.as_dict() for r in rejected]

@@ -170,8 +170,8 @@ def publish(
     finally:
         if embedded is not None:
             embedded.stop()
-    for rejected in report.rejected[:20]:
-        err.print(f"line {rejected.index + 1}: [yellow]{rejected.reason}[/] {rejected.error}")
+    for rejected in report.rejected[:20]:  # (the error may quote the line: not markup)
+        err.print(f"line {rejected.index + 1}: [yellow]{rejected.reason}[/] {escape(rejected.error)}")
     if len(report.rejected) > 20:
         err.print(f"… and {len(report.rejected) - 20} more rejected lines")
     console.print(f"accepted {len(report.accepted)}, rejected {len(report.rejected)}")

@@ -64,21 +64,38 @@ def encode(event: Any) -> tuple[str, bytes]:
         data = event.encode() if isinstance(event, str) else event
     else:
         try:
-            data = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
+            text = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise EventRejected("bad_json", f"event: cannot be written as JSON: {exc}") from None
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: escaped, as the stream would get it (and refuse it)
+            data = json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
         parsed = parse_event_bytes(data) if len(data) > 256 * 1024 else parse_event(event)
     return parsed.id, data
 
 
-def prepare(events: Iterable[Any], start: int = 0) -> tuple[list[tuple[int, str, bytes]], list[Rejected]]:
+def prepare(
+    events: Iterable[Any], start: int = 0, refused: dict[int, EventRejected] | None = None
+) -> tuple[list[tuple[int, str, bytes]], list[Rejected]]:
+    """Validate each event: the valid ones as (index, id, bytes), the others as ``Rejected``.
+
+    ``refused``: events already judged by index (by the caller, who read their text). Whatever
+    judging one event raises rejects that event alone, never the others."""
     valid: list[tuple[int, str, bytes]] = []
     rejected: list[Rejected] = []
     for index, event in enumerate(events, start):
         try:
+            if refused and index in refused:
+                raise refused[index]
             event_id, data = encode(event)
         except EventRejected as exc:
             rejected.append(Rejected(index, exc.reason, exc.error))
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - parse_event rejects rather than raise; belt and braces
+            error = EventRejected("schema", f"event: cannot be validated ({type(exc).__name__}: {exc})")
+            rejected.append(Rejected(index, error.reason, error.error))
         else:
             valid.append((index, event_id, data))
     return valid, rejected

@@ -15,10 +15,11 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes
+from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections
 from projections.queries import Queries
@@ -38,10 +39,11 @@ class DeadLetter:
     error: str
 
     def fields(self) -> dict[str, bytes]:
+        """The fields as Redis takes them: never fails, whatever the message quotes."""
         return {
             "event": self.event,
             "reason": self.reason.encode(),
-            "error": self.error.encode(),
+            "error": self.error.encode("utf-8", "backslashreplace"),  # a lone surrogate as its escape
             "source_id": self.source_id,
         }
 
@@ -82,6 +84,12 @@ def classify(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Candidate | 
         return Candidate(parse_event_bytes(raw), raw)
     except EventRejected as exc:
         return DeadLetter(entry_id, raw, exc.reason, exc.error)
+    except MemoryError:  # the machine's state, not the entry's: retried, not dead-lettered
+        raise
+    except Exception as exc:  # noqa: BLE001 - judging one entry must not fail its batch
+        # (parse_event_bytes rejects rather than raise; this covers what builds the candidate)
+        log.warning("entry %r could not be judged: %s: %s", entry_id, type(exc).__name__, exc, exc_info=True)
+        return DeadLetter(entry_id, raw, "schema", writable(f"event: cannot be validated ({type(exc).__name__}: {exc})"))
 
 
 Flat = tuple[Any, ...]
@@ -175,12 +183,17 @@ class Validators:
             # In chunks: the process's memory holds one chunk's models at a time, not a batch's.
             chunks = [entries[i : i + VALIDATE_CHUNK] for i in range(0, len(entries), VALIDATE_CHUNK)]
             flat = [item for part in pool.map(classify_flat, chunks) for item in part]
-        except Exception as exc:  # noqa: BLE001 - BrokenProcessPool, say: the same answer, computed here
+        except BrokenProcessPool as exc:  # one was killed, say: the same answer, computed here
             log.warning("a validating process failed (%s: %s); validating this batch in process", type(exc).__name__, exc)
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
+            return prepare_here(entries)
+        except Exception as exc:  # noqa: BLE001 - the answer could not travel back (classify_flat
+            # itself judges every entry): computed here; the processes are fine and stay
+            log.warning("a batch validated elsewhere did not come back (%s: %s); validating it in process",
+                        type(exc).__name__, exc)
             return prepare_here(entries)
         return restore_flat([entry_id for entry_id, _ in entries], flat)
 
