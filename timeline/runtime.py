@@ -35,6 +35,7 @@ log = logging.getLogger("timeline")
 T = TypeVar("T")
 HEALTH_PING_SECONDS = 2.0
 BACKLOG_SECONDS = 1.0  # /health's backlog is at most this old
+BACKLOG_FRESH_SECONDS = 0.1  # ... and this old while the consumer settles entries
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
 
@@ -51,7 +52,7 @@ class Runtime:
         self.health_redis: Redis | None = None
         self.consumer: StreamConsumer | None = None
         self.rebuilds: set[asyncio.Task[None]] = set()
-        self._backlog_known: tuple[float, tuple[int, bool]] | None = None  # (when, value)
+        self._backlog_known: tuple[float, tuple[int, bool], int] | None = None  # (when, value, settled)
         self._backlog_task: asyncio.Future[tuple[int, bool]] | None = None
         self.rebuilding: set[str] = set()  # projections a rebuild of this process is running for
 
@@ -235,16 +236,22 @@ class Runtime:
     # --- health --------------------------------------------------------------------------
 
     async def _backlog(self, consumer: StreamConsumer) -> tuple[int, bool]:
-        """The consumer's backlog, computed once at a time and kept ``BACKLOG_SECONDS``: any
-        number of /health calls cost Redis at most one computation that often."""
+        """The consumer's backlog, computed once at a time and kept ``BACKLOG_SECONDS`` while
+        this consumer settles nothing (``BACKLOG_FRESH_SECONDS`` while it does, so a drained
+        stream does not answer a backlog it had a moment ago): any number of /health calls cost
+        Redis at most one computation that often."""
         loop = asyncio.get_running_loop()
-        if self._backlog_known is not None and loop.time() - self._backlog_known[0] < BACKLOG_SECONDS:
-            return self._backlog_known[1]
+        known = self._backlog_known
+        if known is not None:
+            age = loop.time() - known[0]
+            if age < BACKLOG_FRESH_SECONDS or (age < BACKLOG_SECONDS and known[2] == consumer.entries):
+                return known[1]
         task = self._backlog_task
         if task is None or task.done():
             task = self._backlog_task = asyncio.ensure_future(consumer.backlog())
+        settled = consumer.entries
         value = await asyncio.shield(task)  # a caller that times out leaves it to the others
-        self._backlog_known = (loop.time(), value)
+        self._backlog_known = (loop.time(), value, settled)
         return value
 
     async def health(self) -> dict[str, Any]:
