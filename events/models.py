@@ -1,4 +1,4 @@
-"""The news event of CONTRACT §1, as pydantic v2 models, and the one function that parses it.
+"""The news event of docs/contract.md §1, as pydantic v2 models, and the one function that parses it.
 
 ``parse_event`` turns a JSON value into a ``ParsedEvent``: the validated model, the event's id
 (given, or derived from its content), its content hash, and its *normalised body* (entity ids
@@ -50,7 +50,7 @@ log = logging.getLogger("events.models")
 
 
 class EventRejected(ValueError):
-    """An event that breaks a rule of the contract: ``reason`` as in CONTRACT §3.
+    """An event that breaks a rule of the contract: ``reason`` as in docs/contract.md §3.
 
     ``error`` is always writable text (UTF-8, for a dead letter, an HTTP answer or a terminal):
     a lone surrogate that an event's key or value brought into the message is written as its
@@ -655,7 +655,7 @@ def repeated_key_error(path: tuple[str | int, ...], key: str) -> str:
 
 
 def parse_event_bytes(data: bytes | str) -> ParsedEvent:
-    """The checks of CONTRACT §3 in order: ``too_large``, ``bad_json``, then ``schema`` (the
+    """The checks of docs/contract.md §3 in order: ``too_large``, ``bad_json``, then ``schema`` (the
     first of which: no key named twice in one object)."""
     try:
         size = len(data.encode("utf-8") if isinstance(data, str) else data)

@@ -797,7 +797,7 @@ class Queries:
                     conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
                     count=True,
                 )[0][0]
-        # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (CONTRACT
+        # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (docs/contract.md
         # §4's field order); the API sends the text as it is, other callers get it decoded.
         entries: list[str] = []
         for row in rows[: query.limit]:

@@ -1,4 +1,4 @@
-"""The ``timeline`` command: serve, publish, show, rebuild, demo (CONTRACT §5)."""
+"""The ``timeline`` command: serve, publish, show, rebuild, demo (docs/contract.md §5)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ log = logging.getLogger("timeline.service")
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A stream entry that cannot be stored, with the fields of CONTRACT §3."""
+    """A stream entry that cannot be stored, with the fields of docs/contract.md §3."""
 
     source_id: bytes
     event: bytes

@@ -1,4 +1,4 @@
-"""Settings, from the environment (CONTRACT §5). Nothing is read at import time."""
+"""Settings, from the environment (docs/contract.md §5). Nothing is read at import time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end: the HTTP API of CONTRACT §4 against a real ``timeline serve`` process."""
+"""End to end: the HTTP API of docs/contract.md §4 against a real ``timeline serve`` process."""
 
 from __future__ import annotations
 

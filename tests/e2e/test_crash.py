@@ -1,6 +1,6 @@
 """End to end: a ``timeline serve`` process SIGKILLed or SIGTERMed while it ingests.
 
-CONTRACT §2: an entry is acknowledged only once its event is durably in the store; a consumer
+docs/contract.md §2: an entry is acknowledged only once its event is durably in the store; a consumer
 that dies leaves its entries pending, and another one (or the same one restarted) takes them
 over after ``TIMELINE_CLAIM_IDLE_SECONDS`` (1 s here). So after any crash and a restart the
 store holds every event exactly once, positions gap-free, and the timelines agree.

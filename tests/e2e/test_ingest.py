@@ -1,5 +1,5 @@
 """End to end: events in through every door (plain XADD, redis-cli, POST /events, the Python
-publishers), timelines out over HTTP; bad entries into the dead-letter stream (CONTRACT §1–§4).
+publishers), timelines out over HTTP; bad entries into the dead-letter stream (docs/contract.md §1–§4).
 
 Each test runs its own ``timeline serve`` process with its own SQLite file and stream.
 """
@@ -344,7 +344,7 @@ def test_async_publisher(serve, redis_client: redis.Redis, redis_url: str, strea
 
 
 # --------------------------------------------------------------------------------------------
-# dead letters (CONTRACT §3)
+# dead letters (docs/contract.md §3)
 # --------------------------------------------------------------------------------------------
 
 

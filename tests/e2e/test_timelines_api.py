@@ -1,4 +1,4 @@
-"""Timelines that are right, through the real HTTP API (CONTRACT §1, §4): corrections,
+"""Timelines that are right, through the real HTTP API (docs/contract.md §1, §4): corrections,
 retractions, aliases, imprecise dates, time travel and search."""
 
 from __future__ import annotations

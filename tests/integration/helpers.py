@@ -1,7 +1,7 @@
 """Helpers for the integration tier: events built from a valid default, appends, projections.
 
 Everything here runs on real SQLite files; nothing is mocked. ``make_event`` gives a valid
-news event (CONTRACT §1) with any field overridden (``DROP`` removes a field).
+news event (docs/contract.md §1) with any field overridden (``DROP`` removes a field).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Projections and the read side on real SQLite files (CONTRACT §1 dates, corrections,
+"""Projections and the read side on real SQLite files (docs/contract.md §1 dates, corrections,
 aliases; §4 timelines, entities, events, as_of, cursors)."""
 
 from __future__ import annotations
@@ -476,7 +476,7 @@ def test_as_of_shows_the_store_as_it_was(q, db):
 
 
 def test_as_of_before_an_alias_does_not_merge_when_asking_for_the_alias(q, db):
-    """CONTRACT §4: as_of is the timeline as the store knew it then — later aliases absent."""
+    """docs/contract.md §4: as_of is the timeline as the store knew it then — later aliases absent."""
     r1, r2 = append_batches(
         db,
         [news("x1", "2025-05-01", ("x",)), news("t1", "2025-05-03", ("twitter",))],

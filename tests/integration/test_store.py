@@ -1,4 +1,4 @@
-"""The append-only event store on real SQLite files (CONTRACT §1 idempotency, §3 reasons)."""
+"""The append-only event store on real SQLite files (docs/contract.md §1 idempotency, §3 reasons)."""
 
 from __future__ import annotations
 

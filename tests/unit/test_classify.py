@@ -1,4 +1,4 @@
-"""Stream entries → Candidate or DeadLetter (CONTRACT §3), and publisher.prepare/encode."""
+"""Stream entries → Candidate or DeadLetter (docs/contract.md §3), and publisher.prepare/encode."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Partial dates (CONTRACT §1, ``occurred_at``): the written form is the precision."""
+"""Partial dates (docs/contract.md §1, ``occurred_at``): the written form is the precision."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_rejected_forms(text: str) -> None:
     ],
 )
 def test_rejects_what_is_not_an_iso_8601_form(text: str) -> None:
-    """CONTRACT §1: occurred_at is ISO 8601 in one of the listed forms (ASCII digits, nothing after)."""
+    """docs/contract.md §1: occurred_at is ISO 8601 in one of the listed forms (ASCII digits, nothing after)."""
     with pytest.raises(DateFormError):
         parse_partial(text)
 

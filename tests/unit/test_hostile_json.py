@@ -1,5 +1,5 @@
 """Poison that used to break the validator (issue 14, point 1): every input is accepted or
-rejected with a reason of CONTRACT §3 and a message, never an exception of another kind.
+rejected with a reason of docs/contract.md §3 and a message, never an exception of another kind.
 
 The hostile JSON of ``tests/hostile.py`` by name, then generated (hypothesis): extreme numbers,
 deep nesting, lone surrogates in keys and values, extreme date offsets and repeated keys in the

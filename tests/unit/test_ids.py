@@ -1,4 +1,4 @@
-"""Identifiers (CONTRACT §1): entity slugs, canonical JSON, content hashes, derived event ids."""
+"""Identifiers (docs/contract.md §1): entity slugs, canonical JSON, content hashes, derived event ids."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from events.ids import (
 )
 from events.models import parse_event
 
-ID_CHARSET = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # CONTRACT §1, `id`
+ID_CHARSET = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # docs/contract.md §1, `id`
 
 # --------------------------------------------------------------------------------------------
 # slugify / fold
@@ -70,7 +70,7 @@ def test_slugify(name: str, slug: str) -> None:
 
 
 def test_slugify_drops_every_combining_mark() -> None:
-    """CONTRACT §1: "combining marks dropped". Devanagari vowel signs and the anusvara are
+    """docs/contract.md §1: "combining marks dropped". Devanagari vowel signs and the anusvara are
     combining marks (Unicode general category Mn/Mc) of combining class 0; they must be dropped
     like any other mark, not turned into '-' in the middle of a word."""
     assert slugify("नरेंद्र मोदी") == "नरदर-मद"

@@ -1,4 +1,4 @@
-"""The news event of CONTRACT §1: parse_event, parse_event_bytes, decode_json, apply_changes."""
+"""The news event of docs/contract.md §1: parse_event, parse_event_bytes, decode_json, apply_changes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ ID_CHARSET = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Example events, one per kind (fresh copies: tests mutate them)
 # --------------------------------------------------------------------------------------------
 
-# CONTRACT §1, verbatim
+# docs/contract.md §1, verbatim
 CONTRACT_OUTAGE = """
 {
   "id": "x-outage-2025-05-24",
@@ -615,7 +615,7 @@ def test_bad_json_error_names_the_event() -> None:
     ["utf-16", "utf-16-le", "utf-32"],
 )
 def test_json_not_in_utf8_is_bad_json(encoding: str) -> None:
-    """CONTRACT §1: an event is JSON, UTF-8. The same event in UTF-16/32 is not it."""
+    """docs/contract.md §1: an event is JSON, UTF-8. The same event in UTF-16/32 is not it."""
     data = CONTRACT_OUTAGE.encode(encoding)
     assert reason_of(data) == "bad_json"
 
