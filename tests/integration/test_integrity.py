@@ -109,7 +109,8 @@ POSITIONED = {
     "last event deleted, its hash kept": (["DELETE FROM events WHERE position = 30"], 30),
     "event planted": (["INSERT INTO events (position, event_id, kind, content_hash, recorded_at, raw, body)"
                        " VALUES (31, 'forged', 'report', 'x', '2030-01-01T00:00:00.000000Z', X'7B7D', '{}')"], 31),
-    "a hash edited": (["UPDATE event_chain SET hash = 'f' || substr(hash, 2) WHERE position = 9"], 9),
+    "a hash edited": (["UPDATE event_chain SET hash = (CASE substr(hash, 1, 1) WHEN 'f' THEN 'e' ELSE 'f' END) || substr(hash, 2)"
+                       " WHERE position = 9"], 9),
     "a hash planted past the end": ([f"INSERT INTO event_chain VALUES (31, '{'a' * 64}')"], 31),
     "event_entities row planted": (["INSERT INTO event_entities VALUES (7, 'elon-musk', 'Elon Musk', 'person', 'subject')"], 7),
     "event_entities row planted past the end": (["INSERT INTO event_entities VALUES (40, 'x', 'X', 'other', 'subject')"], 40),
