@@ -533,7 +533,7 @@ class EventStore:
     def position_at(self, instant_key: str) -> int:
         """The last position recorded at or before an instant (0 when none)."""
         # recorded_at never decreases along positions: the last entry of its index up to the
-        # instant (MAX(position) over the range scanned it whole: 150 ms at 150,000 events)
+        # instant (MAX(position) over the range scanned the whole range)
         row = self.conn.execute(
             "SELECT position FROM events WHERE recorded_at <= ? ORDER BY recorded_at DESC, position DESC LIMIT 1",
             (instant_key,),

@@ -43,8 +43,8 @@ OPEN = 2**62  # died_at of a statement in force
 IN_FORCE = 2**52
 # An entity's members in store order, with what its counts and dates take (a covering index):
 # new events append at the end of each entity's range, where an index in date order took them
-# at random places (projecting 200,000 events live: 5.0-5.5 s -> 3.5-4.0 s for this projection,
-# README, Performance); a recompute scans the entity's range.
+# at random places, touching pages all over the index (docs/performance.md); a recompute scans
+# the entity's range.
 MEMBERS_INDEX = "CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id, position, start_key, occurred_at)"
 
 COLUMNS = (

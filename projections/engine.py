@@ -54,9 +54,8 @@ FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and
 PROJECTION_CACHE_KIB = 8 * 1024
 # Page size of a projection file, set when the file is created. A rebuild writes and sorts
 # millions of rows; at SQLite's 4 KiB pages it spends a good part of its time in system calls
-# moving them one small page at a time. Measured, rebuild of all four at 1,000,000 events into
-# fresh files, alternating: 19.3-22.6 s at 4 KiB, 17.0-18.1 s at 16 KiB (system CPU 8.9 -> 7.0 s;
-# README, Performance); 32 KiB was no faster, and timeline reads cost the same at either size.
+# moving them one small page at a time; 16 KiB pages cut that, larger ones did not cut more, and
+# timeline reads cost the same (docs/performance.md).
 # A file made before keeps its page size (delete the projections' directory to have them remade).
 PROJECTION_PAGE_SIZE = 16 * 1024
 

@@ -229,9 +229,8 @@ ROLE_OF = {rank: role for role, rank in RANK.items()}
 CARD_OVERHEAD = 300
 # The cards' memory, by bytes rather than by number: events range from a few hundred bytes to
 # tens of kilobytes (a 5,000-character summary, twenty sources), and a cache of so many cards
-# would hold whatever they weigh (32,768 cards of 20 KB: 650 MB). ~33,000 cards of the
-# benchmark's events, as fast on its Zipf mix as the 32,768 kept before (in process, 0.50-0.52
-# ms a query either way; twice the budget: 0.46 ms for 36 MB more).
+# would hold whatever they weigh. The budget keeps the benchmark's mix as fast as a larger one
+# did while a mixed load of ingest and reads stays within its memory target (docs/performance.md).
 CARDS_BUDGET = 40 * 1024 * 1024
 
 

@@ -223,7 +223,7 @@ class TimelineService:
         self.store = EventStore(settings.db)
         # Live catch-up batches of up to 20,000 events: under load, the projector takes what was
         # stored meanwhile in one transaction (a page of a projection table is written once per
-        # batch, so the cost per event falls as batches grow: 110 µs at 1,000, 35 µs at 20,000).
+        # batch, so the cost per event falls as batches grow; docs/performance.md has the figures).
         self.engine = ProjectionEngine(self.store, default_projections(), batch_size=20_000)
         #: projections whose code version differs from their tables': rebuilt in the background
         self.outdated = self.engine.setup()
