@@ -1,4 +1,4 @@
-"""The ``timeline`` command: serve, publish, show, rebuild, demo (docs/contract.md §5)."""
+"""The ``timeline`` command: serve, publish, show, rebuild, verify, info, demo (docs/contract.md §5)."""
 
 from __future__ import annotations
 
@@ -61,11 +61,13 @@ def _logging(verbose: bool) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="port to listen on (0: a free one)")] = 8000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each batch")] = False,
 ) -> None:
-    """Run the HTTP API, the stream consumer and the projections in one process."""
+    """Run the HTTP API, the stream consumer and the projections in one process.
+
+    Prints, once it listens, its address, the Redis it uses and the store; and "stopped" at exit."""
     import uvicorn
 
     from .api import create_app
@@ -83,6 +85,16 @@ def serve(
             runtime.stop_reading_soon()  # finish the batch in hand, read no more
             if sig == signal.SIGTERM:  # a requested stop that completes cleanly exits 0
                 self._captured_signals.remove(sig)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.should_exit:  # the app or the bind failed: uvicorn has said why
+                return
+            bound = [sock.getsockname() for server in self.servers for sock in server.sockets or ()]
+            where = ", ".join(_http_address(a[0], a[1]) for a in bound) or _http_address(host, port)
+            _say(f"listening on {where}")
+            _say(f"redis: {_redis_line(runtime)}")
+            _say(f"store: {settings.db.resolve()}")
 
     with _redis_not_ready_exits():
         runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
@@ -104,6 +116,41 @@ def serve(
     finally:
         if runtime.embedded is not None:  # uvicorn failed before its lifespan stopped the runtime
             runtime.embedded.stop()
+        _say("stopped")
+
+
+def _say(line: str) -> None:
+    """One line on stderr for whoever runs the service (logs are for the rest)."""
+    err.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _http_address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL fit to print: its password, if any, replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _redis_line(runtime: Any) -> str:
+    url = runtime.redis_url or ""
+    embedded = runtime.embedded
+    if embedded is None:
+        return _without_password(url)
+    shared = "" if embedded.owner else ", started by another timeline process"
+    port = url.rsplit(":", 1)[-1].split("/", 1)[0]
+    return f"{url} (embedded, port {port}, data in {embedded.data_dir.resolve()}{shared})"
 
 
 @contextlib.contextmanager
@@ -250,20 +297,26 @@ def the_rest(result: dict[str, Any], *, after_cursor: bool = False) -> str | Non
 
 @app.command()
 def show(
-    entity: Annotated[str, typer.Argument(help="entity id (an alias answers with its entity)")],
-    since: Annotated[Optional[str], typer.Option(help="from (2025, 2025-05, 2025-05-24, …)")] = None,
-    until: Annotated[Optional[str], typer.Option(help="until (same forms)")] = None,
+    entity: Annotated[str, typer.Argument(metavar="ENTITY", help="entity id (an alias answers with its entity)")],
+    since: Annotated[Optional[str], typer.Option(metavar="DATE", help="from (2025, 2025-05, 2025-05-24, …)")] = None,
+    until: Annotated[Optional[str], typer.Option(metavar="DATE", help="until (same forms)")] = None,
     as_of: Annotated[
-        Optional[str], typer.Option("--as-of", help="as the store knew it at an instant, or at the end of a day, month or year")
+        Optional[str],
+        typer.Option(
+            "--as-of", metavar="DATE", help="as the store knew it at an instant, or at the end of a day, month or year"
+        ),
     ] = None,
-    kind: Annotated[Optional[list[str]], typer.Option(help="only this kind (repeatable)")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="entries a page")] = 500,
-    cursor: Annotated[Optional[str], typer.Option(help="go on from where a page ended (it prints the cursor)")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option(metavar="KIND", help="only this kind (repeatable)")] = None,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, max=500, help="entries a page")] = 500,
+    cursor: Annotated[
+        Optional[str], typer.Option(metavar="CURSOR", help="go on from where a page ended (it prints the cursor)")
+    ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="every matching entry, page after page")] = False,
     output_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Print an entity's timeline in the terminal: how many entries match, and a page of them
-    (or --all); the rest are a --cursor away."""
+    """Print an entity's timeline in the terminal.
+
+    How many entries match, and a page of them (or --all); the rest are a --cursor away."""
     from events.models import KINDS
     from projections.queries import NotFound, QueryError, TimelineQuery
 
@@ -310,8 +363,8 @@ def show(
 
 @app.command()
 def rebuild(
-    name: Annotated[Optional[str], typer.Argument(help="projection name; all when omitted")] = None,
-    force: Annotated[bool, typer.Option(help="take over a rebuild that another process is running")] = False,
+    name: Annotated[Optional[str], typer.Argument(metavar="NAME", help="projection name; all when omitted")] = None,
+    force: Annotated[bool, typer.Option("--force", help="take over a rebuild that another process is running")] = False,
 ) -> None:
     """Rebuild projections from the store, beside the live tables, and swap them in."""
     from projections.engine import RebuildError
@@ -349,11 +402,15 @@ def rebuild(
 def verify(
     head: Annotated[
         Optional[str],
-        typer.Option("--head", help="a head hash printed by an earlier verify: the chain must still pass through it"),
+        typer.Option(
+            "--head", metavar="HASH", help="a head hash printed by an earlier verify: the chain must still pass through it"
+        ),
     ] = None,
 ) -> None:
-    """Re-check the store, read-only: its schema and triggers, every event's chained hash, and the
-    tables derived from the events (recomputed and compared). Exit 1 naming each problem."""
+    """Re-check the store, read-only; exit 1 naming each problem.
+
+    Its schema and triggers, every event's chained hash, and the tables derived from the events
+    (recomputed and compared)."""
     from events.integrity import projections_beyond, verify as check
     from events.store import connect_read_only
 
@@ -380,6 +437,53 @@ def verify(
         where.append(f"tables: {', '.join(sorted(report.tables))}")
     console.print(f"NOT OK ({'; '.join(where)}); {report.checked} events checked", soft_wrap=True)
     raise typer.Exit(1)
+
+
+@app.command()
+def info(
+    redis_url: Annotated[
+        bool, typer.Option("--redis-url", help="print only the Redis URL (exit 1 when the embedded Redis is not running)")
+    ] = False,
+) -> None:
+    """Print the settings in force and the Redis in use; starts nothing.
+
+    The store, the projections, the streams and the Redis: REDIS_URL, or the embedded server's URL
+    and data folder and whether it is running now."""
+    from projections.engine import projections_dir
+
+    from .embedded_redis import EmbeddedRedis
+
+    settings = _settings()
+    url = settings.redis_url
+    running = None
+    if url is None:
+        running = EmbeddedRedis(settings.redis_dir).running_url()
+    if redis_url:
+        if url is None and running is None:
+            err.print(
+                "the embedded Redis is not running: `timeline serve` starts it (or set REDIS_URL)", soft_wrap=True,
+                markup=False, highlight=False,
+            )
+            raise typer.Exit(1)
+        print(url or running)
+        return
+    if url is not None:
+        redis_line = f"{_without_password(url)} (REDIS_URL)"
+    elif running is not None:
+        port = running.rsplit(":", 1)[-1].split("/", 1)[0]
+        redis_line = f"{running} (embedded, running, port {port}, data in {settings.redis_dir.resolve()})"
+    else:
+        redis_line = f"embedded, not running (data in {settings.redis_dir.resolve()}): `timeline serve` starts it"
+    store = settings.db.resolve()
+    lines = [
+        f"store: {store}" + ("" if store.exists() else " (not created yet)"),
+        f"projections: {projections_dir(store)}",
+        f"stream: {settings.stream}",
+        f"dead letters: {settings.dead_stream}",
+        f"redis: {redis_line}",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def demo_events() -> list[bytes]:

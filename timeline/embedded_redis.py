@@ -464,6 +464,14 @@ class EmbeddedRedis:
         tmp.write_text(f"{port}\n")
         os.replace(tmp, self.port_file)
 
+    def running_url(self) -> str | None:
+        """The URL of the server running now for this data_dir (named by its port file, answering
+        PING, keeping its files here), or None; starts nothing."""
+        port = self._read_port()
+        if port is None or not self._serves_our_dir(port):
+            return None
+        return f"redis://{HOST}:{port}/0"
+
     def start(self) -> str:
         """Reuse the running server for this data_dir, or start and own one; returns its URL."""
         if self._url is not None:
