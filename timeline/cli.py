@@ -451,21 +451,19 @@ def info(
     and data folder and whether it is running now."""
     from projections.engine import projections_dir
 
-    from .embedded_redis import EmbeddedRedis
+    from .embedded_redis import EmbeddedRedisNotRunning, redis_url_in_use
 
     settings = _settings()
     url = settings.redis_url
-    running = None
-    if url is None:
-        running = EmbeddedRedis(settings.redis_dir).running_url()
+    try:
+        running: str | None = redis_url_in_use(settings)
+    except EmbeddedRedisNotRunning as exc:
+        running, not_running = None, str(exc)
     if redis_url:
-        if url is None and running is None:
-            err.print(
-                "the embedded Redis is not running: `timeline serve` starts it (or set REDIS_URL)", soft_wrap=True,
-                markup=False, highlight=False,
-            )
+        if running is None:
+            err.print(not_running, soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(1)
-        print(url or running)
+        print(running)
         return
     if url is not None:
         redis_line = f"{_without_password(url)} (REDIS_URL)"

@@ -37,7 +37,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["EmbeddedRedis", "RedisServer", "free_port", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisNotRunning", "RedisServer", "free_port", "redis_server_binary", "redis_url_in_use"]
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 10.0  # seconds for a started server to answer PING
@@ -514,3 +514,22 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class EmbeddedRedisNotRunning(RuntimeError):
+    """No ``REDIS_URL`` is set and no embedded Redis runs for the data folder."""
+
+
+def redis_url_in_use(settings) -> str:  # noqa: ANN001 - a timeline.settings.Settings
+    """The Redis the service of these settings uses: ``REDIS_URL``, else the URL of the embedded
+    server running now for their data folder (``timeline info --redis-url`` prints it). Starts
+    nothing: raises :class:`EmbeddedRedisNotRunning` when there is neither."""
+    if settings.redis_url is not None:
+        return str(settings.redis_url)
+    url = EmbeddedRedis(settings.redis_dir).running_url()
+    if url is None:
+        raise EmbeddedRedisNotRunning(
+            f"the embedded Redis is not running (data in {Path(settings.redis_dir).resolve()}):"
+            " `timeline serve` starts it (or set REDIS_URL)"
+        )
+    return url

@@ -5,7 +5,8 @@ holds the demo data: a ``curl`` that answers an error, a ``timeline`` command th
 Examples are the lines of ```` ```sh ```` blocks (a trailing ``\\`` continues a line). ``curl``
 lines are sent with httpx to the test's server (``http://127.0.0.1:8000`` is replaced by its
 address); ``timeline`` lines run the real command with the server's settings; ``redis-cli XADD``
-adds the entry to the test's stream. Lines that start or install something (``timeline serve``,
+adds the entry to the test's stream, on the Redis its ``-u URL`` names. A ``$(timeline …)`` in a
+line is replaced by what that command prints when run with the server's settings. Lines that start or install something (``timeline serve``,
 ``timeline demo``, ``pip``, ``docker``, ``export``, the two commands) are run elsewhere in the
 suite or not at all; they are listed in ``NOT_RUN`` so that a new kind of example is noticed.
 """
@@ -48,6 +49,22 @@ def _lines() -> list[tuple[str, str]]:
 
 
 EXAMPLES = _lines()
+
+
+SUBSTITUTION = re.compile(r"\$\((timeline [^)]*)\)")
+
+
+def _substituted(server, line: str) -> str:
+    """The line with each ``$(timeline …)`` replaced by the command's output (it must succeed)."""
+
+    def run(match: re.Match[str]) -> str:
+        done = subprocess.run(
+            [TIMELINE, *shlex.split(match[1])[1:]], env=server.env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, f"{match[0]}: {done.stderr}"
+        return done.stdout.strip()
+
+    return SUBSTITUTION.sub(run, line)
 
 
 def _words(line: str) -> list[str]:
@@ -113,7 +130,7 @@ def _curl(server, words: list[str]) -> httpx.Response:
 @pytest.mark.parametrize(("page", "line"), EXAMPLES, ids=[f"{p}:{line[:60]}" for p, line in EXAMPLES])
 def test_example_runs(demo_server, page: str, line: str) -> None:
     server, client = demo_server
-    words = _words(line)
+    words = _words(_substituted(server, line))
     if words[0] == "curl":
         answer = _curl(server, words)
         assert answer.status_code < 400, f"{page}: {line}\n-> {answer.status_code} {answer.text[:500]}"
@@ -128,9 +145,14 @@ def test_example_runs(demo_server, page: str, line: str) -> None:
         )
         assert done.returncode == 0, f"{page}: {line}\n{done.stdout[-800:]}\n{done.stderr[-800:]}"
     elif words[0] == "redis-cli":
+        url = None
+        if words[1] in ("-u", "--url"):
+            url, words = words[2], [words[0], *words[3:]]
+        assert url == server.redis_url, f"{page}: {line}: not sent to the service's Redis ({url})"
         assert [w.upper() for w in words[1:2]] == ["XADD"], line
         fields = words[4:]
-        entry = client.xadd(server.stream, dict(zip(fields[::2], fields[1::2])))
+        with redis.Redis.from_url(url) as named:
+            entry = named.xadd(server.stream, dict(zip(fields[::2], fields[1::2])))
         settle(server, client)
         dead = [f for _, f in client.xrange(server.dead_stream) if f.get(b"source_id") == entry]
         assert not dead, f"{page}: {line}\n-> dead-lettered: {dead}"
