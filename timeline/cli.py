@@ -195,34 +195,78 @@ def _read_lines(source: str) -> list[bytes]:
 @app.command()
 def publish(
     source: Annotated[str, typer.Argument(metavar="FILE|-", help="JSON Lines of events, or - for standard input")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait until each published event is stored or dead-lettered")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="with --wait: seconds to wait before giving up (exit 1)")
+    ] = 60.0,
 ) -> None:
-    """Publish JSON Lines of events onto the stream; prints accepted and rejected counts."""
+    """Publish JSON Lines of events onto the stream; prints published and rejected counts.
+    Published is not stored: --wait waits for the server to store or dead-letter each one."""
     from .embedded_redis import EmbeddedRedis
-    from .publisher import Publisher
+    from .publisher import Publisher, Settlement
     from .redis_ready import wait_until_ready
 
     settings = _settings()
     lines = _read_lines(source)
     embedded = None
     url = settings.redis_url
+    settlement: Settlement | None = None
     try:
         with _redis_not_ready_exits():
             if url is None:
                 embedded = EmbeddedRedis(settings.redis_dir)
                 url = embedded.start()
             wait_until_ready(url, settings.redis_ready_seconds)
-        with Publisher(url, settings.stream) as publisher, _progress() as progress:
-            task = progress.add_task("publishing", total=len(lines))
-            report = publisher.publish(lines, progress=lambda n: progress.advance(task, n))
+        with Publisher(url, settings.stream) as publisher:
+            with _progress() as progress:
+                task = progress.add_task("publishing", total=len(lines))
+                report = publisher.publish(lines, progress=lambda n: progress.advance(task, n))
+            if embedded is not None and embedded.owner:  # a server for this folder would own it
+                nobody = f"no `timeline serve` runs for this folder; its Redis ({settings.redis_dir}) was started for this publish"
+            else:
+                nobody = publisher.nobody_reading()
+            if nobody is None and wait and report.accepted:
+                with err.status(f"waiting for {len(report.accepted)} events to be stored or dead-lettered"):
+                    settlement = publisher.wait(report.entry_ids, timeout=timeout)
     finally:
         if embedded is not None:
             embedded.stop()
+    failed = bool(report.rejected)
     for rejected in report.rejected[:20]:  # (the error may quote the line: not markup)
         err.print(f"line {rejected.index + 1}: [yellow]{rejected.reason}[/] {escape(rejected.error)}")
     if len(report.rejected) > 20:
         err.print(f"… and {len(report.rejected) - 20} more rejected lines")
-    console.print(f"accepted {len(report.accepted)}, rejected {len(report.rejected)}")
-    if report.rejected:
+    summary = f"published {len(report.accepted)}, rejected {len(report.rejected)}"
+    if nobody is not None:
+        where = "this folder's Redis" if embedded is not None else "the stream"
+        err.print(
+            f"[yellow]warning: nothing is reading the stream {escape(settings.stream)}:[/] {escape(nobody)}."
+            f" The published events wait in {where} until `timeline serve` runs"
+            + (" (not waited for)" if wait else ""),
+            soft_wrap=True,
+        )
+        summary += "; nothing is reading them yet"
+        failed = failed or wait
+    if settlement is not None:
+        rejected_lines = {r.index for r in report.rejected}
+        line_of = dict(zip(report.entry_ids, (i for i in range(len(lines)) if i not in rejected_lines)))
+        dead = sorted(settlement.dead.items(), key=lambda item: line_of[item[0]])
+        for entry_id, (reason, error) in dead[:20]:
+            err.print(f"line {line_of[entry_id] + 1}: dead-lettered [yellow]{reason}[/] {escape(error)}", soft_wrap=True)
+        if len(dead) > 20:
+            err.print(f"… and {len(dead) - 20} more dead-lettered lines")
+        summary += f"; stored {len(settlement.stored)}, dead-lettered {len(dead)}"
+        if settlement.unsettled:
+            summary += f", not settled after {timeout:g} s: {len(settlement.unsettled)}"
+            err.print(
+                f"[red]{len(settlement.unsettled)} published events were neither stored nor dead-lettered within"
+                f" {timeout:g} s[/]: is `timeline serve` running and keeping up? (GET /health shows its backlog)"
+            )
+        failed = failed or bool(dead) or bool(settlement.unsettled)
+    console.print(summary, soft_wrap=True, markup=False, highlight=False)
+    if failed:
         raise typer.Exit(1)
 
 

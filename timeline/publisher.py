@@ -7,11 +7,16 @@
 Each event is validated here first (a rejected one is reported, not sent), then written as a
 plain ``XADD <stream> * event <json>`` entry, many per round trip (pipelined). The consumer
 reads these entries exactly as it reads a ``redis-cli XADD`` from any other language.
+
+Published is not stored: ``Publisher.wait(report.entry_ids)`` waits until the service's
+consumer group has settled each entry (stored, or dead-lettered with a reason), and
+``Publisher.nobody_reading()`` says when no consumer group reads the stream at all.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +30,9 @@ from redis.retry import Retry
 from events.models import EventRejected, parse_event, parse_event_bytes
 
 DEFAULT_STREAM = "news:events"
+GROUP = "store"  # the service's consumer group (timeline.settings.GROUP)
 PIPELINE = 1000
+PAGE = 1000
 
 
 def reconnecting() -> dict[str, Any]:
@@ -55,6 +62,25 @@ class PublishReport:
     accepted: list[str] = field(default_factory=list)  # event ids, in order
     entry_ids: list[str] = field(default_factory=list)  # stream entry ids, aligned with accepted
     rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What became of published entries (stream entry ids), as ``Publisher.wait`` found it."""
+
+    stored: list[str] = field(default_factory=list)  # acknowledged without a dead letter
+    dead: dict[str, tuple[str, str]] = field(default_factory=dict)  # entry id -> (reason, error)
+    unsettled: list[str] = field(default_factory=list)  # not settled when the wait ended
+
+
+def _key(entry_id: str | bytes) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def encode(event: Any) -> tuple[str, bytes]:
@@ -144,6 +170,87 @@ class Publisher:
             report.entry_ids.extend(i.decode() if isinstance(i, bytes) else i for i in ids)
         if progress:
             progress(len(batch))
+
+    def nobody_reading(self, group: str = GROUP) -> str | None:
+        """Why no consumer will read the stream's entries for now (no group ``store``, or one
+        that never had a consumer), or None when a group with consumers exists. Whether those
+        consumers still run cannot be told from Redis: ``wait`` then times out."""
+        try:
+            groups = self.client.xinfo_groups(self.stream)
+        except redis.ResponseError:  # no such stream yet
+            groups = []
+        found = next((g for g in groups if _text(g.get("name")) == group), None)
+        if found is None:
+            return f"stream {self.stream!r} has no consumer group {group!r}: no `timeline serve` has read it yet"
+        if int(found.get("consumers") or 0) == 0:
+            return f"consumer group {group!r} of stream {self.stream!r} has no consumers: no `timeline serve` reads it"
+        return None
+
+    def wait(
+        self, entry_ids: list[str], *, timeout: float = 60.0, group: str = GROUP, poll: float = 0.1
+    ) -> Settlement:
+        """Wait (at most ``timeout`` seconds) until the consumer group has settled each entry.
+
+        An entry is settled once the group has delivered it (at or before its last-delivered
+        id) and it is no longer pending: the consumer acknowledges an entry only after storing
+        it, or in the same script that writes its dead letter (``<stream>:dead``, field
+        ``source_id``), so a settled entry without a dead letter is stored."""
+        dead_stream = f"{self.stream}:dead"
+        open_ = sorted(set(entry_ids), key=_key)
+        settled: set[str] = set()
+        letters: dict[str, tuple[str, str]] = {}
+        cursor = f"{_key(open_[0])[0]}-0" if open_ else "-"  # a dead letter is written after its entry
+        deadline = time.monotonic() + timeout
+        while open_:
+            last = self._last_delivered(group)
+            delivered = [e for e in open_ if last is not None and _key(e) <= last]
+            if delivered:
+                pending = self._pending(group, delivered[0], delivered[-1])
+                done = {e for e in delivered if e not in pending}
+                if done:  # their dead letters, if any, were written with the acknowledgement
+                    cursor = self._read_dead(dead_stream, cursor, letters)
+                    settled |= done
+                    open_ = [e for e in open_ if e not in done]
+            if not open_ or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+        return Settlement(
+            stored=[e for e in entry_ids if e in settled and e not in letters],
+            dead={e: letters[e] for e in entry_ids if e in settled and e in letters},
+            unsettled=[e for e in entry_ids if e not in settled],
+        )
+
+    def _last_delivered(self, group: str) -> tuple[int, int] | None:
+        try:
+            groups = self.client.xinfo_groups(self.stream)
+        except redis.ResponseError:
+            return None
+        for g in groups:
+            if _text(g.get("name")) == group:
+                return _key(g.get("last-delivered-id") or "0-0")
+        return None
+
+    def _pending(self, group: str, low: str, high: str) -> set[str]:
+        """The group's pending entry ids between ``low`` and ``high`` (inclusive)."""
+        found: set[str] = set()
+        start = low
+        while True:
+            page = self.client.xpending_range(self.stream, group, min=start, max=high, count=PAGE)
+            found.update(_text(p["message_id"]) for p in page)
+            if len(page) < PAGE:
+                return found
+            start = "(" + _text(page[-1]["message_id"])
+
+    def _read_dead(self, dead_stream: str, cursor: str, letters: dict[str, tuple[str, str]]) -> str:
+        """Read the dead-letter stream from ``cursor`` to its end into ``letters``; the new cursor."""
+        while True:
+            page = self.client.xrange(dead_stream, min=cursor, max="+", count=PAGE)
+            for entry_id, raw in page:
+                fields = {_text(k): _text(v) for k, v in raw.items() if _text(k) != "event"}
+                letters[fields.get("source_id", "")] = (fields.get("reason", ""), fields.get("error", ""))
+                cursor = "(" + _text(entry_id)
+            if len(page) < PAGE:
+                return cursor
 
     def close(self) -> None:
         self.client.close()

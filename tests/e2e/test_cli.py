@@ -7,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
+
+from e2e_support import jsonl, report_event, store_counts
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +61,7 @@ def test_demo_on_a_fresh_folder_then_show_publish_and_rebuild(tmp_path: Path) ->
     ]
     published = run(["publish", "-"], tmp_path, stdin="\n".join(lines).encode())
     assert published.returncode == 1
-    assert "accepted 1, rejected 2" in published.stdout
+    assert "published 1, rejected 2" in published.stdout
     assert "line 2: bad_json" in published.stderr and "line 3: schema" in published.stderr
 
     rebuilt = run(["rebuild"], tmp_path)
@@ -79,10 +82,67 @@ def test_publish_reaches_a_given_redis(tmp_path: Path, redis_url: str, stream_na
     )
     done = run(["publish", str(source)], tmp_path, REDIS_URL=redis_url, TIMELINE_STREAM=stream_name)
     assert done.returncode == 0, done.stderr
-    assert "accepted 20, rejected 0" in done.stdout
+    assert "published 20, rejected 0" in done.stdout
+    # a stream no server has read: said so, the entries stay for when one does
+    assert "nothing is reading the stream" in done.stderr and "no consumer group 'store'" in done.stderr
     entries = redis_client.xrange(stream_name)
     assert len(entries) == 20 and all(set(fields) == {b"event"} for _, fields in entries)
     assert run(["publish", str(tmp_path / "missing.jsonl")], tmp_path, REDIS_URL=redis_url).returncode == 2
+
+
+def test_publish_wait_prints_each_dead_lettered_line_and_fails(tmp_path: Path, serve, redis_client: redis.Redis) -> None:
+    server = serve()
+    env = {"REDIS_URL": server.redis_url, "TIMELINE_STREAM": server.stream}
+    first = tmp_path / "first.jsonl"
+    first.write_bytes(jsonl([report_event(1, prefix="cli")]))
+    plain = run(["publish", str(first)], tmp_path, **env)
+    assert plain.returncode == 0, plain.stderr
+    assert "published 1, rejected 0" in plain.stdout and "stored" not in plain.stdout  # published, not stored
+    assert "nothing is reading" not in plain.stderr
+    conflicting = report_event(1, prefix="cli", headline="Same id, other content")
+    second = tmp_path / "second.jsonl"
+    second.write_bytes(jsonl([report_event(2, prefix="cli"), conflicting, report_event(3, prefix="cli")]) + b"{bad\n")
+
+    waited = run(["publish", "--wait", str(second)], tmp_path, **env)
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert "published 3, rejected 1; stored 2, dead-lettered 1" in waited.stdout, waited.stdout + waited.stderr
+    assert "line 4: bad_json" in waited.stderr
+    dead_line = next(line for line in waited.stderr.splitlines() if "dead-lettered" in line)
+    assert dead_line.startswith("line 2: dead-lettered id_conflict") and "id" in dead_line.split("id_conflict", 1)[1]
+    # the others are stored by the time it answers; the first version of cli-1 stays
+    assert store_counts(server.db)[:2] == (3, 3)
+    conn = __import__("sqlite3").connect(server.db)
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE event_id = 'cli-1' AND body LIKE '%other content%'").fetchone() == (0,)
+    conn.close()
+
+    ok = run(["publish", "--wait", str(first)], tmp_path, **env)  # the same event again: a no-op, stored
+    assert ok.returncode == 0, ok.stderr
+    assert "published 1, rejected 0; stored 1, dead-lettered 0" in ok.stdout
+
+
+def test_publish_where_no_server_reads_says_so(tmp_path: Path, serve) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(jsonl([report_event(i, prefix="lone") for i in range(2)]))
+    alone = run(["publish", str(source)], tmp_path)  # no REDIS_URL, no server: its own embedded Redis
+    assert alone.returncode == 0, alone.stderr
+    assert "nothing is reading the stream news:events" in alone.stderr
+    assert "no `timeline serve` runs for this folder" in alone.stderr
+    assert "published 2, rejected 0; nothing is reading them yet" in alone.stdout
+    started = time.monotonic()
+    waited = run(["publish", "--wait", "--timeout", "60", str(source)], tmp_path)
+    assert waited.returncode == 1 and time.monotonic() - started < 30  # fails fast instead of waiting
+    assert "nothing is reading the stream" in waited.stderr and "not waited for" in waited.stderr
+
+    # the entries waited in the folder's Redis: a server started there stores them
+    server = serve(REDIS_URL="", stream="news:events", db=tmp_path / "data" / "timeline.db")
+    deadline = time.monotonic() + 30
+    while store_counts(server.db)[1] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store_counts(server.db)[1] == 2
+    shared = run(["publish", "--wait", str(source)], tmp_path)  # the server's embedded Redis, shared
+    assert shared.returncode == 0, shared.stderr
+    assert "nothing is reading" not in shared.stderr
+    assert "published 2, rejected 0; stored 2, dead-lettered 0" in shared.stdout
 
 
 def test_every_command_has_help_and_is_documented() -> None:

@@ -159,7 +159,7 @@ def test_sigkill_while_a_publisher_process_publishes(
             publisher.kill()
             publisher.wait()
     assert publisher.returncode == 0, err.decode()
-    assert b"accepted 5000, rejected 0" in out, (out, err)
+    assert b"published 5000, rejected 0" in out, (out, err)
     assert 0 <= at < N
 
     server.restart(consumer=None if same_name else f"e2e-restarted-{uuid4().hex[:8]}")

@@ -138,7 +138,7 @@ def test_publish_sends_the_lines_around_a_bad_one_and_exits_non_zero(
     done = run_publish(source, redis_url, stream_name)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    assert f"accepted {len(POISON) + 1}, rejected {len(POISON)}" in done.stdout, done.stdout + done.stderr
+    assert f"published {len(POISON) + 1}, rejected {len(POISON)}" in done.stdout, done.stdout + done.stderr
     for i, (name, _, reason, _) in enumerate(POISON[:20]):  # the first 20 rejected lines are listed
         assert f"line {2 * i + 2}: {reason}" in done.stderr, (name, done.stderr)
     sent = [json.loads(fields[b"event"])["id"] for _, fields in redis_client.xrange(stream_name)]

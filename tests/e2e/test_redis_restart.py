@@ -171,7 +171,7 @@ def test_serve_and_publish_wait_for_an_external_redis_that_starts_late(
         late.start()
         out, _ = publishing.communicate(timeout=60)
         assert publishing.returncode == 0, publish_err.read_text()
-        assert "accepted 50, rejected 0" in out.decode()
+        assert "published 50, rejected 0" in out.decode()
 
         client = redis.Redis.from_url(url)
         try:
