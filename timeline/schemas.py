@@ -64,7 +64,10 @@ class Rejection(BaseModel):
 
 
 class Published(BaseModel):
-    accepted: list[str] = Field(description="ids of the events published (with wait=true: stored and projected)")
+    accepted: list[str] = Field(
+        description="ids of the events published to the stream, not yet stored (with wait=true and 201: each"
+        " stored and projected; with 202, those in pending are not settled yet)"
+    )
     rejected: list[Rejection]
     pending: list[str] | None = Field(
         None, description="with wait=true: accepted ids not yet settled when the wait timed out"

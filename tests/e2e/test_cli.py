@@ -120,6 +120,22 @@ def test_publish_wait_prints_each_dead_lettered_line_and_fails(tmp_path: Path, s
     assert "published 1, rejected 0; stored 1, dead-lettered 0" in ok.stdout
 
 
+def test_publish_wait_gives_up_after_its_timeout(tmp_path: Path, redis_url: str, stream_name: str,
+                                                 redis_client: redis.Redis) -> None:
+    redis_client.xgroup_create(stream_name, "store", id="0", mkstream=True)
+    redis_client.xgroup_createconsumer(stream_name, "store", "gone")  # a server that read once, now stopped
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(jsonl([report_event(i, prefix="late") for i in range(2)]))
+    started = time.monotonic()
+    done = run(["publish", "--wait", "--timeout", "1", str(source)], tmp_path, REDIS_URL=redis_url,
+               TIMELINE_STREAM=stream_name)
+    assert done.returncode == 1 and time.monotonic() - started < 30, done.stdout + done.stderr
+    assert "published 2, rejected 0; stored 0, dead-lettered 0, not settled after 1 s: 2" in done.stdout
+    assert "2 published events were neither stored nor dead-lettered within 1 s" in done.stderr
+    assert run(["publish", "--wait", "--timeout", "0", str(source)], tmp_path, REDIS_URL=redis_url,
+               TIMELINE_STREAM=stream_name).returncode == 2  # a timeout must be positive
+
+
 def test_publish_where_no_server_reads_says_so(tmp_path: Path, serve) -> None:
     source = tmp_path / "events.jsonl"
     source.write_bytes(jsonl([report_event(i, prefix="lone") for i in range(2)]))
