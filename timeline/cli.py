@@ -239,7 +239,7 @@ def publish(
     if len(report.rejected) > 20:
         err.print(f"… and {len(report.rejected) - 20} more rejected lines")
     summary = f"published {len(report.accepted)}, rejected {len(report.rejected)}"
-    if nobody is not None:
+    if nobody is not None and report.accepted:
         where = "this folder's Redis" if embedded is not None else "the stream"
         err.print(
             f"[yellow]warning: nothing is reading the stream {escape(settings.stream)}:[/] {escape(nobody)}."
