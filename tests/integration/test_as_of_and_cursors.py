@@ -18,20 +18,6 @@ from projections.queries import NotFound, Queries, QueryError, TimelineQuery
 ENTITIES = ("alpha", "beta", "gamma")
 
 
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "timeline.db"
-
-
-@pytest.fixture
-def q(db):
-    with EventStore(db) as store:
-        ProjectionEngine(store, default_projections()).setup()
-    queries = Queries(str(db))
-    yield queries
-    queries.close()
-
-
 def tl(queries, entity_id=None, **params):
     return queries.timeline(entity_id, TimelineQuery(**params))
 

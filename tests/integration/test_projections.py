@@ -31,21 +31,6 @@ from projections import ProjectionEngine, default_projections
 from projections.queries import NotFound, Queries, TimelineQuery
 
 
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "timeline.db"
-
-
-@pytest.fixture
-def q(db):
-    # the store and the projections' tables exist before the first read
-    with EventStore(db) as store:
-        ProjectionEngine(store, default_projections()).setup()
-    queries = Queries(str(db))
-    yield queries
-    queries.close()
-
-
 def tl(q, entity_id=None, **params):
     return q.timeline(entity_id, TimelineQuery(**params))
 

@@ -14,20 +14,6 @@ from projections import ProjectionEngine, default_projections
 from projections.queries import Queries, QueryError, TimelineQuery
 
 
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "timeline.db"
-
-
-@pytest.fixture
-def q(db):
-    with EventStore(db) as store:
-        ProjectionEngine(store, default_projections()).setup()
-    queries = Queries(str(db))
-    yield queries
-    queries.close()
-
-
 # --- entity search ------------------------------------------------------------------------------
 
 NAMES = {
