@@ -203,6 +203,7 @@ def publish(
     ] = 60.0,
 ) -> None:
     """Publish JSON Lines of events onto the stream; prints published and rejected counts.
+
     Published is not stored: --wait waits for the server to store or dead-letter each one."""
     from .embedded_redis import EmbeddedRedis
     from .publisher import Publisher, Settlement
