@@ -15,23 +15,20 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events.models import ENTITY_TYPES, KINDS, ROLES, EventRejected, decode_json, repeated_key_error, repeated_keys
+from events.models import EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, render_json
 
 from .publisher import prepare
 from .runtime import Runtime
 from .schemas import (
-    EntityCard, EntityList, Health, ProjectionStatus, Published, RebuildStarted, RelatedList, StoredEventAnswer,
-    TimelinePage, event_body_schema,
+    EntityCard, EntityList, EntityType, Health, Kind, ProjectionStatus, Published, RebuildStarted, RelatedList, Role,
+    StoredEventAnswer, TimelinePage, event_body_schema,
 )
 
 MAX_BODY = 5 * 1024 * 1024
 MAX_EVENTS = 1000
 
-Kind = Literal[KINDS]  # type: ignore[valid-type]
-Role = Literal[ROLES]  # type: ignore[valid-type]
-EntityType = Literal[ENTITY_TYPES]  # type: ignore[valid-type]
 
 
 class Json(JSONResponse):
