@@ -15,7 +15,6 @@ first quarter of the events, the end of the events, the middle of the correction
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from events.store import Candidate, EventStore
 
 from .corrections import changes
 from .queries import BUSY, percentile, rare_entity
-from .rebuild import CACHE, fill
+from .rebuild import fresh_copy
 
 
 def timed(call, calls: int) -> tuple[float, float]:
@@ -43,11 +42,7 @@ def run(n: int, count: int, workdir: Path, calls: int) -> list[tuple[str, str, f
     from projections import ProjectionEngine, default_projections
     from projections.queries import Queries, TimelineQuery
 
-    source = CACHE / f"bench-{n}.db"
-    source.parent.mkdir(parents=True, exist_ok=True)
-    fill(source, n)
-    path = workdir / "as_of.db"
-    shutil.copy(source, path)
+    path = fresh_copy(n, workdir / "as_of.db")
     store = EventStore(path)
     instants: dict[str, str | None] = {}
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from events.models import parse_event_bytes
 from events.store import Candidate, EventStore
 
-from .rebuild import CACHE, fill
+from .rebuild import fresh_copy
 
 
 def changes(n: int, count: int, *, seed: int = 5) -> list[bytes]:
@@ -50,11 +49,7 @@ def changes(n: int, count: int, *, seed: int = 5) -> list[bytes]:
 def run(n: int, count: int, workdir: Path) -> dict[str, float]:
     from projections import ProjectionEngine, default_projections
 
-    source = CACHE / f"bench-{n}.db"
-    source.parent.mkdir(parents=True, exist_ok=True)
-    fill(source, n)
-    path = workdir / "corrections.db"
-    shutil.copy(source, path)
+    path = fresh_copy(n, workdir / "corrections.db")
     store = EventStore(path)
     try:
         with ProjectionEngine(store, default_projections(), batch_size=20_000) as engine:

@@ -29,6 +29,17 @@ from .workload import lines
 CACHE = Path(__file__).parent / ".cache"
 
 
+
+def fresh_copy(n: int, dest: Path) -> Path:
+    """A copy of the cached store of ``n`` benchmark events (filled first if needed) at ``dest``."""
+    import shutil
+
+    source = CACHE / f"bench-{n}.db"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    fill(source, n)
+    shutil.copy(source, dest)
+    return dest
+
 def fill(path: Path, n: int) -> float:
     """Append n workload events (if not there yet); return the append rate."""
     store = EventStore(path)
