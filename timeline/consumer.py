@@ -25,8 +25,8 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
+from .backlog import StreamBacklog
 from .service import IngestOutcome, Prepared, TimelineService
 from .settings import Settings
 from .settling import SETTLE_SCRIPT, settle
@@ -37,18 +37,6 @@ log = logging.getLogger("timeline.consumer")
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
 TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged
 IDLE_TRIM_SECONDS = 10.0  # the same while this consumer settles nothing
-# /health on Redis < 7 (no group lag): undelivered entries counted at most, a page at a time.
-BACKLOG_COUNT_CAP = 10_000
-BACKLOG_PAGE = 500
-
-
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
-    """Create the group at ``0`` (and the stream), so nothing published before is skipped."""
-    try:
-        await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 async def _raw_parser(message: Mapping[str, Any]) -> BatchMessage:
@@ -81,6 +69,7 @@ class StreamConsumer:
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
         self._trim_script = self.redis.register_script(TRIM_SCRIPT)
+        self.counts = StreamBacklog(self.redis, settings.stream, settings.group)
         self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self._trimmer: asyncio.Task[None] | None = None
         self.trimmed = 0  # entries this process has trimmed from the stream
@@ -104,14 +93,14 @@ class StreamConsumer:
         self.reader = subscriber(polling_interval=100)
         # Takes over entries another (dead) consumer left pending for longer than the idle time.
         self.claimer = subscriber(min_idle_time=idle_ms, polling_interval=max(100, idle_ms // 4))
-        self.reader(self._handle)
+        self.reader(self._handle_new)
         self.claimer(self._handle)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.service.validators.start()
-        await ensure_group(self.redis, self.settings.stream, self.settings.group)
+        await self.counts.ensure_group()
         self._projector = asyncio.create_task(self._project_forever(), name="projector")
         self._writer = asyncio.create_task(self._write_forever(), name="writer")
         self._trimmer = asyncio.create_task(self._trim_forever(), name="trimmer")
@@ -193,6 +182,15 @@ class StreamConsumer:
 
     # --- the handler ---------------------------------------------------------------------
 
+    async def _handle_new(self, message: RedisBatchStreamMessage) -> None:
+        """A batch of entries given to the group for the first time: counted for /health's
+        backlog at once (before anything can fail), then handled like any other."""
+        try:
+            await self.counts.delivered(message.raw_message["message_ids"])
+        except Exception as exc:  # noqa: BLE001 - the backlog reads high until the group catches up
+            log.warning("a batch was not counted as delivered: %s", exc)
+        await self._handle(message)
+
     async def _handle(self, message: RedisBatchStreamMessage) -> None:
         """Validate a batch and queue it for the writer: FastStream reads the next batch while
         this one waits for the store (the queue is short, so memory stays bounded)."""
@@ -247,7 +245,9 @@ class StreamConsumer:
                 continue  # nothing settled here, nothing left over: only other groups may have moved
             settled, last = self.entries, loop.time()
             try:
-                removed, _ = await trim_acknowledged(self._trim_script, self.settings.stream, self.settings.stream_keep)
+                removed, _ = await trim_acknowledged(
+                    self._trim_script, self.settings.stream, self.settings.stream_keep, self.counts.counts
+                )
             except Exception as exc:  # noqa: BLE001 - Redis away: reading fails too; trim later
                 if str(exc) != failing:
                     log.warning("cannot trim the stream %s (will retry): %s", self.settings.stream, exc)
@@ -319,41 +319,6 @@ class StreamConsumer:
     # --- health --------------------------------------------------------------------------
 
     async def backlog(self) -> tuple[int, bool]:
-        """Entries in the stream not yet stored (pending in the group plus not yet delivered),
-        and whether that count is exact.
-
-        Redis 7 keeps the group's lag. Redis 6.2 does not: the count is exact when the group
-        has been given the stream's last entry; otherwise the entries after the group's last
-        delivered one are counted, a page at a time, up to ``BACKLOG_COUNT_CAP`` (past it, the
-        count is a lower bound). Never the whole stream: a large backlog costs no more than the cap.
-        """
-        stream = self.settings.stream
-        for group in await self.redis.xinfo_groups(stream):
-            if _text(group.get("name")) != self.settings.group:
-                continue
-            pending = int(group.get("pending") or 0)
-            lag = group.get("lag")  # None before Redis 7, or after entries were deleted
-            if lag is not None:
-                return pending + int(lag), True
-            last = _text(group.get("last-delivered-id"))
-            newest = _text((await self.redis.xinfo_stream(stream)).get("last-generated-id"))
-            if _entry_id(newest) <= _entry_id(last):
-                return pending, True
-            counted, after = 0, last
-            while counted <= BACKLOG_COUNT_CAP:
-                page = await self.redis.xrange(stream, f"({after}", "+", count=BACKLOG_PAGE)
-                counted += len(page)
-                if len(page) < BACKLOG_PAGE:
-                    break
-                after = _text(page[-1][0])
-            return pending + min(counted, BACKLOG_COUNT_CAP), counted <= BACKLOG_COUNT_CAP
-        return await self.redis.xlen(stream), True
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entry_id(text: str) -> tuple[int, int]:
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+        """Entries in the stream not yet stored, and whether that count is exact (see
+        ``timeline.backlog``: no stream entry is read, on any Redis version)."""
+        return await self.counts.measure()
