@@ -37,6 +37,12 @@ log = logging.getLogger("timeline.consumer")
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
 TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged
 IDLE_TRIM_SECONDS = 10.0  # the same while this consumer settles nothing
+# A stop stores and acknowledges the batches in hand within this long, whatever Redis does (a
+# Redis killed or hung meanwhile: its commands fail or time out); what is left stays pending,
+# for the next start (or another consumer) to take over. FastStream waits at most
+# HANDLERS_STOP_SECONDS of it for the batches being validated.
+STOP_SECONDS = 15.0
+HANDLERS_STOP_SECONDS = 10.0
 
 
 async def _raw_parser(message: Mapping[str, Any]) -> BatchMessage:
@@ -53,7 +59,7 @@ class StreamConsumer:
         self.settings = settings
         self.service = service
         self.redis = Redis.from_url(redis_url)
-        self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=30.0)
+        self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=HANDLERS_STOP_SECONDS)
         self.store_failing: str | None = None
         self.projection_failing: str | None = None  # the projector's last error, until it succeeds
         self.batches = 0
@@ -114,15 +120,34 @@ class StreamConsumer:
         await asyncio.shield(self._stop_task)  # a second caller waits for the same stop
 
     async def _stop_reading(self) -> None:
+        deadline = asyncio.get_running_loop().time() + STOP_SECONDS
         await self.broker.stop()  # the batch being validated is queued before this returns
-        if self._writer is not None:
-            await self._queue.join()
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            await self._settle_own_pending()
+        if self._writer is None:
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._queue.join()
+                await self._stop_writer()
+                await self._settle_own_pending()
+        except TimeoutError:
+            log.warning(
+                "stopping: the batches in hand were not all stored and acknowledged within %g s"
+                " (is Redis answering?); they stay pending and are taken over at the next start",
+                STOP_SECONDS,
+            )
+        await self._stop_writer()
+
+    async def _stop_writer(self) -> None:
+        """Cancel the writer (a batch being appended is committed or rolled back first: the
+        SQLite transaction runs in a thread, which a cancellation waits for)."""
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        writer.cancel()
+        try:
+            await writer
+        except asyncio.CancelledError:
+            pass
 
     async def _settle_own_pending(self) -> None:
         """Store what this consumer was given but never handled.
