@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
-from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, render_json
+from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
 
 from .publisher import prepare
 from .runtime import Runtime
@@ -299,6 +299,8 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         as_of: Annotated[str | None, AS_OF] = None,
         include_retracted: bool = False,
     ) -> TimelineQuery:
+        if q:
+            fts_query(q)  # a 422 naming q here, before the read takes a reader (e.g. too many words)
         return TimelineQuery(
             since=since, until=until, kinds=tuple(kind or ()), q=q, limit=limit, cursor=cursor,
             order=order, as_of=as_of, include_retracted=include_retracted,

@@ -25,8 +25,8 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
+from .backlog import StreamBacklog
 from .service import IngestOutcome, Prepared, TimelineService
 from .settings import Settings
 from .settling import SETTLE_SCRIPT, settle
@@ -37,18 +37,12 @@ log = logging.getLogger("timeline.consumer")
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
 TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged
 IDLE_TRIM_SECONDS = 10.0  # the same while this consumer settles nothing
-# /health on Redis < 7 (no group lag): undelivered entries counted at most, a page at a time.
-BACKLOG_COUNT_CAP = 10_000
-BACKLOG_PAGE = 500
-
-
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
-    """Create the group at ``0`` (and the stream), so nothing published before is skipped."""
-    try:
-        await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+# A stop stores and acknowledges the batches in hand within this long, whatever Redis does (a
+# Redis killed or hung meanwhile: its commands fail or time out); what is left stays pending,
+# for the next start (or another consumer) to take over. FastStream waits at most
+# HANDLERS_STOP_SECONDS of it for the batches being validated.
+STOP_SECONDS = 15.0
+HANDLERS_STOP_SECONDS = 10.0
 
 
 async def _raw_parser(message: Mapping[str, Any]) -> BatchMessage:
@@ -65,7 +59,7 @@ class StreamConsumer:
         self.settings = settings
         self.service = service
         self.redis = Redis.from_url(redis_url)
-        self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=30.0)
+        self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=HANDLERS_STOP_SECONDS)
         self.store_failing: str | None = None
         self.projection_failing: str | None = None  # the projector's last error, until it succeeds
         self.batches = 0
@@ -81,6 +75,7 @@ class StreamConsumer:
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
         self._trim_script = self.redis.register_script(TRIM_SCRIPT)
+        self.counts = StreamBacklog(self.redis, settings.stream, settings.group)
         self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self._trimmer: asyncio.Task[None] | None = None
         self.trimmed = 0  # entries this process has trimmed from the stream
@@ -104,14 +99,14 @@ class StreamConsumer:
         self.reader = subscriber(polling_interval=100)
         # Takes over entries another (dead) consumer left pending for longer than the idle time.
         self.claimer = subscriber(min_idle_time=idle_ms, polling_interval=max(100, idle_ms // 4))
-        self.reader(self._handle)
+        self.reader(self._handle_new)
         self.claimer(self._handle)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.service.validators.start()
-        await ensure_group(self.redis, self.settings.stream, self.settings.group)
+        await self.counts.ensure_group()
         self._projector = asyncio.create_task(self._project_forever(), name="projector")
         self._writer = asyncio.create_task(self._write_forever(), name="writer")
         self._trimmer = asyncio.create_task(self._trim_forever(), name="trimmer")
@@ -125,15 +120,34 @@ class StreamConsumer:
         await asyncio.shield(self._stop_task)  # a second caller waits for the same stop
 
     async def _stop_reading(self) -> None:
+        deadline = asyncio.get_running_loop().time() + STOP_SECONDS
         await self.broker.stop()  # the batch being validated is queued before this returns
-        if self._writer is not None:
-            await self._queue.join()
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            await self._settle_own_pending()
+        if self._writer is None:
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._queue.join()
+                await self._stop_writer()
+                await self._settle_own_pending()
+        except TimeoutError:
+            log.warning(
+                "stopping: the batches in hand were not all stored and acknowledged within %g s"
+                " (is Redis answering?); they stay pending and are taken over at the next start",
+                STOP_SECONDS,
+            )
+        await self._stop_writer()
+
+    async def _stop_writer(self) -> None:
+        """Cancel the writer (a batch being appended is committed or rolled back first: the
+        SQLite transaction runs in a thread, which a cancellation waits for)."""
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        writer.cancel()
+        try:
+            await writer
+        except asyncio.CancelledError:
+            pass
 
     async def _settle_own_pending(self) -> None:
         """Store what this consumer was given but never handled.
@@ -193,6 +207,15 @@ class StreamConsumer:
 
     # --- the handler ---------------------------------------------------------------------
 
+    async def _handle_new(self, message: RedisBatchStreamMessage) -> None:
+        """A batch of entries given to the group for the first time: counted for /health's
+        backlog at once (before anything can fail), then handled like any other."""
+        try:
+            await self.counts.delivered(message.raw_message["message_ids"])
+        except Exception as exc:  # noqa: BLE001 - the backlog reads high until the group catches up
+            log.warning("a batch was not counted as delivered: %s", exc)
+        await self._handle(message)
+
     async def _handle(self, message: RedisBatchStreamMessage) -> None:
         """Validate a batch and queue it for the writer: FastStream reads the next batch while
         this one waits for the store (the queue is short, so memory stays bounded)."""
@@ -247,7 +270,9 @@ class StreamConsumer:
                 continue  # nothing settled here, nothing left over: only other groups may have moved
             settled, last = self.entries, loop.time()
             try:
-                removed, _ = await trim_acknowledged(self._trim_script, self.settings.stream, self.settings.stream_keep)
+                removed, _ = await trim_acknowledged(
+                    self._trim_script, self.settings.stream, self.settings.stream_keep, self.counts.counts
+                )
             except Exception as exc:  # noqa: BLE001 - Redis away: reading fails too; trim later
                 if str(exc) != failing:
                     log.warning("cannot trim the stream %s (will retry): %s", self.settings.stream, exc)
@@ -319,41 +344,6 @@ class StreamConsumer:
     # --- health --------------------------------------------------------------------------
 
     async def backlog(self) -> tuple[int, bool]:
-        """Entries in the stream not yet stored (pending in the group plus not yet delivered),
-        and whether that count is exact.
-
-        Redis 7 keeps the group's lag. Redis 6.2 does not: the count is exact when the group
-        has been given the stream's last entry; otherwise the entries after the group's last
-        delivered one are counted, a page at a time, up to ``BACKLOG_COUNT_CAP`` (past it, the
-        count is a lower bound). Never the whole stream: a large backlog costs no more than the cap.
-        """
-        stream = self.settings.stream
-        for group in await self.redis.xinfo_groups(stream):
-            if _text(group.get("name")) != self.settings.group:
-                continue
-            pending = int(group.get("pending") or 0)
-            lag = group.get("lag")  # None before Redis 7, or after entries were deleted
-            if lag is not None:
-                return pending + int(lag), True
-            last = _text(group.get("last-delivered-id"))
-            newest = _text((await self.redis.xinfo_stream(stream)).get("last-generated-id"))
-            if _entry_id(newest) <= _entry_id(last):
-                return pending, True
-            counted, after = 0, last
-            while counted <= BACKLOG_COUNT_CAP:
-                page = await self.redis.xrange(stream, f"({after}", "+", count=BACKLOG_PAGE)
-                counted += len(page)
-                if len(page) < BACKLOG_PAGE:
-                    break
-                after = _text(page[-1][0])
-            return pending + min(counted, BACKLOG_COUNT_CAP), counted <= BACKLOG_COUNT_CAP
-        return await self.redis.xlen(stream), True
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entry_id(text: str) -> tuple[int, int]:
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+        """Entries in the stream not yet stored, and whether that count is exact (see
+        ``timeline.backlog``: no stream entry is read, on any Redis version)."""
+        return await self.counts.measure()

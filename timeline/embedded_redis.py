@@ -41,7 +41,8 @@ __all__ = ["EmbeddedRedis", "EmbeddedRedisNotRunning", "RedisServer", "free_port
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 10.0  # seconds for a started server to answer PING
-STOP_TIMEOUT = 10.0  # seconds for a clean SHUTDOWN before falling back to signals
+STOP_TIMEOUT = 10.0  # seconds for a clean SHUTDOWN (and the exit) before falling back to signals
+TERM_TIMEOUT = 2.0  # then seconds from SIGTERM to SIGKILL
 PORT_FILE = "redis.port"
 LOCK_FILE = "redis.lock"
 LOG_FILE = "redis.log"
@@ -319,13 +320,15 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server cleanly (``SHUTDOWN``, which flushes the AOF); idempotent.
 
-        Falls back to SIGTERM, then SIGKILL, when the server does not go away.
+        ``SHUTDOWN`` and the exit get ``STOP_TIMEOUT`` together; a server that has not exited
+        by then (hung: SIGSTOPped, swapping) gets SIGTERM, then SIGKILL ``TERM_TIMEOUT`` later.
         """
         with self._lock:
             proc = self._proc
             if proc is None:
                 return
             if proc.poll() is None:
+                deadline = time.monotonic() + STOP_TIMEOUT
                 client = _client(self.port, timeout=STOP_TIMEOUT)
                 try:
                     client.shutdown()
@@ -334,11 +337,11 @@ class RedisServer:
                 finally:
                     client.close()
                 try:
-                    proc.wait(timeout=STOP_TIMEOUT)
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.terminate()
                     try:
-                        proc.wait(timeout=5)
+                        proc.wait(timeout=TERM_TIMEOUT)
                     except subprocess.TimeoutExpired:
                         self._kill_proc(proc)
             self._forget()

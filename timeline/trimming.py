@@ -15,6 +15,9 @@ bound. A stream without groups is never trimmed (nobody has read anything yet). 
 6.2 (XTRIM MINID, exclusive ranges) and later; 6.2's XINFO GROUPS has no ``lag``, which is why
 the bound comes from ``last-delivered-id`` and XPENDING.
 
+Each trim adds the entries it removed to the stream's ``trimmed`` count in the same script, so
+that ``/health`` knows how many entries the stream was ever given (see ``timeline.backlog``).
+
 The dead-letter stream is never trimmed here: its entries stay until an operator removes them.
 """
 
@@ -22,17 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TRIM_SCRIPT", "trim_acknowledged"]
+__all__ = ["ID_ORDER_LUA", "TRIM_SCRIPT", "trim_acknowledged"]
 
-# KEYS[1]: the stream. ARGV[1]: acknowledged entries to keep. Returns {entries removed, the
-# bound (the first id some group still needs), or false when there are no groups or every group
-# has acknowledged every entry (then the stream is trimmed to its margin, XTRIM MAXLEN ~)}.
-TRIM_SCRIPT = """
-local key = KEYS[1]
-local keep = tonumber(ARGV[1])
-if redis.call('EXISTS', key) == 0 then return {0, false} end
-local groups = redis.call('XINFO', 'GROUPS', key)
-if #groups == 0 then return {0, false} end
+ID_ORDER_LUA = """
 -- Ids are compared as the decimal strings they are (exact at any size; Lua numbers are not).
 local function num_less(a, b)
   if #a ~= #b then return #a < #b end
@@ -44,6 +39,23 @@ local function less(a, b)
   if a_ms ~= b_ms then return num_less(a_ms, b_ms) end
   return num_less(a_seq, b_seq)
 end
+"""
+
+# KEYS[1]: the stream, KEYS[2]: its counts (timeline.backlog; `trimmed` grows by what is removed).
+# ARGV[1]: acknowledged entries to keep. Returns {entries removed, the bound (the first id some
+# group still needs), or false when there are no groups or every group has acknowledged every
+# entry (then the stream is trimmed to its margin, XTRIM MAXLEN ~)}.
+TRIM_SCRIPT = """
+local key = KEYS[1]
+local keep = tonumber(ARGV[1])
+local function counted(removed)  -- what was trimmed, counted with the trim (the backlog's counter)
+  if removed > 0 then redis.call('HINCRBY', KEYS[2], 'trimmed', removed) end
+  return removed
+end
+if redis.call('EXISTS', key) == 0 then return {0, false} end
+local groups = redis.call('XINFO', 'GROUPS', key)
+if #groups == 0 then return {0, false} end
+""" + ID_ORDER_LUA + """
 local bound = nil  -- the first entry some group still needs; nil: no group needs any entry there is
 for _, group in ipairs(groups) do
   local info = {}
@@ -61,7 +73,7 @@ end
 -- XREVRANGE from a bound before the first entry would walk the stream).
 if redis.call('XLEN', key) <= keep then return {0, bound or false} end
 if bound == nil then  -- every group acknowledged every entry
-  return {redis.call('XTRIM', key, 'MAXLEN', '~', keep), false}
+  return {counted(redis.call('XTRIM', key, 'MAXLEN', '~', keep)), false}
 end
 local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
 if not less(first[1][1], bound) then return {0, bound} end
@@ -71,14 +83,15 @@ if keep > 0 then
   if #kept < keep then return {0, bound} end
   minid = kept[#kept][1]
 end
-return {redis.call('XTRIM', key, 'MINID', '~', minid), bound}
+return {counted(redis.call('XTRIM', key, 'MINID', '~', minid)), bound}
 """
 
 
-async def trim_acknowledged(script: Any, stream: str, keep: int) -> tuple[int, str | None]:
+async def trim_acknowledged(script: Any, stream: str, keep: int, counts: str) -> tuple[int, str | None]:
     """Run :data:`TRIM_SCRIPT` (registered on a ``redis.asyncio`` client with
-    ``register_script``); returns (entries removed, the first id some group still needs)."""
-    removed, bound = await script(keys=[stream], args=[keep])
+    ``register_script``), counting what it removes in the hash ``counts``; returns (entries
+    removed, the first id some group still needs)."""
+    removed, bound = await script(keys=[stream, counts], args=[keep])
     if isinstance(bound, bytes):
         bound = bound.decode()
     return int(removed), bound or None

@@ -9,6 +9,7 @@ it used to fail at ``XGROUP CREATE`` with ``BusyLoadingError``. Every command no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -203,3 +204,48 @@ def test_a_redis_never_ready_is_a_one_line_error(command: list[str], tmp_path: P
     assert "(setting TIMELINE_REDIS_READY_SECONDS): still not accepting connections" in last, stderr
     assert "Connection refused" in last, stderr
     assert 1.5 <= elapsed < 30, elapsed
+
+
+# --- a stop while Redis is gone or hung ----------------------------------------------------
+
+
+@pytest.mark.parametrize("redis_signal", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
+def test_a_stop_is_prompt_whatever_redis_does(serve, tmp_path: Path, stream_name: str, redis_signal: int) -> None:
+    """Redis killed or hung (SIGSTOP: commands time out rather than fail) while serve has
+    batches in hand: SIGTERM still stops serve within 40 s (a hung Redis took it 46-52 s: every
+    batch in hand, and the entries left pending, waited for Redis in turn, then the embedded
+    Redis's stop waited 25 s). What was not acknowledged stays pending: after a new start, every
+    event is stored once."""
+    n = 10_000
+    db = tmp_path / "store" / "timeline.db"
+    redis_dir = db.parent / "redis"
+    server = serve(db=db, REDIS_URL="")
+    client = embedded_client(redis_dir)
+    try:
+        lines = jsonl([report_event(i, prefix="stop", summary="x" * 3000) for i in range(n)]).splitlines()
+        with client.pipeline(transaction=False) as pipe:
+            for line in lines:
+                pipe.xadd(stream_name, {"event": line})
+            pipe.execute()
+        redis_pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    deadline = time.monotonic() + 30
+    while stored(db) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(redis_pid, redis_signal)
+    try:
+        assert 0 < stored(db) < n, "no batch in hand when Redis went"
+        server.terminate(timeout=40)  # raises ServerFailed past it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(redis_pid, signal.SIGCONT)
+
+    server.start()  # a new embedded Redis on the same append-only file
+    client = embedded_client(redis_dir)
+    try:
+        settle(server, client, timeout=120)
+        assert store_counts(db) == (n, n, 1, n)
+        assert dead_letters(client, stream_name) == []
+    finally:
+        client.close()

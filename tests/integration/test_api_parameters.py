@@ -213,3 +213,16 @@ def test_entity_as_of_over_http(api: Api) -> None:
     assert api.get("/entities/x?as_of=2000-01-01").status_code == 404
     unknown = api.get("/entities/x?as_of_=2000")
     assert unknown.status_code == 422 and "as_of_" in unknown.text
+
+
+@pytest.mark.parametrize("path", ["/timeline", "/entities/x/timeline"])
+def test_q_has_at_most_32_words(api: Api, path: str) -> None:
+    """Issue 14: a relevance search of 125 words ran until the read time limit (10 s) cut it,
+    holding a reader all the while. More than 32 words is a 422 naming q and the limit."""
+    words = [f"w{i}" for i in range(33)]
+    for q in (" ".join(words), '"' + " ".join(words) + '"', " ".join(words[:20]) + " NOT " + " ".join(words[20:])):
+        response = api.get(f"{path}?q={quote(q)}&order=relevance")
+        assert response.status_code == 422, response.text
+        assert response.json()["error"].startswith("q: at most 32 words"), response.text
+        assert "has 33" in response.json()["error"]
+    assert api.get(f"{path}?q={quote(' '.join(words[:32]))}&order=relevance").status_code == 200

@@ -18,7 +18,7 @@ def trim(url: str, stream: str, keep: int = 0) -> tuple[int, str | None]:
     async def run() -> tuple[int, str | None]:
         client = redis.asyncio.Redis.from_url(url)
         try:
-            return await trim_acknowledged(client.register_script(TRIM_SCRIPT), stream, keep)
+            return await trim_acknowledged(client.register_script(TRIM_SCRIPT), stream, keep, f"{stream}:counts")
         finally:
             await client.aclose()
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.search import SEARCH, SearchProjection, SearchSyntaxError, match_expression
+from projections.search import MAX_WORDS, SEARCH, SearchProjection, SearchSyntaxError, match_expression
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,22 @@ def test_any_input_is_refused_by_name_or_read_by_fts5(fts, typed):
 def test_deep_nesting_is_read_without_recursion_errors(fts):
     expression = match_expression("(" * 5000 + "border" + ")" * 5000)
     assert fts.execute(f"SELECT count(*) FROM {SEARCH} WHERE {SEARCH} MATCH ?", (expression,)).fetchone() == (2,)
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [
+        (" ".join(["w"] * 32), None),
+        (" ".join(["w"] * 33), 33),
+        ('"' + "a-b " * 17 + '"', 34),  # a phrase's words count; "-" separates words
+        ("x " * 30 + "NOT y z w", 33),  # so do excluded ones
+        ("NEAR(" + "n " * 33 + ", 5)", 33),
+        ("(" * 40 + "a" + ")" * 40, None),  # operators and brackets are no words
+    ],
+)
+def test_at_most_32_words(typed, words):
+    if words is None:
+        assert match_expression(typed)
+        return
+    with pytest.raises(SearchSyntaxError, match=f"at most {MAX_WORDS} words .*this query has {words}"):
+        match_expression(typed)
