@@ -202,20 +202,16 @@ def event_bytes(line: dict[str, Any]) -> bytes:
 
 # --- removing, with the audit record -------------------------------------------------------
 
-# KEYS[1]: the dead-letter stream, KEYS[2]: the audit stream. ARGV: one JSON object each, with
-# `dead_letter` (the id to remove) and the audit fields. Returns the ids this call removed.
+# KEYS[1]: the dead-letter stream, KEYS[2]: the audit stream. ARGV: one JSON array each, the
+# audit record's fields and values in turn, the first pair `dead_letter` and the id to remove.
+# Returns the ids this call removed.
 REMOVE_SCRIPT = """
 local removed = {}
 for i = 1, #ARGV do
-  local record = cjson.decode(ARGV[i])
-  if redis.call('XDEL', KEYS[1], record['dead_letter']) == 1 then
-    local fields = {}
-    for k, v in pairs(record) do
-      fields[#fields + 1] = k
-      fields[#fields + 1] = tostring(v)
-    end
+  local fields = cjson.decode(ARGV[i])
+  if redis.call('XDEL', KEYS[1], fields[2]) == 1 then
     redis.call('XADD', KEYS[2], '*', unpack(fields))
-    removed[#removed + 1] = record['dead_letter']
+    removed[#removed + 1] = fields[2]
   end
 end
 return removed
@@ -237,7 +233,10 @@ def remove(client: redis.Redis, dead_stream: str, records: list[dict[str, str]])
         return set()
     script = client.register_script(REMOVE_SCRIPT)
     who = operator()
-    args = [json.dumps({"operator": who, **record}, ensure_ascii=False) for record in records]
+    args = [
+        json.dumps([part for pair in {**record, "operator": who}.items() for part in pair], ensure_ascii=False)
+        for record in records
+    ]
     removed = script(keys=[dead_stream, audit_stream(dead_stream)], args=args)
     return {_text(r) or "" for r in removed}
 
@@ -252,7 +251,7 @@ def drop(client: redis.Redis, dead_stream: str, ids: list[str]) -> tuple[list[De
 
 def _record(action: str, command: str, letter: DeadLetter, **more: str) -> dict[str, str]:
     return {
-        "action": action, "command": command, "dead_letter": letter.id, "reason": letter.reason or "",
+        "dead_letter": letter.id, "action": action, "command": command, "reason": letter.reason or "",
         "source_id": letter.source_id or "", **more,
     }
 
