@@ -44,7 +44,7 @@ def plant(client: redis.Redis, dead_stream: str, prefix: str, n: int) -> None:
 def timed(server: Server, *args: str) -> dict[str, float]:
     """Run ``timeline dead-letters ARGS`` with the server's settings: seconds and peak RSS (MB)."""
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [str(Path(sys.executable).parent / "timeline"), "dead-letters", *args],
         env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

@@ -31,8 +31,21 @@ import redis
 from .publisher import GROUP, Publisher
 
 __all__ = [
-    "REASONS", "Reason", "DeadLetter", "Page", "Outcome", "BadLine", "Mender", "read_page", "pages", "fetch", "last_id",
-    "parse_cursor", "event_bytes", "drop", "audit_stream",
+    "REASONS",
+    "BadLine",
+    "DeadLetter",
+    "Mender",
+    "Outcome",
+    "Page",
+    "Reason",
+    "audit_stream",
+    "drop",
+    "event_bytes",
+    "fetch",
+    "last_id",
+    "pages",
+    "parse_cursor",
+    "read_page",
 ]
 
 Reason = Literal["no_event", "too_large", "bad_json", "schema", "id_conflict"]  # docs/contract.md §3
@@ -84,7 +97,7 @@ class DeadLetter:
     other: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_entry(cls, entry_id: Any, fields: dict[bytes, bytes]) -> "DeadLetter":
+    def from_entry(cls, entry_id: Any, fields: dict[bytes, bytes]) -> DeadLetter:
         known = {b"reason", b"error", b"source_id", b"event"}
         return cls(
             id=_text(entry_id) or "",

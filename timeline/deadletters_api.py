@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from .deadletters import Page, Reason, parse_cursor, read_page
 from .runtime import Runtime
 
-__all__ = ["dead_letters_router", "DEAD_LETTER_PARAMS"]
+__all__ = ["DEAD_LETTER_PARAMS", "dead_letters_router"]
 
 DEAD_LETTER_PARAMS = ("reason", "limit", "cursor")
 

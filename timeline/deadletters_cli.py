@@ -17,7 +17,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from .deadletters import (
-    REASONS, WINDOW, BadLine, DeadLetter, Mender, Outcome, audit_stream, drop, event_bytes, fetch, pages,
+    REASONS,
+    WINDOW,
+    BadLine,
+    DeadLetter,
+    Mender,
+    Outcome,
+    audit_stream,
+    drop,
+    event_bytes,
+    fetch,
+    pages,
 )
 from .settings import Settings
 

@@ -14,10 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
-
 from e2e_support import report_event, settle, store_counts
 
 pytestmark = pytest.mark.e2e
@@ -183,6 +181,16 @@ def test_a_replay_that_fails_again_is_replaced_not_read_again(server: Any, redis
     done = run(server, "replay", *now)  # by id
     assert done.returncode == 1 and "3 dead-lettered again" in done.stdout
     assert len(letters(client, server)) == 3
+
+
+def test_a_no_event_dead_letter_is_not_replayed(server: Any, redis_client: redis.Redis, stream_name: str) -> None:
+    entry = redis_client.xadd(stream_name, {"payload": "{}"})
+    settle(server, redis_client)
+    letter = by_source(redis_client, server, entry)
+    done = run(server, "replay", letter)
+    assert done.returncode == 1 and "replay: 1 not sent" in done.stdout
+    assert f"{letter}: not sent: the entry had no event" in done.stderr.replace("\n", " ")
+    assert set(letters(redis_client, server)) == {letter} and redis_client.xlen(stream_name) <= 1
 
 
 def test_two_operators_replaying_at_once_lose_and_double_nothing(server: Any, redis_client: redis.Redis) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import redis
-
 from e2e_support import report_event, settle, store_counts
+
 from timeline.deadletters import Mender, pages
 
 pytestmark = pytest.mark.e2e

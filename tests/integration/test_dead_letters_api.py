@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from helpers import append_and_project, news
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import append_and_project, news
 from timeline.api import create_app
 from timeline.deadletters import REASONS, read_page
 from timeline.runtime import Runtime

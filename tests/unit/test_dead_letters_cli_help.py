@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import typer
-
 from test_cli_help import ARTEFACT, help_of
+
 from timeline.deadletters_cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
