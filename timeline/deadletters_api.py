@@ -73,8 +73,10 @@ def _read(runtime: Runtime, reason: str | None, limit: int, cursor: str | None) 
             parse_cursor(cursor)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+    if runtime.redis_url is None:
+        raise HTTPException(503, "the dead-letter stream cannot be read: Redis is not connected yet")
     try:
-        with redis.Redis.from_url(runtime.redis_url or "", socket_connect_timeout=2.0, socket_timeout=10.0) as client:
+        with redis.Redis.from_url(runtime.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0) as client:
             return read_page(client, runtime.settings.dead_stream, reason=reason, limit=limit, cursor=cursor)
     except redis.RedisError as exc:
         raise HTTPException(503, f"the dead-letter stream cannot be read: {type(exc).__name__}: {exc}") from None
