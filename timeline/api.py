@@ -19,6 +19,7 @@ from events.models import EventRejected, decode_json, repeated_key_error, repeat
 from projections.engine import RebuildError
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
 
+from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from .publisher import prepare
 from .runtime import Runtime
 from .schemas import (
@@ -165,7 +166,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())):
-            raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write")
+            raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write or to read dead letters")
 
     queries = runtime.service.queries
     read = runtime.read  # reads run on the reader threads, never on this loop (timeline.readers)
@@ -343,6 +344,14 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     async def health() -> JSONResponse:
         report = await runtime.health()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    # Dead letters hold raw input: the token is needed to read them too.
+    app.include_router(
+        dead_letters_router(runtime), dependencies=[Depends(require_token), Depends(only(*DEAD_LETTER_PARAMS))],
+        responses={
+            **ERRORS, 401: WRITE_ERRORS[401], 503: {"model": ErrorBody, "description": "Redis cannot be read"},
+        },
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -575,5 +575,10 @@ def demo() -> None:
     )
 
 
+from .deadletters_cli import app as dead_letters_app  # noqa: E402 - the sub-app needs this module's helpers
+
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -70,6 +70,7 @@ class Settlement:
 
     stored: list[str] = field(default_factory=list)  # acknowledged without a dead letter
     dead: dict[str, tuple[str, str]] = field(default_factory=dict)  # entry id -> (reason, error)
+    dead_letters: dict[str, str] = field(default_factory=dict)  # entry id -> its dead letter's id
     unsettled: list[str] = field(default_factory=list)  # not settled when the wait ended
 
 
@@ -198,7 +199,7 @@ class Publisher:
         dead_stream = f"{self.stream}:dead"
         open_ = sorted(set(entry_ids), key=_key)
         settled: set[str] = set()
-        letters: dict[str, tuple[str, str]] = {}
+        letters: dict[str, tuple[str, str, str]] = {}
         cursor = f"{_key(open_[0])[0]}-0" if open_ else "-"  # a dead letter is written after its entry
         deadline = time.monotonic() + timeout
         while open_:
@@ -216,7 +217,8 @@ class Publisher:
             time.sleep(poll)
         return Settlement(
             stored=[e for e in entry_ids if e in settled and e not in letters],
-            dead={e: letters[e] for e in entry_ids if e in settled and e in letters},
+            dead={e: letters[e][:2] for e in entry_ids if e in settled and e in letters},
+            dead_letters={e: letters[e][2] for e in entry_ids if e in settled and e in letters},
             unsettled=[e for e in entry_ids if e not in settled],
         )
 
@@ -241,13 +243,14 @@ class Publisher:
                 return found
             start = "(" + _text(page[-1]["message_id"])
 
-    def _read_dead(self, dead_stream: str, cursor: str, letters: dict[str, tuple[str, str]]) -> str:
-        """Read the dead-letter stream from ``cursor`` to its end into ``letters``; the new cursor."""
+    def _read_dead(self, dead_stream: str, cursor: str, letters: dict[str, tuple[str, str, str]]) -> str:
+        """Read the dead-letter stream from ``cursor`` to its end into ``letters`` (source id ->
+        reason, error, dead letter id); the new cursor."""
         while True:
             page = self.client.xrange(dead_stream, min=cursor, max="+", count=PAGE)
             for entry_id, raw in page:
                 fields = {_text(k): _text(v) for k, v in raw.items() if _text(k) != "event"}
-                letters[fields.get("source_id", "")] = (fields.get("reason", ""), fields.get("error", ""))
+                letters[fields.get("source_id", "")] = (fields.get("reason", ""), fields.get("error", ""), _text(entry_id))
                 cursor = "(" + _text(entry_id)
             if len(page) < PAGE:
                 return cursor
