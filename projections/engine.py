@@ -423,9 +423,11 @@ class ProjectionEngine:
         """Apply the events ``low < position <= high`` to a projection's tables of a tag."""
         set_based = self.set_based and projection.has_bulk
         if set_based:
-            # Positions have no gaps, and the store writes an event_meta row with every event.
+            # Positions have no gaps, and the store writes an event_meta row with every event
+            # (an erasure removes an erased event's row).
             (facts,) = conn.execute(
-                "SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?", (low, high)
+                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ?1 AND position <= ?2)"
+                " + (SELECT COUNT(*) FROM erased_events WHERE position > ?1 AND position <= ?2)", (low, high)
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")

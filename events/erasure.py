@@ -1,0 +1,195 @@
+"""Erasure: an event's content removed from the store, its place in the chain kept (docs/erasure.md).
+
+An erasure blanks the ``raw`` and ``body`` of an event, and of the corrections and retraction
+that target it, and removes their rows derived from that content (``event_meta``,
+``event_entities``, ``event_states``). What stays: the id, position, kind, target, content hash
+and recording time, and the erasure's record (``erasures``: when, why, who) with the digests each
+blanked event's chain link was computed over (``erased_events``), so ``timeline verify`` still
+re-computes every link. The append-only triggers allow exactly this change and no other.
+
+Each erasure's record is itself chained: its hash covers the previous erasure's hash, the
+erased event's chain link and every field of the record (``erasure_link``).
+
+The store file is written with ``secure_delete`` on during the erasure and its write-ahead log
+checkpointed and truncated afterwards, so the blanked text is overwritten, not merely freed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .integrity import GENESIS, digests
+from .models import NEWS_KINDS
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+ERASED_BODY = ""  # the body (and, as bytes, the raw) of an erased event
+EDITORIAL_KINDS = ("correction", "retraction")
+
+
+class ErasureRefused(Exception):
+    """An erasure that cannot be made: ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    seq: int
+    event_id: str
+    position: int
+    kind: str
+    erased_at: str
+    reason: str
+    who: str
+    erased_with: list[str]
+
+    def tombstone(self) -> dict[str, Any]:
+        """What ``GET /events/{id}`` answers (410) for an erased event."""
+        return {"status": "erased", "erased_at": self.erased_at, "reason": self.reason}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ERASURE_COLUMNS = "seq, event_id, position, erased_at, reason, who, erased_with, hash"
+
+
+def erasure_link(previous: str, event_link: str, row: tuple[Any, ...], blanked: list[tuple[int, str, str]]) -> str:
+    """An erasure record's hash: the previous erasure's, the erased event's chain link, the record's
+    fields and each blanked event's position and digests."""
+    seq, event_id, position, erased_at, reason, who, erased_with = row
+    text = "\x1f".join((previous, event_link, str(seq), event_id, str(position), erased_at, reason, who, erased_with))
+    text += "".join(f"\x1e{p}:{raw}:{body}" for p, raw, body in sorted(blanked))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def now_instant() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def erase(store: "EventStore", event_id: str, reason: str, who: str) -> Erasure:
+    """Erase an event and the corrections and retraction that target it, in one transaction of
+    the store's writer lock (``BEGIN IMMEDIATE``: ordered with the appends of a running service),
+    then overwrite the freed bytes and truncate the write-ahead log."""
+    reason, who = reason.strip(), who.strip()
+    if not reason:
+        raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
+    if not who:
+        raise ErasureRefused(422, "who: an erasure is never anonymous")
+    conn = store.conn
+    conn.execute("PRAGMA secure_delete = ON")  # blanked cells and freed pages are zeroed
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            erasure = _erase_locked(conn, event_id, reason, who)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        store.forget_aliases()
+        # Every page written since the last checkpoint, old versions of the erased rows included,
+        # is in the log: copy the current pages into the file, then empty the log.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.execute("PRAGMA secure_delete = FAST")
+    return erasure
+
+
+def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str) -> Erasure:
+    row = conn.execute(
+        "SELECT position, kind, target_id, body = '' FROM events WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    if row is None:
+        raise ErasureRefused(404, f"event {event_id!r} is not stored")
+    position, kind, target_id, blank = row
+    if blank:
+        raise ErasureRefused(409, f"event {event_id!r} is already erased")
+    if kind in EDITORIAL_KINDS and target_id is not None:
+        target = conn.execute("SELECT kind FROM events WHERE event_id = ?", (target_id,)).fetchone()
+        if target is not None and target[0] in NEWS_KINDS:
+            raise ErasureRefused(
+                409,
+                f"event {event_id!r} is a {kind} of {target_id!r}: a correction or retraction is erased with the"
+                f" event it changes (erase {target_id!r}), not alone",
+            )
+    with_rows = []
+    if kind in NEWS_KINDS:
+        with_rows = conn.execute(
+            "SELECT position, event_id FROM events WHERE target_id = ? AND body <> '' ORDER BY position", (event_id,)
+        ).fetchall()
+    positions = [position, *(p for p, _ in with_rows)]
+    blanked = []
+    for p in positions:
+        raw, body = conn.execute("SELECT raw, body FROM events WHERE position = ?", (p,)).fetchone()
+        raw_digest, body_digest = digests(raw, body)
+        blanked.append((p, raw_digest.hex(), body_digest.hex()))
+    last = conn.execute("SELECT seq, hash FROM erasures ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, previous = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    (event_link,) = conn.execute("SELECT hash FROM event_chain WHERE position = ?", (position,)).fetchone()
+    erased_with = [e for _, e in with_rows]
+    record = (seq, event_id, position, now_instant(), reason, who, json.dumps(erased_with))
+    conn.execute(
+        f"INSERT INTO erasures ({ERASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (*record, erasure_link(previous, event_link, record, blanked)),
+    )
+    conn.executemany(
+        "INSERT INTO erased_events (position, erasure, raw_sha256, body_sha256) VALUES (?, ?, ?, ?)",
+        [(p, seq, raw, body) for p, raw, body in blanked],
+    )
+    marks = ",".join("?" * len(positions))
+    for table in ("event_entities", "event_meta", "event_states"):
+        conn.execute(f"DELETE FROM {table} WHERE position IN ({marks})", positions)
+    conn.execute(f"UPDATE events SET raw = X'', body = '' WHERE position IN ({marks})", positions)
+    return Erasure(seq, event_id, position, kind, record[3], reason, who, erased_with)
+
+
+def erasure_of(conn: sqlite3.Connection, event_id: str) -> Erasure | None:
+    """The erasure that blanked an event (named by it, or erased with it), or None."""
+    row = conn.execute(
+        "SELECT r.seq, r.event_id, r.position, n.kind, r.erased_at, r.reason, r.who, r.erased_with"
+        " FROM events e JOIN erased_events x ON x.position = e.position JOIN erasures r ON r.seq = x.erasure"
+        " JOIN events n ON n.position = r.position WHERE e.event_id = ?",
+        (event_id,),
+    ).fetchone()
+    return None if row is None else _erasure(row)
+
+
+def erasures(conn: sqlite3.Connection, after: int = 0, limit: int = 1000) -> list[Erasure]:
+    """The erasures, in the order they were made."""
+    rows = conn.execute(
+        "SELECT r.seq, r.event_id, r.position, e.kind, r.erased_at, r.reason, r.who, r.erased_with"
+        " FROM erasures r JOIN events e ON e.position = r.position WHERE r.seq > ? ORDER BY r.seq LIMIT ?",
+        (after, limit),
+    )
+    return [_erasure(row) for row in rows]
+
+
+def erased_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """The ids among these whose events are erased."""
+    out: set[str] = set()
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), 900):
+        chunk = unique[i : i + 900]
+        out.update(row[0] for row in conn.execute(
+            f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))}) AND body = ''", chunk))
+    return out
+
+
+def erasure_count(conn: sqlite3.Connection) -> int:
+    """How many erasures were made (a cheap token for caches that must forget what was erased)."""
+    return conn.execute("SELECT coalesce(MAX(seq), 0) FROM erasures").fetchone()[0]
+
+
+def _erasure(row: tuple[Any, ...]) -> Erasure:
+    seq, event_id, position, kind, erased_at, reason, who, erased_with = row
+    return Erasure(seq, event_id, position, kind, erased_at, reason, who, json.loads(erased_with))
