@@ -21,6 +21,7 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .integrity import GENESIS, digests
@@ -76,10 +77,15 @@ def now_instant() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def erase(store: "EventStore", event_id: str, reason: str, who: str) -> Erasure:
+def erase(
+    store: "EventStore", event_id: str, reason: str, who: str, before: Callable[["EventStore"], None] | None = None
+) -> Erasure:
     """Erase an event and the corrections and retraction that target it, in one transaction of
     the store's writer lock (``BEGIN IMMEDIATE``: ordered with the appends of a running service),
-    then overwrite the freed bytes and truncate the write-ahead log."""
+    then overwrite the freed bytes and truncate the write-ahead log.
+
+    ``before(store)`` runs in that transaction once the erasure is allowed, before the content
+    goes: to read what must be removed elsewhere (projections.erasure.capture)."""
     reason, who = reason.strip(), who.strip()
     if not reason:
         raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
@@ -90,7 +96,7 @@ def erase(store: "EventStore", event_id: str, reason: str, who: str) -> Erasure:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            erasure = _erase_locked(conn, event_id, reason, who)
+            erasure = _erase_locked(conn, event_id, reason, who, lambda: before(store) if before else None)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -105,7 +111,7 @@ def erase(store: "EventStore", event_id: str, reason: str, who: str) -> Erasure:
     return erasure
 
 
-def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str) -> Erasure:
+def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str, before: Callable[[], None]) -> Erasure:
     row = conn.execute(
         "SELECT position, kind, target_id, body = '' FROM events WHERE event_id = ?", (event_id,)
     ).fetchone()
@@ -122,6 +128,7 @@ def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str
                 f"event {event_id!r} is a {kind} of {target_id!r}: a correction or retraction is erased with the"
                 f" event it changes (erase {target_id!r}), not alone",
             )
+    before()
     with_rows = []
     if kind in NEWS_KINDS:
         with_rows = conn.execute(

@@ -218,6 +218,7 @@ class EventStore:
         self.path = str(path)
         self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
         self._alias_index: AliasIndex | None = None  # the writer's, for the cycle check
+        self._erasures_seen = 0  # erasures made when it was read (an erased declaration goes)
         if not reader:
             migrate(self.conn)
 
@@ -229,6 +230,7 @@ class EventStore:
         store.path = ""
         store.conn = conn
         store._alias_index = None
+        store._erasures_seen = 0
         return store
 
     def close(self) -> None:
@@ -416,8 +418,9 @@ class EventStore:
     def _aliases_now(self) -> AliasIndex:
         """The alias index, with every declaration stored so far (other writers' too: read inside
         the append's transaction)."""
-        if self._alias_index is None:
-            self._alias_index = AliasIndex()
+        erased = self.conn.execute("SELECT coalesce(MAX(seq), 0) FROM erasures").fetchone()[0]
+        if self._alias_index is None or erased != self._erasures_seen:  # another process erased one
+            self._alias_index, self._erasures_seen = AliasIndex(), erased
         self._alias_index.refresh(self)
         return self._alias_index
 

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from events.store import EventStore, attach_read_only, connect
 
 from .changes import Change, compute_changes
+from .erasure import Erased
 
 STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to be dead
 FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
@@ -119,6 +120,11 @@ class Projection(ABC):
         write the rows that were deferred, so that the tables are what live batches would have
         made. Runs before ``create_indexes``, in the same transaction (a finish that needs one of
         the read-side indexes creates it; they say IF NOT EXISTS). Default: nothing deferred."""
+
+    def remove(self, conn: sqlite3.Connection, tag: str, gone: "Erased", reached: int) -> None:
+        """Take an erased news event out of the tables of a tag that has applied the events up to
+        ``reached`` (projections.erasure): afterwards they are what a rebuild without it makes."""
+        raise NotImplementedError(f"{self.name} cannot remove an erased event")
 
     @property
     def has_bulk(self) -> bool:
@@ -448,6 +454,32 @@ class ProjectionEngine:
         The per-change path (``set_based=False``) defers nothing: it is the reference that the
         set-based path, deferring, is checked against."""
         return self.set_based and all(p.has_bulk for p in self.projections.values()) and (name, tag) not in self._finished
+
+    # --- erasure -------------------------------------------------------------------------
+
+    def remove(self, gone: Erased) -> None:
+        """Take an erased event out of every projection, live tables and a rebuild's, with the
+        freed bytes overwritten (``secure_delete``) and the write-ahead log emptied after."""
+        def run(name: str) -> None:
+            projection, conn = self.projections[name], self.connection(name)
+
+            def work(conn: sqlite3.Connection, _store: EventStore) -> None:
+                cp = read_checkpoints(conn).get(name)
+                if cp is None:
+                    return
+                for tag, reached in ((cp["tag"], cp["position"]), (cp["rebuild_tag"], cp["rebuild_position"])):
+                    if tag is not None and reached is not None:
+                        projection.remove(conn, tag, gone, reached)
+
+            with self._locks[name]:
+                conn.execute("PRAGMA secure_delete = ON")
+                try:
+                    self._transaction(name, work)
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.execute("PRAGMA secure_delete = FAST")
+
+        self._each(list(self.projections), run)
 
     # --- rebuilds ------------------------------------------------------------------------
 
