@@ -171,6 +171,25 @@ def erasure_of(conn: sqlite3.Connection, event_id: str) -> Erasure | None:
     return None if row is None else _erasure(row)
 
 
+class Gone(Exception):
+    """A read of an erased event: ``tombstone`` is what is left of it."""
+
+    def __init__(self, tombstone: dict[str, Any]) -> None:
+        super().__init__(f"event {tombstone['id']!r} was erased")
+        self.tombstone = tombstone
+
+
+def tombstone(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
+    """What is left of an erased event: its id, kind, position, recording time and the erasure's
+    ``status`` (``erased``), ``erased_at`` and ``reason``; None when it is not erased."""
+    erasure = erasure_of(conn, event_id)
+    if erasure is None:
+        return None
+    kind, position, recorded_at = conn.execute(
+        "SELECT kind, position, recorded_at FROM events WHERE event_id = ?", (event_id,)).fetchone()
+    return {"id": event_id, "kind": kind, "position": position, "recorded_at": recorded_at, **erasure.tombstone()}
+
+
 def erasures(conn: sqlite3.Connection, after: int = 0, limit: int = 1000) -> list[Erasure]:
     """The erasures, in the order they were made."""
     rows = conn.execute(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.dates import parse_partial
-from events.erasure import erasure_count
+from events.erasure import Gone, erasure_count, tombstone
 from events.ids import compact_json, fold
 from events.store import EventStore, attach_read_only
 
@@ -444,6 +444,9 @@ class Queries:
             store = self.store
             upto = store.position_at(as_of_key(as_of)) if as_of else None
             found = store.state(event_id, upto)
+            left = tombstone(store.conn, event_id) if found is None else None
+        if left is not None:
+            raise Gone(left)
         if found is None:
             raise NotFound(f"no event {event_id!r}" + (f" as of {as_of}" if as_of else ""))
         event, state = found
