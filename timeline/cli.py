@@ -448,13 +448,13 @@ def erase(
     event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="the event to erase")],
     reason: Annotated[str, typer.Option("--reason", help="why (kept in the erasure record)")],
 ) -> None:
-    """Erase an event's content everywhere, for good (docs/erasure.md); its corrections and
-    retraction go with it.
+    """Erase an event's content everywhere, for good, with its corrections and retraction.
 
-    Works beside a running service. Its id, position, kind and recording time stay, with the
+    docs/erasure.md says what it removes and what it cannot reach. Works beside a running service. Its id, position, kind and recording time stay, with the
     erasure's record (who: the OS user; when; why); `timeline verify` still passes. Then the
     stream entries and dead letters carrying its id are deleted and Redis rewrites its files.
-    Exit 1: refused (unknown, already erased, a correction whose event is stored)."""
+    An id already erased is not erased again, but Redis is scrubbed again. Exit 1: refused
+    (unknown id, a correction or retraction whose event is stored)."""
     from events.erasure import ErasureRefused
 
     from .embedded_redis import EmbeddedRedis
@@ -467,15 +467,16 @@ def erase(
         raise typer.Exit(2)
     service = TimelineService(settings)
     try:
-        erasure = erase_stored(service, event_id, reason, cli_user())
+        erasure, already = erase_stored(service, event_id, reason, cli_user())
     except ErasureRefused as exc:
         err.print(escape(exc.error), style="red", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         service.close()
     went = ", ".join(erasure.erased_with)
-    console.print(f"erased {erasure.event_id} (position {erasure.position}, erasure {erasure.seq})"
-                  + (f" with {went}" if went else ""), soft_wrap=True, markup=False, highlight=False)
+    done = (f"already erased: {erasure.event_id} (erasure {erasure.seq} at {erasure.erased_at} by {erasure.who})"
+            if already else f"erased {erasure.event_id} (position {erasure.position}, erasure {erasure.seq})")
+    console.print(done + (f" with {went}" if went else ""), soft_wrap=True, markup=False, highlight=False)
     embedded = None if settings.redis_url else EmbeddedRedis(settings.redis_dir)
     with _redis_not_ready_exits():
         url = settings.redis_url or embedded.start()  # type: ignore[union-attr]

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from events.erasure import Erasure, erase
+from events.erasure import Erasure, erase, erasure_of
 from events.models import EventRejected, parse_event_bytes
 from projections.erasure import Erased, capture
 
@@ -55,14 +55,19 @@ def token_name(settings: Settings) -> str:
     return f"api-token:sha256:{hashlib.sha256(token.encode()).hexdigest()[:12]}"
 
 
-def erase_stored(service: TimelineService, event_id: str, reason: str, who: str) -> Erasure:
-    """Erase in the store, then in every projection (raises ``events.erasure.ErasureRefused``)."""
+def erase_stored(service: TimelineService, event_id: str, reason: str, who: str) -> tuple[Erasure, bool]:
+    """Erase in the store, then in every projection (raises ``events.erasure.ErasureRefused``);
+    return the erasure and whether it had been made before (then nothing is erased again: the
+    caller scrubs Redis again, for an entry a consumer had in hand during the first scrub)."""
+    existing = erasure_of(service.store.conn, event_id)
+    if existing is not None:
+        return existing, True
     gone: list[Erased | None] = []
     with service.append_lock:  # the writer's connection is the consumer's too
         erasure = erase(service.store, event_id, reason, who, before=lambda store: gone.append(capture(store, event_id)))
     if gone and gone[0] is not None:
         service.engine.remove(gone[0])
-    return erasure
+    return erasure, False
 
 
 @dataclass

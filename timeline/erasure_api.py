@@ -35,7 +35,7 @@ def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, onl
     refusals = {
         **errors,
         403: {"description": "no TIMELINE_API_TOKEN is set: the API refuses erasure"},
-        409: {"description": "already erased, or a correction or retraction whose event is stored"},
+        409: {"description": "a correction or retraction whose event is stored (erase the event)"},
     }
 
     @app.post(
@@ -46,11 +46,11 @@ def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, onl
         """Erase an event's content everywhere, with its corrections and retraction (docs/erasure.md)."""
         who = token_name(runtime.settings)
         try:
-            erasure = await anyio.to_thread.run_sync(erase_stored, runtime.service, event_id, body.reason, who)
+            erasure, already = await anyio.to_thread.run_sync(erase_stored, runtime.service, event_id, body.reason, who)
         except ErasureRefused as exc:
             raise api_error(exc.status, exc.error) from None
         scrub = await anyio.to_thread.run_sync(_scrub, runtime, {erasure.event_id, *erasure.erased_with})
-        return JSONResponse({**erasure.as_dict(), "redis": scrub}, status_code=200)
+        return JSONResponse({**erasure.as_dict(), "already_erased": already, "redis": scrub}, status_code=200)
 
     @app.get(
         "/erasures", dependencies=[*guarded, Depends(only("after", "limit"))],

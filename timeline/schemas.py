@@ -188,6 +188,7 @@ class ErasureRecord(BaseModel):
 
 
 class ErasureDone(ErasureRecord):
+    already_erased: bool  # erased before: the record of then; Redis was scrubbed again
     redis: dict[str, Any]
 
 
