@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from collections.abc import Callable
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 ERASED_BODY = ""  # the body (and, as bytes, the raw) of an erased event
 EDITORIAL_KINDS = ("correction", "retraction")
+
+
+class ErasureIncomplete(RuntimeError):
+    """The erasure is recorded, but a file could not be scrubbed yet (run it again)."""
 
 
 class ErasureRefused(Exception):
@@ -73,6 +78,46 @@ def erasure_link(previous: str, event_link: str, row: tuple[Any, ...], blanked: 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+SCRUB_CHUNK_PAGES = 16_384  # free pages overwritten per row (a blob of at most 256 MiB at 16 KiB pages)
+
+
+def zero_free_pages(conn: sqlite3.Connection) -> int:
+    """Overwrite every page on the file's freelist with zeros; return how many there were.
+
+    ``secure_delete = ON`` zeroes what is freed from now on, but pages freed earlier (a table a
+    rebuild dropped, a full-text segment merged away, projection tables the store once held)
+    keep whatever they held. SQLite allocates from the freelist before it grows the file, so a
+    scratch table of zero-filled blobs as large as the freelist takes every free page and writes
+    zeros over it; dropping it (``secure_delete`` on) gives them back, zeroed again. Run inside
+    the caller's write transaction, with ``secure_delete`` on; nothing of it stays in the schema."""
+    (free,) = conn.execute("PRAGMA main.freelist_count").fetchone()
+    if not free:
+        return 0
+    (page_size,) = conn.execute("PRAGMA main.page_size").fetchone()
+    conn.execute("CREATE TABLE main._erasure_scrub (b BLOB)")
+    left = free
+    while left > 0:
+        pages = min(left, SCRUB_CHUNK_PAGES)
+        conn.execute("INSERT INTO main._erasure_scrub (b) VALUES (zeroblob(?))", (pages * page_size,))
+        left -= pages
+    conn.execute("DROP TABLE main._erasure_scrub")
+    return free
+
+
+def truncate_log(conn: sqlite3.Connection, attempts: int = 20) -> None:
+    """Copy the write-ahead log into the file and empty it (``wal_checkpoint(TRUNCATE)``), waiting
+    for readers that still read from it; raise when they do not let go."""
+    for _ in range(attempts):
+        busy, _log, _done = conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise ErasureIncomplete(
+        "the write-ahead log could not be emptied (readers kept it busy): it still holds the erased"
+        " content; run the erasure again (an erased id is scrubbed again)"
+    )
+
+
 def now_instant() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -105,10 +150,29 @@ def erase(
         store.forget_aliases()
         # Every page written since the last checkpoint, old versions of the erased rows included,
         # is in the log: copy the current pages into the file, then empty the log.
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        truncate_log(conn)
     finally:
         conn.execute("PRAGMA secure_delete = FAST")
     return erasure
+
+
+def scrub(store: "EventStore") -> None:
+    """Overwrite the store's free pages and empty its log again (after an erasure whose log could
+    not be emptied, say)."""
+    conn = store.conn
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            zero_free_pages(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        truncate_log(conn)
+    finally:
+        conn.execute("PRAGMA secure_delete = FAST")
 
 
 def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str, before: Callable[[], None]) -> Erasure:
@@ -157,6 +221,7 @@ def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str
     for table in ("event_entities", "event_meta", "event_states"):
         conn.execute(f"DELETE FROM {table} WHERE position IN ({marks})", positions)
     conn.execute(f"UPDATE events SET raw = X'', body = '' WHERE position IN ({marks})", positions)
+    zero_free_pages(conn)
     return Erasure(seq, event_id, position, kind, record[3], reason, who, erased_with)
 
 

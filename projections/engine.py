@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from events.erasure import truncate_log, zero_free_pages
 from events.store import EventStore, attach_read_only, connect
 
 from .changes import Change, compute_changes
@@ -457,25 +458,28 @@ class ProjectionEngine:
 
     # --- erasure -------------------------------------------------------------------------
 
-    def remove(self, gone: Erased) -> None:
+    def remove(self, gone: Erased | None) -> None:
         """Take an erased event out of every projection, live tables and a rebuild's, with the
-        freed bytes overwritten (``secure_delete``) and the write-ahead log emptied after."""
+        freed bytes overwritten (``secure_delete``, and the pages freed earlier: ``zero_free_pages``)
+        and the write-ahead log emptied after. ``None``: only overwrite and empty (again)."""
         def run(name: str) -> None:
             projection, conn = self.projections[name], self.connection(name)
 
             def work(conn: sqlite3.Connection, _store: EventStore) -> None:
                 cp = read_checkpoints(conn).get(name)
-                if cp is None:
+                if cp is None or gone is None:
+                    zero_free_pages(conn)
                     return
                 for tag, reached in ((cp["tag"], cp["position"]), (cp["rebuild_tag"], cp["rebuild_position"])):
                     if tag is not None and reached is not None:
                         projection.remove(conn, tag, gone, reached)
+                zero_free_pages(conn)  # what earlier rebuilds and merges freed
 
             with self._locks[name]:
                 conn.execute("PRAGMA secure_delete = ON")
                 try:
                     self._transaction(name, work)
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    truncate_log(conn)
                 finally:
                     conn.execute("PRAGMA secure_delete = FAST")
 

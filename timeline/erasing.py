@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from events.erasure import Erasure, erase, erasure_of
+from events.erasure import Erasure, erase, erasure_of, scrub
 from events.models import EventRejected, parse_event_bytes
 from projections.erasure import Erased, capture
 
@@ -58,9 +58,13 @@ def token_name(settings: Settings) -> str:
 def erase_stored(service: TimelineService, event_id: str, reason: str, who: str) -> tuple[Erasure, bool]:
     """Erase in the store, then in every projection (raises ``events.erasure.ErasureRefused``);
     return the erasure and whether it had been made before (then nothing is erased again: the
-    caller scrubs Redis again, for an entry a consumer had in hand during the first scrub)."""
+    files are scrubbed again and the caller scrubs Redis again: for a log that readers kept busy,
+    or an entry a consumer had in hand during the first scrub)."""
     existing = erasure_of(service.store.conn, event_id)
-    if existing is not None:
+    if existing is not None:  # the files are scrubbed again
+        with service.append_lock:
+            scrub(service.store)
+        service.engine.remove(None)
         return existing, True
     gone: list[Erased | None] = []
     with service.append_lock:  # the writer's connection is the consumer's too

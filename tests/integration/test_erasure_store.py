@@ -14,6 +14,8 @@ import pytest
 from events.erasure import ErasureRefused, erase, erasure_of, erasures
 from events.integrity import verify
 from events.store import EventStore, connect_read_only
+from projections import ProjectionEngine, default_projections
+from projections.erasure import capture
 
 from helpers import append, correction, ent, make_event, news, retraction, alias
 
@@ -146,3 +148,25 @@ def test_blanking_by_hand_or_editing_an_erasure_is_caught(db: Path) -> None:
     text = "\n".join(report.problems)
     assert "position 1: the event does not match its hash" in text
     assert "erasure 1 (of 'later') does not match its hash" in text
+
+
+def test_pages_freed_before_the_erasure_are_overwritten(db: Path) -> None:
+    store = _store(db)
+    old = "Qx9oldcopy"
+    store.conn.execute("CREATE TABLE old_copy (t TEXT)")  # as projection tables in old stores were
+    store.conn.execute("INSERT INTO old_copy VALUES (?)", (f"{old} {MARK} " * 2000,))
+    store.conn.execute("DROP TABLE old_copy")  # freed, not overwritten (secure_delete = FAST)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert old.encode() in db.read_bytes()
+    engine = ProjectionEngine(store, default_projections())
+    engine.setup()
+    engine.rebuild(force=True)
+    engine.rebuild(force=True)  # the first rebuild's tables are dropped: their pages are free
+    gone: list = []
+    erase(store, "gone", "r", "alice", before=lambda s: gone.append(capture(s, "gone")))
+    engine.remove(gone[0])
+    engine.close()
+    assert _bytes_with(db.parent, old) == []
+    assert _bytes_with(db.parent, MARK) == [] and _bytes_with(db.parent, MARK.lower()) == []
+    assert _verify(db).ok
+    store.close()
