@@ -455,7 +455,7 @@ def erase(
     stream entries and dead letters carrying its id are deleted and Redis rewrites its files.
     An id already erased is not erased again, but Redis is scrubbed again. Exit 1: refused
     (unknown id, a correction or retraction whose event is stored)."""
-    from events.erasure import ErasureRefused
+    from events.erasure import ErasureIncomplete, ErasureRefused
 
     from .embedded_redis import EmbeddedRedis
     from .erasing import cli_user, erase_stored, scrub_redis
@@ -470,6 +470,9 @@ def erase(
         erasure, already = erase_stored(service, event_id, reason, cli_user())
     except ErasureRefused as exc:
         err.print(escape(exc.error), style="red", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ErasureIncomplete as exc:
+        err.print(escape(str(exc)), style="red", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         service.close()

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 from typing_extensions import Annotated
 
-from events.erasure import ErasureRefused, erasures
+from events.erasure import ErasureIncomplete, ErasureRefused, erasures
 
 from .erasing import erase_stored, scrub_redis, token_name
 from .runtime import Runtime
@@ -36,6 +36,7 @@ def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, onl
         **errors,
         403: {"description": "no TIMELINE_API_TOKEN is set: the API refuses erasure"},
         409: {"description": "a correction or retraction whose event is stored (erase the event)"},
+        503: {"description": "erased, but a file could not be scrubbed yet: erase again"},
     }
 
     @app.post(
@@ -49,6 +50,8 @@ def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, onl
             erasure, already = await anyio.to_thread.run_sync(erase_stored, runtime.service, event_id, body.reason, who)
         except ErasureRefused as exc:
             raise api_error(exc.status, exc.error) from None
+        except ErasureIncomplete as exc:
+            raise api_error(503, str(exc)) from None
         scrub = await anyio.to_thread.run_sync(_scrub, runtime, {erasure.event_id, *erasure.erased_with})
         return JSONResponse({**erasure.as_dict(), "already_erased": already, "redis": scrub}, status_code=200)
 
