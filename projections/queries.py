@@ -740,7 +740,7 @@ class Queries:
             chunk = missing[i : i + 900]
             for position, *rest in conn.execute(
                 f"SELECT position, event_id, recorded_at, {STORED_FIELDS} FROM events"
-                f" WHERE position IN ({','.join('?' * len(chunk))})",
+                f" WHERE position IN ({','.join('?' * len(chunk))}) AND body <> ''",
                 chunk,
             ):
                 event_id, recorded_at, dated, described = rest
@@ -815,6 +815,8 @@ class Queries:
         # §4's field order); the API sends the text as it is, other callers get it decoded.
         entries: list[str] = []
         for row in rows[: query.limit]:
+            if row[0] not in stored:  # erased after the projections were read (erasure.md): not shown
+                continue
             event_id, recorded_at, dated, described = stored[row[0]]
             if row[7] is not None:  # a corrected version carries its own copies
                 dated = compact_json(
