@@ -8,13 +8,12 @@ name (``timeline.erasing.token_name``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import redis
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
-from typing_extensions import Annotated
 
 from events.erasure import ErasureIncomplete, ErasureRefused, erasures
 
