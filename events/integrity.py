@@ -67,6 +67,7 @@ class Report:
     first_bad: int | None = None
     tables: set[str] = field(default_factory=set)  # the tables (or schema objects) found wrong
     problems: list[str] = field(default_factory=list)
+    erasures: list[dict[str, Any]] = field(default_factory=list)  # each erasure, as recorded
 
     @property
     def ok(self) -> bool:
@@ -95,7 +96,8 @@ def verify(conn: sqlite3.Connection, head: str | None = None) -> Report:
     try:
         _schema(conn, report)
         _migrations(conn, report)
-        for check, table in ((_events, "events"), (_derived, "event_meta"), (_states, "event_states")):
+        checks = ((_events, "events"), (_derived, "event_meta"), (_states, "event_states"), (_erasures, "erasures"))
+        for check, table in checks:
             try:
                 check(conn, report, head)
             except sqlite3.Error as exc:
@@ -208,17 +210,24 @@ def _events(conn: sqlite3.Connection, report: Report, head: str | None) -> None:
     expected = 1
     found_head = head is None
     cursor = conn.execute(
-        f"SELECT e.{ROW_COLUMNS.replace(', ', ', e.')}, c.hash FROM events e"
-        " LEFT JOIN event_chain c ON c.position = e.position ORDER BY e.position"
+        f"SELECT e.{ROW_COLUMNS.replace(', ', ', e.')}, c.hash, x.raw_sha256, x.body_sha256 FROM events e"
+        " LEFT JOIN event_chain c ON c.position = e.position"
+        " LEFT JOIN erased_events x ON x.position = e.position ORDER BY e.position"
     )
     while batch := cursor.fetchmany(5000):
         for row in batch:
-            *fields, stored_hash = row
+            *fields, stored_hash, raw_sha, body_sha = row
             position = fields[0]
             if position != expected:
                 report.bad(expected, f"position {expected}: the event is missing (removed?); the next is {position}",
                            "events")
-            computed = link(previous, tuple(fields))
+            if raw_sha is None:
+                computed = link(previous, tuple(fields))
+            else:  # erased: its link was computed over the digests its erasure kept
+                computed = chain(previous, tuple(fields[:6]), bytes.fromhex(raw_sha), bytes.fromhex(body_sha))
+                if bytes(fields[6]) != b"" or fields[7] != "":
+                    report.bad(position, f"position {position}: the event is listed as erased but its content is"
+                                         " still stored (the erasure did not complete?)", "events")
             if stored_hash is None:
                 report.bad(position, f"position {position}: no hash recorded for this event (added behind the"
                                      " service?)", "events")
@@ -250,33 +259,35 @@ def _derived(conn: sqlite3.Connection, report: Report, _head: str | None) -> Non
             SELECT d.position FROM (
                 SELECT position, event_id, kind, recorded_at, body ->> 'occurred_at' AS o, body ->> 'ended_at' AS en,
                        kind IN ({news}) AND NOT EXISTS (
-                           SELECT 1 FROM events c WHERE c.target_id = e.event_id AND c.position < e.position) AS plain
-                FROM events e) d
+                           SELECT 1 FROM events c WHERE c.target_id = e.event_id AND c.position < e.position
+                           AND c.body <> '') AS plain
+                FROM events e WHERE e.body <> '') d
             LEFT JOIN event_meta m ON m.position = d.position
             WHERE m.position IS NULL
                OR (m.event_id, m.kind, m.recorded_at, m.occurred_at, m.plain) IS NOT (d.event_id, d.kind, d.recorded_at, d.o, d.plain)
                OR m.ended_at IS NOT d.en OR m.start_key IS NOT partial_start(d.o)
                OR m.end_key IS NOT partial_end(coalesce(d.en, d.o))
-            UNION SELECT position FROM event_meta WHERE position NOT IN (SELECT position FROM events)""",
+            UNION SELECT position FROM event_meta WHERE position NOT IN (SELECT position FROM events WHERE body <> '')""",
         # each entity of each news event has its row, and no position has more rows than that
         "event_entities": f"""
-            SELECT e.position FROM events e, json_each(e.body, '$.entities') j
+            SELECT e.position FROM events e, json_each(nullif(e.body, ''), '$.entities') j
             LEFT JOIN event_entities m ON m.position = e.position AND m.entity_id = j.value ->> 'id'
             WHERE e.kind IN ({news}) AND (m.position IS NULL OR m.name IS NOT j.value ->> 'name'
                   OR m.type IS NOT j.value ->> 'type' OR m.role IS NOT j.value ->> 'role')
             UNION SELECT m.position FROM (SELECT position, count(*) AS n FROM event_entities GROUP BY position) m
             LEFT JOIN events e ON e.position = m.position
-            WHERE e.position IS NULL OR e.kind NOT IN ({news}) OR json_array_length(e.body, '$.entities') != m.n""",
+            WHERE e.position IS NULL OR e.kind NOT IN ({news})
+               OR json_array_length(nullif(e.body, ''), '$.entities') IS NOT m.n""",
         # a row for each correction or retraction of a stored news event, and no other
         "event_states": f"""
             SELECT position FROM (
                 SELECT e.position, e.target_id FROM events e JOIN events t ON t.event_id = e.target_id
-                WHERE t.kind IN ({news})
+                WHERE t.kind IN ({news}) AND e.body <> '' AND t.body <> ''
                 EXCEPT SELECT position, target_id FROM event_states)
             UNION SELECT position FROM (
                 SELECT position, target_id FROM event_states
                 EXCEPT SELECT e.position, e.target_id FROM events e JOIN events t ON t.event_id = e.target_id
-                WHERE t.kind IN ({news}))""",
+                WHERE t.kind IN ({news}) AND e.body <> '' AND t.body <> '')""",
     }
     for table, sql in checks.items():
         try:
@@ -304,7 +315,7 @@ def _states(conn: sqlite3.Connection, report: Report, _head: str | None) -> None
     news = ", ".join(f"'{k}'" for k in NEWS_KINDS)
     targets = [row[0] for row in conn.execute(
         f"SELECT DISTINCT e.target_id FROM events e JOIN events t ON t.event_id = e.target_id"
-        f" WHERE t.kind IN ({news}) ORDER BY e.target_id")]
+        f" WHERE t.kind IN ({news}) AND e.body <> '' AND t.body <> '' ORDER BY e.target_id")]
     for target_id in targets:
         target = store.get(target_id)
         assert target is not None
@@ -318,6 +329,43 @@ def _states(conn: sqlite3.Connection, report: Report, _head: str | None) -> None
             if row is not None and row != expected:
                 report.bad(item.position, f"event_states: position {item.position}: the state kept for {target_id!r}"
                                           " is not the fold of its corrections from scratch (edited?)", "event_states")
+
+
+def _erasures(conn: sqlite3.Connection, report: Report, _head: str | None) -> None:
+    """Each erasure's record chained again (``events.erasure.erasure_link``), every blanked event
+    listed by an erasure, and the erasures listed in the report."""
+    from .erasure import ERASURE_COLUMNS, erasure_link
+
+    previous = GENESIS
+    blanked: dict[int, list[tuple[int, str, str]]] = {}
+    for position, seq, raw_sha, body_sha in conn.execute(
+        "SELECT position, erasure, raw_sha256, body_sha256 FROM erased_events ORDER BY position"
+    ):
+        blanked.setdefault(seq, []).append((position, raw_sha, body_sha))
+    expected = 1
+    for row in conn.execute(
+        f"SELECT r.{ERASURE_COLUMNS.replace(', ', ', r.')}, c.hash FROM erasures r"
+        " LEFT JOIN event_chain c ON c.position = r.position ORDER BY seq"
+    ):
+        *fields, stored, event_link = row
+        seq, event_id, position = fields[:3]
+        if seq != expected:
+            report.bad(None, f"erasures: erasure {expected} is missing (removed?)", "erasures")
+        rows = blanked.pop(seq, [])
+        if event_link is None or position not in {p for p, _, _ in rows}:
+            report.bad(position, f"erasures: erasure {seq} names position {position}, which it did not blank", "erasures")
+        if erasure_link(previous, event_link or "", tuple(fields), rows) != stored:
+            report.bad(position, f"erasures: erasure {seq} (of {event_id!r}) does not match its hash (edited?)",
+                       "erasures")
+        previous, expected = stored, seq + 1
+        report.erasures.append({
+            "seq": seq, "event_id": event_id, "position": position, "erased_at": fields[3], "reason": fields[4],
+            "who": fields[5], "erased_with": json.loads(fields[6]),
+        })
+    for seq, rows in sorted(blanked.items()):
+        for position, _, _ in rows:
+            report.bad(position, f"erased_events: position {position} names erasure {seq}, which is not recorded",
+                       "erasures")
 
 
 def projections_beyond(store_path: str | Path, report: Report) -> None:

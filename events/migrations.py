@@ -215,7 +215,59 @@ def _event_states(conn: sqlite3.Connection) -> None:
         conn.executemany(f"INSERT INTO event_states VALUES ({','.join('?' * 8)})", rows)
 
 
-STORE_TABLES = ("events", "event_meta", "event_entities", "event_chain", "event_states", "_migrations")
+def _erasures(conn: sqlite3.Connection) -> None:
+    """Erasure (events.erasure, docs/erasure.md): the audited record of each erasure, the digests
+    that keep an erased event's chain link verifiable, and append-only triggers that allow exactly
+    one change: blanking the content of an event listed in ``erased_events`` (and removing its rows
+    derived from that content)."""
+    _run(
+        conn,
+        """
+        CREATE TABLE erasures (
+            seq         INTEGER PRIMARY KEY,   -- 1, 2, ...: the order of erasures
+            event_id    TEXT NOT NULL,         -- the event named by the erasure
+            position    INTEGER NOT NULL,      -- its store position
+            erased_at   TEXT NOT NULL,         -- UTC instant
+            reason      TEXT NOT NULL,
+            who         TEXT NOT NULL,         -- the OS user (CLI) or the API token's name
+            erased_with TEXT NOT NULL,         -- JSON list: the corrections and retraction erased with it
+            hash        TEXT NOT NULL          -- chained to the previous erasure and to the event's link
+        );
+        CREATE TABLE erased_events (
+            position    INTEGER PRIMARY KEY,   -- = events.position of a blanked event
+            erasure     INTEGER NOT NULL,      -- = erasures.seq
+            raw_sha256  TEXT NOT NULL,         -- the digests its chain link was computed over
+            body_sha256 TEXT NOT NULL
+        );
+        CREATE TRIGGER erasures_no_update BEFORE UPDATE ON erasures
+        BEGIN SELECT RAISE(ABORT, 'erasures are append-only: UPDATE is refused'); END;
+        CREATE TRIGGER erasures_no_delete BEFORE DELETE ON erasures
+        BEGIN SELECT RAISE(ABORT, 'erasures are append-only: DELETE is refused'); END;
+        CREATE TRIGGER erased_events_no_update BEFORE UPDATE ON erased_events
+        BEGIN SELECT RAISE(ABORT, 'erasures are append-only: UPDATE is refused'); END;
+        CREATE TRIGGER erased_events_no_delete BEFORE DELETE ON erased_events
+        BEGIN SELECT RAISE(ABORT, 'erasures are append-only: DELETE is refused'); END;
+        DROP TRIGGER events_no_update;
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        WHEN NOT (OLD.position IN (SELECT position FROM erased_events)
+                  AND NEW.position IS OLD.position AND NEW.event_id IS OLD.event_id AND NEW.kind IS OLD.kind
+                  AND NEW.target_id IS OLD.target_id AND NEW.content_hash IS OLD.content_hash
+                  AND NEW.recorded_at IS OLD.recorded_at AND NEW.raw = X'' AND NEW.body = '')
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is refused (but blanking an erased event)'); END;
+        """,
+    )
+    for table in ("event_meta", "event_entities", "event_states"):
+        conn.execute(f"DROP TRIGGER {table}_no_delete")
+        conn.execute(
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}\n"
+            "        WHEN OLD.position NOT IN (SELECT position FROM erased_events)\n"
+            "        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is refused (but an erased event''s rows)'); END"
+        )
+
+
+STORE_TABLES = (
+    "events", "event_meta", "event_entities", "event_chain", "event_states", "erasures", "erased_events", "_migrations",
+)
 
 
 def _projections_move_out(conn: sqlite3.Connection) -> None:
@@ -240,6 +292,7 @@ MIGRATIONS: list[Migration] = [
     ("0006_event_chain", _event_chain),
     ("0007_projections_move_out", _projections_move_out),
     ("0008_event_states", _event_states),
+    ("0009_erasures", _erasures),
 ]
 
 

@@ -218,6 +218,7 @@ class EventStore:
         self.path = str(path)
         self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
         self._alias_index: AliasIndex | None = None  # the writer's, for the cycle check
+        self._erasures_seen = 0  # erasures made when it was read (an erased declaration goes)
         if not reader:
             migrate(self.conn)
 
@@ -229,6 +230,7 @@ class EventStore:
         store.path = ""
         store.conn = conn
         store._alias_index = None
+        store._erasures_seen = 0
         return store
 
     def close(self) -> None:
@@ -288,7 +290,12 @@ class EventStore:
             event = candidate.event
             existing = known.get(event.id)
             if existing is not None:
-                if existing[1] == event.content_hash:
+                if existing[2]:
+                    results.append(AppendResult(
+                        "rejected", event.id, existing[0], "id_conflict",
+                        f"id: {event.id!r} was erased (position {existing[0]}); an erased id is never stored again",
+                    ))
+                elif existing[1] == event.content_hash:
                     results.append(AppendResult("duplicate", event.id, existing[0]))
                 else:
                     results.append(
@@ -324,7 +331,7 @@ class EventStore:
                 ))
                 continue
             position += 1
-            known[event.id] = (position, event.content_hash)
+            known[event.id] = (position, event.content_hash, False)
             if aliases is not None and event.kind == "entity_alias":
                 details = candidate.body["details"]
                 aliases.add(position, details["alias"], details["canonical"], details.get("name"))
@@ -389,13 +396,13 @@ class EventStore:
 
     def targeted(self, ids: list[str], upto: int | None = None) -> set[str]:
         """The ids among these that stored corrections or retractions (up to a position) are about."""
-        sql = "SELECT DISTINCT target_id FROM events WHERE target_id IN ({marks}) AND position <= ?"
+        sql = "SELECT DISTINCT target_id FROM events WHERE target_id IN ({marks}) AND position <= ? AND body <> ''"
         return {row[0] for row in self._in_chunks(sql, ids, upto if upto is not None else 2**62)}
 
-    def hashes(self, ids: list[str]) -> dict[str, tuple[int, str]]:
-        """``{event_id: (position, content_hash)}`` for the ids that are stored."""
-        sql = "SELECT event_id, position, content_hash FROM events WHERE event_id IN ({marks})"
-        return {event_id: (position, digest) for event_id, position, digest in self._in_chunks(sql, ids)}
+    def hashes(self, ids: list[str]) -> dict[str, tuple[int, str, bool]]:
+        """``{event_id: (position, content_hash, erased)}`` for the ids that are stored."""
+        sql = "SELECT event_id, position, content_hash, body = '' FROM events WHERE event_id IN ({marks})"
+        return {event_id: (position, digest, bool(erased)) for event_id, position, digest, erased in self._in_chunks(sql, ids)}
 
     def _in_chunks(self, sql: str, ids: list[str], *args: Any) -> Iterable[tuple[Any, ...]]:
         """Rows of ``sql`` with its ``IN ({marks})`` filled by the ids, a chunk at a time."""
@@ -404,11 +411,16 @@ class EventStore:
             chunk = unique[i : i + _CHUNK]
             yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), (*chunk, *args))
 
+    def forget_aliases(self) -> None:
+        """Drop the cached alias index (an erased declaration must no longer count)."""
+        self._alias_index = None
+
     def _aliases_now(self) -> AliasIndex:
         """The alias index, with every declaration stored so far (other writers' too: read inside
         the append's transaction)."""
-        if self._alias_index is None:
-            self._alias_index = AliasIndex()
+        erased = self.conn.execute("SELECT coalesce(MAX(seq), 0) FROM erasures").fetchone()[0]
+        if self._alias_index is None or erased != self._erasures_seen:  # another process erased one
+            self._alias_index, self._erasures_seen = AliasIndex(), erased
         self._alias_index.refresh(self)
         return self._alias_index
 
@@ -429,6 +441,8 @@ class EventStore:
             kind, current = states[target_id]
         else:
             target = self.get(target_id)
+            if target is None and self.hashes([target_id]).get(target_id, (0, "", False))[2]:
+                raise EventRejected("schema", f"{field}: {target_id!r} was erased; an erased event does not change")
             if target is None and target_id in pending:
                 earlier = pending[target_id]
                 target = StoredEvent(0, target_id, earlier.event.kind, None, "", earlier.body)
@@ -453,21 +467,21 @@ class EventStore:
         return row[0] or 0
 
     def get(self, event_id: str, upto: int | None = None) -> StoredEvent | None:
-        sql = "SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE event_id = ?"
+        sql = "SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE event_id = ? AND body <> ''"
         row = self.conn.execute(sql, (event_id,)).fetchone()
         if row is None or (upto is not None and row[0] > upto):
             return None
         return _stored(row)
 
     def raw(self, event_id: str) -> bytes | None:
-        row = self.conn.execute("SELECT raw FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        row = self.conn.execute("SELECT raw FROM events WHERE event_id = ? AND body <> ''", (event_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def editorial_for(self, target_id: str, upto: int | None = None) -> list[StoredEvent]:
         """The corrections and retractions about an event, in store order."""
         rows = self.conn.execute(
             "SELECT position, event_id, kind, target_id, recorded_at, body FROM events"
-            " WHERE target_id = ? AND position <= ? ORDER BY position",
+            " WHERE target_id = ? AND position <= ? AND body <> '' ORDER BY position",
             (target_id, upto if upto is not None else 2**62),
         )
         return [_stored(r) for r in rows]
@@ -516,7 +530,7 @@ class EventStore:
         """Events with ``after < position <= upto``, in order, at most ``limit``."""
         rows = self.conn.execute(
             "SELECT position, event_id, kind, target_id, recorded_at, body FROM events"
-            " WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
+            " WHERE position > ? AND position <= ? AND body <> '' ORDER BY position LIMIT ?",
             (after, upto if upto is not None else 2**62, limit),
         )
         return [_stored(r) for r in rows]
@@ -524,7 +538,7 @@ class EventStore:
     def read_where(self, condition: str, args: tuple[Any, ...]) -> list[StoredEvent]:
         """Events matching a condition on the events table, in store order."""
         rows = self.conn.execute(
-            f"SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE {condition}"
+            f"SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE ({condition}) AND body <> ''"
             " ORDER BY position",
             args,
         )
@@ -544,7 +558,8 @@ class EventStore:
         """Alias declarations after a position: ``(position, alias, canonical, name)``."""
         out = []
         for position, body in self.conn.execute(
-            "SELECT position, body FROM events WHERE kind = 'entity_alias' AND position > ? ORDER BY position",
+            "SELECT position, body FROM events WHERE kind = 'entity_alias' AND position > ? AND body <> ''"
+            " ORDER BY position",
             (after,),
         ):
             details = json.loads(body)["details"]

@@ -34,6 +34,7 @@ from events.ids import compact_json, fold
 from .changes import Change
 from . import members
 from .engine import Projection
+from .erasure import Erased
 
 STATS = "ent_stats"
 MEMBERS = "ent_members"
@@ -314,6 +315,23 @@ class DirectoryProjection(Projection):
             self._take_away(conn, stats_t, members_t, eid, gone)
         for eid in renamed:
             self._rename(conn, stats_t, said_t, eid)
+
+    def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        """Its members and statements go; each entity it named is counted, dated and named again
+        from what is left, and leaves the directory if nothing else names it. (A rebuild that has
+        not finished has no entity rows yet: ``finish`` derives them from what is left.)"""
+        stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
+        conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))
+        marks = ",".join("?" * len(gone.positions))
+        conn.execute(f"DELETE FROM {said_t} WHERE said_at IN ({marks})", gone.positions)
+        for entity_id in sorted(gone.entities):
+            if conn.execute(f"SELECT 1 FROM {stats_t} WHERE id = ?", (entity_id,)).fetchone() is None:
+                continue
+            if conn.execute(f"SELECT 1 FROM {said_t} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone() is None:
+                conn.execute(f"DELETE FROM {stats_t} WHERE id = ?", (entity_id,))
+                continue
+            self._recompute(conn, stats_t, members_t, entity_id)
+            self._rename(conn, stats_t, said_t, entity_id)
 
     @staticmethod
     def _rename(conn: sqlite3.Connection, stats_t: str, said_t: str, entity_id: str) -> None:

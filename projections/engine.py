@@ -43,9 +43,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from events.erasure import truncate_log, zero_free_pages
 from events.store import EventStore, attach_read_only, connect
 
 from .changes import Change, compute_changes
+from .erasure import Erased
 
 STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to be dead
 FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
@@ -119,6 +121,11 @@ class Projection(ABC):
         write the rows that were deferred, so that the tables are what live batches would have
         made. Runs before ``create_indexes``, in the same transaction (a finish that needs one of
         the read-side indexes creates it; they say IF NOT EXISTS). Default: nothing deferred."""
+
+    def remove(self, conn: sqlite3.Connection, tag: str, gone: "Erased", reached: int) -> None:
+        """Take an erased news event out of the tables of a tag that has applied the events up to
+        ``reached`` (projections.erasure): afterwards they are what a rebuild without it makes."""
+        raise NotImplementedError(f"{self.name} cannot remove an erased event")
 
     @property
     def has_bulk(self) -> bool:
@@ -423,9 +430,11 @@ class ProjectionEngine:
         """Apply the events ``low < position <= high`` to a projection's tables of a tag."""
         set_based = self.set_based and projection.has_bulk
         if set_based:
-            # Positions have no gaps, and the store writes an event_meta row with every event.
+            # Positions have no gaps, and the store writes an event_meta row with every event
+            # (an erasure removes an erased event's row).
             (facts,) = conn.execute(
-                "SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?", (low, high)
+                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ?1 AND position <= ?2)"
+                " + (SELECT COUNT(*) FROM erased_events WHERE position > ?1 AND position <= ?2)", (low, high)
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
@@ -446,6 +455,35 @@ class ProjectionEngine:
         The per-change path (``set_based=False``) defers nothing: it is the reference that the
         set-based path, deferring, is checked against."""
         return self.set_based and all(p.has_bulk for p in self.projections.values()) and (name, tag) not in self._finished
+
+    # --- erasure -------------------------------------------------------------------------
+
+    def remove(self, gone: Erased | None) -> None:
+        """Take an erased event out of every projection, live tables and a rebuild's, with the
+        freed bytes overwritten (``secure_delete``, and the pages freed earlier: ``zero_free_pages``)
+        and the write-ahead log emptied after. ``None``: only overwrite and empty (again)."""
+        def run(name: str) -> None:
+            projection, conn = self.projections[name], self.connection(name)
+
+            def work(conn: sqlite3.Connection, _store: EventStore) -> None:
+                cp = read_checkpoints(conn).get(name)
+                if cp is None or gone is None:
+                    zero_free_pages(conn)
+                    return
+                for tag, reached in ((cp["tag"], cp["position"]), (cp["rebuild_tag"], cp["rebuild_position"])):
+                    if tag is not None and reached is not None:
+                        projection.remove(conn, tag, gone, reached)
+                zero_free_pages(conn)  # what earlier rebuilds and merges freed
+
+            with self._locks[name]:
+                conn.execute("PRAGMA secure_delete = ON")
+                try:
+                    self._transaction(name, work)
+                    truncate_log(conn)
+                finally:
+                    conn.execute("PRAGMA secure_delete = FAST")
+
+        self._each(list(self.projections), run)
 
     # --- rebuilds ------------------------------------------------------------------------
 

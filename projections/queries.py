@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.dates import parse_partial
+from events.erasure import Gone, erasure_count, tombstone
 from events.ids import compact_json, fold
 from events.store import EventStore, attach_read_only
 
@@ -297,7 +298,7 @@ class LaterChanges:
                 " (SELECT json_group_array(entity_id) FROM event_entities e WHERE e.position = t.position)"
                 f" FROM {source} CROSS JOIN events t ON t.event_id = c.target_id"
                 " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ?"
-                " AND t.position < c.position ORDER BY c.position",
+                " AND t.position < c.position AND c.body <> '' AND t.body <> '' ORDER BY c.position",
                 (self.seen or 0, head),
             ).fetchall()
             for position, target, moved, stored in rows:
@@ -334,8 +335,21 @@ class Queries:
         self._open: list[EventStore] = []  # every thread's connection, for ``close``
         self._open_lock = threading.Lock()
         self._generation = 0  # bumped by ``close``: a thread's older connection is closed
+        self._erasures = 0  # erasures made when the memory below was read
 
     # --- plumbing ------------------------------------------------------------------------
+
+    def _refresh(self) -> AliasIndex:
+        """The alias index, read on. After an erasure (made by any process) what the read side
+        keeps in memory (aliases, later changes, cached entries) is dropped and read again
+        without what was erased (docs/erasure.md)."""
+        store = self.store
+        erased = erasure_count(store.conn)
+        if erased != self._erasures:
+            self.aliases, self.later, self.cards = AliasIndex(), LaterChanges(), StoredCards()
+            self._erasures = erased
+        self.aliases.refresh(store)
+        return self.aliases
 
     @property
     def store(self) -> EventStore:
@@ -430,6 +444,9 @@ class Queries:
             store = self.store
             upto = store.position_at(as_of_key(as_of)) if as_of else None
             found = store.state(event_id, upto)
+            left = tombstone(store.conn, event_id) if found is None else None
+        if left is not None:
+            raise Gone(left)
         if found is None:
             raise NotFound(f"no event {event_id!r}" + (f" as of {as_of}" if as_of else ""))
         event, state = found
@@ -590,7 +607,7 @@ class Queries:
     def entity(self, entity_id: str, as_of: str | None = None) -> dict[str, Any]:
         """One entity (an alias answers with its canonical one); with ``as_of``, as it stood then."""
         key = as_of_key(as_of) if as_of else None
-        self.aliases.refresh(self.store)
+        self._refresh()
         with self.snapshot() as conn:
             head, _ = self._checkpoint(conn, "entities")
             if key is None:
@@ -605,8 +622,7 @@ class Queries:
     def entities(self, q: str | None = None, type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The directory, most events first: entities without aliases straight from their rows,
         each canonical entity with aliases merged (its aliases never listed on their own)."""
-        aliases = self.aliases
-        aliases.refresh(self.store)
+        aliases = self._refresh()
         with self.snapshot() as conn:
             head, tag = self._checkpoint(conn, "entities")
             upto = max(head, aliases.seen)
@@ -658,8 +674,7 @@ class Queries:
 
     def related(self, entity_id: str, limit: int = 20) -> dict[str, Any]:
         """The entities that share events with this one (aliases merged), most shared first."""
-        aliases = self.aliases
-        aliases.refresh(self.store)
+        aliases = self._refresh()
         with self.snapshot() as conn:
             head, _ = self._checkpoint(conn, "entities")
             _, tag = self._checkpoint(conn, "related")
@@ -725,7 +740,7 @@ class Queries:
             chunk = missing[i : i + 900]
             for position, *rest in conn.execute(
                 f"SELECT position, event_id, recorded_at, {STORED_FIELDS} FROM events"
-                f" WHERE position IN ({','.join('?' * len(chunk))})",
+                f" WHERE position IN ({','.join('?' * len(chunk))}) AND body <> ''",
                 chunk,
             ):
                 event_id, recorded_at, dated, described = rest
@@ -748,7 +763,7 @@ class Queries:
         until = _partial("until", query.until).end_key if query.until else None
         as_of = as_of_key(query.as_of) if query.as_of else None
         after = decode_cursor(query.cursor) if query.cursor else None
-        self.aliases.refresh(self.store)
+        self._refresh()
         with self.snapshot() as conn:
             position, tag = self._checkpoint(conn, "timelines")
             search_tag = None
@@ -800,6 +815,8 @@ class Queries:
         # §4's field order); the API sends the text as it is, other callers get it decoded.
         entries: list[str] = []
         for row in rows[: query.limit]:
+            if row[0] not in stored:  # erased after the projections were read (erasure.md): not shown
+                continue
             event_id, recorded_at, dated, described = stored[row[0]]
             if row[7] is not None:  # a corrected version carries its own copies
                 dated = compact_json(

@@ -20,6 +20,7 @@ from typing import Any
 from .changes import Change
 from . import members
 from .engine import Projection
+from .erasure import Erased
 
 PAIRS = "rel_pairs"
 
@@ -147,6 +148,19 @@ class RelatedProjection(Projection):
         )
         for (a, b), gone in removed.items():
             self._take_away(conn, pairs_t, members_t, a, b, gone)
+
+    def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        """Its members go; each pair it counted is recomputed from what is left (and goes if
+        nothing is). A rebuild that has not derived its pairs yet (``finish``) has none to fix."""
+        pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
+        ids = [row[0] for row in conn.execute(f"SELECT entity_id FROM {members_t} WHERE position = ?", (gone.position,))]
+        conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))
+        for a in ids:
+            for b in ids:
+                exists = conn.execute(
+                    f"SELECT 1 FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b)).fetchone()
+                if a != b and exists:
+                    self._recompute(conn, pairs_t, members_t, a, b)
 
     @classmethod
     def _take_away(

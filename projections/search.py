@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .changes import Change
 from .engine import Projection
+from .erasure import Erased
 
 SEARCH = "tl_search"
 AUTOMERGE = 4  # FTS5's default
@@ -65,6 +66,16 @@ class SearchProjection(Projection):
             if change.new is not None
         ]
         conn.executemany(f"INSERT INTO {self.table(SEARCH, tag)} (rowid, headline, summary) VALUES (?, ?, ?)", rows)
+
+    def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        """Delete each version's tokens (a contentless index needs the text it was given), then
+        merge every segment into one, so that no page keeps a token of the event."""
+        t = self.table(SEARCH, tag)
+        conn.executemany(
+            f"INSERT INTO {t} ({t}, rowid, headline, summary) VALUES ('delete', ?, ?, ?)",
+            [version for version in gone.versions if version[0] <= reached],
+        )
+        conn.execute(f"INSERT INTO {t} ({t}) VALUES ('optimize')")
 
 
 # --- the query language ------------------------------------------------------------------------

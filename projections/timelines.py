@@ -27,6 +27,7 @@ from events.ids import compact_json
 
 from .changes import RANK, Change
 from .engine import Projection
+from .erasure import Erased
 
 OPEN = 2**62  # valid_to of a row that is still true
 RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items()) + " END"
@@ -117,6 +118,10 @@ class TimelinesProjection(Projection):
                 for entity in new.entities
             )
         self._flush(conn, events_t, entries_t, event_rows, entry_rows)
+
+    def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        for base in (EVENTS, ENTRIES):
+            conn.execute(f"DELETE FROM {self.table(base, tag)} WHERE position = ?", (gone.position,))
 
     @staticmethod
     def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:

@@ -15,16 +15,18 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from events.erasure import Gone, erased_ids
 from events.models import EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
 
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
-from .publisher import prepare
+from .erasure_api import add_erasure_routes
+from .publisher import Rejected, prepare
 from .runtime import Runtime
 from .schemas import (
     EntityCard, EntityList, EntityType, Health, Kind, ProjectionStatus, Published, RebuildStarted, RelatedList, Role,
-    StoredEventAnswer, TimelinePage, event_body_schema,
+    StoredEventAnswer, TimelinePage, Tombstone, event_body_schema,
 )
 
 MAX_BODY = 5 * 1024 * 1024
@@ -155,6 +157,10 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             status_code=503,
         )
 
+    @app.exception_handler(Gone)
+    async def _gone(request: Request, exc: Gone) -> JSONResponse:
+        return JSONResponse({"error": str(exc), **exc.tombstone}, status_code=410)
+
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _error(404, str(exc.args[0]) if exc.args else "not found")
@@ -170,6 +176,17 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     queries = runtime.service.queries
     read = runtime.read  # reads run on the reader threads, never on this loop (timeline.readers)
+    add_erasure_routes(app, runtime, require_token, only, ApiError, WRITE_ERRORS)
+
+    async def _without_erased(valid: list[Any], rejected: list[Any]) -> tuple[list[Any], list[Any]]:
+        """An erased id is refused at once (it would be dead-lettered: docs/erasure.md)."""
+        erased = await read(lambda: erased_ids(queries.store.conn, [event_id for _, event_id, _ in valid]))
+        if not erased:
+            return valid, rejected
+        refusals = [Rejected(index, "id_conflict", f"id: {event_id!r} was erased; an erased id is never stored again")
+                    for index, event_id, _ in valid if event_id in erased]
+        kept = [item for item in valid if item[1] not in erased]
+        return kept, sorted([*rejected, *refusals], key=lambda r: r.index)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -206,6 +223,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             index, inner = (path[0], path[1:]) if isinstance(payload, list) else (0, path)
             refused.setdefault(int(index), EventRejected("schema", repeated_key_error(inner, key)))
         valid, rejected = prepare(events, refused=refused)
+        valid, rejected = await _without_erased(valid, rejected)
         entries = await runtime.publish([data for _, _, data in valid])
         accepted = [event_id for _, event_id, _ in valid]
         rejected_out = [r.as_dict() for r in rejected]
@@ -253,7 +271,10 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     @app.get(
         "/events/{event_id}", dependencies=[Depends(only("as_of"))],
-        responses={**ok(StoredEventAnswer, "the event as it stands, with its history"), **READ_ERRORS},
+        responses={
+            **ok(StoredEventAnswer, "the event as it stands, with its history"), **READ_ERRORS,
+            **ok(Tombstone, "erased: what is left of it (docs/erasure.md)", 410),
+        },
     )
     async def get_event(event_id: str, as_of: Annotated[str | None, AS_OF] = None) -> Response:
         """The event as it now stands (corrections applied), with its history."""

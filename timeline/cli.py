@@ -1,4 +1,4 @@
-"""The ``timeline`` command: serve, publish, show, rebuild, verify, info, demo (docs/contract.md §5)."""
+"""The ``timeline`` command: serve, publish, show, rebuild, erase, verify, info, demo (docs/contract.md §5)."""
 
 from __future__ import annotations
 
@@ -444,6 +444,62 @@ def rebuild(
 
 
 @app.command()
+def erase(
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="the event to erase")],
+    reason: Annotated[str, typer.Option("--reason", help="why (kept in the erasure record)")],
+) -> None:
+    """Erase an event's content everywhere, for good, with its corrections and retraction.
+
+    docs/erasure.md says what it removes and what it cannot reach. Works beside a running service. Its id, position, kind and recording time stay, with the
+    erasure's record (who: the OS user; when; why); `timeline verify` still passes. Then the
+    stream entries and dead letters carrying its id are deleted and Redis rewrites its files.
+    An id already erased is not erased again, but Redis is scrubbed again. Exit 1: refused
+    (unknown id, a correction or retraction whose event is stored)."""
+    from events.erasure import ErasureIncomplete, ErasureRefused
+
+    from .embedded_redis import EmbeddedRedis
+    from .erasing import cli_user, erase_stored, scrub_redis
+    from .service import TimelineService
+
+    settings = _settings()
+    if not settings.db.is_file():
+        err.print(f"[red]no store at {settings.db}[/]")
+        raise typer.Exit(2)
+    service = TimelineService(settings)
+    try:
+        erasure, already = erase_stored(service, event_id, reason, cli_user())
+    except ErasureRefused as exc:
+        err.print(escape(exc.error), style="red", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ErasureIncomplete as exc:
+        err.print(escape(str(exc)), style="red", soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        service.close()
+    went = ", ".join(erasure.erased_with)
+    done = (f"already erased: {erasure.event_id} (erasure {erasure.seq} at {erasure.erased_at} by {erasure.who})"
+            if already else f"erased {erasure.event_id} (position {erasure.position}, erasure {erasure.seq})")
+    console.print(done + (f" with {went}" if went else ""), soft_wrap=True, markup=False, highlight=False)
+    embedded = None if settings.redis_url else EmbeddedRedis(settings.redis_dir)
+    with _redis_not_ready_exits():
+        url = settings.redis_url or embedded.start()  # type: ignore[union-attr]
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            scrub = scrub_redis(client, [settings.stream, settings.dead_stream], {erasure.event_id, *erasure.erased_with})
+        finally:
+            client.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()  # only stops a server this command started
+    deleted = ", ".join(f"{n} from {stream}" for stream, n in scrub.deleted.items())
+    console.print(f"Redis: deleted {deleted}; rewrote {', '.join(scrub.rewritten) or 'nothing'}"
+                  + "".join(f"; {note}" for note in scrub.notes), soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
 def verify(
     head: Annotated[
         Optional[str],
@@ -469,6 +525,11 @@ def verify(
     finally:
         conn.close()
     projections_beyond(settings.db, report)
+    for erased in report.erasures:
+        with_ = f" with {', '.join(erased['erased_with'])}" if erased["erased_with"] else ""
+        console.print(
+            f"erased: {erased['event_id']} (position {erased['position']}){with_} at {erased['erased_at']}"
+            f" by {erased['who']}: {erased['reason']}", soft_wrap=True, markup=False, highlight=False)
     if report.ok:
         console.print(
             f"ok: {report.checked} events; schema, triggers, hash chain and derived tables as the service"

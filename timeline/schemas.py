@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from events.models import (
     ENTITY_TYPES,
@@ -165,3 +165,45 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(description="each part: 'ok' or what is wrong")
     error: str | None = None
     failing: list[str] | None = None
+
+
+class ErasureRequest(BaseModel):
+    """``POST /events/{id}/erase``: why (kept in the erasure record)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ErasureRecord(BaseModel):
+    """One erasure, as recorded (docs/erasure.md)."""
+
+    seq: int
+    event_id: str
+    position: int
+    kind: Kind
+    erased_at: str
+    reason: str
+    who: str
+    erased_with: list[str]
+
+
+class ErasureDone(ErasureRecord):
+    already_erased: bool  # erased before: the record of then; Redis was scrubbed again
+    redis: dict[str, Any]
+
+
+class ErasureList(BaseModel):
+    erasures: list[ErasureRecord]
+
+
+class Tombstone(BaseModel):
+    """``GET /events/{id}`` of an erased event (410): what is left of it."""
+
+    error: str
+    id: str
+    kind: Kind
+    position: int
+    recorded_at: str
+    status: Literal["erased"]
+    erased_at: str
+    reason: str

@@ -231,6 +231,11 @@ class TimelineService:
         self._append_lock = threading.Lock()
         self.validators = Validators(settings.validators)
 
+    @property
+    def append_lock(self) -> threading.Lock:
+        """Held while this process writes the store through its writer connection."""
+        return self._append_lock
+
     def close(self) -> None:
         self.validators.close()
         self.queries.close()

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     db: Path = Field(Path("data/timeline.db"), alias="TIMELINE_DB", description="the SQLite store")
     stream: str = Field("news:events", alias="TIMELINE_STREAM", min_length=1)
     api_token: SecretStr | None = Field(None, alias="TIMELINE_API_TOKEN")
+    api_token_name: str | None = Field(
+        None, alias="TIMELINE_API_TOKEN_NAME", max_length=200,
+        description="who an erasure made with the API token is recorded as (default: the token's SHA-256 prefix)",
+    )
     claim_idle_seconds: float = Field(
         30.0, alias="TIMELINE_CLAIM_IDLE_SECONDS", gt=0, description="idle time before pending entries are taken over"
     )

@@ -3,7 +3,9 @@
 The set-based path of plain news events gives the same rows as the per-change path.
 Random event sequences mix all seven kinds, duplicates, id conflicts, corrections and
 retractions that arrive before or after their target, aliases (some closing cycles, which the
-store rejects), and arrive shuffled, in random batches.
+store rejects), and arrive shuffled, in random batches; between batches, a stored event may be
+erased (before or after the projections caught up with it), and events published later under an
+erased id are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from hypothesis import strategies as st
 
 from events.history import fold
 from events.models import NEWS_KINDS, EventRejected, parse_event
-from events.store import Candidate, EventStore
+from events.erasure import ErasureRefused, erase
+from events.store import Candidate, EventStore, StoredEvent
+from projections.erasure import Erased, capture
 from projections import ProjectionEngine, default_projections
 from projections.queries import Queries
 
@@ -98,6 +102,19 @@ def editorial_event(draw: st.DrawFn) -> dict:
     return {"kind": kind, "occurred_at": draw(st.sampled_from(DATES)), "details": details}
 
 
+def erase_one(store: EventStore, engine: ProjectionEngine, event: StoredEvent | None) -> None:
+    """Erase an event as the service does (projections.erasure), when it may be erased alone."""
+    if event is None:
+        return
+    gone: list[Erased | None] = []
+    try:
+        erase(store, event.event_id, "test", "hypothesis", before=lambda s: gone.append(capture(s, event.event_id)))
+    except ErasureRefused:
+        return
+    if gone[0] is not None:
+        engine.remove(gone[0])
+
+
 def tables(engine: ProjectionEngine) -> dict[str, list[tuple]]:
     """Every projection table's rows, keyed by projection and base table name, sorted."""
     bases = {p.name: list(p.schema) for p in default_projections()}
@@ -135,6 +152,10 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
             except EventRejected:
                 pass
         store.append(batch)
+        if data.draw(st.booleans(), label="catch up before erasing"):
+            engine.catch_up()
+        if data.draw(st.integers(0, 3), label="erase") == 0:
+            erase_one(store, engine, data.draw(st.sampled_from(store.read(0, 10**6) or [None]), label="erased"))
         engine.catch_up()
         i += size
     # The state the store kept as it appended (``event_states``) is a fold from scratch, as of any position.
