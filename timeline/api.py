@@ -22,6 +22,7 @@ from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from .publisher import prepare
 from .runtime import Runtime
+from . import ui
 from .schemas import (
     EntityCard, EntityList, EntityType, Health, Kind, ProjectionStatus, Published, RebuildStarted, RelatedList, Role,
     StoredEventAnswer, TimelinePage, event_body_schema,
@@ -366,4 +367,5 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    ui.install(app, runtime)  # the web page: / and /ui/ (docs/ui.md)
     return app
