@@ -31,6 +31,7 @@ export class Axis {
       margin: { item: 6 },
       showCurrentTime: false,
       selectable: true,
+      dataAttributes: ["id"], // data-id="<event id>" on each item (the list's entries carry data-event-id)
     });
     this.timeline.on("select", ({ items }) => { if (items.length) onSelect(items[0]); });
   }

@@ -67,7 +67,7 @@ function showEntity(card) {
   $("entity-facts").textContent = `${card.type} · ${card.event_count} events${span}`;
   if (card.aliases.length) {
     $("entity-aliases").hidden = false;
-    $("entity-aliases").replaceChildren("Also known as ",
+    $("entity-aliases").replaceChildren("Also known as ", ...
       card.aliases.flatMap((alias, i) => [i ? ", " : "", el("a", { href: entityHref(alias) }, alias)]));
   }
   if (card.id !== entityId) history.replaceState(null, "", entityHref(card.id) + location.search);
