@@ -10,13 +10,12 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
-from conftest import ServeFactory
 from e2e_support import Server, all_pages
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +69,7 @@ def publish(server: Server, events: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def server(serve: ServeFactory) -> Server:
+def server(serve: Callable[..., Server]) -> Server:
     """A real ``timeline serve`` holding BASE_EVENTS, then EDITS stored later."""
     started = serve()
     publish(started, BASE_EVENTS)

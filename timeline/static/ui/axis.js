@@ -49,8 +49,14 @@ export class Axis {
     this.items.clear();
   }
 
-  fit() {
-    if (this.items.length) this.timeline.fit({ animation: false });
+  /** Shows every entry, or the window asked for (either end may be null: the entries' own). */
+  fit(from = null, to = null) {
+    if (!this.items.length) return;
+    this.timeline.fit({ animation: false });
+    if (from || to) {
+      const shown = this.timeline.getWindow();
+      this.timeline.setWindow(from || shown.start, to || shown.end, { animation: false });
+    }
   }
 
   show(eventId) {

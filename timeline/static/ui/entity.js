@@ -207,7 +207,7 @@ async function main() {
   const live = follow(entries, axis); // opened before the first page is read: no change falls between
   try {
     await loadPage(entries);
-    axis.fit();
+    axis.fit(filters.since ? interval(filters.since).start : null, filters.until ? interval(filters.until).end : null);
   } catch (error) {
     showError(error.message);
   }

@@ -3,7 +3,7 @@ import { el, getJSON, humanDate } from "./common.js";
 
 function change(field, value) {
   const shown = value === null ? "(removed)" : typeof value === "string" ? value : JSON.stringify(value);
-  return el("li", {}, el("span", { class: "field" }, field), ": ", shown);
+  return el("li", {}, el("span", { class: "changed" }, field), ": ", shown);
 }
 
 function step(record) {
