@@ -183,6 +183,13 @@ def test_the_page_shows_the_same_entries_as_the_api(server: Server, browser: Wat
         expected = api_ids(server, path, **params)
         assert expected, query
         assert shown_ids(page) == expected, query
+    # the entities each entry names (when the API gives them), but the page's own, as links
+    open_entity(page, server, "elon-musk")
+    with server.client() as http:
+        for entry in all_pages(http, path):
+            others = [e["name"] for e in entry.get("entities", []) if e["id"] != "elon-musk"]
+            shown = page.locator(f'#entries > li[data-event-id="{entry["event_id"]}"] .involved a')
+            assert shown.all_inner_texts() == others, entry["event_id"]
     # the same through the form: fill, tick, submit
     open_entity(page, server, "elon-musk")
     page.get_by_label("statement").check()
@@ -191,6 +198,18 @@ def test_the_page_shows_the_same_entries_as_the_api(server: Server, browser: Wat
     expect(page).to_have_url(re.compile(r"kind=outage&kind=statement"))
     expect(page.locator("#entries > li")).to_have_count(2)
     assert shown_ids(page) == api_ids(server, path, kind=["outage", "statement"])
+
+
+def test_more_than_a_page_is_loaded_on_request(serve: Callable[..., Server], browser: Watched) -> None:
+    started = serve()
+    publish(started, [_news(f"ui-many-{i}", f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}", f"Item {i}") for i in range(620)])
+    page = browser.page()
+    open_entity(page, started, "elon-musk")
+    expect(page.locator("#entries-count")).to_have_text("500 entries shown, more to load")
+    page.get_by_role("button", name="Load more").click()
+    expect(page.locator("#entries-count")).to_have_text("620 entries")
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    assert shown_ids(page) == api_ids(started, "/entities/elon-musk/timeline")
 
 
 def test_imprecise_dates_are_drawn_as_the_spans_they_are(server: Server, browser: Watched) -> None:

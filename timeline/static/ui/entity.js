@@ -96,9 +96,9 @@ function timelineParams(cursor) {
 async function loadPage(entries, cursor = null) {
   const path = apiPath(`/entities/${encodeURIComponent(entityId)}/timeline`, timelineParams(cursor));
   const page = await getJSON(path);
+  nextCursor = page.next_cursor; // before the entries: the count shown says whether more wait
   if (!cursor) entries.clear();
   entries.append(page.entries);
-  nextCursor = page.next_cursor;
   $("load-more").hidden = !nextCursor;
   return page;
 }
