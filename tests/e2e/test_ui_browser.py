@@ -311,20 +311,38 @@ def test_no_request_leaves_the_host_and_nothing_is_logged_as_an_error(server: Se
 
 
 def test_a_published_event_appears_without_reload(server: Server, browser: Watched) -> None:
-    page = browser.page()
-    open_entity(page, server, "elon-musk")
-    expect(page.locator("#live-status")).to_contain_text("Live: ")
-    page.evaluate("() => { window.__sameDocument = true; }")
-    publish(server, [_news("ui-live", "2025-05-25", "Breaking: it happened live")])
-    expect(page.locator('#entries > li[data-event-id="ui-live"] h3')).to_have_text("Breaking: it happened live")
+    plain, narrowed = browser.page(), browser.page()
+    open_entity(plain, server, "elon-musk")
+    open_entity(narrowed, server, "elon-musk", "?kind=report&include_retracted=true&since=2025")
+    for page in (plain, narrowed):
+        expect(page.locator("#live-status")).to_contain_text("Live: ")
+        page.evaluate("() => { window.__sameDocument = true; }")
+
+    def entry(page: Page) -> Any:
+        return page.locator('#entries > li[data-event-id="ui-live"]')
+
+    publish(server, [_news("ui-live", "2025-05-25", "Breaking: it happened live"),
+                     {"id": "ui-live-said", "kind": "statement", "occurred_at": "2025-05-25T09:00Z",
+                      "headline": "Musk said something live", "entities": [MUSK],
+                      "details": {"speaker": "elon-musk", "quote": "live"}}])
+    for page in (plain, narrowed):
+        expect(entry(page).locator("h3")).to_have_text("Breaking: it happened live")
+    expect(plain.locator('#entries > li[data-event-id="ui-live-said"]')).to_have_count(1)
     publish(server, [{"kind": "correction", "occurred_at": "2025-05-26",
                       "details": {"corrects": "ui-live", "changes": {"headline": "It happened, corrected"}}}])
-    expect(page.locator('#entries > li[data-event-id="ui-live"] h3')).to_have_text("It happened, corrected")
+    for page in (plain, narrowed):
+        expect(entry(page).locator("h3")).to_have_text("It happened, corrected")
+        expect(entry(page).locator(".tag.status")).to_have_text("corrected")
     publish(server, [{"kind": "retraction", "occurred_at": "2025-05-27",
                       "details": {"retracts": "ui-live", "reason": "it did not happen"}}])
-    expect(page.locator('#entries > li[data-event-id="ui-live"]')).to_have_count(0)
-    assert page.evaluate("() => window.__sameDocument") is True
-    assert shown_ids(page) == api_ids(server, "/entities/elon-musk/timeline")
+    expect(entry(plain)).to_have_count(0)
+    expect(entry(narrowed).locator(".tag.status")).to_have_text("retracted")
+    for page in (plain, narrowed):
+        assert page.evaluate("() => window.__sameDocument") is True  # never reloaded
+    assert shown_ids(plain) == api_ids(server, "/entities/elon-musk/timeline")
+    assert "ui-live-said" not in shown_ids(narrowed)  # not a report
+    assert shown_ids(narrowed) == api_ids(
+        server, "/entities/elon-musk/timeline", kind="report", include_retracted="true", since="2025")
 
 
 def test_it_fits_a_phone(server: Server, browser: Watched) -> None:

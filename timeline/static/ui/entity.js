@@ -145,7 +145,9 @@ function follow(entries, axis) {
       if (isNew) setLive(`New entry: ${entry.headline}`);
     }
   };
-  const source = new EventSource(`/entities/${encodeURIComponent(entityId)}/timeline/stream`);
+  const { kind, role, include_retracted } = filters; // the stream's own filters; dates and text are applied here
+  const source = new EventSource(apiPath(`/entities/${encodeURIComponent(entityId)}/timeline/stream`,
+    { kind, role, include_retracted }));
   for (const type of ["entry", "update", "remove"]) {
     source.addEventListener(type, (message) => {
       const entry = JSON.parse(message.data);
