@@ -36,6 +36,9 @@ function showFilters() {
   $("f-retracted").checked = filters.include_retracted;
   for (const input of form.querySelectorAll("input.date")) input.pattern = DATE_PATTERN;
   $("clear-filters").href = location.pathname;
+  const given = new URLSearchParams(location.search).size > 0;
+  $("filter-summary").textContent = given ? "(some in force)" : "";
+  if (!given && matchMedia("(max-width: 800px)").matches) $("filter-box").open = false; // a phone: entries first
   form.action = location.pathname;
   form.addEventListener("submit", dropEmptyFields);
 }
