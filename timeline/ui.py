@@ -55,11 +55,11 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     router = APIRouter(include_in_schema=False)
     queries = runtime.service.queries
 
-    @router.get("/", response_class=HTMLResponse)
+    @router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def search_page() -> HTMLResponse:
         return _page("index.html")
 
-    @router.get("/ui/entities/{entity_id}", response_class=HTMLResponse)
+    @router.api_route("/ui/entities/{entity_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def entity_page(entity_id: str) -> HTMLResponse:
         try:
             await runtime.read(queries.entity, entity_id, None)

@@ -29,7 +29,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         loop = asyncio.new_event_loop()
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime, manage=False)), base_url="http://t")
         try:
-            yield lambda path: loop.run_until_complete(http.get(path))
+            yield lambda path, method="GET": loop.run_until_complete(http.request(method, path))
         finally:
             loop.run_until_complete(http.aclose())
             loop.close()
@@ -42,6 +42,7 @@ def test_the_root_is_a_search_page_with_a_search_box(client: Any) -> None:
     assert re.search(r'<input type="search"[^>]*name="q"', answer.text)
     assert answer.headers["content-security-policy"].startswith("default-src 'self';")
     assert "script-src 'self';" in answer.headers["content-security-policy"]
+    assert client("/", "HEAD").status_code == 200  # curl -I, link checkers
 
 
 def test_an_entity_page_is_served_for_a_known_entity_and_404_for_an_unknown_one(client: Any) -> None:

@@ -120,8 +120,9 @@ function matches(entry) {
   if (filters.kind.length && !filters.kind.includes(entry.kind)) return false;
   if (filters.role && entry.role !== filters.role) return false;
   const span = entrySpan(entry);
-  if (filters.since && span.end <= interval(filters.since).start) return false;
-  if (filters.until && span.start >= interval(filters.until).end) return false;
+  const [since, until] = [interval(filters.since), interval(filters.until)]; // null when not given
+  if (since && span.end <= since.start) return false;
+  if (until && span.start >= until.end) return false;
   return true;
 }
 
