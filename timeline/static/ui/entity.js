@@ -126,7 +126,7 @@ function matches(entry) {
   return true;
 }
 
-function follow(entries, axis) {
+function follow(entries) {
   if (filters.as_of) {
     setLive(`Showing the timeline as known at ${filters.as_of}: live updates are off.`);
     return { ready() {} };
@@ -210,7 +210,7 @@ async function main() {
   showEntity(card);
   entries.selfId = card.id; // an alias in the address answers with its canonical entity
   loadRelated().catch((error) => showError(error.message));
-  const live = follow(entries, axis); // opened before the first page is read: no change falls between
+  const live = follow(entries); // opened before the first page is read: no change falls between
   try {
     await loadPage(entries);
     axis.fit(filters.since ? interval(filters.since).start : null, filters.until ? interval(filters.until).end : null);
