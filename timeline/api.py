@@ -24,6 +24,7 @@ from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from .erasure_api import add_erasure_routes
 from .publisher import Rejected, prepare
 from .runtime import Runtime
+from . import ui
 from .schemas import (
     EntityCard, EntityList, EntityType, Health, Kind, ProjectionStatus, Published, RebuildStarted, RelatedList, Role,
     StoredEventAnswer, TimelinePage, Tombstone, event_body_schema,
@@ -387,4 +388,5 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    ui.install(app, runtime)  # the web page: / and /ui/ (docs/ui.md)
     return app
