@@ -733,6 +733,27 @@ class Queries:
                 cards.put(position, card)
         return stored
 
+    def render_entries(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], by_entity: bool) -> list[str]:
+        """Timeline entries as JSON text, from rows of ``ENTRY_COLUMNS`` (and, ``by_entity``, the
+        entry's role's rank): what the timeline pages and the live streams (``projections.live``)
+        send. Rendered mostly by SQLite from the stored body (docs/contract.md §4's field order);
+        the API sends the text as it is, other callers get it decoded."""
+        stored = self._stored(conn, [row[0] for row in rows])
+        entries: list[str] = []
+        for row in rows:
+            event_id, recorded_at, dated, described = stored[row[0]]
+            if row[7] is not None:  # a corrected version carries its own copies
+                dated = compact_json(
+                    {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
+                )[1:-1]
+                described = f'"sources":{row[6]},"details":{row[7]}'
+            role = f',"role":"{ROLE_OF[row[10]]}"' if by_entity else ""
+            entries.append(
+                f'{{"event_id":{event_id},"kind":"{row[1]}",{dated}{role},{described},'
+                f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
+            )
+        return entries
+
     def timeline(
         self, entity_id: str | None, query: TimelineQuery, *, render: bool = False, total: bool = False
     ) -> dict[str, Any]:
@@ -789,28 +810,13 @@ class Queries:
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
-            stored = self._stored(conn, [row[0] for row in rows[: query.limit]])
+            entries = self.render_entries(conn, rows[: query.limit], entity_id is not None)
             matching = None
             if total:
                 matching = self._rows(
                     conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
                     count=True,
                 )[0][0]
-        # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (docs/contract.md
-        # §4's field order); the API sends the text as it is, other callers get it decoded.
-        entries: list[str] = []
-        for row in rows[: query.limit]:
-            event_id, recorded_at, dated, described = stored[row[0]]
-            if row[7] is not None:  # a corrected version carries its own copies
-                dated = compact_json(
-                    {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
-                )[1:-1]
-                described = f'"sources":{row[6]},"details":{row[7]}'
-            role = f',"role":"{ROLE_OF[row[10]]}"' if entity_id is not None else ""
-            entries.append(
-                f'{{"event_id":{event_id},"kind":"{row[1]}",{dated}{role},{described},'
-                f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
-            )
         next_cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
