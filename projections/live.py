@@ -83,6 +83,28 @@ class _Move:
     after: list[str]
 
 
+def checkpoint(queries: Queries) -> int:
+    """The timelines projection's checkpoint: what streams have read up to."""
+    with queries.snapshot() as conn:
+        return queries._checkpoint(conn, "timelines")[0]
+
+
+def opening(queries: Queries, entity_id: str | None) -> tuple[int, int]:
+    """Whether a stream can open (``NotFound``: no such entity; ``NotLive``: no change log yet):
+    the timelines projection's checkpoint and the store's head."""
+    if entity_id is not None:
+        queries.entity(entity_id)
+    with queries.snapshot() as conn:
+        position, tag = queries._checkpoint(conn, "timelines")
+        _require_log(conn, tag)
+        return position, queries.store.head()
+
+
+def _require_log(conn: Any, tag: str) -> None:
+    if not conn.execute("SELECT 1 FROM p_timelines.sqlite_master WHERE name = ?", (f"{CHANGES}{tag}",)).fetchone():
+        raise NotLive("the timelines projection is being rebuilt with its change log: streams open once it is live")
+
+
 def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int) -> ChangePage:
     """Up to about ``limit`` messages of the changes after ``cursor`` (the global timeline's
     when ``entity_id`` is None), read in one snapshot."""
@@ -92,10 +114,7 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
     aliases.refresh(queries.store)
     with queries.snapshot() as conn:
         upto, tag = queries._checkpoint(conn, "timelines")
-        if not conn.execute(
-            "SELECT 1 FROM p_timelines.sqlite_master WHERE name = ?", (f"{CHANGES}{tag}",)
-        ).fetchone():
-            raise NotLive("the timelines projection is being rebuilt with its change log: streams open once it is live")
+        _require_log(conn, tag)
         reader = _Reader(queries, conn, tag, entity_id, filters)
         page = ChangePage(cursor=cursor, upto=upto)
         while len(page.messages) < limit and page.cursor.position < upto:
