@@ -228,3 +228,20 @@ def test_a_client_that_does_not_read_is_disconnected_and_the_others_go_on(serve)
             received += len(chunk)
         assert received < sum(len(json.dumps(e)) for e in events)  # cut off, not served whole
         slow.close()
+
+
+def test_open_streams_end_when_the_server_stops(serve) -> None:
+    """SIGTERM with streams open: they are ended and the server exits (not held by them)."""
+    server = serve()
+    with server.client() as http:
+        post(http, [news("bye", TARGET)])
+    listeners = [Listener(server, "/timeline/stream", 10**6) for _ in range(3)]
+    for listener in listeners:
+        listener.start()
+        assert listener.opened.wait(30)
+    started = time.monotonic()
+    assert server.terminate(timeout=30) == 0
+    for listener in listeners:
+        listener.join(10)
+        assert not listener.is_alive()
+    assert time.monotonic() - started < 30, time.monotonic() - started
