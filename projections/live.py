@@ -74,13 +74,13 @@ class ChangePage:
 
 @dataclass(frozen=True, slots=True)
 class _Move:
-    """An alias declaration that changed an entity's group at ``position``."""
+    """An alias declaration that changed an entity's group at ``position``: its members before
+    and after, and those that moved in or out."""
 
     position: int
-    moved_in: list[str]
-    moved_out: list[str]
     before: list[str]
     after: list[str]
+    moved: list[str]
 
 
 def checkpoint(queries: Queries) -> int:
@@ -167,9 +167,7 @@ class _Reader:
                 continue
             before, after = self.members(position - 1), self.members(position)
             if set(before) != set(after):
-                return _Move(
-                    position, sorted(set(after) - set(before)), sorted(set(before) - set(after)), before, after
-                )
+                return _Move(position, before, after, sorted(set(before) ^ set(after)))
         return None
 
     # --- the change log -----------------------------------------------------------------
@@ -241,9 +239,8 @@ class _Reader:
         it (``remove``), or whose best role in it it changed (``update``), in timeline order
         from ``page.cursor.moved`` on, into ``page``; True once all of them are read."""
         f = self.filters
-        moved = [*move.moved_in, *move.moved_out]
         where = ["en.entity_id IN (SELECT value FROM json_each(?))", "en.valid_from <= ?", "v.valid_to > ?"]
-        args: list[Any] = [compact_json(moved), move.position, move.position]
+        args: list[Any] = [compact_json(move.moved), move.position, move.position]
         if not f.include_retracted:
             where.append("v.status != 'retracted'")
         if f.kinds:

@@ -31,7 +31,7 @@ from .runtime import Runtime
 
 log = logging.getLogger("timeline")
 
-PAGE = 200  # messages read at a time (a stream holds at most one page)
+PAGE = 50  # messages read at a time: a stream holds at most one page (an entry is at most 256 KiB)
 POLL_SECONDS = 1.0  # the watcher reads the checkpoint at least this often while streams are open
 RETRY_AFTER_SECONDS = 5  # told to a client refused for the cap, or while the change log is rebuilt
 
