@@ -115,7 +115,7 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
     with queries.snapshot() as conn:
         upto, tag = queries._checkpoint(conn, "timelines")
         _require_log(conn, tag)
-        reader = _Reader(queries, conn, tag, entity_id, filters)
+        reader = _Reader(queries, conn, tag, upto, entity_id, filters)
         page = ChangePage(cursor=cursor, upto=upto)
         while len(page.messages) < limit and page.cursor.position < upto:
             position = page.cursor.position
@@ -137,9 +137,9 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
 
 class _Reader:
     def __init__(
-        self, queries: Queries, conn: Any, tag: str, entity_id: str | None, filters: StreamFilter
+        self, queries: Queries, conn: Any, tag: str, upto: int, entity_id: str | None, filters: StreamFilter
     ) -> None:
-        self.queries, self.conn, self.tag = queries, conn, tag
+        self.queries, self.conn, self.tag, self.upto = queries, conn, tag, upto
         self.entity_id, self.filters = entity_id, filters
         self.aliases: AliasIndex = queries.aliases
         self.rank = RANK[filters.role] if filters.role else None
@@ -279,6 +279,7 @@ class _Reader:
 
     def _add(self, page: ChangePage, told: Sequence[tuple[int, str, tuple[Any, ...]]]) -> None:
         """(position, kind, entry row) as messages, the entries rendered as the timeline page
-        renders them (``Queries.render_entries``)."""
-        data = self.queries.render_entries(self.conn, [row for _, _, row in told], self.entity_id is not None)
+        renders them (``Queries.render_rows``, at the page's checkpoint)."""
+        rows = [row for _, _, row in told]
+        data = self.queries.render_rows(self.conn, rows, self.upto, by_entity=self.entity_id is not None)
         page.messages += [Message(position, kind, text) for (position, kind, _), text in zip(told, data)]

@@ -733,11 +733,14 @@ class Queries:
                 cards.put(position, card)
         return stored
 
-    def render_entries(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], by_entity: bool) -> list[str]:
-        """Timeline entries as JSON text, from rows of ``ENTRY_COLUMNS`` (and, ``by_entity``, the
-        entry's role's rank): what the timeline pages and the live streams (``projections.live``)
-        send. Rendered mostly by SQLite from the stored body (docs/contract.md §4's field order);
-        the API sends the text as it is, other callers get it decoded."""
+    def render_rows(
+        self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], p: int, *, by_entity: bool
+    ) -> list[str]:
+        """Timeline entries as JSON text, from rows of ``ENTRY_COLUMNS`` (with the entity's role
+        rank last in an entity's timeline) read in a snapshot at position ``p``: what the timeline
+        pages and the live streams (``projections.live``) send. Rendered mostly by SQLite from the
+        stored body (docs/contract.md §4's field order); the API sends the text as it is, other
+        callers get it decoded."""
         stored = self._stored(conn, [row[0] for row in rows])
         entries: list[str] = []
         for row in rows:
@@ -810,7 +813,7 @@ class Queries:
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
-            entries = self.render_entries(conn, rows[: query.limit], entity_id is not None)
+            entries = self.render_rows(conn, rows[: query.limit], snapshot, by_entity=entity_id is not None)
             matching = None
             if total:
                 matching = self._rows(
