@@ -129,8 +129,8 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
                 if move is None:
                     continue
             assert move is not None
-            if not reader.moved(page, move, limit - len(page.messages)):
-                break
+            if len(page.messages) >= limit or not reader.moved(page, move, limit - len(page.messages)):
+                break  # the declaration's entries (or the rest of them) come with the next page
         page.more = page.cursor.position < upto
     return page
 

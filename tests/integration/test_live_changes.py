@@ -63,6 +63,17 @@ def apply(state: dict[str, dict[str, Any]], messages: list[Message], where: obje
             del state[entry["event_id"]]
 
 
+def told(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry less what a stream does not re-send: the names and canonical ids of its
+    ``entities`` (where entries carry them) follow the directory and aliases as of when an
+    entry is read, and a renaming changes every entry naming the entity (docs/live.md)."""
+    return {k: v for k, v in entry.items() if k != "entities"}
+
+
+def same(m: Message) -> tuple[int, str, dict[str, Any]]:
+    return m.position, m.kind, told(json.loads(m.data))
+
+
 def page(q: Queries, entity_id: str | None, filters: StreamFilter) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     cursor = None
@@ -121,14 +132,14 @@ def test_a_stream_replayed_is_the_page(tmp_path_factory, events, data) -> None:
                 shown = page(q, scope, FILTERS[f])
                 assert state.keys() == shown.keys(), (scope, FILTERS[f], events[:i])
                 for key in state:
-                    assert state[key] == shown[key], (scope, FILTERS[f], events[:i], key)
+                    assert told(state[key]) == told(shown[key]), (scope, FILTERS[f], events[:i], key)
         # Resuming after any position: exactly the messages after it, in the same order.
         head = store.head()
         for (scope, f), log in logs.items():
             assert [m.position for m in log] == sorted(m.position for m in log)
             for after in {0, head // 2, max(head - 1, 0), head}:
                 again, _ = read_all(q, scope, StreamCursor(after), FILTERS[f], limit)
-                assert again == [m for m in log if m.position > after], (scope, FILTERS[f], after)
+                assert [same(m) for m in again] == [same(m) for m in log if m.position > after], (scope, FILTERS[f], after)
     finally:
         q.close()
         engine.close()
@@ -226,3 +237,21 @@ def test_no_change_log_yet(db: Path, q: Queries) -> None:
     conn.close()
     with pytest.raises(NotLive):
         changes(q, "tesla", StreamCursor(0), StreamFilter(), 10)
+
+
+def test_a_page_filled_before_a_declaration_leaves_it_to_the_next(db: Path, q: Queries) -> None:
+    """Two members' changes fill a page just before a declaration: its entries come next page."""
+    with EventStore(db) as store:
+        r = append(
+            store,
+            alias("al1", "twitter", "x"),
+            news("a", "2023-01-01", ["x"]), news("b", "2023-01-02", ["twitter"]),
+            news("c", "2023-01-03", ["tweetdeck"]),
+            alias("al2", "tweetdeck", "x"),
+        )
+        project(store)
+    p = [x.position for x in r]
+    first = changes(q, "x", StreamCursor(p[0]), StreamFilter(), 2)
+    assert [m.position for m in first.messages] == [p[1], p[2]] and first.more
+    rest = changes(q, "x", first.cursor, StreamFilter(), 2)
+    assert [(m.position, m.kind, json.loads(m.data)["event_id"]) for m in rest.messages] == [(p[4], "update", "c")]
