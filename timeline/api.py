@@ -361,7 +361,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         )
 
     async def stream(request: Request, entity_id: str | None, after: str | None, filters: StreamFilter) -> Response:
-        if live.full:
+        if not live.reserve():
             limit = runtime.settings.stream_max_clients
             return JSONResponse(
                 {
@@ -372,12 +372,16 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
                 status_code=503,
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        header = request.headers.get("last-event-id")
-        name, given = ("Last-Event-ID", header) if header is not None else ("after", after)
-        resume = _position(name, given)
-        position, head = await live.opening(entity_id)
-        if resume is not None and resume > head:
-            raise ApiError(422, f"{name}: position {resume} is beyond the store's head ({head})", {"head": head})
+        try:
+            header = request.headers.get("last-event-id")
+            name, given = ("Last-Event-ID", header) if header is not None else ("after", after)
+            resume = _position(name, given)
+            position, head = await live.opening(entity_id)
+            if resume is not None and resume > head:
+                raise ApiError(422, f"{name}: position {resume} is beyond the store's head ({head})", {"head": head})
+        except BaseException:
+            live.release()
+            raise
         start = position if resume is None else resume
         return live.response(entity_id, start, filters, announce=resume is None)
 

@@ -64,9 +64,16 @@ class LiveStreams:
         self.open = 0
         self._watcher: asyncio.Task[None] | None = None
 
-    @property
-    def full(self) -> bool:
-        return self.open >= self.settings.stream_max_clients
+    def reserve(self) -> bool:
+        """Take a place for a stream (False: ``TIMELINE_STREAM_MAX_CLIENTS`` are taken); given
+        back by the stream's response however it ends, or by ``release`` if none is made."""
+        if self.open >= self.settings.stream_max_clients:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
 
     async def opening(self, entity_id: str | None) -> tuple[int, int]:
         """Check a stream can open (the entity exists, the change log is there): the timelines
@@ -74,19 +81,16 @@ class LiveStreams:
         return await self.runtime.read(opening, self.runtime.service.queries, entity_id)
 
     def response(self, entity_id: str | None, start: int, filters: StreamFilter, announce: bool) -> "LiveResponse":
-        self.open += 1
+        """The stream of a place taken with ``reserve``."""
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name="live streams' watcher")
         return LiveResponse(
             self._messages(entity_id, start, filters, announce),
-            release=self._release,
+            release=self.release,
             ping=self.settings.stream_heartbeat_seconds,
             ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
             send_timeout=self.settings.stream_send_timeout_seconds,
         )
-
-    def _release(self) -> None:
-        self.open -= 1
 
     async def _watch(self) -> None:
         """While streams are open: wake them when the timelines checkpoint moves."""

@@ -75,3 +75,13 @@ def test_no_change_log_yet_is_503_with_retry_after(client: Any) -> None:
     response = get("/timeline/stream")
     assert response.status_code == 503 and response.headers["retry-after"].isdigit()
     assert "change log" in response.json()["error"]
+
+
+def test_refused_streams_give_their_place_back(client: Any) -> None:
+    """A request refused after taking a place (bad position, unknown entity) gives it back."""
+    get, _ = client
+    for _ in range(3):  # TIMELINE_STREAM_MAX_CLIENTS is 100: more than 100 refusals would show a leak
+        for _ in range(40):
+            assert get("/entities/x/timeline/stream", params={"after": "5"}).status_code == 422
+            assert get("/entities/nobody/timeline/stream").status_code == 404
+    assert get("/entities/x/timeline/stream", params={"after": "bad"}).status_code == 422
