@@ -748,6 +748,32 @@ class Queries:
                 cards.put(position, card)
         return stored
 
+    def render_rows(
+        self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], p: int, *, by_entity: bool
+    ) -> list[str]:
+        """Timeline entries as JSON text, from rows of ``ENTRY_COLUMNS`` (with the entity's role
+        rank last in an entity's timeline) read in a snapshot at position ``p``: what the timeline
+        pages and the live streams (``projections.live``) send. Rendered mostly by SQLite from the
+        stored body (docs/contract.md §4's field order); the API sends the text as it is, other
+        callers get it decoded."""
+        stored = self._stored(conn, [row[0] for row in rows])
+        entries: list[str] = []
+        for row in rows:
+            if row[0] not in stored:  # erased after the projections were read (erasure.md): not shown
+                continue
+            event_id, recorded_at, dated, described = stored[row[0]]
+            if row[7] is not None:  # a corrected version carries its own copies
+                dated = compact_json(
+                    {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
+                )[1:-1]
+                described = f'"sources":{row[6]},"details":{row[7]}'
+            role = f',"role":"{ROLE_OF[row[10]]}"' if by_entity else ""
+            entries.append(
+                f'{{"event_id":{event_id},"kind":"{row[1]}",{dated}{role},{described},'
+                f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
+            )
+        return entries
+
     def timeline(
         self, entity_id: str | None, query: TimelineQuery, *, render: bool = False, total: bool = False
     ) -> dict[str, Any]:
@@ -804,30 +830,13 @@ class Queries:
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
-            stored = self._stored(conn, [row[0] for row in rows[: query.limit]])
+            entries = self.render_rows(conn, rows[: query.limit], snapshot, by_entity=entity_id is not None)
             matching = None
             if total:
                 matching = self._rows(
                     conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
                     count=True,
                 )[0][0]
-        # Each entry is rendered to JSON text here, mostly by SQLite from the stored body (docs/contract.md
-        # §4's field order); the API sends the text as it is, other callers get it decoded.
-        entries: list[str] = []
-        for row in rows[: query.limit]:
-            if row[0] not in stored:  # erased after the projections were read (erasure.md): not shown
-                continue
-            event_id, recorded_at, dated, described = stored[row[0]]
-            if row[7] is not None:  # a corrected version carries its own copies
-                dated = compact_json(
-                    {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
-                )[1:-1]
-                described = f'"sources":{row[6]},"details":{row[7]}'
-            role = f',"role":"{ROLE_OF[row[10]]}"' if entity_id is not None else ""
-            entries.append(
-                f'{{"event_id":{event_id},"kind":"{row[1]}",{dated}{role},{described},'
-                f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
-            )
         next_cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]

@@ -16,6 +16,15 @@ key), so that a timeline is one range of it; its rows never change (a version's 
 its ``tl_events`` row's). A rebuild fills it at the end, in key order, with one sort: the rows
 of plain news events come from the store's ``event_entities`` (``finish``), those of other
 versions as they are applied.
+
+``tl_changes`` is the change log that live streams read (``projections.live``): a row per store
+position that changed an entity's timeline, keyed ``(entity_id, position)``, with the entity's
+role (rank) in the version before and after the change and the status before (the status after
+is the version's, ``tl_events`` at ``valid_from = position``); the global timeline's rows are
+filed under ``GLOBAL``. Whether a change is a new entry, an update or a removal for a reader is
+decided when reading, from these and the reader's filters (role, retracted or not). Its rows,
+like ``tl_entries``', are written by ``apply`` and ``bulk`` (or, in a rebuild, ``finish``), so
+a rebuild writes the same rows as incremental runs.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from collections.abc import Sequence
 
 from events.ids import compact_json
 
-from .changes import RANK, Change
+from .changes import RANK, Change, Version
 from .engine import Projection
 from .erasure import Erased
 
@@ -34,11 +43,13 @@ RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank
 
 EVENTS = "tl_events"
 ENTRIES = "tl_entries"
+CHANGES = "tl_changes"
+GLOBAL = "*"  # the change log's entity id of the global timeline (never a slug)
 
 
 class TimelinesProjection(Projection):
     name = "timelines"
-    version = 4
+    version = 5  # 5: the change log (tl_changes)
     schema = {
         EVENTS: [
             # A version's id is the store position of the change that made it (one per position).
@@ -56,6 +67,16 @@ class TimelinesProjection(Projection):
                 entity_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
                 valid_from INTEGER NOT NULL, rank INTEGER NOT NULL,
                 PRIMARY KEY (entity_id, start_key, position, valid_from)
+            ) WITHOUT ROWID""",
+        ],
+        CHANGES: [
+            # One row per (entity, position of a change to its timeline); old_* are NULL when
+            # the entity was not in the version before (or there was none), rank when it is
+            # not in the version after.
+            """CREATE TABLE {t} (
+                entity_id TEXT NOT NULL, position INTEGER NOT NULL,
+                old_rank INTEGER, rank INTEGER, old_status TEXT,
+                PRIMARY KEY (entity_id, position)
             ) WITHOUT ROWID""",
         ],
     }
@@ -77,7 +98,19 @@ class TimelinesProjection(Projection):
         self._entries(conn, tag, 0, position)
 
     def _entries(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
-        """The entries of the plain news events of ``low < position <= high``, in key order."""
+        """The entries and change-log rows of the plain news events of ``low < position <= high``,
+        in key order."""
+        conn.execute(
+            f"""INSERT INTO {self.table(CHANGES, tag)} (entity_id, position, rank)
+                SELECT m.entity_id, e.position, {RANK_SQL}
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                UNION ALL
+                SELECT '{GLOBAL}', e.position, NULL FROM event_meta e
+                WHERE e.position > ? AND e.position <= ? AND e.plain
+                ORDER BY 1, 2""",
+            (low, high, low, high),
+        )
         conn.execute(
             f"""INSERT INTO {self.table(ENTRIES, tag)} (entity_id, start_key, position, valid_from, rank)
                 SELECT m.entity_id, e.start_key, e.position, e.position, {RANK_SQL}
@@ -91,6 +124,11 @@ class TimelinesProjection(Projection):
         events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
         event_rows = []
         entry_rows = []
+        conn.executemany(
+            f"INSERT INTO {self.table(CHANGES, tag)} (entity_id, position, old_rank, rank, old_status)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (row for change in changes for row in change_rows(change)),
+        )
         for change in changes:
             if change.old is not None:
                 self._flush(conn, events_t, entries_t, event_rows, entry_rows)
@@ -134,3 +172,25 @@ class TimelinesProjection(Projection):
                 entry_rows,
             )
             entry_rows.clear()
+
+
+def _ranks(version: Version | None) -> dict[str, int]:
+    """Each entity of a version with its best role's rank."""
+    out: dict[str, int] = {}
+    for entity in version.entities if version is not None else ():
+        rank = RANK[entity["role"]]
+        out[entity["id"]] = min(rank, out.get(entity["id"], rank))
+    return out
+
+
+def change_rows(change: Change) -> list[tuple[str, int, int | None, int | None, str | None]]:
+    """The change log's rows of a change: one for every entity in the version before or after
+    (entity order), and one for the global timeline."""
+    before, after = _ranks(change.old), _ranks(change.new)
+    old_status = change.old.status if change.old is not None else None
+    rows = [
+        (entity_id, change.position, before.get(entity_id), after.get(entity_id), old_status if entity_id in before else None)
+        for entity_id in sorted(before.keys() | after.keys())
+    ]
+    rows.append((GLOBAL, change.position, None, None, old_status))
+    return rows

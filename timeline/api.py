@@ -2,6 +2,7 @@
 
 import hmac
 import json
+import re
 from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,10 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events.erasure import Gone, erased_ids
 from events.models import EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
+from projections.live import NotLive, StreamFilter
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
 
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from .erasure_api import add_erasure_routes
+from .live import RETRY_AFTER_SECONDS, LiveStreams
 from .publisher import Rejected, prepare
 from .runtime import Runtime
 from . import ui
@@ -103,6 +106,29 @@ AS_OF = Query(
 )
 
 TIMELINE_PARAMS = ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted")
+STREAM_PARAMS = ("kind", "include_retracted", "after")
+STREAM_ANSWER = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "server-sent events: `entry`, `update`, `remove`, each with the store position as its id"
+        " and the entry as the timeline page shows it (docs/live.md)",
+    },
+    **READ_ERRORS,
+    503: {
+        "model": ErrorBody,
+        "description": "TIMELINE_STREAM_MAX_CLIENTS streams are open, or the change log is being rebuilt"
+        " (Retry-After); or the read took too long",
+    },
+}
+
+
+def _position(name: str, value: str | None) -> int | None:
+    """A store position given to resume a stream after (None: not given)."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", value.strip()):
+        raise ApiError(422, f"{name}: a store position is a whole number from 0, not {value[:40]!r}")
+    return int(value)
 
 
 def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
@@ -347,6 +373,68 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     )
     async def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> Response:
         return Json(await read(queries.timeline, None, query, render=True))
+
+    live = LiveStreams(runtime)
+
+    @app.exception_handler(NotLive)
+    async def _not_live(request: Request, exc: NotLive) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc), "detail": None}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
+
+    async def stream(request: Request, entity_id: str | None, after: str | None, filters: StreamFilter) -> Response:
+        if not live.reserve():
+            limit = runtime.settings.stream_max_clients
+            return JSONResponse(
+                {
+                    "error": f"{limit} live streams are open, the most this server keeps"
+                    " (TIMELINE_STREAM_MAX_CLIENTS): try again later",
+                    "detail": {"limit": limit},
+                },
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        try:
+            header = request.headers.get("last-event-id")
+            name, given = ("Last-Event-ID", header) if header is not None else ("after", after)
+            resume = _position(name, given)
+            position, head = await live.opening(entity_id)
+            if resume is not None and resume > head:
+                raise ApiError(422, f"{name}: position {resume} is beyond the store's head ({head})", {"head": head})
+        except BaseException:
+            live.release()
+            raise
+        start = position if resume is None else resume
+        return live.response(entity_id, start, filters, announce=resume is None)
+
+    @app.get(
+        "/entities/{entity_id}/timeline/stream", dependencies=[Depends(only(*STREAM_PARAMS, "role"))],
+        response_class=Response, responses=STREAM_ANSWER,
+    )
+    async def entity_stream(
+        request: Request,
+        entity_id: str,
+        kind: Annotated[list[Kind] | None, Query()] = None,
+        role: Role | None = None,
+        include_retracted: bool = False,
+        after: Annotated[str | None, Query(max_length=30, description="resume after this position (as Last-Event-ID)")] = None,
+    ) -> Response:
+        """The entity's timeline as it changes: server-sent events (docs/live.md)."""
+        filters = StreamFilter(tuple(kind or ()), role, include_retracted)
+        return await stream(request, entity_id, after, filters)
+
+    @app.get(
+        "/timeline/stream", dependencies=[Depends(only(*STREAM_PARAMS))],
+        response_class=Response, responses=STREAM_ANSWER,
+    )
+    async def global_stream(
+        request: Request,
+        kind: Annotated[list[Kind] | None, Query()] = None,
+        include_retracted: bool = False,
+        after: Annotated[str | None, Query(max_length=30, description="resume after this position (as Last-Event-ID)")] = None,
+    ) -> Response:
+        """The timeline of all entities as it changes: server-sent events (docs/live.md)."""
+        return await stream(request, None, after, StreamFilter(tuple(kind or ()), None, include_retracted))
 
     @app.get(
         "/projections", dependencies=[Depends(only())],

@@ -53,6 +53,20 @@ class Settings(BaseSettings):
         description="a read not answered this long after it was asked is stopped and answered 503",
     )
 
+    # Live streams (timeline.live): see docs/live.md.
+    stream_max_clients: int = Field(
+        100, alias="TIMELINE_STREAM_MAX_CLIENTS", ge=1, le=100_000,
+        description="live streams open at once; one more is answered 503 with Retry-After",
+    )
+    stream_heartbeat_seconds: float = Field(
+        15.0, alias="TIMELINE_STREAM_HEARTBEAT_SECONDS", gt=0, le=3600,
+        description="a ': keepalive' comment is sent on every live stream this often",
+    )
+    stream_send_timeout_seconds: float = Field(
+        30.0, alias="TIMELINE_STREAM_SEND_TIMEOUT_SECONDS", gt=0, le=3600,
+        description="a live stream's client that takes longer to take one message is disconnected",
+    )
+
     # The HTTP server's limits (timeline.edge, uvicorn): see docs/operations.md.
     http_max_header_bytes: int = Field(
         32 * 1024, alias="TIMELINE_HTTP_MAX_HEADER_BYTES", ge=1024, le=1024 * 1024,

@@ -54,6 +54,8 @@ def test_no_5xx_and_every_answer_matches_the_spec(live_server: Server) -> None:
     operations = 0
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path.endswith("/stream"):
+            continue  # a valid request opens an endless stream: its hostile input is in test_live.py
         operations += 1
 
         @given(case=operation.as_strategy())

@@ -1,0 +1,284 @@
+"""Live streams' reads: what changed in a timeline after a store position, a page at a time.
+
+A change is read from the timelines projection's change log (``tl_changes``, see
+``projections.timelines``), never from memory, so a reader that comes back after a million
+events reads on from where it was. Each change is told as a message named by the store position
+that made it:
+
+- ``entry``: an entry the timeline did not show before (a new event, or one a correction filed
+  under the entity);
+- ``update``: an entry it shows before and after (a correction), or one an alias declaration
+  moved into it from the entity's new alias (or new canonical);
+- ``remove``: one it showed and no longer does (a retraction, or a correction that took the
+  entity off the event, or an alias declaration that moved it away).
+
+Aliases are resolved as the store knew them at each position (a change before a declaration
+belongs to the timeline as it was then): the members of an entity's group are constant between
+the declarations that touch it, and at such a declaration the entries that moved in or out are
+read from ``tl_entries`` as of it (timeline order). The filters a stream takes (kind, role,
+retracted or not) decide which of these a change is; the rest of the page's filters (dates,
+text, ``as_of``) do not apply to a stream.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.ids import compact_json
+
+from .aliases import AliasIndex
+from .changes import RANK
+from .queries import ENTRY_COLUMNS, Queries, QueryError
+from .timelines import CHANGES, ENTRIES, EVENTS, GLOBAL
+
+Key = tuple[str, int]  # (start_key, event position): timeline order
+
+
+class NotLive(RuntimeError):
+    """The timelines projection has no change log yet (it is being rebuilt to a version with one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    kinds: tuple[str, ...] = ()
+    role: str | None = None
+    include_retracted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    position: int  # the store position of the change (the message's id)
+    kind: str  # entry | update | remove
+    data: str  # the entry as the timeline page renders it (JSON text)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCursor:
+    """Every change up to ``position`` has been read; ``moved``: the (start_key, event position)
+    of the last entry read of the alias declaration at ``position + 1``, part-way through it."""
+
+    position: int
+    moved: Key | None = None
+
+
+@dataclass(slots=True)
+class ChangePage:
+    messages: list[Message] = field(default_factory=list)
+    cursor: StreamCursor = StreamCursor(0)
+    upto: int = 0  # the projection's checkpoint the page was read at
+    more: bool = False  # changes up to ``upto`` remain: read again at once
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """An alias declaration that changed an entity's group at ``position``: its members before
+    and after, and those that moved in or out."""
+
+    position: int
+    before: list[str]
+    after: list[str]
+    moved: list[str]
+
+
+def checkpoint(queries: Queries) -> int:
+    """The timelines projection's checkpoint: what streams have read up to."""
+    with queries.snapshot() as conn:
+        return queries._checkpoint(conn, "timelines")[0]
+
+
+def opening(queries: Queries, entity_id: str | None) -> tuple[int, int]:
+    """Whether a stream can open (``NotFound``: no such entity; ``NotLive``: no change log yet):
+    the timelines projection's checkpoint and the store's head."""
+    if entity_id is not None:
+        queries.entity(entity_id)
+    with queries.snapshot() as conn:
+        position, tag = queries._checkpoint(conn, "timelines")
+        _require_log(conn, tag)
+        return position, queries.store.head()
+
+
+def _require_log(conn: Any, tag: str) -> None:
+    if not conn.execute("SELECT 1 FROM p_timelines.sqlite_master WHERE name = ?", (f"{CHANGES}{tag}",)).fetchone():
+        raise NotLive("the timelines projection is being rebuilt with its change log: streams open once it is live")
+
+
+def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int) -> ChangePage:
+    """Up to about ``limit`` messages of the changes after ``cursor`` (the global timeline's
+    when ``entity_id`` is None), read in one snapshot."""
+    if filters.role is not None and entity_id is None:
+        raise QueryError("role", "only an entity's timeline has roles")
+    aliases = queries._refresh()  # dropped and read again after an erasure
+    with queries.snapshot() as conn:
+        upto, tag = queries._checkpoint(conn, "timelines")
+        _require_log(conn, tag)
+        reader = _Reader(queries, conn, tag, upto, entity_id, filters)
+        page = ChangePage(cursor=cursor, upto=upto)
+        while len(page.messages) < limit and page.cursor.position < upto:
+            position = page.cursor.position
+            move = reader.next_move(position, upto) if entity_id is not None else None
+            if page.cursor.moved is None:
+                high = move.position - 1 if move is not None else upto
+                if position < high:
+                    done = reader.log(page, position, high, limit - len(page.messages))
+                    if not done:
+                        break
+                if move is None:
+                    continue
+            assert move is not None
+            if len(page.messages) >= limit or not reader.moved(page, move, limit - len(page.messages)):
+                break  # the declaration's entries (or the rest of them) come with the next page
+        page.more = page.cursor.position < upto
+    return page
+
+
+class _Reader:
+    def __init__(
+        self, queries: Queries, conn: Any, tag: str, upto: int, entity_id: str | None, filters: StreamFilter
+    ) -> None:
+        self.queries, self.conn, self.tag, self.upto = queries, conn, tag, upto
+        self.entity_id, self.filters = entity_id, filters
+        self.aliases: AliasIndex = queries.aliases
+        self.rank = RANK[filters.role] if filters.role else None
+
+    # --- the group's members and the declarations that change them ----------------------
+
+    def members(self, position: int) -> list[str]:
+        if self.entity_id is None:
+            return [GLOBAL]
+        return self.aliases.members(self.aliases.resolve(self.entity_id, position), position)
+
+    def next_move(self, low: int, high: int) -> _Move | None:
+        """The first declaration in ``(low, high]`` that changes the entity's group."""
+        assert self.entity_id is not None
+        aliases, me = self.aliases, self.entity_id
+        declarations = aliases.declarations
+        start = bisect.bisect_right(declarations, low, key=lambda d: d[0])
+        for position, alias, _canonical, _name in declarations[start:]:
+            if position > high:
+                return None
+            # Only a declaration whose alias moves into or out of the entity's group changes it.
+            if aliases.resolve(alias, position) != aliases.resolve(me, position) and aliases.resolve(
+                alias, position - 1
+            ) != aliases.resolve(me, position - 1):
+                continue
+            before, after = self.members(position - 1), self.members(position)
+            if set(before) != set(after):
+                return _Move(position, before, after, sorted(set(before) ^ set(after)))
+        return None
+
+    # --- the change log -----------------------------------------------------------------
+
+    def log(self, page: ChangePage, low: int, high: int, limit: int) -> bool:
+        """The changes in ``(low, high]`` (the group constant there) into ``page``, up to
+        ``limit`` positions of them; True once all of them are read."""
+        members = self.members(low)
+        changes_t = f"{CHANGES}{self.tag}"
+        bound, done = high, True
+        for member in members:  # each member's ``limit``-th change: read no further than the first
+            row = self.conn.execute(
+                f"SELECT position FROM {changes_t} WHERE entity_id = ? AND position > ? AND position <= ?"
+                " ORDER BY position LIMIT 1 OFFSET ?",
+                (member, low, bound, limit - 1),
+            ).fetchone()
+            if row is not None:
+                bound, done = row[0], False
+        by_position: dict[int, list[tuple[Any, ...]]] = {}
+        for row in self.conn.execute(
+            f"SELECT position, old_rank, rank, old_status FROM {changes_t}"
+            " WHERE entity_id IN (SELECT value FROM json_each(?)) AND position > ? AND position <= ? ORDER BY position",
+            (compact_json(members), low, bound),
+        ):
+            by_position.setdefault(row[0], []).append(row)
+        versions = self._versions(list(by_position))
+        out: list[tuple[int, str, tuple[Any, ...]]] = []
+        for position, rows in by_position.items():
+            told = self._classify(versions[position], rows)
+            if told is not None:
+                out.append((position, *told))
+        self._add(page, out)
+        page.cursor = StreamCursor(high if done else bound)
+        return done
+
+    def _versions(self, positions: list[int]) -> dict[int, tuple[Any, ...]]:
+        out: dict[int, tuple[Any, ...]] = {}
+        for i in range(0, len(positions), 900):
+            chunk = positions[i : i + 900]
+            for row in self.conn.execute(
+                f"SELECT {ENTRY_COLUMNS}, v.valid_from FROM {EVENTS}{self.tag} v"
+                f" WHERE v.valid_from IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[row[-1]] = row[:-1]
+        return out
+
+    def _classify(self, version: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]] | None:
+        """What a change is to this stream: (message kind, entry row), or None (not in its view)."""
+        f = self.filters
+        if f.kinds and version[1] not in f.kinds:
+            return None
+        wanted = self.rank
+        by_entity = self.entity_id is not None
+        old = [r for r in rows if r[3] is not None and (wanted is None or r[1] == wanted)]
+        new = [r for r in rows if (r[2] is not None or not by_entity) and (wanted is None or r[2] == wanted)]
+        was = any(f.include_retracted or r[3] != "retracted" for r in old)
+        now = bool(new) and (f.include_retracted or version[8] != "retracted")
+        if not was and not now:
+            return None
+        kind = "update" if was and now else "entry" if now else "remove"
+        rank = min(r[2] for r in new) if now and by_entity else min(r[1] for r in old) if by_entity else None
+        return kind, (*version, rank)
+
+    # --- alias declarations ---------------------------------------------------------------
+
+    def moved(self, page: ChangePage, move: _Move, limit: int) -> bool:
+        """What a declaration changed: the entries it moved into the group (``update``), out of
+        it (``remove``), or whose best role in it it changed (``update``), in timeline order
+        from ``page.cursor.moved`` on, into ``page``; True once all of them are read."""
+        f = self.filters
+        where = ["en.entity_id IN (SELECT value FROM json_each(?))", "en.valid_from <= ?", "v.valid_to > ?"]
+        args: list[Any] = [compact_json(move.moved), move.position, move.position]
+        if not f.include_retracted:
+            where.append("v.status != 'retracted'")
+        if f.kinds:
+            where.append(f"v.kind IN ({','.join('?' * len(f.kinds))})")
+            args += list(f.kinds)
+        if page.cursor.moved is not None:
+            where.append("(en.start_key, en.position) > (?, ?)")
+            args += list(page.cursor.moved)
+        role = "" if self.rank is None else f" AND o.rank = {self.rank}"
+        # a version's best rank among some members (NULL: filed under none of them)
+        best = (
+            f"(SELECT MIN(o.rank) FROM {ENTRIES}{self.tag} o WHERE o.entity_id IN (SELECT value FROM json_each(?))"
+            f" AND o.start_key = m.start_key AND o.position = m.position AND o.valid_from = m.valid_from{role})"
+        )
+        sql = (
+            f"SELECT {ENTRY_COLUMNS}, m.start_key, m.was, m.now FROM"
+            f" (SELECT m.*, {best} AS was, {best} AS now FROM"
+            f" (SELECT DISTINCT en.start_key, en.position, en.valid_from FROM {ENTRIES}{self.tag} en"
+            f" JOIN {EVENTS}{self.tag} v ON v.valid_from = en.valid_from WHERE {' AND '.join(where)}) m) m"
+            f" JOIN {EVENTS}{self.tag} v ON v.valid_from = m.valid_from"
+            " WHERE m.was IS NOT m.now ORDER BY m.start_key, m.position LIMIT ?"
+        )
+        best_args = [compact_json(move.before), compact_json(move.after)]
+        rows = self.conn.execute(sql, [*best_args, *args, limit + 1]).fetchall()
+        done = len(rows) <= limit
+        rows = rows[:limit]
+        told = [
+            (move.position, "remove" if now is None else "update", (*row, now if now is not None else was))
+            for *row, _key, was, now in rows
+        ]
+        self._add(page, told)
+        page.cursor = StreamCursor(move.position) if done else StreamCursor(move.position - 1, (rows[-1][-3], rows[-1][0]))
+        return done
+
+    # --- rendering ------------------------------------------------------------------------
+
+    def _add(self, page: ChangePage, told: Sequence[tuple[int, str, tuple[Any, ...]]]) -> None:
+        """(position, kind, entry row) as messages, the entries rendered as the timeline page
+        renders them (``Queries.render_rows``, at the page's checkpoint)."""
+        rows = [row for _, _, row in told]
+        data = self.queries.render_rows(self.conn, rows, self.upto, by_entity=self.entity_id is not None)
+        page.messages += [Message(position, kind, text) for (position, kind, _), text in zip(told, data)]

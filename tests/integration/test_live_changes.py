@@ -1,0 +1,257 @@
+"""The live streams' reads (``projections.live``) against the timeline pages, on real SQLite files.
+
+The property: a client that applies a stream's messages (``entry`` adds, ``update`` replaces,
+``remove`` deletes) holds exactly what the timeline page shows, after every batch the
+projection commits, whatever the page size of its reads, with every filter the stream takes;
+``entry`` only for an entry it does not hold, ``update`` and ``remove`` only for one it does.
+A client that resumes after any position gets exactly the messages after it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from events.models import EventRejected, parse_event
+from events.store import Candidate, EventStore
+from projections import ProjectionEngine, default_projections
+from projections.live import Message, NotLive, StreamCursor, StreamFilter, changes
+from projections.queries import NotFound, Queries, TimelineQuery
+
+from helpers import alias, append, correction, news, projection_conn, retraction
+from test_rebuild_property import POOL, editorial_event, news_event
+
+FILTERS = [
+    StreamFilter(),
+    StreamFilter(include_retracted=True),
+    StreamFilter(role="subject"),
+    StreamFilter(kinds=("report", "outage")),
+]
+
+
+def read_all(q: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int
+             ) -> tuple[list[Message], StreamCursor]:
+    out: list[Message] = []
+    while True:
+        page = changes(q, entity_id, cursor, filters, limit)
+        out += page.messages
+        cursor = page.cursor
+        assert cursor.position <= page.upto
+        if not page.more:
+            return out, cursor
+
+
+def apply(state: dict[str, dict[str, Any]], messages: list[Message], where: object, moves: set[int]) -> None:
+    """Apply messages to what a client holds; an alias declaration (at ``moves``) tells the
+    entries it moved into the timeline as updates."""
+    for m in messages:
+        entry = json.loads(m.data)
+        held = entry["event_id"] in state
+        if m.kind == "entry":
+            assert not held, (where, m)
+            state[entry["event_id"]] = entry
+        elif m.kind == "update":
+            assert held or m.position in moves, (where, m)
+            state[entry["event_id"]] = entry
+        else:
+            assert m.kind == "remove" and held, (where, m)
+            del state[entry["event_id"]]
+
+
+def told(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry less what a stream does not re-send: the names and canonical ids of its
+    ``entities`` (where entries carry them) follow the directory and aliases as of when an
+    entry is read, and a renaming changes every entry naming the entity (docs/live.md)."""
+    return {k: v for k, v in entry.items() if k != "entities"}
+
+
+def same(m: Message) -> tuple[int, str, dict[str, Any]]:
+    return m.position, m.kind, told(json.loads(m.data))
+
+
+def page(q: Queries, entity_id: str | None, filters: StreamFilter) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        try:
+            result = q.timeline(entity_id, TimelineQuery(
+                kinds=filters.kinds, role=filters.role, include_retracted=filters.include_retracted,
+                limit=500, cursor=cursor,
+            ))
+        except NotFound:
+            return out
+        out.update({e["event_id"]: e for e in result["entries"]})
+        cursor = result["next_cursor"]
+        if cursor is None:
+            return out
+
+
+@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    events=st.lists(st.one_of(news_event(), news_event(), editorial_event()), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_a_stream_replayed_is_the_page(tmp_path_factory, events, data) -> None:
+    path = Path(tmp_path_factory.mktemp("live")) / "t.db"
+    store = EventStore(path)
+    engine = ProjectionEngine(store, default_projections(), batch_size=data.draw(st.integers(1, 5), label="engine batch"))
+    engine.setup()
+    q = Queries(str(path))
+    limit = data.draw(st.integers(1, 4), label="page size")
+    scopes: list[str | None] = [None, *POOL]
+    clients: dict[tuple[str | None, int], tuple[dict[str, Any], StreamCursor]] = {
+        (s, f): ({}, StreamCursor(0)) for s in scopes for f in range(len(FILTERS)) if s or not FILTERS[f].role
+    }
+    logs: dict[tuple[str | None, int], list[Message]] = {key: [] for key in clients}
+    moves: set[int] = set()
+    try:
+        i = 0
+        while i < len(events):
+            size = data.draw(st.integers(1, 5), label="append batch")
+            batch = []
+            for event in events[i : i + size]:
+                try:
+                    raw = json.dumps(event).encode()
+                    batch.append(Candidate(parse_event(event), raw))
+                except EventRejected:
+                    pass
+            results = store.append(batch)
+            engine.catch_up()
+            i += size
+            moves.update(r.position for r, c in zip(results, batch) if c.event.kind == "entity_alias" and r.status == "stored")
+            for (scope, f), (state, cursor) in clients.items():
+                got, cursor = read_all(q, scope, cursor, FILTERS[f], limit)
+                apply(state, got, (scope, FILTERS[f]), moves)
+                logs[(scope, f)] += got
+                clients[(scope, f)] = (state, cursor)
+                shown = page(q, scope, FILTERS[f])
+                assert state.keys() == shown.keys(), (scope, FILTERS[f], events[:i])
+                for key in state:
+                    assert told(state[key]) == told(shown[key]), (scope, FILTERS[f], events[:i], key)
+        # Resuming after any position: exactly the messages after it, in the same order.
+        head = store.head()
+        for (scope, f), log in logs.items():
+            assert [m.position for m in log] == sorted(m.position for m in log)
+            for after in {0, head // 2, max(head - 1, 0), head}:
+                again, _ = read_all(q, scope, StreamCursor(after), FILTERS[f], limit)
+                assert [same(m) for m in again] == [same(m) for m in log if m.position > after], (scope, FILTERS[f], after)
+    finally:
+        q.close()
+        engine.close()
+        store.close()
+
+
+def project(store: EventStore) -> None:
+    with ProjectionEngine(store, default_projections()) as engine:
+        engine.catch_up()
+
+
+def messages(q: Queries, entity_id: str | None, after: int = 0, **filters: Any) -> list[tuple[int, str, str]]:
+    got, _ = read_all(q, entity_id, StreamCursor(after), StreamFilter(**filters), 50)
+    return [(m.position, m.kind, json.loads(m.data)["event_id"]) for m in got]
+
+
+def test_messages_of_each_kind(db: Path, q: Queries) -> None:
+    with EventStore(db) as store:
+        r = append(
+            store,
+            news("a1", "2025-01-01", ["tesla"]),
+            news("a2", "2025-01-02", ["tesla", "spacex"]),
+            correction("c1", "a1", headline="fixed"),  # update
+            correction("c2", "a2", entities=[{"id": "spacex", "name": "SpaceX", "role": "subject"}]),  # leaves tesla
+            retraction("r1", "a1"),  # remove
+        )
+        project(store)
+    p = [x.position for x in r]
+    assert messages(q, "tesla") == [(p[0], "entry", "a1"), (p[1], "entry", "a2"), (p[2], "update", "a1"),
+                                    (p[3], "remove", "a2"), (p[4], "remove", "a1")]
+    assert messages(q, "spacex") == [(p[1], "entry", "a2"), (p[3], "update", "a2")]
+    assert messages(q, None) == [(p[0], "entry", "a1"), (p[1], "entry", "a2"), (p[2], "update", "a1"),
+                                 (p[3], "update", "a2"), (p[4], "remove", "a1")]
+    # With the retracted shown, a retraction updates the entry (its status) instead.
+    assert messages(q, "tesla", include_retracted=True)[-1] == (p[4], "update", "a1")
+    assert messages(q, "tesla", after=p[2]) == [(p[3], "remove", "a2"), (p[4], "remove", "a1")]
+    update = json.loads(changes(q, "tesla", StreamCursor(p[1]), StreamFilter(), 1).messages[0].data)
+    assert update["headline"] == "fixed" and update["role"] == "subject" and update["status"] == "corrected"
+
+
+def test_an_alias_moves_entries_in_and_out(db: Path, q: Queries) -> None:
+    with EventStore(db) as store:
+        r = append(
+            store,
+            news("t1", "2023-01-01", ["twitter"]),
+            news("t2", "2023-02-01", ["twitter"]),
+            news("b", "2023-03-01", ["twitter", "x"]),  # under both: already in x's timeline
+            news("x1", "2024-01-01", ["x"]),
+            alias("al", "twitter", "x"),
+            news("t3", "2024-02-01", ["twitter"]),
+        )
+        project(store)
+    p = [x.position for x in r]
+    merged = p[4]
+    assert messages(q, "x") == [
+        (p[2], "entry", "b"), (p[3], "entry", "x1"),
+        (merged, "update", "t1"), (merged, "update", "t2"),  # moved in, in timeline order
+        (p[5], "entry", "t3"),  # filed under the alias: in x's timeline now
+    ]
+    # A stream of the alias follows its canonical entity from the declaration on.
+    assert messages(q, "twitter", after=p[3]) == [(merged, "update", "x1"), (p[5], "entry", "t3")]
+    # Moved entries a page at a time: none twice, none lost.
+    got, cursor = [], StreamCursor(p[3])
+    while True:
+        one = changes(q, "x", cursor, StreamFilter(), 1)
+        got += [json.loads(m.data)["event_id"] for m in one.messages]
+        cursor = one.cursor
+        if not one.more:
+            break
+    assert got == ["t1", "t2", "t3"]
+
+
+def test_a_stream_reads_from_far_back_in_pages(db: Path, q: Queries) -> None:
+    """Far behind: read from the change log, a page of at most ``limit`` at a time."""
+    with EventStore(db) as store:
+        for start in range(0, 3000, 1000):
+            append(store, *[news(f"e{i}", "2025-01-01", ["tesla" if i % 100 == 0 else "other"]) for i in
+                            range(start, start + 1000)])
+        project(store)
+    first = changes(q, "tesla", StreamCursor(0), StreamFilter(), 7)
+    assert len(first.messages) == 7 and first.more
+    assert [m.position for m in first.messages] == [1 + 100 * i for i in range(7)]
+    assert len(messages(q, "tesla")) == 30
+
+
+def test_no_change_log_yet(db: Path, q: Queries) -> None:
+    """A projection at a version without the change log (rebuilding to it): a clear error."""
+    with EventStore(db) as store:
+        project(store)
+    with q.snapshot() as conn:
+        _, tag = q._checkpoint(conn, "timelines")
+    conn = projection_conn(db, "timelines")
+    conn.execute(f"DROP TABLE tl_changes{tag}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(NotLive):
+        changes(q, "tesla", StreamCursor(0), StreamFilter(), 10)
+
+
+def test_a_page_filled_before_a_declaration_leaves_it_to_the_next(db: Path, q: Queries) -> None:
+    """Two members' changes fill a page just before a declaration: its entries come next page."""
+    with EventStore(db) as store:
+        r = append(
+            store,
+            alias("al1", "twitter", "x"),
+            news("a", "2023-01-01", ["x"]), news("b", "2023-01-02", ["twitter"]),
+            news("c", "2023-01-03", ["tweetdeck"]),
+            alias("al2", "tweetdeck", "x"),
+        )
+        project(store)
+    p = [x.position for x in r]
+    first = changes(q, "x", StreamCursor(p[0]), StreamFilter(), 2)
+    assert [m.position for m in first.messages] == [p[1], p[2]] and first.more
+    rest = changes(q, "x", first.cursor, StreamFilter(), 2)
+    assert [(m.position, m.kind, json.loads(m.data)["event_id"]) for m in rest.messages] == [(p[4], "update", "c")]
