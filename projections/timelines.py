@@ -160,6 +160,11 @@ class TimelinesProjection(Projection):
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         for base in (EVENTS, ENTRIES):
             conn.execute(f"DELETE FROM {self.table(base, tag)} WHERE position = ?", (gone.position,))
+        # The change log's rows of the event and of its corrections and retraction: an entity's id
+        # is made from its name, which may be the erased text itself (docs/erasure.md).
+        conn.executemany(
+            f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
+        )
 
     @staticmethod
     def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:
