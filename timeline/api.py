@@ -20,6 +20,7 @@ from projections.engine import RebuildError
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
 
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
+from . import metrics
 from .publisher import prepare
 from .runtime import Runtime
 from .schemas import (
@@ -167,6 +168,12 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         scheme, _, value = given.partition(" ")
         if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())):
             raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write or to read dead letters")
+
+    metrics.install(  # GET /metrics, and each request timed (timeline.metrics)
+        app, runtime, [Depends(only())] + ([Depends(require_token)] if runtime.settings.metrics_require_token else [])
+    )
+    if runtime.tracing is not None:  # TIMELINE_OTLP_ENDPOINT (timeline.tracing)
+        runtime.tracing.instrument(app)
 
     queries = runtime.service.queries
     read = runtime.read  # reads run on the reader threads, never on this loop (timeline.readers)
