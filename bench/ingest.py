@@ -46,7 +46,10 @@ def settled(server: Server, n: int, client: httpx.Client) -> bool:
     )
 
 
-def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = None) -> dict[str, float]:
+def run(
+    n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = None, scrape_seconds: float | None = None
+) -> dict[str, float]:
+    """``scrape_seconds``: also ``GET /metrics`` that often during the ingest, as Prometheus would."""
     timeout = timeout if timeout is not None else 120.0 + n / 200  # a floor of 200 events/s
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         workdir = Path(tmp)
@@ -68,7 +71,11 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
                 publisher.stdin.write("go\n")
                 publisher.stdin.flush()
                 deadline = time.monotonic() + timeout
+                scrapes, next_scrape = 0, time.monotonic()
                 while not settled(server, n, client):
+                    if scrape_seconds is not None and time.monotonic() >= next_scrape:
+                        client.get(f"{server.url}/metrics").raise_for_status()
+                        scrapes, next_scrape = scrapes + 1, next_scrape + scrape_seconds
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"ingest of {n} events not settled within {timeout:.0f} s:\n{server.tail()}")
                     if server.process is not None and server.process.poll() is not None:
@@ -95,6 +102,7 @@ def run(n: int, redis_url: str, batch_size: int = 2000, timeout: float | None = 
                 "peak_rss_mb": peak,
                 "peak_rss_server_mb": peak_own,  # without its validating processes
                 "batch_size": batch_size,
+                "scrapes": scrapes,
             }
         finally:
             if publisher is not None and publisher.poll() is None:
@@ -108,13 +116,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--batch-size", type=int, default=2000, help="TIMELINE_BATCH_SIZE of the server")
+    parser.add_argument("--scrape-seconds", type=float, help="GET /metrics this often during the ingest")
     parser.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish:
         publisher_main(args.redis_url, args.stream, args.events)
         return
-    print(json.dumps(run(args.events, args.redis_url, args.batch_size)))
+    print(json.dumps(run(args.events, args.redis_url, args.batch_size, scrape_seconds=args.scrape_seconds)))
 
 
 if __name__ == "__main__":

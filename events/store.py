@@ -8,9 +8,10 @@ so positions are gap-free and give the one global order. A batch is appended in 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from .ids import compact_json, fold
 from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, ParsedEvent, writable
 
+log = logging.getLogger("events.store")
 _CHUNK = 900  # ids per IN (...) query
 WRITER_CACHE_KIB = 16 * 1024  # page cache of the writer's connection
 READER_CACHE_KIB = 16 * 1024  # of each reader's (one per thread that reads)
@@ -53,6 +55,20 @@ class AppendResult:
     position: int | None = None
     reason: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendDone:
+    """One committed append, as the store's observers see it (metrics, tracing): when it
+    started (``time.time_ns()``), how long it took, the batch's size and what it stored."""
+
+    started_ns: int
+    seconds: float
+    batch: int
+    stored: int
+
+
+AppendObserver = Callable[[AppendDone], None]
 
 
 #: what the store's per-event rows take from a body: occurred_at, ended_at and, for a news
@@ -219,6 +235,8 @@ class EventStore:
         self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
         self._alias_index: AliasIndex | None = None  # the writer's, for the cycle check
         self._erasures_seen = 0  # erasures made when it was read (an erased declaration goes)
+        #: called after each committed append, whoever appends (the consumer, an import)
+        self.observers: list[AppendObserver] = []
         if not reader:
             migrate(self.conn)
 
@@ -231,6 +249,7 @@ class EventStore:
         store.conn = conn
         store._alias_index = None
         store._erasures_seen = 0
+        store.observers = []
         return store
 
     def close(self) -> None:
@@ -255,6 +274,7 @@ class EventStore:
         if not batch:
             return []
         conn = self.conn
+        started_ns, started = time.time_ns(), time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = self._append_locked(batch)
@@ -264,6 +284,15 @@ class EventStore:
             if conn.in_transaction:  # a failed COMMIT (disk full, say) may have rolled back already
                 conn.execute("ROLLBACK")
             raise
+        if self.observers:
+            done = AppendDone(
+                started_ns, time.perf_counter() - started, len(batch), sum(r.status == "stored" for r in results)
+            )
+            for observe in self.observers:
+                try:
+                    observe(done)
+                except Exception:  # noqa: BLE001 - the batch is committed: a report must not undo that
+                    log.exception("an append observer failed")
         return results
 
     def _append_locked(self, batch: Sequence[Candidate]) -> list[AppendResult]:
@@ -465,6 +494,11 @@ class EventStore:
     def head(self) -> int:
         row = self.conn.execute("SELECT MAX(position) FROM events").fetchone()
         return row[0] or 0
+
+    def recorded_at(self, position: int) -> str | None:
+        """When the event at ``position`` was stored (None if there is none)."""
+        row = self.conn.execute("SELECT recorded_at FROM events WHERE position = ?", (position,)).fetchone()
+        return row[0] if row else None
 
     def get(self, event_id: str, upto: int | None = None) -> StoredEvent | None:
         sql = "SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE event_id = ? AND body <> ''"

@@ -23,6 +23,7 @@ from projections.live import NotLive, StreamFilter
 from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
 
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
+from . import metrics
 from .erasure_api import add_erasure_routes
 from .live import RETRY_AFTER_SECONDS, LiveStreams
 from .publisher import Rejected, prepare
@@ -200,6 +201,12 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         scheme, _, value = given.partition(" ")
         if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())):
             raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write or to read dead letters")
+
+    metrics.install(  # GET /metrics, and each request timed (timeline.metrics)
+        app, runtime, [Depends(only())] + ([Depends(require_token)] if runtime.settings.metrics_require_token else [])
+    )
+    if runtime.tracing is not None:  # TIMELINE_OTLP_ENDPOINT (timeline.tracing)
+        runtime.tracing.instrument(app)
 
     queries = runtime.service.queries
     read = runtime.read  # reads run on the reader threads, never on this loop (timeline.readers)

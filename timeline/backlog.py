@@ -102,21 +102,23 @@ if group then anchored_if_caught_up(key, counts, name, group) end
 return n
 """
 
-# KEYS[1]: the stream, KEYS[2]: its counts. ARGV[1]: the group. Returns {backlog, exact (1/0)}.
+# KEYS[1]: the stream, KEYS[2]: its counts. ARGV[1]: the group. Returns {pending, not yet given,
+# exact (1/0), the group's last-delivered-id}: the backlog is the first two together.
 BACKLOG_SCRIPT = _GROUP_LUA + """
 local key, counts, name = KEYS[1], KEYS[2], ARGV[1]
-if redis.call('EXISTS', key) == 0 then return {0, 1} end
+if redis.call('EXISTS', key) == 0 then return {0, 0, 1, '0-0'} end
 local length = redis.call('XLEN', key)
 local group = group_info(key, name)
-if group == nil then return {length, 1} end  -- nothing given to it: the whole stream
+if group == nil then return {0, length, 1, '0-0'} end  -- nothing given to it: the whole stream
 local pending = tonumber(group['pending'])
-if anchored_if_caught_up(key, counts, name, group) then return {pending, 1} end
-if group['lag'] then return {pending + tonumber(group['lag']), 1} end  -- Redis 7 keeps it
-if not redis.call('HGET', counts, 'anchor:' .. name) then return {length, 0} end  -- at most that
+local last = group['last-delivered-id']
+if anchored_if_caught_up(key, counts, name, group) then return {pending, 0, 1, last} end
+if group['lag'] then return {pending, tonumber(group['lag']), 1, last} end  -- Redis 7 keeps it
+if not redis.call('HGET', counts, 'anchor:' .. name) then return {pending, length - pending, 0, last} end  -- at most
 local trimmed = tonumber(redis.call('HGET', counts, 'trimmed') or '0')
 local delivered = tonumber(redis.call('HGET', counts, 'delivered:' .. name) or '0')
 local waiting = math.max(0, math.min(length + trimmed - delivered, length - pending))
-return {pending + waiting, 1}
+return {pending, waiting, 1, last}
 """
 
 
@@ -143,5 +145,11 @@ class StreamBacklog:
 
     async def measure(self) -> tuple[int, bool]:
         """(entries not yet stored, whether that is exact; otherwise an upper bound)."""
-        backlog, exact = await self._measure(keys=[self.stream, self.counts], args=[self.group])
-        return int(backlog), bool(exact)
+        pending, waiting, exact, _ = await self.parts()
+        return pending + waiting, exact
+
+    async def parts(self) -> tuple[int, int, bool, str]:
+        """(entries pending in the group, entries not yet given to it, whether that is exact,
+        the group's last-delivered-id)."""
+        pending, waiting, exact, last = await self._measure(keys=[self.stream, self.counts], args=[self.group])
+        return int(pending), int(waiting), bool(exact), last.decode() if isinstance(last, bytes) else str(last)

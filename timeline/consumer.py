@@ -14,10 +14,11 @@ projections' checkpoints).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sqlite3
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from faststream.middlewares import AckPolicy
@@ -27,10 +28,14 @@ from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis
 
 from .backlog import StreamBacklog
-from .service import IngestOutcome, Prepared, TimelineService
+from .lag import Backlog
+from .service import DeadLetter, IngestOutcome, Prepared, TimelineService
 from .settings import Settings
 from .settling import SETTLE_SCRIPT, settle
 from .trimming import TRIM_SCRIPT, trim_acknowledged
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 log = logging.getLogger("timeline.consumer")
 
@@ -50,16 +55,31 @@ async def _raw_parser(message: Mapping[str, Any]) -> BatchMessage:
     return BatchMessage(raw_message=message, body=b"", consumer=None, group=None)  # type: ignore[arg-type]
 
 
+async def _traced_parser(message: Mapping[str, Any]) -> BatchMessage:
+    # The same, with the ``traceparent`` the entries carry as FastStream's headers (timeline.tracing).
+    from .tracing import batch_headers
+
+    return BatchMessage(  # type: ignore[arg-type]
+        raw_message=message, body=b"", consumer=None, group=None, **batch_headers(message["data"])
+    )
+
+
 async def _raw_decoder(message: Any) -> None:
     return None
 
 
 class StreamConsumer:
-    def __init__(self, settings: Settings, service: TimelineService, redis_url: str) -> None:
+    def __init__(
+        self, settings: Settings, service: TimelineService, redis_url: str, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.service = service
         self.redis = Redis.from_url(redis_url)
-        self.broker = RedisBroker(redis_url, logger=log, graceful_timeout=HANDLERS_STOP_SECONDS)
+        self.traced = tracing is not None
+        middlewares = (tracing.broker_middleware(),) if tracing is not None else ()
+        self.broker = RedisBroker(
+            redis_url, logger=log, graceful_timeout=HANDLERS_STOP_SECONDS, middlewares=middlewares
+        )
         self.store_failing: str | None = None
         self.projection_failing: str | None = None  # the projector's last error, until it succeeds
         self.batches = 0
@@ -79,8 +99,11 @@ class StreamConsumer:
         self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self._trimmer: asyncio.Task[None] | None = None
         self.trimmed = 0  # entries this process has trimmed from the stream
+        #: told of the dead letters this process wrote (timeline.metrics counts them)
+        self.on_dead_letters: Callable[[Sequence[DeadLetter]], None] = lambda letters: None
         common: dict[str, Any] = dict(
-            parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL, no_reply=True
+            parser=_traced_parser if self.traced else _raw_parser, decoder=_raw_decoder,
+            ack_policy=AckPolicy.MANUAL, no_reply=True,
         )
         def subscriber(**claim: int) -> Any:
             return self.broker.subscriber(
@@ -222,6 +245,8 @@ class StreamConsumer:
         raw = message.raw_message
         entries = list(zip(raw["message_ids"], raw["data"]))
         prepared = await anyio.to_thread.run_sync(self.service.prepare, entries)
+        if self.traced:  # the batch's span stays current for its append (timeline.tracing)
+            prepared.context = contextvars.copy_context()
         await self._queue.put(prepared)
 
     async def _write_forever(self) -> None:
@@ -229,7 +254,10 @@ class StreamConsumer:
         while True:
             prepared = await self._queue.get()
             try:
-                await self._write(prepared)
+                if prepared.context is None:
+                    await self._write(prepared)
+                else:
+                    await asyncio.create_task(self._write(prepared), context=prepared.context)
             except Exception:  # noqa: BLE001 - the entries stay pending; the claimer brings them back
                 log.exception("a batch of %d entries was not settled; it stays pending", len(prepared.ids))
             finally:
@@ -240,10 +268,12 @@ class StreamConsumer:
         # Dead letters and the acknowledgement in one script: a dead letter only for an entry
         # this call acknowledged, so a batch handled twice (claimed while still in hand) is
         # dead-lettered once.
-        await settle(
+        written = await settle(
             self._settle_script, self.settings.stream, self.settings.dead_stream, self.settings.group,
             prepared.ids, outcome.dead,
         )
+        if written:
+            self.on_dead_letters(written)
         self.batches += 1
         self.entries += len(prepared.ids)
         self._draining = len(prepared.ids) >= self.settings.batch_size  # a full batch: more is waiting
@@ -343,7 +373,29 @@ class StreamConsumer:
 
     # --- health --------------------------------------------------------------------------
 
-    async def backlog(self) -> tuple[int, bool]:
-        """Entries in the stream not yet stored, and whether that count is exact (see
-        ``timeline.backlog``: no stream entry is read, on any Redis version)."""
-        return await self.counts.measure()
+    async def backlog(self) -> Backlog:
+        """Entries in the stream not yet stored: pending in the group (delivered, not yet
+        acknowledged) and not yet delivered, whether that count is exact (see
+        ``timeline.backlog``: no stream entry is read, on any Redis version), and when the oldest
+        of them was added."""
+        pending, undelivered, exact, last = await self.counts.parts()
+        return Backlog(pending, undelivered, exact, await self._oldest_unsettled(pending, undelivered, last))
+
+    async def _oldest_unsettled(self, pending: int, undelivered: int, last: str) -> int | None:
+        """When (Unix ms, from its entry id) the oldest entry not yet settled was added: the
+        group's oldest pending entry (XPENDING's summary), else the first one after the last
+        delivered (the one entry read, for its id); None when there is none."""
+        stream, group = self.settings.stream, self.settings.group
+        if pending:
+            oldest = (await self.redis.xpending(stream, group)).get("min")
+            return _entry_ms(oldest) if oldest else None
+        if undelivered:
+            first = await self.redis.xrange(stream, f"({last}", "+", count=1)
+            return _entry_ms(first[0][0]) if first else None
+        return None
+
+
+def _entry_ms(entry_id: bytes | str) -> int:
+    """The time part of a stream entry id (Unix ms)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return int(text.partition("-")[0])

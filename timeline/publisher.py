@@ -286,13 +286,15 @@ class AsyncPublisher:
             report.accepted.extend(event_id for _, event_id, _ in valid)
         return report
 
-    async def send(self, entries: list[bytes]) -> list[str]:
-        """XADD already validated event bytes, one entry each, in one round trip; the entry ids."""
+    async def send(self, entries: list[bytes], fields: dict[str, str] | None = None) -> list[str]:
+        """XADD already validated event bytes, one entry each, in one round trip; the entry ids.
+        ``fields`` go on every entry beside ``event`` (the API's ``traceparent``, say)."""
         if not entries:
             return []
+        extra = fields or {}
         async with self.client.pipeline(transaction=False) as pipe:
             for data in entries:
-                pipe.xadd(self.stream, {"event": data})
+                pipe.xadd(self.stream, {"event": data, **extra})
             ids = await pipe.execute()
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from redis.asyncio import Redis
@@ -24,11 +24,16 @@ from projections.engine import RebuildError
 
 from .consumer import StreamConsumer
 from .embedded_redis import EmbeddedRedis
+from .lag import Observation, Progress, Backlog, projection_lags
+from .metrics import Metrics
 from .publisher import AsyncPublisher
 from .redis_ready import wait_until_ready
 from .readers import Readers
 from .service import TimelineService
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 log = logging.getLogger("timeline")
 
@@ -36,11 +41,12 @@ T = TypeVar("T")
 HEALTH_PING_SECONDS = 2.0
 BACKLOG_SECONDS = 1.0  # /health's backlog is at most this old
 BACKLOG_FRESH_SECONDS = 0.1  # ... and this old while the consumer settles entries
+LAG_READ_SECONDS = 2.0  # the projections' lag is left out of /health and /metrics if slower to read
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, consume: bool = True) -> None:
+    def __init__(self, settings: Settings, *, consume: bool = True, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.consume = consume
         self.service = TimelineService(settings)
@@ -52,8 +58,15 @@ class Runtime:
         self.health_redis: Redis | None = None
         self.consumer: StreamConsumer | None = None
         self.rebuilds: set[asyncio.Task[None]] = set()
-        self._backlog_known: tuple[float, tuple[int, bool], int] | None = None  # (when, value, settled)
-        self._backlog_task: asyncio.Future[tuple[int, bool]] | None = None
+        self._backlog_known: tuple[float, Backlog, int] | None = None  # (when, value, settled)
+        self._backlog_task: asyncio.Future[Backlog] | None = None
+        self.progress = Progress(settings.stuck_seconds)
+        self.metrics = Metrics(self)  # this runtime's registry: several in one process do not collide
+        self.service.store.observers.append(self.metrics.appended)
+        #: OpenTelemetry (timeline.tracing), only when TIMELINE_OTLP_ENDPOINT is set: not imported otherwise
+        self.tracing = tracing if tracing is not None else _tracing(settings)
+        if self.tracing is not None:
+            self.service.store.observers.append(self.tracing.appended)
         self.rebuilding: set[str] = set()  # projections a rebuild of this process is running for
 
     def connect_redis(self) -> str:
@@ -91,9 +104,11 @@ class Runtime:
             self.redis_url, retry=AsyncRetry(NoBackoff(), 0), socket_connect_timeout=HEALTH_PING_SECONDS
         )
         if self.consume:
-            self.consumer = StreamConsumer(self.settings, self.service, self.redis_url)
+            self.consumer = StreamConsumer(self.settings, self.service, self.redis_url, self.tracing)
+            self.consumer.on_dead_letters = self.metrics.dead_lettered
             await self.consumer.start()
             await anyio.to_thread.run_sync(self.service.project)
+            await self.observe()  # the first look: "not moved" is counted from here at the latest
             # A new projection version, or a rebuild that died with its process: rebuild in the
             # background while the live tables keep answering.
             resume = sorted(set(self.service.outdated) | set(self.service.engine.abandoned_rebuilds()))
@@ -165,6 +180,8 @@ class Runtime:
         self._redis_ready = False
         await anyio.to_thread.run_sync(self.readers.close)
         self.service.close()
+        if self.tracing is not None:
+            await anyio.to_thread.run_sync(self.tracing.shutdown)
 
     async def __aenter__(self) -> "Runtime":
         await self.start()
@@ -182,7 +199,8 @@ class Runtime:
     async def publish(self, entries: list[bytes]) -> list[str]:
         """XADD each (validated) event as its own entry, pipelined; return the entry ids."""
         assert self.redis is not None, "runtime not started"
-        return await AsyncPublisher(self.redis_url or "", self.settings.stream, client=self.redis).send(entries)
+        fields = self.tracing.entry_fields() if self.tracing is not None else None
+        return await AsyncPublisher(self.redis_url or "", self.settings.stream, client=self.redis).send(entries, fields)
 
     async def wait_for(self, items: list[tuple[str, str, bytes]]) -> list[Outcome]:
         """Wait until each (event id, entry id, bytes) is stored and projected, or dead-lettered."""
@@ -235,7 +253,7 @@ class Runtime:
 
     # --- health --------------------------------------------------------------------------
 
-    async def _backlog(self, consumer: StreamConsumer) -> tuple[int, bool]:
+    async def _backlog(self, consumer: StreamConsumer) -> Backlog:
         """The consumer's backlog, computed once at a time and kept ``BACKLOG_SECONDS`` while
         this consumer settles nothing (``BACKLOG_FRESH_SECONDS`` while it does, so a drained
         stream does not answer a backlog it had a moment ago): any number of /health calls cost
@@ -254,9 +272,33 @@ class Runtime:
         self._backlog_known = (loop.time(), value, settled)
         return value
 
+    async def observe(self, backlog: Backlog | None = None, *, read_backlog: bool = True) -> Observation:
+        """The stream's backlog (read unless the caller has it or says not to; None when Redis
+        cannot be read) and each projection's lag, each judged caught up, lagging or stuck
+        (timeline.lag)."""
+        consumer = self.consumer
+        if backlog is None and consumer is not None and read_backlog:
+            try:
+                backlog = await asyncio.wait_for(self._backlog(consumer), 5.0)
+            except Exception as exc:  # noqa: BLE001 - reported as unknown; /health names the failure
+                log.debug("backlog not read: %s", _describe(exc))
+        try:  # on the reader threads (their connections are open), briefly: /health must answer
+            lags = await asyncio.wait_for(self.read(projection_lags, self.service.queries), LAG_READ_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - absent from this look; the next one reads again
+            log.warning("projection lag not read: %s", _describe(exc))
+            lags = []
+        stream = None
+        if consumer is not None and backlog is not None:
+            stream = self.progress.judge("stream", consumer.entries, backlog.total > 0, backlog.seconds)
+        judged = [
+            (lag, self.progress.judge(f"projection:{lag.name}", lag.position, lag.lag_events > 0, lag.lag_seconds))
+            for lag in lags
+        ]
+        return Observation(backlog, stream, judged)
+
     async def health(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
-        backlog: int | None = None
+        backlog: Backlog | None = None
         try:
             # Its own client, without the publishing client's retries: what failed is named, not
             # hidden behind a timeout.
@@ -282,19 +324,24 @@ class Runtime:
             checks["consumer"] = "ok" if consumer.running else "not running"
         if consumer is not None:
             checks["projections"] = consumer.projection_failing or "ok"
-        exact = True
         if checks["redis"] == "ok" and consumer is not None:
             for attempt in range(2):  # the first command after a reconnect may meet a stale connection
                 try:
-                    backlog, exact = await asyncio.wait_for(self._backlog(consumer), 5.0)
+                    backlog = await asyncio.wait_for(self._backlog(consumer), 5.0)
                     break
                 except Exception as exc:  # noqa: BLE001
                     if attempt:
                         checks["redis"] = f"cannot read the stream's backlog: {_describe(exc)}"
         failing = [name for name, state in checks.items() if state != "ok"]
         report: dict[str, Any] = {
-            "status": "ok" if not failing else "unavailable", "backlog": backlog, "backlog_exact": exact, "checks": checks
+            "status": "ok" if not failing else "unavailable",
+            "backlog": backlog.total if backlog is not None else None,
+            "backlog_exact": backlog.exact if backlog is not None else True,
+            "checks": checks,
         }
+        if checks["store"] == "ok":  # lag in seconds, and lagging told from stuck (timeline.lag)
+            observation = await self.observe(backlog, read_backlog=False)
+            report["lag"], report["stuck"] = observation.report(), observation.stuck()
         if consumer is not None:
             report["consumer"] = {
                 "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries
@@ -303,6 +350,19 @@ class Runtime:
             report["error"] = "; ".join(f"{name}: {checks[name]}" for name in failing)
             report["failing"] = failing
         return report
+
+
+def _tracing(settings: Settings) -> Tracing | None:
+    if settings.otlp_endpoint is None:
+        return None
+    try:
+        from .tracing import Tracing
+    except ImportError as exc:
+        raise RuntimeError(
+            f"TIMELINE_OTLP_ENDPOINT is set but OpenTelemetry is not installed ({exc}):"
+            " pip install 'news-timeline[otel]'"
+        ) from None
+    return Tracing.to_endpoint(settings.otlp_endpoint)
 
 
 def _describe(exc: BaseException) -> str:

@@ -159,10 +159,41 @@ class RebuildStarted(BaseModel):
     state: Literal["rebuilding"]
 
 
+Progress = Literal["caught_up", "lagging", "stuck"]
+
+
+class StreamProgress(BaseModel):
+    pending: int = Field(description="entries delivered to the consumer group, not yet acknowledged")
+    undelivered: int = Field(description="entries not yet delivered to the group")
+    seconds: float = Field(description="age of the oldest entry not yet stored (0 when none)")
+    progress: Progress = Field(
+        description="lagging: behind and moving; stuck: behind, not moved for TIMELINE_STUCK_SECONDS"
+    )
+    still_seconds: float = Field(description="how long it has been behind without settling an entry")
+
+
+class ProjectionProgress(BaseModel):
+    position: int
+    lag_events: int = Field(description="store events not yet applied")
+    seconds: float = Field(description="age of the oldest event not yet applied (0 when none)")
+    progress: Progress
+    still_seconds: float = Field(description="how long it has been behind without moving")
+
+
+class Lag(BaseModel):
+    stream: StreamProgress | None = Field(description="null without a consumer or when Redis cannot be read")
+    projections: dict[str, ProjectionProgress]
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     backlog: int | None = Field(description="stream entries not yet stored (null when Redis cannot be read)")
+    backlog_exact: bool = Field(True, description="false: backlog is a lower bound (Redis 6.2, a large backlog)")
     checks: dict[str, str] = Field(description="each part: 'ok' or what is wrong")
+    lag: Lag | None = Field(
+        None, description="how far behind the stream and each projection are (absent when the store cannot be read)"
+    )
+    stuck: list[str] | None = Field(None, description="the parts that are stuck: 'stream', 'projection:<name>'")
     error: str | None = None
     failing: list[str] | None = None
 

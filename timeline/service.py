@@ -8,6 +8,7 @@ batches run side by side. Reads run on any thread, each with its own connection.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import multiprocessing
@@ -64,6 +65,7 @@ class Prepared:
     candidates: list[Candidate] = field(default_factory=list)
     sources: list[bytes] = field(default_factory=list)  # the entry id of each candidate
     dead: list[DeadLetter] = field(default_factory=list)
+    context: contextvars.Context | None = None  # with tracing: the context its append runs in
 
 
 def _fields_as_json(fields: dict[bytes, bytes]) -> bytes:

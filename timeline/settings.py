@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GROUP = "store"
@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         10.0, alias="TIMELINE_READ_TIMEOUT_SECONDS", gt=0, le=3600,
         description="a read not answered this long after it was asked is stopped and answered 503",
     )
+    stuck_seconds: float = Field(
+        300.0, alias="TIMELINE_STUCK_SECONDS", gt=0,
+        description="a part behind that has not moved for this long is reported stuck (/health, /metrics)",
+    )
+    metrics_require_token: bool = Field(
+        False, alias="TIMELINE_METRICS_REQUIRE_TOKEN",
+        description="GET /metrics needs the bearer token (TIMELINE_API_TOKEN) as writes do",
+    )
+    otlp_endpoint: str | None = Field(
+        None, alias="TIMELINE_OTLP_ENDPOINT",
+        description="send OpenTelemetry traces to this OTLP/HTTP endpoint (unset: no tracing; needs the [otel] extra)",
+    )
 
     # Live streams (timeline.live): see docs/live.md.
     stream_max_clients: int = Field(
@@ -93,10 +105,16 @@ class Settings(BaseSettings):
         description="connections (or requests in progress) beyond this are answered 503",
     )
 
-    @field_validator("redis_url", "api_token", mode="before")
+    @field_validator("redis_url", "api_token", "otlp_endpoint", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _metrics_token_needs_a_token(self) -> "Settings":
+        if self.metrics_require_token and self.api_token is None:
+            raise ValueError("TIMELINE_METRICS_REQUIRE_TOKEN is set but TIMELINE_API_TOKEN is not: there is no token to require")
+        return self
 
     @property
     def dead_stream(self) -> str:

@@ -12,24 +12,26 @@ whole batch, so nothing can come between the check and the write.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["SETTLE_SCRIPT", "settle"]
 
+T = TypeVar("T")
+
 # KEYS[1]: the stream, KEYS[2]: the dead-letter stream. ARGV[1]: the group, ARGV[2]: the number
 # of dead letters d, then for each its source id, event, reason and error (4 × d), then the ids
-# of the other entries of the batch. Returns the number of dead letters written.
+# of the other entries of the batch. Returns the (1-based) indexes of the dead letters written.
 SETTLE_SCRIPT = """
 local stream, dead, group = KEYS[1], KEYS[2], ARGV[1]
 local d = tonumber(ARGV[2])
-local written = 0
+local written = {}
 for i = 0, d - 1 do
   local at = 3 + i * 4
   local source = ARGV[at]
   if redis.call('XACK', stream, group, source) == 1 then
     redis.call('XADD', dead, '*', 'event', ARGV[at + 1], 'reason', ARGV[at + 2], 'error', ARGV[at + 3],
                'source_id', source)
-    written = written + 1
+    written[#written + 1] = i + 1
   end
 end
 local first = 3 + d * 4
@@ -47,15 +49,16 @@ return written
 
 
 async def settle(
-    script: Any, stream: str, dead_stream: str, group: str, ids: Sequence[bytes], dead: Sequence[Any]
-) -> int:
+    script: Any, stream: str, dead_stream: str, group: str, ids: Sequence[bytes], dead: Sequence[T]
+) -> list[T]:
     """Run :data:`SETTLE_SCRIPT` (registered on a ``redis.asyncio`` client) for a batch: ``ids``
     all its entries, ``dead`` its ``DeadLetter``s. Returns the dead letters written (fewer than
-    ``len(dead)`` when another handling of the same entries wrote theirs first)."""
+    ``dead`` when another handling of the same entries wrote theirs first)."""
     dead_ids = {d.source_id for d in dead}
     args: list[Any] = [group, len(dead)]
     for letter in dead:
         fields = letter.fields()
         args += [fields["source_id"], fields["event"], fields["reason"], fields["error"]]
     args += [entry_id for entry_id in ids if entry_id not in dead_ids]
-    return int(await script(keys=[stream, dead_stream], args=args))
+    written = await script(keys=[stream, dead_stream], args=args)
+    return [dead[int(index) - 1] for index in written]

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis
 
 from timeline.backlog import StreamBacklog, counts_key
+from timeline.consumer import StreamConsumer
 from timeline.embedded_redis import RedisServer
 from timeline.trimming import TRIM_SCRIPT, trim_acknowledged
 
@@ -85,6 +87,30 @@ async def test_exact_counts(client: Redis, stream: str) -> None:
     assert await counts.measure() == (6, True)  # given to the end: pending only
     await add(client, stream, 5)
     assert await counts.measure() == (6 + 5, True)
+
+
+async def test_pending_and_not_given_apart_and_the_oldest_entrys_time(client: Redis, stream: str) -> None:
+    """What /health's lag and /metrics' stream gauges take: the two parts of the backlog, and
+    when the oldest entry not yet stored was added (from its id)."""
+    consumer = StreamConsumer.__new__(StreamConsumer)  # only what ``backlog`` uses
+    consumer.redis = client
+    consumer.settings = SimpleNamespace(stream=stream, group=GROUP)  # type: ignore[assignment]
+    consumer.counts = counts = StreamBacklog(client, stream, GROUP)
+    await counts.ensure_group()
+    await add(client, stream, 10)
+    ids = await read(client, counts, 4)
+    await client.xack(stream, GROUP, ids[0])
+    found = await consumer.backlog()
+    assert (found.pending, found.undelivered, found.exact) == (3, 6, True)
+    assert found.oldest_ms == int(ids[1].split(b"-")[0])  # the oldest pending entry
+    await client.xack(stream, GROUP, *ids[1:])
+    found = await consumer.backlog()  # nothing pending: the first entry not given yet
+    first_waiting = (await client.xrange(stream, f"({ids[-1].decode()}", "+", count=1))[0][0]
+    assert (found.pending, found.undelivered, found.oldest_ms) == (0, 6, int(first_waiting.split(b"-")[0]))
+    ids = await read(client, counts, 100)
+    await client.xack(stream, GROUP, *ids)
+    found = await consumer.backlog()
+    assert (found.total, found.oldest_ms, found.seconds) == (0, None, 0.0)
 
 
 async def test_a_large_backlog_is_exact_and_reads_no_entry(
