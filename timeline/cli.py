@@ -606,13 +606,15 @@ def import_(
     try:
         with _import_progress(quiet) as progress:
             storing = progress.add_task("storing", total=size, events=0)
-            projecting = progress.add_task("projecting", total=None, events=0, visible=False)
+            projecting = progress.add_task("projecting", total=None, events=0, visible=False, start=False)
 
             def report(phase: str, done: int, total: int) -> None:
                 if phase == "store":
                     progress.update(storing, completed=stream.tell() if size is not None else None, events=done)
                 else:
                     progress.update(storing, completed=size)
+                    if not progress.tasks[projecting].started:
+                        progress.start_task(projecting)  # its rate counts from here
                     progress.update(projecting, visible=True, completed=done, total=max(total, 1), events=done)
 
             result = import_events(service, stream, rejects, workers=workers, progress=report)
