@@ -32,7 +32,9 @@ def test_a_copy_stands_alone_and_verifies(db: Path, tmp_path: Path) -> None:
     conn.close()
 
 
-def test_refuses_what_exists_unless_forced_and_force_clears_the_old_log_and_projections(db: Path, tmp_path: Path) -> None:
+def test_refuses_what_exists_unless_forced_and_force_clears_its_log_and_projections(
+    db: Path, tmp_path: Path
+) -> None:
     fill(db, 5)
     dest = tmp_path / "copy.db"
     backup(db, dest)

@@ -40,7 +40,8 @@ def service(db: Path) -> Any:
 def stored(db: Path) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("SELECT position, event_id, kind, content_hash, raw, body FROM events ORDER BY position").fetchall()
+        sql = "SELECT position, event_id, kind, content_hash, raw, body FROM events ORDER BY position"
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
 
