@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -219,6 +220,7 @@ class Importer:
         self.progress = progress or (lambda phase, done, total: None)
         self.report = ImportReport()
         self._batch = Prepared(ids=[])
+        self._pool: ProcessPoolExecutor | None = None
 
     # the whole import
 
@@ -235,24 +237,33 @@ class Importer:
 
     def _store(self, source: IO[bytes]) -> None:
         lines = read_lines(source, self._overlong)
-        pool = None
         if self.workers > 0:
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         # Enough chunks in flight that the pool keeps validating while a transaction is appended.
         in_flight = max(1, self.transaction_events // CHUNK_LINES) + 4 * max(1, self.workers)
         pending: deque[tuple[list[Line], Future[list[Flat]] | None]] = deque()
         try:
             for chunk in chunks(lines):
-                future = pool.submit(validate_chunk, chunk) if pool is not None else None
-                pending.append((chunk, future))
-                while len(pending) >= in_flight or (pool is None and pending):
+                pending.append((chunk, self._submit(chunk)))
+                while len(pending) >= in_flight or (self._pool is None and pending):
                     self._take(*pending.popleft())
             while pending:
                 self._take(*pending.popleft())
             self._flush()
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, chunk: list[Line]) -> Future[list[Flat]] | None:
+        """The chunk's validation on the pool; None (validated here when taken) without one."""
+        if self._pool is None:
+            return None
+        try:
+            return self._pool.submit(validate_chunk, chunk)
+        except BrokenProcessPool:  # a validating process was killed: validate here from now on
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return None
 
     def _take(self, chunk: list[Line], future: Future[list[Flat]] | None) -> None:
         flat: list[Flat]

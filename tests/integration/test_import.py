@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,31 @@ def test_a_failed_import_leaves_no_partial_rejects(tmp_path: Path) -> None:
     rejects.add(1, "bad_json", "event: not valid JSON", b"{")
     rejects.abandon()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_validating_process_killed_midway_changes_nothing(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    class Killing(importer.Importer):
+        killed = False
+
+        def _take(self, chunk: Any, future: Any) -> None:
+            if not self.killed and self._pool is not None:
+                Killing.killed = True
+                os.kill(next(iter(self._pool._processes)), signal.SIGKILL)  # noqa: SLF001
+                time.sleep(0.5)
+            super()._take(chunk, future)
+
+    data = b"\n".join(line(report(i)) for i in range(12_000))
+    stores = []
+    for name, cls in (("plain", importer.Importer), ("killed", Killing)):
+        db = tmp_path / name / "timeline.db"
+        svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        try:
+            result = cls(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=2).run(io.BytesIO(data))
+        finally:
+            svc.close()
+        assert (result.stored, result.rejected) == (12_000, 0)
+        stores.append([r[1:] for r in stored(db)])
+    assert Killing.killed and stores[0] == stores[1]
