@@ -626,8 +626,9 @@ def import_(
     positions = f" (positions {result.first_position}-{result.last_position})" if result.stored else ""
     console.print(
         f"imported {source}: {result.lines} lines, stored {result.stored}{positions}, duplicates {result.duplicates},"
-        f" rejected {result.rejected}; projections {'rebuilt' if result.projected_by == 'rebuild' else 'caught up'};"
-        f" {elapsed:.2f} s, {result.lines / elapsed if elapsed else 0:,.0f} lines/s stored and projected",
+        f" rejected {result.rejected}; stored in {result.store_seconds:.2f} s, projections"
+        f" {'rebuilt' if result.projected_by == 'rebuild' else 'caught up'} in {result.project_seconds:.2f} s;"
+        f" {elapsed:.2f} s in all, {result.lines / elapsed if elapsed else 0:,.0f} lines/s stored and projected",
         soft_wrap=True, markup=False, highlight=False,
     )
     if result.rejected:
