@@ -56,6 +56,8 @@ def _check_dest(source: Path, dest: Path, force: bool) -> None:
         raise BackupError(f"no store at {source}")
     if not dest.parent.is_dir():
         raise BackupError(f"the folder {dest.parent} does not exist: create it first")
+    if dest.is_dir():
+        raise BackupError(f"{dest} is a folder: name the copy's file (say {dest / source.name})")
     if dest.resolve() == source.resolve():
         raise BackupError(f"{dest} is the store itself")
     found = leftovers(dest)

@@ -60,6 +60,11 @@ def test_a_missing_folder_or_store_is_named(db: Path, tmp_path: Path) -> None:
         backup(db, tmp_path / "nowhere" / "copy.db")
     with pytest.raises(BackupError, match="the store itself"):
         backup(db, db, force=True)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep.txt").write_text("not to be removed")
+    with pytest.raises(BackupError, match="is a folder"):
+        backup(db, tmp_path / "folder", force=True)
+    assert (tmp_path / "folder" / "keep.txt").exists()
 
 
 def test_a_copy_that_does_not_verify_is_kept_aside(db: Path, tmp_path: Path) -> None:
