@@ -1,4 +1,5 @@
-"""The ``timeline`` command: serve, publish, show, rebuild, erase, verify, info, demo (docs/contract.md §5)."""
+"""The ``timeline`` command: serve, publish, show, rebuild, erase, verify, backup, import, info, demo
+(docs/contract.md §5)."""
 
 from __future__ import annotations
 
@@ -543,6 +544,121 @@ def verify(
         where.append(f"tables: {', '.join(sorted(report.tables))}")
     console.print(f"NOT OK ({'; '.join(where)}); {report.checked} events checked", soft_wrap=True)
     raise typer.Exit(1)
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="the copy's path (its folder must exist)")],
+    force: Annotated[
+        bool, typer.Option("--force", help="replace DEST (and its log and projections) if it exists")
+    ] = False,
+) -> None:
+    """Copy the store consistently, even while the service ingests, and verify the copy.
+
+    Only the store is copied; the projections rebuild when `timeline serve` starts on the copy."""
+    from .backup import BackupError, backup as make_backup
+
+    settings = _settings()
+    try:
+        with err.status(f"copying {settings.db} to {dest}"):
+            result = make_backup(settings.db, dest, force=force)
+    except BackupError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1 if "does not verify" in str(exc) else 2) from None
+    console.print(
+        f"backed up {result.events} events to {result.dest} ({result.bytes / 1e6:,.1f} MB in {result.seconds:.2f} s);"
+        f" verified: head hash {result.head_hash} (position {result.events})",
+        soft_wrap=True, markup=False, highlight=False,
+    )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="JSON Lines of events, or - for standard input")],
+    rejected: Annotated[
+        Optional[str],
+        typer.Option("--rejected", metavar="PATH",
+                     help="where rejected lines go (default: FILE.rejected.jsonl; ./stdin.rejected.jsonl for -)"),
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(min=0, max=64, metavar="N", help="validating processes (default: one a core; 0: none)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Load JSON Lines of events straight into the store, with the stream's rules, then project.
+
+    Rejected lines go to a rejects file with their line, reason and error; exits 1 if any was."""
+    from .importer import import_events, rejects_path_for
+    from .service import TimelineService
+
+    settings = _settings()
+    if source != "-" and not Path(source).is_file():
+        err.print(f"[red]no such file:[/] {escape(source)}")
+        raise typer.Exit(2)
+    rejects = rejects_path_for(source, rejected)
+    if not rejects.parent.resolve().is_dir():
+        err.print(f"[red]the folder of {escape(str(rejects))} does not exist[/]")
+        raise typer.Exit(2)
+    service = TimelineService(settings)
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 - closed below
+    size = None if source == "-" else Path(source).stat().st_size
+    started = time.perf_counter()
+    try:
+        with _import_progress(quiet) as progress:
+            storing = progress.add_task("storing", total=size, events=0)
+            projecting = progress.add_task("projecting", total=None, events=0, visible=False, start=False)
+
+            def report(phase: str, done: int, total: int) -> None:
+                if phase == "store":
+                    progress.update(storing, completed=stream.tell() if size is not None else None, events=done)
+                else:
+                    progress.update(storing, completed=size)
+                    if not progress.tasks[projecting].started:
+                        progress.start_task(projecting)  # its rate counts from here
+                    progress.update(projecting, visible=True, completed=done, total=max(total, 1), events=done)
+
+            result = import_events(service, stream, rejects, workers=workers, progress=report)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        service.close()
+    elapsed = time.perf_counter() - started
+    positions = f" (positions {result.first_position}-{result.last_position})" if result.stored else ""
+    console.print(
+        f"imported {source}: {result.lines} lines, stored {result.stored}{positions}, duplicates {result.duplicates},"
+        f" rejected {result.rejected}; stored in {result.store_seconds:.2f} s, projections"
+        f" {'rebuilt' if result.projected_by == 'rebuild' else 'caught up'} in {result.project_seconds:.2f} s;"
+        f" {elapsed:.2f} s in all, {result.lines / elapsed if elapsed else 0:,.0f} lines/s stored and projected",
+        soft_wrap=True, markup=False, highlight=False,
+    )
+    if result.rejected:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(result.reasons.items()))
+        err.print(f"[yellow]{result.rejected} lines rejected ({reasons}):[/] written to {escape(str(rejects))}",
+                  soft_wrap=True)
+        raise typer.Exit(1)
+
+
+class EventRateColumn(ProgressColumn):
+    """Events so far and per second (a task's ``events`` field over its elapsed time)."""
+
+    def render(self, task: Any) -> Text:
+        events = task.fields.get("events", 0)
+        elapsed = task.finished_time if task.finished else task.elapsed
+        rate = f", {events / elapsed:,.0f}/s" if elapsed else ""
+        return Text(f"{events:,} events{rate}", style="progress.data.speed")
+
+
+def _import_progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        EventRateColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        disable=quiet or not err.is_terminal,
+    )
 
 
 @app.command()

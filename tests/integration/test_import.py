@@ -1,0 +1,167 @@
+"""``timeline.importer`` on real SQLite files: the consumer's judgment of each line, the rejects
+file (every rejected line kept as it was, even one too long to hold), file order, idempotency,
+and the same store whatever the number of validating processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.models import MAX_EVENT_BYTES
+from timeline import importer
+from timeline.importer import RejectsFile, import_events, rejects_path_for
+from timeline.service import DeadLetter, TimelineService, classify
+from timeline.settings import Settings
+
+
+def report(i: int, **over: Any) -> dict[str, Any]:
+    event = {"id": f"im-{i}", "kind": "report", "occurred_at": f"2025-{1 + i % 12:02d}", "headline": f"Report {i}",
+             "entities": [{"id": f"im-e{i % 3}", "name": f"E {i % 3}", "role": "subject"}]}
+    event.update(over)
+    return event
+
+
+def line(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+@pytest.fixture
+def service(db: Path) -> Any:
+    svc = TimelineService(Settings(TIMELINE_DB=str(db), TIMELINE_VALIDATORS=0))
+    yield svc
+    svc.close()
+
+
+def stored(db: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        sql = "SELECT position, event_id, kind, content_hash, raw, body FROM events ORDER BY position"
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def hostile_lines() -> list[bytes]:
+    too_large = line(report(900, summary="x" * 4000, details={"category": "y" * (MAX_EVENT_BYTES)}))
+    return [
+        line(report(1)),
+        b"   ",  # blank: skipped, but counted as a line
+        b"  " + line(report(2)) + b"\t",  # stripped, as timeline publish strips
+        b'{"kind": "report", "occurred_at": "2025-05"',  # bad_json
+        b'{"kind": "report", "occurred_at": "2025", "headline": "caf\xe9", "entities": []}',  # not UTF-8
+        line({"kind": "report", "occurred_at": "2025"}),  # schema
+        line(report(1)),  # the same again: a duplicate
+        line(report(1, headline="Other")),  # id_conflict
+        too_large,  # too_large, held
+        line({"id": "im-fix", "kind": "correction", "occurred_at": "2025-06",
+              "details": {"corrects": "im-3", "changes": {"headline": "Report 3, corrected"}}}),  # waits for im-3
+        line(report(3)),
+        b'{"kind": "report", "headline": "' + b"z" * (importer.LINE_LIMIT * 2 + 17) + b'"}',  # too long to hold
+        line(report(4)),
+    ]
+
+
+def test_each_line_is_judged_as_the_consumer_judges_it(service: TimelineService, db: Path, tmp_path: Path) -> None:
+    lines = hostile_lines()
+    rejects_path = tmp_path / "in.jsonl.rejected.jsonl"
+    result = import_events(service, io.BytesIO(b"\n".join(lines) + b"\n"), rejects_path, workers=2,
+                           transaction_events=3)
+    assert (result.lines, result.stored, result.duplicates, result.rejected) == (12, 5, 1, 6)
+    assert result.reasons == {"bad_json": 2, "schema": 1, "id_conflict": 1, "too_large": 2}
+    assert [r[1] for r in stored(db)] == ["im-1", "im-2", "im-fix", "im-3", "im-4"]
+    rejects = [json.loads(r) for r in rejects_path.read_bytes().splitlines()]
+    by_line = {r["line"]: r for r in rejects}
+    assert sorted(by_line) == [4, 5, 6, 8, 9, 12]
+    for number, reject in by_line.items():
+        original = lines[number - 1].strip()
+        assert reject["event"].encode("utf-8", "surrogateescape") == original, number  # kept as it was
+        if number != 12:  # the consumer, given the line as a stream entry's event, says the same
+            judged = classify(b"1-0", {b"event": original})
+            if isinstance(judged, DeadLetter):
+                assert (reject["reason"], reject["error"]) == (judged.reason, judged.error)
+    assert by_line[8]["reason"] == "id_conflict"
+    assert by_line[12]["reason"] == "too_large" and f"{len(lines[11])} bytes" in by_line[12]["error"]
+    state = service.store.state("im-3")
+    assert state is not None and state[1].body["headline"] == "Report 3, corrected"
+
+
+def test_the_number_of_validating_processes_changes_nothing(tmp_path: Path) -> None:
+    data = b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 2500)])
+    stores = []
+    for workers in (0, 1, 2):
+        db = tmp_path / f"w{workers}" / "timeline.db"
+        svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        try:
+            import_events(svc, io.BytesIO(data), tmp_path / f"w{workers}.rejects", workers=workers)
+        finally:
+            svc.close()
+        stores.append(stored(db))
+        assert (tmp_path / f"w{workers}.rejects").read_bytes() == (tmp_path / "w0.rejects").read_bytes()
+    assert stores[0] == stores[1] == stores[2]
+
+
+def test_again_stores_nothing_and_leaves_no_stale_rejects(service: TimelineService, db: Path, tmp_path: Path) -> None:
+    data = b"\n".join(line(report(i)) for i in range(50))
+    path = tmp_path / "r.jsonl"
+    path.write_text("from an earlier import\n")
+    first = import_events(service, io.BytesIO(data), path)
+    assert (first.stored, first.rejected, first.projected_by) == (50, 0, "rebuild")
+    assert not path.exists()  # nothing rejected: the earlier file is gone
+    again = import_events(service, io.BytesIO(data), path)
+    assert (again.stored, again.duplicates, again.projected_by) == (0, 50, "catch-up")
+    assert [r[0] for r in stored(db)] == list(range(1, 51))
+    lowest = service.engine.lowest()
+    assert lowest == 50  # the projections are at the head
+
+
+def test_a_small_import_into_a_large_store_catches_up(service: TimelineService, tmp_path: Path) -> None:
+    import_events(service, io.BytesIO(b"\n".join(line(report(i)) for i in range(100))), tmp_path / "a")
+    small = import_events(service, io.BytesIO(b"\n".join(line(report(i)) for i in range(100, 120))), tmp_path / "b")
+    assert small.projected_by == "catch-up" and service.engine.lowest() == 120
+
+
+def test_rejects_path() -> None:
+    assert rejects_path_for("data/events.jsonl", None) == Path("data/events.jsonl.rejected.jsonl")
+    assert rejects_path_for("-", None) == Path("stdin.rejected.jsonl")
+    assert rejects_path_for("-", "out/r.jsonl") == Path("out/r.jsonl")
+
+
+def test_a_failed_import_leaves_no_partial_rejects(tmp_path: Path) -> None:
+    rejects = RejectsFile(tmp_path / "r.jsonl")
+    rejects.add(1, "bad_json", "event: not valid JSON", b"{")
+    rejects.abandon()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_validating_process_killed_midway_changes_nothing(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    class Killing(importer.Importer):
+        killed = False
+
+        def _take(self, chunk: Any, future: Any) -> None:
+            if not self.killed and self._pool is not None:
+                Killing.killed = True
+                os.kill(next(iter(self._pool._processes)), signal.SIGKILL)  # noqa: SLF001
+                time.sleep(0.5)
+            super()._take(chunk, future)
+
+    data = b"\n".join(line(report(i)) for i in range(12_000))
+    stores = []
+    for name, cls in (("plain", importer.Importer), ("killed", Killing)):
+        db = tmp_path / name / "timeline.db"
+        svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        try:
+            result = cls(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=2).run(io.BytesIO(data))
+        finally:
+            svc.close()
+        assert (result.stored, result.rejected) == (12_000, 0)
+        stores.append([r[1:] for r in stored(db)])
+    assert Killing.killed and stores[0] == stores[1]
