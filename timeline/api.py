@@ -113,6 +113,10 @@ TIMELINE_PARAMS = (
 )
 PAGE_LIMIT = 500  # the most entries a JSON page holds; an export's ``limit`` may be any
 ExportFormat = Literal[FORMATS]  # type: ignore[valid-type]
+TIMELINEJS_SCHEMA = {
+    "type": "object", "required": ["events"], "description": "format=timelinejs: TimelineJS JSON (docs/exports.md)",
+    "properties": {"title": {"type": "object"}, "events": {"type": "array", "items": {"type": "object"}}},
+}
 EXPORT_MEDIA = {
     "application/x-ndjson": {"schema": {"type": "string"}},
     "text/csv": {"schema": {"type": "string"}},
@@ -565,6 +569,9 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in EVENT_DEFS.items():
                 schemas.setdefault(name, definition)
+            for path in ("/entities/{entity_id}/timeline", "/timeline"):  # a page, or format=timelinejs
+                answer = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+                answer["schema"] = {"anyOf": [answer["schema"], TIMELINEJS_SCHEMA]}
             app.openapi_schema = spec
         return app.openapi_schema
 
