@@ -464,7 +464,11 @@ def export(
         include_retracted=reads_retracted(fmt, include_retracted),
     )
     plan = Export(entity, query, limit)
-    out = writer(fmt, entity, as_of=as_of)
+    try:
+        out = writer(fmt, entity, as_of=as_of)
+    except QueryError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
     service = TimelineService(settings)
     partial = output.with_name(output.name + ".partial") if output is not None else None
     sink = partial.open("w", encoding="utf-8", newline="") if partial is not None else sys.stdout

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from events.dates import parse_partial
-from projections.queries import TimelineQuery
+from projections.queries import TimelineQuery, as_of_key
 
 FORMATS = ("timelinejs", "atom", "csv", "ndjson")
 PAGE = 500  # entries read at a time: the largest page the API serves
@@ -304,7 +304,7 @@ def writer(fmt: str, entity_id: str | None, *, as_of: str | None = None, base_ur
         return TimelineJsWriter(title)
     if fmt == "atom":
         scope = f"entity:{quote(entity_id, safe='')}" if entity_id is not None else "all"
-        updated = parse_partial(as_of).end_key if as_of else datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        updated = as_of_key(as_of) if as_of else datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
         event_url = f"{base_url.rstrip('/')}/events/" if base_url else None
         return AtomWriter(f"{TAG}timeline:{scope}", title, updated, link, event_url)
     raise ValueError(f"format: must be one of {', '.join(FORMATS)}")

@@ -325,3 +325,10 @@ def test_over_http_a_failed_export_is_a_broken_transfer(story: tuple[Api, str], 
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.parametrize("fmt", ["atom", "csv", "timelinejs", "ndjson"])
+def test_an_as_of_out_of_the_calendar_is_a_422_in_every_format(story: tuple[Api, str], fmt: str) -> None:
+    api, _ = story
+    response = api.get("/timeline", format=fmt, as_of="0000", since="0000")  # found by schemathesis: was a 500
+    assert response.status_code == 422 and response.json()["detail"]["field"] in ("as_of", "since")
