@@ -19,7 +19,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # json.dumps' own: non-ASCII as is
 from typing import Any
+
+import orjson
 
 from events.dates import parse_partial
 from events.erasure import Gone, erasure_count, tombstone
@@ -191,6 +194,43 @@ def check_binding(cursor: Cursor, expected: dict[str, str]) -> None:
     )
 
 
+# A directory cursor (``GET /entities``, ``related``): the sort key of the last item a page
+# listed (JSON scalars) and what the list is bound to: which list, and its parameters' digests.
+LIST_BOUND = ("list", "entity", "q", "type")
+
+
+def encode_list_cursor(key: Sequence[int | str], bound: dict[str, str]) -> str:
+    raw = json.dumps([CURSOR_VERSION, "list", list(key), bound], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_list_cursor(cursor: str, expected: dict[str, str], shape: Sequence[type]) -> tuple[int | str, ...]:
+    """The sort key a directory cursor holds (of the types in ``shape``), if given out for this
+    list with these parameters: else a 422 naming ``cursor`` (and what differs)."""
+    bad = QueryError("cursor", "not a cursor this API gave out for this list")
+    try:
+        version, what, key, bound = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, RecursionError):
+        raise bad from None
+    if version != CURSOR_VERSION or what != "list" or not isinstance(key, list) or not isinstance(bound, dict):
+        raise bad
+    if len(key) != len(shape) or not all(type(k) is t for k, t in zip(key, shape)):
+        raise bad
+    if any(type(k) is int and not _position(k) for k in key):
+        raise bad
+    differs = [name for name in LIST_BOUND if bound.get(name) != expected.get(name)]
+    if differs:
+        raise QueryError(
+            "cursor", f"it was given out for a list with other {', '.join(differs)}; send the same parameters"
+            " as the request that gave it, or leave cursor out", differs=differs,
+        )
+    return tuple(key)
+
+
+def list_binding(**values: str | None) -> dict[str, str]:
+    return {name: _digest(value) for name, value in values.items() if value is not None}
+
+
 def fts_query(q: str) -> str:
     """What a user typed in ``q`` as an FTS5 expression (``projections.search``: the language)."""
     try:
@@ -219,9 +259,59 @@ def _partial(field: str, value: str) -> Any:
 # (details NULL), its fields as written come from the store (see projections.timelines).
 ENTRY_COLUMNS = (
     "v.position, v.kind, v.occurred_at, v.ended_at, v.headline, v.summary, v.sources, v.details,"
-    " v.status, v.start_key"
+    " v.status, v.start_key, v.valid_from"
+)
+# A row's columns by name (a row of an entity's timeline has its entity's role rank last).
+POSITION, KIND, OCCURRED_AT, ENDED_AT, HEADLINE, SUMMARY, SOURCES, DETAILS, STATUS, START_KEY, VALID_FROM, RANK_OF = (
+    range(12)
 )
 ROLE_OF = {rank: role for role, rank in RANK.items()}
+# What an entry takes from its stored event (``Queries._stored``): its id as JSON, recording
+# time, the members of two JSON objects (dates and texts; sources and details) without their
+# braces, and its entities as stored: ``(id, name, role rank)`` each.
+Card = tuple[str, str, str, str, tuple[tuple[str, str, int], ...]]
+
+
+def _mentions(entities: str | None) -> tuple[tuple[str, str, int], ...]:
+    """``(id, name, role rank)`` of each entity of a stored body's ``entities`` (JSON), by role
+    then id (the order entries list them in), each id once (its best role)."""
+    best: dict[str, tuple[str, str, int]] = {}
+    for e in orjson.loads(entities or "[]"):
+        rank = RANK[e["role"]]
+        if e["id"] not in best or rank < best[e["id"]][2]:
+            best[e["id"]] = (e["id"], e["name"], rank)
+    return tuple(sorted(best.values(), key=lambda m: (m[2], m[0])))
+
+
+def _merged(entities: Sequence[tuple[str, str, int]], canonical: dict[str, str]) -> tuple[tuple[str, str, int], ...]:
+    """Mentions with their ids resolved to canonical ones: an entity named by two of its ids
+    once, with its best role (its canonical id's own mention on a tie), by role then id."""
+    best: dict[str, tuple[str, str, int]] = {}
+    for entity_id, written, rank in entities:
+        c = canonical[entity_id]
+        if c not in best or rank < best[c][2] or (c == entity_id and rank == best[c][2]):
+            best[c] = (c, written, rank)
+    return tuple(sorted(best.values(), key=lambda m: (m[2], m[0])))
+
+
+def render_entry(row: Sequence[Any], card: Card, entities: str, by_entity: bool) -> str:
+    """A timeline entry as JSON text (docs/contract.md §4's field order): ``row`` a row of
+    ``ENTRY_COLUMNS`` (with its role rank last for an entity's timeline), ``card`` what
+    ``Queries._stored`` read of the stored event, ``entities`` the JSON array of its entities as
+    ``Queries._involved`` resolved them. The one place an entry is rendered: pages, exports and
+    anything else that shows entries use it."""
+    event_id, recorded_at, dated, described, _ = card
+    if row[DETAILS] is not None:  # a corrected version carries its own copies
+        dated = compact_json({
+            "occurred_at": row[OCCURRED_AT], "ended_at": row[ENDED_AT], "headline": row[HEADLINE],
+            "summary": row[SUMMARY],
+        })[1:-1]
+        described = f'"sources":{row[SOURCES]},"details":{row[DETAILS]}'
+    role = f',"role":"{ROLE_OF[row[RANK_OF]]}"' if by_entity else ""
+    return (
+        f'{{"event_id":{event_id},"kind":"{row[KIND]}",{dated}{role},"entities":{entities},{described},'
+        f'"position":{row[POSITION]},"recorded_at":"{recorded_at}","status":"{row[STATUS]}"}}'
+    )
 
 
 # What a card costs beyond its strings (each counted by ``sys.getsizeof``: text stored one, two
@@ -233,6 +323,15 @@ CARD_OVERHEAD = 300
 # would hold whatever they weigh. The budget keeps the benchmark's mix as fast as a larger one
 # did while a mixed load of ingest and reads stays within its memory target (docs/performance.md).
 CARDS_BUDGET = 40 * 1024 * 1024
+ENTITIES_KEPT = 50_000  # rendered ``entities`` kept between two moves of the projections (``_involved``)
+NAMES_KEPT = 100_000  # directory names kept between two moves of its checkpoint (``_directory_names``)
+
+
+def _weight(value: Any) -> int:
+    """The bytes a card's strings and tuples take (``sys.getsizeof``, nested tuples summed)."""
+    if isinstance(value, tuple):
+        return sys.getsizeof(value) + sum(map(_weight, value))
+    return sys.getsizeof(value)
 
 
 class StoredCards:
@@ -259,10 +358,10 @@ class StoredCards:
                 self.put(position, card)
         return card
 
-    def put(self, position: int, card: tuple[str, ...]) -> None:
+    def put(self, position: int, card: tuple[Any, ...]) -> None:
         young = self._young
         young[position] = card
-        self._young_bytes += CARD_OVERHEAD + sum(map(sys.getsizeof, card))
+        self._young_bytes += CARD_OVERHEAD + _weight(card)
         if self._young_bytes >= self.budget // 2:
             self._old, self._young, self._young_bytes = young, {}, 0
 
@@ -331,6 +430,8 @@ class Queries:
         self.aliases = AliasIndex()
         self.later = LaterChanges()
         self.cards = StoredCards()
+        self._kept_names: tuple[tuple[int, str] | None, dict[str, str]] = (None, {})  # ``_directory_names``
+        self._kept_entities: tuple[tuple[Any, ...] | None, dict[int, str]] = (None, {})  # ``_involved``
         self._local = threading.local()
         self._open: list[EventStore] = []  # every thread's connection, for ``close``
         self._open_lock = threading.Lock()
@@ -620,8 +721,19 @@ class Queries:
         return found
 
     def entities(self, q: str | None = None, type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The directory, most events first: entities without aliases straight from their rows,
-        each canonical entity with aliases merged (its aliases never listed on their own)."""
+        """The first ``limit`` entities of the directory (``directory``)."""
+        return self.directory(q, type, limit)["entities"]
+
+    def directory(
+        self, q: str | None = None, type: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the directory, most events first (then by id), and the cursor of the next:
+        entities without aliases straight from their rows (from the cursor's key on, in the
+        order of their index), each canonical entity with aliases merged (its aliases never
+        listed on their own). Each page reads the directory as it stands then."""
+        folded = fold(q) if q else None
+        bound = list_binding(list="entities", q=folded, type=type)
+        after = decode_list_cursor(cursor, bound, (int, str)) if cursor else None
         aliases = self._refresh()
         with self.snapshot() as conn:
             head, tag = self._checkpoint(conn, "entities")
@@ -636,31 +748,39 @@ class Queries:
             if type:
                 where.append("type = ?")
                 args.append(type)
+            if after is not None:  # after the last one listed: fewer events, or as many and a later id
+                where.append("(event_count < ? OR (event_count = ? AND id > ?))")
+                args += [after[0], after[0], after[1]]
             sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag}"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY event_count DESC, id"
-            # Entities without aliases, in order, until ``limit`` of them (aliases and canonical
-            # ids with aliases are skipped: merged below).
+            # Entities without aliases, in order, until one more than ``limit`` of them (aliases
+            # and canonical ids with aliases are skipped: merged below).
             for eid, name, kind, count, first_at, last_at in conn.execute(sql, args):
                 if eid in groups or aliases.is_alias(eid, upto):
                     continue
                 out[eid] = {"id": eid, "name": name, "type": kind, "aliases": [], "event_count": count,
                             "first_at": first_at, "last_at": last_at}
-                if len(out) >= limit:
+                if len(out) > limit:
                     break
             # Canonical ids with aliases: merged; with ``q``, those whose name or any member's
             # name or id matches.
-            folded = fold(q) if q else None
             for canonical in sorted(groups):
                 found = self._entity(conn, canonical, upto)
                 if found is None or (type is not None and found["type"] != type):
+                    continue
+                if after is not None and (-found["event_count"], canonical) <= (-after[0], after[1]):
                     continue
                 if folded is not None and not self._matches(conn, tag, found, folded):
                     continue
                 out[canonical] = found
         ranked = sorted(out.values(), key=lambda e: (-e["event_count"], e["id"]))
-        return ranked[:limit]
+        page = ranked[:limit]
+        next_cursor = None
+        if len(ranked) > limit:
+            next_cursor = encode_list_cursor([page[-1]["event_count"], page[-1]["id"]], bound)
+        return {"entities": page, "next_cursor": next_cursor}
 
     def _matches(self, conn: sqlite3.Connection, tag: str, entity: dict[str, Any], folded: str) -> bool:
         if folded in fold(entity["name"]) or any(folded in fold(a) for a in [entity["id"], *entity["aliases"]]):
@@ -672,8 +792,9 @@ class Queries:
         ).fetchone()
         return row is not None
 
-    def related(self, entity_id: str, limit: int = 20) -> dict[str, Any]:
-        """The entities that share events with this one (aliases merged), most shared first."""
+    def related(self, entity_id: str, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """The entities that share events with this one (aliases merged), most shared first (then
+        the latest shared first, then by id); a page of them and the cursor of the next."""
         aliases = self._refresh()
         with self.snapshot() as conn:
             head, _ = self._checkpoint(conn, "entities")
@@ -685,6 +806,8 @@ class Queries:
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
             members = group[1]
+            bound = list_binding(list="related", entity=canonical)
+            after = decode_list_cursor(cursor, bound, (int, str, str)) if cursor else None
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
             pairs = conn.execute(
                 f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
@@ -692,7 +815,7 @@ class Queries:
                 (canonical,),
             ).fetchall()
             if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
-                counted = {row[0]: [row[1], row[2], row[3]] for row in pairs[:limit]}
+                counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
             else:  # aliases on either side: count distinct shared events exactly
                 ids = compact_json(members)
                 shared: dict[str, dict[int, tuple[str, str]]] = {}
@@ -709,26 +832,34 @@ class Queries:
                         continue
                     last = max(events.values())
                     counted[other] = [len(events), last[0], last[1]]
-            ranked = sorted(counted.items(), key=lambda kv: (-kv[1][0], _desc(kv[1][1]), kv[0]))[:limit]
+            def rank(other: str, count: int, last_key: str) -> tuple[Any, ...]:
+                return (-count, _desc(last_key), other)
+
+            ranked = sorted(
+                (kv for kv in counted.items() if after is None or rank(kv[0], *kv[1][:2]) > rank(after[2], *after[:2])),
+                key=lambda kv: rank(kv[0], *kv[1][:2]),
+            )
+            next_cursor = None
+            if len(ranked) > limit:
+                other, (count, last_key, _) = ranked[limit - 1]
+                next_cursor = encode_list_cursor([count, last_key or "", other], bound)
             out = []
-            for other, (count, _, last_at) in ranked:
+            for other, (count, _, last_at) in ranked[:limit]:
                 info = self._entity(conn, other, upto) or {"name": other, "type": "other"}
                 out.append({"id": other, "name": info["name"], "type": info["type"], "count": count, "last_at": last_at})
-        return {"entities": out}
+        return {"entities": out, "next_cursor": next_cursor}
 
     # --- timelines -----------------------------------------------------------------------
 
-    def _stored(self, conn: sqlite3.Connection, page: list[int]) -> dict[int, tuple[str, str, str, str]]:
-        """``{position: (event_id as JSON, recorded_at, dated, described)}`` of stored events.
-
-        ``dated`` and ``described`` are the members of JSON objects, without their braces.
+    def _stored(self, conn: sqlite3.Connection, page: list[int], *, keep: bool = True) -> dict[int, Card]:
+        """``{position: Card}`` of stored events.
 
         A timeline's events lie all over the store (by position), so each one read from the
         ``events`` table costs page reads of its own; they are kept (``StoredCards``), as what
         is stored at a position never changes.
         """
         cards = self.cards
-        stored: dict[int, tuple[str, str, str, str]] = {}
+        stored: dict[int, Card] = {}
         missing = []
         for position in page:
             card = cards.get(position)
@@ -739,47 +870,165 @@ class Queries:
         for i in range(0, len(missing), 900):
             chunk = missing[i : i + 900]
             for position, *rest in conn.execute(
-                f"SELECT position, event_id, recorded_at, {STORED_FIELDS} FROM events"
+                f"SELECT position, event_id, recorded_at, {STORED_FIELDS}, body -> '$.entities' FROM events"
                 f" WHERE position IN ({','.join('?' * len(chunk))}) AND body <> ''",
                 chunk,
             ):
-                event_id, recorded_at, dated, described = rest
-                card = stored[position] = (compact_json(event_id), recorded_at, dated[1:-1], described[1:-1])
-                cards.put(position, card)
+                event_id, recorded_at, dated, described, entities = rest
+                card = stored[position] = (
+                    compact_json(event_id), recorded_at, dated[1:-1], described[1:-1], _mentions(entities),
+                )
+                if keep:
+                    cards.put(position, card)
         return stored
 
+    def _involved(
+        self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], stored: dict[int, Card], p: int, *, as_of: bool,
+        keep: bool = True,
+    ) -> dict[int, str]:
+        """``{position: JSON array}``: each entry's entities as its version states them (a
+        correction that set ``entities`` replaced them), ids resolved to their canonical entity as
+        of ``p`` (an event naming two members of one entity lists it once, with its best role),
+        each with the name the directory shows for it (``_names``), by role then id.
+
+        Batched: the stored events' entities come with their cards (``_stored``), the corrected
+        versions' (rare) from one statement, the names from one or a few; never one per entry.
+        Reads of the present keep what they rendered, by version, until the timelines or the
+        directory move on or an alias arrives: a page asked again costs a look-up an entry
+        (``keep=False``, an export's pages, read once: looked up, not kept)."""
+        if as_of:
+            return self._render_involved(conn, rows, stored, p, as_of=True)
+        key = (p, *self._checkpoint(conn, "entities"), len(self.aliases))
+        kept_key, kept = self._kept_entities
+        if kept_key != key or len(kept) > ENTITIES_KEPT:
+            kept = {}
+            self._kept_entities = (key, kept)
+        out = {row[POSITION]: kept[row[VALID_FROM]] for row in rows if row[VALID_FROM] in kept}
+        missing = [row for row in rows if row[POSITION] not in out]
+        if missing:
+            fresh = self._render_involved(conn, missing, stored, p, as_of=False)
+            for row in missing:
+                out[row[POSITION]] = fresh[row[POSITION]]
+                if keep:
+                    kept[row[VALID_FROM]] = out[row[POSITION]]
+        return out
+
+    def _render_involved(
+        self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], stored: dict[int, Card], p: int, *, as_of: bool
+    ) -> dict[int, str]:
+        """What ``_involved`` returns, read and rendered."""
+        listed: dict[int, tuple[tuple[str, str, int], ...]] = {}  # position -> (id, name as written, rank)
+        corrected = [(row[POSITION], row[VALID_FROM]) for row in rows if row[DETAILS] is not None]
+        for row in rows:
+            if row[DETAILS] is None:
+                listed[row[POSITION]] = stored[row[POSITION]][4]
+        if corrected:
+            # the event's state at the version: the latest change to it up to the version's start
+            for position, entities in conn.execute(
+                "SELECT d.value ->> 0, (SELECT s.body -> '$.entities' FROM event_states s"
+                "  WHERE s.target_id = (SELECT event_id FROM events WHERE position = d.value ->> 0)"
+                "  AND s.position <= d.value ->> 1 ORDER BY s.position DESC LIMIT 1)"
+                " FROM json_each(?) d",
+                (compact_json(corrected),),
+            ):
+                listed[position] = _mentions(entities)
+        aliases = self.aliases
+        canonical = {i: i for entities in listed.values() for i, _, _ in entities}
+        if len(aliases):  # each id once a page
+            canonical = {i: aliases.resolve(i, p) for i in canonical}
+        names = self._names(conn, set(canonical.values()), p, as_of=as_of)
+        out: dict[int, str] = {}
+        for position, entities in listed.items():
+            if len(aliases) and any(canonical[i] != i for i, _, _ in entities):
+                entities = _merged(entities, canonical)
+            out[position] = "[" + ",".join(
+                f'{{"id":{encode_basestring(i)},"name":{encode_basestring(names.get(i) or written)},'
+                f'"role":"{ROLE_OF[rank]}"}}'
+                for i, written, rank in entities
+            ) + "]"
+        return out
+
+    @staticmethod
+    def _changed_at(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> dict[int, str]:
+        """``{valid_from: recorded_at}``: when the change that made each version was recorded
+        (the event's own recording, or its correction's or retraction's)."""
+        return dict(conn.execute(
+            "SELECT position, recorded_at FROM events WHERE position IN (SELECT value FROM json_each(?))",
+            (compact_json(sorted({row[VALID_FROM] for row in rows})),),
+        ).fetchall())
+
     def render_rows(
-        self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], p: int, *, by_entity: bool
+        self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], p: int, *, by_entity: bool,
+        as_of: bool = False, keep: bool = True,
     ) -> list[str]:
         """Timeline entries as JSON text, from rows of ``ENTRY_COLUMNS`` (with the entity's role
         rank last in an entity's timeline) read in a snapshot at position ``p``: what the timeline
-        pages and the live streams (``projections.live``) send. Rendered mostly by SQLite from the
-        stored body (docs/contract.md §4's field order); the API sends the text as it is, other
-        callers get it decoded."""
-        stored = self._stored(conn, [row[0] for row in rows])
-        entries: list[str] = []
-        for row in rows:
-            if row[0] not in stored:  # erased after the projections were read (erasure.md): not shown
-                continue
-            event_id, recorded_at, dated, described = stored[row[0]]
-            if row[7] is not None:  # a corrected version carries its own copies
-                dated = compact_json(
-                    {"occurred_at": row[2], "ended_at": row[3], "headline": row[4], "summary": row[5]}
-                )[1:-1]
-                described = f'"sources":{row[6]},"details":{row[7]}'
-            role = f',"role":"{ROLE_OF[row[10]]}"' if by_entity else ""
-            entries.append(
-                f'{{"event_id":{event_id},"kind":"{row[1]}",{dated}{role},{described},'
-                f'"position":{row[0]},"recorded_at":"{recorded_at}","status":"{row[8]}"}}'
-            )
-        return entries
+        pages, the exports and the live streams (``projections.live``) send. Each takes from its
+        stored event what it shows and its ``entities`` (``_involved``), rendered by
+        ``render_entry``; a row whose event was erased since the projections were read is left
+        out (erasure.md). ``keep=False``: what is read is not kept in the caches."""
+        return [text for _, text in self._render(conn, rows, p, by_entity=by_entity, as_of=as_of, keep=keep)]
+
+    def _render(
+        self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], p: int, *, by_entity: bool,
+        as_of: bool, keep: bool,
+    ) -> list[tuple[Sequence[Any], str]]:
+        """``render_rows``, each entry with its row."""
+        stored = self._stored(conn, [row[POSITION] for row in rows], keep=keep)
+        shown = [row for row in rows if row[POSITION] in stored]
+        involved = self._involved(conn, shown, stored, p, as_of=as_of, keep=keep)
+        return [(row, render_entry(row, stored[row[POSITION]], involved[row[POSITION]], by_entity)) for row in shown]
+
+    def _directory_names(self, conn: sqlite3.Connection, ids: set[str], projected: int, tag: str) -> dict[str, str]:
+        """The directory's names of these ids, kept until its checkpoint moves (a page's entries
+        name many of the same entities; each read from the directory is an index and a row)."""
+        kept_at, kept = self._kept_names
+        if kept_at != (projected, tag) or len(kept) > NAMES_KEPT:
+            kept = {}
+            self._kept_names = ((projected, tag), kept)
+        missing = [i for i in ids if i not in kept]
+        if missing:
+            kept.update(conn.execute(
+                f"SELECT id, name FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?))",
+                (compact_json(missing),),
+            ).fetchall())
+        return {i: kept[i] for i in ids if i in kept}
+
+    def _names(self, conn: sqlite3.Connection, ids: set[str], p: int, *, as_of: bool) -> dict[str, str]:
+        """The name the directory shows for each of these canonical ids (``GET /entities/{id}``'s):
+        now from the directory's rows, in one statement; ``as_of``, from the statements in force at
+        ``p``; an entity with aliases from its alias name or its members' statements."""
+        if not ids:
+            return {}
+        projected, tag = self._checkpoint(conn, "entities")
+        aliases = self.aliases
+        grouped = {i for i in ids if i in aliases.groups}
+        names: dict[str, str] = {}
+        if not as_of:
+            names = self._directory_names(conn, ids - grouped, projected, tag)
+        for entity_id in sorted(ids if as_of else grouped):
+            members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
+            named = aliases.display_name(entity_id, p) if entity_id in grouped else None
+            if named is None:
+                said = naming(conn, f"{SAID}{tag}", members, p)
+                named = said[0] if said is not None else None
+            if named is not None:
+                names[entity_id] = named
+        return names
 
     def timeline(
-        self, entity_id: str | None, query: TimelineQuery, *, render: bool = False, total: bool = False
+        self, entity_id: str | None, query: TimelineQuery, *, render: bool = False, total: bool = False,
+        keep_cards: bool = True, updated: bool = False,
     ) -> dict[str, Any]:
         """A page of a timeline; with ``render`` its entries are ``RawJson`` (JSON text, for the API);
         with ``total``, also how many entries match in all (its ``total``: every page's, at the
-        same snapshot; a count of the whole selection, for the CLI rather than the hot path)."""
+        same snapshot; a count of the whole selection, for the CLI rather than the hot path).
+        ``keep_cards=False`` (an export's pages, read once) leaves the caches of stored events
+        (``StoredCards``) and of rendered entities as they were: a whole timeline read through
+        would evict the hot ones, or fill memory.
+        With ``updated``, the page's ``updated`` lists, for each entry, when the change that made
+        it as it stands was recorded (its ``recorded_at``, or its latest correction's or
+        retraction's): what an Atom feed's ``updated`` is."""
         if query.role is not None and entity_id is None:
             raise QueryError("role", "only an entity's timeline has roles")
         if query.order == "relevance" and not query.q:
@@ -830,7 +1079,13 @@ class Queries:
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
             )
-            entries = self.render_rows(conn, rows[: query.limit], snapshot, by_entity=entity_id is not None)
+            pairs = self._render(
+                conn, rows[: query.limit], snapshot, by_entity=entity_id is not None, as_of=as_of is not None,
+                keep=keep_cards,
+            )
+            entries = [text for _, text in pairs]
+            changed = self._changed_at(conn, [row for row, _ in pairs]) if updated else None
+            shown = [row for row, _ in pairs]
             matching = None
             if total:
                 matching = self._rows(
@@ -844,13 +1099,15 @@ class Queries:
                 offset = (after.position if after else 0) + query.limit
                 next_cursor = encode_cursor(Cursor("", offset, snapshot, bound()))
             else:
-                next_cursor = encode_cursor(Cursor(last[9], last[0], snapshot, bound()))
+                next_cursor = encode_cursor(Cursor(last[START_KEY], last[POSITION], snapshot, bound()))
         result: dict[str, Any] = {
             "entries": [RawJson(e) for e in entries] if render else [json.loads(e) for e in entries],
             "next_cursor": next_cursor,
         }
         if matching is not None:
             result["total"] = matching
+        if changed is not None:
+            result["updated"] = [changed[row[VALID_FROM]] for row in shown]
         if entity is not None:
             result = {"entity": entity, **result}
         return result

@@ -3,7 +3,7 @@
 import hmac
 import json
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +25,7 @@ from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from . import metrics
 from .erasure_api import add_erasure_routes
+from .exports import FORMATS, Export, filename, reads_retracted, writer
 from .live import RETRY_AFTER_SECONDS, LiveStreams
 from .publisher import Rejected, prepare
 from .runtime import Runtime
@@ -106,8 +107,34 @@ AS_OF = Query(
     " or at the end of a year, month or day (UTC): 2026-12-05 is the end of that day",
 )
 
-TIMELINE_PARAMS = ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted")
 STREAM_PARAMS = ("kind", "include_retracted", "after")
+TIMELINE_PARAMS = (
+    "since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted", "format",
+)
+PAGE_LIMIT = 500  # the most entries a JSON page holds; an export's ``limit`` may be any
+ExportFormat = Literal[FORMATS]  # type: ignore[valid-type]
+TIMELINEJS_SCHEMA = {
+    "type": "object", "required": ["events"], "description": "format=timelinejs: TimelineJS JSON (docs/exports.md)",
+    "properties": {"title": {"type": "object"}, "events": {"type": "array", "items": {"type": "object"}}},
+}
+EXPORT_MEDIA = {
+    "application/x-ndjson": {"schema": {"type": "string"}},
+    "text/csv": {"schema": {"type": "string"}},
+    "application/atom+xml": {"schema": {"type": "string"}},
+}
+
+
+@dataclass(frozen=True)
+class TimelineRequest:
+    """A timeline request: a page (``format`` None) or an export (docs/exports.md)."""
+
+    query: TimelineQuery
+    format: str | None
+    limit: int | None  # as given (None: a page of 50, or the whole timeline for an export)
+
+
+class ExportFailed(RuntimeError):
+    """An export's read failed after its answer began: the connection is dropped, not ended."""
 STREAM_ANSWER = {
     200: {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -315,15 +342,17 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         return Json(await read(queries.event, event_id, as_of))
 
     @app.get(
-        "/entities", dependencies=[Depends(only("q", "type", "limit"))],
-        responses={**ok(EntityList, "the entities, most events first"), **READ_ERRORS},
+        "/entities", dependencies=[Depends(only("q", "type", "limit", "cursor"))],
+        responses={**ok(EntityList, "a page of the entities, most events first"), **READ_ERRORS},
     )
     async def list_entities(
         q: Annotated[str | None, Query(max_length=200)] = None,
         type: EntityType | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
     ) -> Response:
-        return Json({"entities": await read(queries.entities, q=q, type=type, limit=limit)})
+        """The directory, most events first; ``next_cursor`` goes on to the next page."""
+        return Json(await read(queries.directory, q=q, type=type, limit=limit, cursor=cursor))
 
     @app.get(
         "/entities/{entity_id}", dependencies=[Depends(only("as_of"))],
@@ -334,19 +363,26 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         return Json(await read(queries.entity, entity_id, as_of))
 
     @app.get(
-        "/entities/{entity_id}/related", dependencies=[Depends(only("limit"))],
+        "/entities/{entity_id}/related", dependencies=[Depends(only("limit", "cursor"))],
         responses={**ok(RelatedList, "entities sharing events with this one, most shared first"), **READ_ERRORS},
     )
-    async def related(entity_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> Response:
-        """The entities that share events with this one, most shared first."""
-        return Json(await read(queries.related, entity_id, limit))
+    async def related(
+        entity_id: str,
+        limit: Annotated[int, Query(ge=1, le=500)] = 20,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> Response:
+        """The entities that share events with this one, most shared first; ``next_cursor`` goes on."""
+        return Json(await read(queries.related, entity_id, limit, cursor))
 
     async def timeline_query(
         since: Annotated[str | None, PARTIAL_DATE] = None,
         until: Annotated[str | None, PARTIAL_DATE] = None,
         kind: Annotated[list[Kind] | None, Query()] = None,
         q: Annotated[str | None, Query(max_length=500)] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[
+            int | None,
+            Query(ge=1, le=2**62, description="entries in a page: 1 to 500 (default 50); with format, any (default all)"),
+        ] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         order: Annotated[
             Literal["asc", "desc", "relevance"],
@@ -354,32 +390,86 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         ] = "asc",
         as_of: Annotated[str | None, AS_OF] = None,
         include_retracted: bool = False,
-    ) -> TimelineQuery:
+        format: Annotated[
+            ExportFormat | None,
+            Query(description="export the whole timeline (or limit entries), streamed: docs/exports.md"),
+        ] = None,
+    ) -> TimelineRequest:
         if q:
             fts_query(q)  # a 422 naming q here, before the read takes a reader (e.g. too many words)
-        return TimelineQuery(
-            since=since, until=until, kinds=tuple(kind or ()), q=q, limit=limit, cursor=cursor,
+        if format is None and limit is not None and limit > PAGE_LIMIT:
+            raise QueryError("limit", f"a page holds at most {PAGE_LIMIT} entries (an export with format, any)")
+        query = TimelineQuery(
+            since=since, until=until, kinds=tuple(kind or ()), q=q, limit=limit or 50, cursor=cursor,
             order=order, as_of=as_of, include_retracted=include_retracted,
         )
+        return TimelineRequest(query, format, limit)
+
+    async def export(entity_id: str | None, asked: TimelineRequest, request: Request) -> StreamingResponse:
+        """The whole timeline (or ``limit`` entries) in a format, read a page at a time on the
+        reader threads (each page within the read time limit) and written as it is read. The
+        first page is read before answering: a bad parameter or an unknown entity is a 4xx."""
+        fmt = asked.format or ""
+        query = replace(asked.query, include_retracted=reads_retracted(fmt, asked.query.include_retracted))
+        plan = Export(entity_id, query, asked.limit)
+        out = writer(fmt, entity_id, as_of=query.as_of, base_url=str(request.base_url), link=str(request.url))
+
+        async def page(q: TimelineQuery) -> dict[str, Any]:
+            return await read(queries.timeline, entity_id, q, render=True, updated=True, keep_cards=False)
+
+        first = await page(plan.first())
+
+        async def body() -> AsyncIterator[str]:
+            yield out.head()
+            current, sent = first, 0
+            while True:
+                current = plan.take(current, sent)
+                yield out.page(current)
+                sent += len(current["entries"])
+                following = plan.next(current, sent)
+                if following is None:
+                    break
+                try:
+                    current = await page(following)
+                except Exception as exc:  # the answer has begun: say so in it, then drop the connection
+                    yield out.failed(str(exc))
+                    raise ExportFailed(f"export of {request.url.path} failed after {sent} entries: {exc}") from exc
+            yield out.tail()
+
+        return StreamingResponse(body(), media_type=out.media_type, headers={
+            "content-disposition": f'attachment; filename="{filename(entity_id, fmt, out.extension)}"',
+        })
+
+    def timeline_answers(what: str) -> dict[int | str, dict[str, Any]]:
+        return {
+            200: {"model": TimelinePage, "description": f"{what}; with format, the export", "content": EXPORT_MEDIA},
+            **READ_ERRORS,
+        }
 
     @app.get(
         "/entities/{entity_id}/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS, "role"))],
-        responses={**ok(TimelinePage, "a page of the entity's timeline"), **READ_ERRORS},
+        responses=timeline_answers("a page of the entity's timeline"),
     )
     async def entity_timeline(
         entity_id: str,
-        query: Annotated[TimelineQuery, Depends(timeline_query)],
+        request: Request,
+        asked: Annotated[TimelineRequest, Depends(timeline_query)],
         role: Role | None = None,
     ) -> Response:
-        """Everything that happened to an entity (or its aliases), in order."""
-        return Json(await read(queries.timeline, entity_id, replace(query, role=role), render=True))
+        """Everything that happened to an entity (or its aliases), in order; with ``format``, exported."""
+        asked = replace(asked, query=replace(asked.query, role=role))
+        if asked.format is not None:
+            return await export(entity_id, asked, request)
+        return Json(await read(queries.timeline, entity_id, asked.query, render=True))
 
     @app.get(
         "/timeline", dependencies=[Depends(only(*TIMELINE_PARAMS))],
-        responses={**ok(TimelinePage, "a page of the timeline of all entities"), **READ_ERRORS},
+        responses=timeline_answers("a page of the timeline of all entities"),
     )
-    async def global_timeline(query: Annotated[TimelineQuery, Depends(timeline_query)]) -> Response:
-        return Json(await read(queries.timeline, None, query, render=True))
+    async def global_timeline(request: Request, asked: Annotated[TimelineRequest, Depends(timeline_query)]) -> Response:
+        if asked.format is not None:
+            return await export(None, asked, request)
+        return Json(await read(queries.timeline, None, asked.query, render=True))
 
     live = LiveStreams(runtime)
 
@@ -479,6 +569,9 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in EVENT_DEFS.items():
                 schemas.setdefault(name, definition)
+            for path in ("/entities/{entity_id}/timeline", "/timeline"):  # a page, or format=timelinejs
+                answer = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+                answer["schema"] = {"anyOf": [answer["schema"], TIMELINEJS_SCHEMA]}
             app.openapi_schema = spec
         return app.openapi_schema
 

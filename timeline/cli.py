@@ -1,5 +1,5 @@
-"""The ``timeline`` command: serve, publish, show, rebuild, erase, verify, backup, import, info, demo
-(docs/contract.md §5)."""
+"""The ``timeline`` command: serve, publish, show, export, rebuild, erase, verify, backup, import, info,
+demo (docs/contract.md §5)."""
 
 from __future__ import annotations
 
@@ -405,6 +405,103 @@ def show(
     rest = the_rest(result, after_cursor=cursor is not None)
     if rest:
         console.print(rest, soft_wrap=True, markup=False, highlight=False)  # the cursor on one line
+
+
+@app.command()
+def export(
+    entity: Annotated[
+        Optional[str], typer.Argument(metavar="ENTITY", help="entity id (an alias answers with its entity)")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="the timeline of all entities (instead of ENTITY)")] = False,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="timelinejs, atom, csv or ndjson")] = "ndjson",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write to FILE (default: standard output)")
+    ] = None,
+    since: Annotated[Optional[str], typer.Option(metavar="DATE", help="from (2025, 2025-05, 2025-05-24, …)")] = None,
+    until: Annotated[Optional[str], typer.Option(metavar="DATE", help="until (same forms)")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option(metavar="KIND", help="only this kind (repeatable)")] = None,
+    role: Annotated[Optional[str], typer.Option(metavar="ROLE", help="only where ENTITY has this role")] = None,
+    q: Annotated[Optional[str], typer.Option("--q", metavar="TEXT", help="full-text search (docs/search.md)")] = None,
+    order: Annotated[str, typer.Option(metavar="ORDER", help="asc, desc or relevance (needs --q)")] = "asc",
+    as_of: Annotated[
+        Optional[str],
+        typer.Option(
+            "--as-of", metavar="DATE", help="as the store knew it at an instant, or at the end of a day, month or year"
+        ),
+    ] = None,
+    include_retracted: Annotated[
+        bool, typer.Option("--include-retracted", help="retracted entries too (csv, ndjson; atom always has them)")
+    ] = False,
+    limit: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="at most N entries (default: all)")] = None,
+) -> None:
+    """Export a timeline as TimelineJS JSON, Atom, CSV or NDJSON (docs/exports.md).
+
+    Reads the store directly, page by page (it needs no server, and memory stays that of one
+    page whatever the length); with --output the file appears only once complete."""
+    from events.models import KINDS, ROLES
+    from projections.queries import NotFound, QueryError, TimelineQuery
+
+    from .exports import FORMATS, Export, pages, reads_retracted, writer
+    from .service import TimelineService
+
+    problems = [
+        (fmt not in FORMATS, f"--format: {fmt!r} is not one of {', '.join(FORMATS)}"),
+        ((entity is None) == (not every), "give ENTITY or --all (the timeline of all entities), not both or neither"),
+        (any(k not in KINDS for k in kind or ()), f"--kind: the kinds are {', '.join(KINDS)}"),
+        (role is not None and role not in ROLES, f"--role: the roles are {', '.join(ROLES)}"),
+        (order not in ("asc", "desc", "relevance"), "--order: asc, desc or relevance"),
+    ]
+    for failed, message in problems:
+        if failed:
+            err.print(f"[red]{escape(message)}[/]")
+            raise typer.Exit(2)
+    settings = _settings()
+    if not settings.db.exists():
+        err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
+        raise typer.Exit(2)
+    query = TimelineQuery(
+        since=since, until=until, kinds=tuple(kind or ()), role=role, q=q, order=order, as_of=as_of,
+        include_retracted=reads_retracted(fmt, include_retracted),
+    )
+    plan = Export(entity, query, limit)
+    try:
+        out = writer(fmt, entity, as_of=as_of)
+    except QueryError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
+    service = TimelineService(settings)
+    partial = output.with_name(output.name + ".partial") if output is not None else None
+    sink = partial.open("w", encoding="utf-8", newline="") if partial is not None else sys.stdout
+    try:
+        service.project()
+        read = lambda q: service.queries.timeline(entity, q, render=True, updated=True, keep_cards=False)  # noqa: E731
+        sink.write(out.head())
+        for page in pages(plan, read):
+            sink.write(out.page(page))
+        sink.write(out.tail())
+    except (NotFound, QueryError) as exc:
+        _drop(partial, sink)
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from None
+    except Exception as exc:  # never a file that looks complete: the marker, then a non-zero exit
+        sink.write(out.failed(str(exc)))
+        _drop(partial, sink)
+        err.print(f"[red]export failed: {escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        service.close()
+    if partial is not None and output is not None:
+        sink.close()
+        partial.replace(output)
+    else:
+        sink.flush()
+
+
+def _drop(partial: Path | None, sink: Any) -> None:
+    """Close and remove a partial output file (standard output is left as it is)."""
+    if partial is not None:
+        sink.close()
+        partial.unlink(missing_ok=True)
 
 
 @app.command()

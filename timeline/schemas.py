@@ -86,6 +86,13 @@ class EntityCard(BaseModel):
 
 class EntityList(BaseModel):
     entities: list[EntityCard]
+    next_cursor: str | None = Field(description="pass back as cursor= (same q and type) for the next page")
+
+
+class EntryEntity(BaseModel):
+    id: str = Field(description="the canonical id (aliases resolved, as of the page's snapshot)")
+    name: str = Field(description="the name the directory shows for the entity (GET /entities/{id})")
+    role: Role = Field(description="its role in the event (the best one, when several of its ids are named)")
 
 
 class TimelineEntry(BaseModel):
@@ -96,6 +103,9 @@ class TimelineEntry(BaseModel):
     headline: str
     summary: str | None = None
     role: Role | None = Field(None, description="the entity's role (per-entity timelines only)")
+    entities: list[EntryEntity] = Field(
+        description="the event's entities as in force (corrections applied), by role then id"
+    )
     sources: list[Source]
     details: dict[str, Any]
     position: int
@@ -119,6 +129,7 @@ class RelatedEntity(BaseModel):
 
 class RelatedList(BaseModel):
     entities: list[RelatedEntity]
+    next_cursor: str | None = Field(description="pass back as cursor= for the next page")
 
 
 class HistoryItem(BaseModel):

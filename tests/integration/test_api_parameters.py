@@ -28,13 +28,13 @@ PATHS = (
     "/events/{id}", "/projections",
 )
 PARAMS = {
-    "/timeline": ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted"),
+    "/timeline": ("since", "until", "kind", "q", "limit", "cursor", "order", "as_of", "include_retracted", "format"),
     "/entities/{id}/timeline": (
-        "since", "until", "kind", "role", "q", "limit", "cursor", "order", "as_of", "include_retracted",
+        "since", "until", "kind", "role", "q", "limit", "cursor", "order", "as_of", "include_retracted", "format",
     ),
-    "/entities": ("q", "type", "limit"),
+    "/entities": ("q", "type", "limit", "cursor"),
     "/entities/{id}": ("as_of",),
-    "/entities/{id}/related": ("limit",),
+    "/entities/{id}/related": ("limit", "cursor"),
     "/events/{id}": ("as_of",),
     "/projections": (),
 }
@@ -104,6 +104,10 @@ CURSORS = st.one_of(
     st.tuples(st.sampled_from([2, 1, 3, "2"]), KEYS, st.one_of(HUGE, st.floats(), st.booleans()), HUGE, DIGESTS).map(
         lambda t: b64(json.dumps(list(t)).encode())
     ),
+    st.tuples(  # directory cursors: a sort key and the list's binding
+        st.sampled_from([2, 3]), st.sampled_from(["list", "lost"]),
+        st.lists(st.one_of(HUGE, KEYS, st.floats(), st.none()), max_size=4), DIGESTS,
+    ).map(lambda t: b64(json.dumps(list(t)).encode())),
 )
 OFFSETS = st.one_of(
     st.just("Z"),
@@ -136,6 +140,7 @@ VALUES = {
     "order": st.one_of(st.sampled_from(["asc", "desc", "relevance"]), ANY),
     "include_retracted": st.one_of(st.sampled_from(["true", "false"]), ANY),
     "type": st.one_of(st.sampled_from(["person", "planet"]), ANY),
+    "format": st.one_of(st.sampled_from(["timelinejs", "atom", "csv", "ndjson", "pdf"]), ANY),
 }
 IDS = st.one_of(st.sampled_from(["x", "twitter", "elon-musk", "n1", "nobody"]), st.text(min_size=1, max_size=40))
 

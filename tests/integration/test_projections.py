@@ -778,7 +778,7 @@ def test_entries_rendered_by_sqlite_carry_every_character_exactly(q, db, correct
         assert entry["sources"] == sources and entry["details"] == details
         assert (entry["occurred_at"], entry["ended_at"]) == ("2025-05-24T10:00:00.5+02:00", "2025-05-25")
         assert list(entry) == ["event_id", "kind", "occurred_at", "ended_at", "headline", "summary",
-                               *(["role"] if entity_id else []), "sources", "details", "position",
+                               *(["role"] if entity_id else []), "entities", "sources", "details", "position",
                                "recorded_at", "status"]
 
 
