@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +297,30 @@ def open_worker(paths: list[str], prefix: str, per_file: int, barrier: Any, resu
                      if "/events/" in f.filename or "/projections/" in f.filename]
             errors.append(f"{Path(path).name}: {type(exc).__name__}: {exc} (in {' > '.join(where)})")
     results.put((prefix, stored, errors))
+
+
+@contextlib.contextmanager
+def app_in_process(db: Path) -> Iterator[Any]:
+    """The HTTP API over the store ``db`` in this process (``httpx.ASGITransport``), with no
+    consumer and an unreachable Redis: yields ``request(path, method="GET", **kwargs)``."""
+    import asyncio
+
+    import httpx
+    import pytest
+
+    from timeline.api import create_app
+    from timeline.runtime import Runtime
+    from timeline.settings import Settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIMELINE_DB", str(db))
+        mp.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+        runtime = Runtime(Settings(), consume=False)
+        loop = asyncio.new_event_loop()
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime, manage=False)), base_url="http://t")
+        try:
+            yield lambda path, method="GET", **kw: loop.run_until_complete(http.request(method, path, **kw))
+        finally:
+            loop.run_until_complete(http.aclose())
+            loop.close()
+            runtime.service.close()

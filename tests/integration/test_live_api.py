@@ -3,36 +3,21 @@ over a real store): unknown entities, bad parameters and positions, a change log
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from helpers import append_and_project, news, projection_conn
-from timeline.api import create_app
-from timeline.runtime import Runtime
-from timeline.settings import Settings
+from helpers import app_in_process, append_and_project, news, projection_conn
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Any]:
     db = tmp_path / "timeline.db"
     append_and_project(db, [news("n1", "2025-05-24", ("x",))])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIMELINE_DB", str(db))
-        mp.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-        runtime = Runtime(Settings(), consume=False)
-        loop = asyncio.new_event_loop()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime, manage=False)), base_url="http://t")
-        try:
-            yield lambda path, **kw: loop.run_until_complete(http.get(path, **kw)), db
-        finally:
-            loop.run_until_complete(http.aclose())
-            loop.close()
-            runtime.service.close()
+    with app_in_process(db) as request:
+        yield request, db
 
 
 @pytest.mark.parametrize(

@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 
-from helpers import append_and_project, news
-from timeline.api import create_app
-from timeline.runtime import Runtime
-from timeline.settings import Settings
+from helpers import app_in_process, append_and_project, news
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,18 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     db = tmp_path_factory.mktemp("openapi") / "timeline.db"
     append_and_project(db, [news("n1", "2025-05-24", ("x",))])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIMELINE_DB", str(db))
-        mp.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-        runtime = Runtime(Settings(), consume=False)
-        loop = asyncio.new_event_loop()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime, manage=False)), base_url="http://t")
-        try:
-            yield lambda path: loop.run_until_complete(http.get(path))
-        finally:
-            loop.run_until_complete(http.aclose())
-            loop.close()
-            runtime.service.close()
+    with app_in_process(db) as request:
+        yield request
 
 
 def test_every_answer_and_the_event_body_are_typed(client: Any) -> None:
