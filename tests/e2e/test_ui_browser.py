@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +85,7 @@ def server(serve: Callable[..., Server]) -> Server:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
+    ensure_chromium()
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (or set TIMELINE_CHROMIUM)"
     with sync_playwright() as playwright:
         browser = _launch(playwright)
@@ -90,6 +93,22 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium, installed the first time when it is missing and this runs as root with
+    apt-get (a fresh machine: the README's test command sets up everything it needs; Playwright's
+    own browser download cannot work without the internet). Elsewhere the assertion above says
+    what to install."""
+    if Path(CHROMIUM).is_file() or CHROMIUM != "/usr/bin/chromium":
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:  # a stale package list
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        subprocess.run(install, env=env, capture_output=True)
 
 
 def _launch(playwright: Playwright) -> Browser:
