@@ -25,6 +25,18 @@ filed under ``GLOBAL``. Whether a change is a new entry, an update or a removal 
 decided when reading, from these and the reader's filters (role, retracted or not). Its rows,
 like ``tl_entries``', are written by ``apply`` and ``bulk`` (or, in a rebuild, ``finish``), so
 a rebuild writes the same rows as incremental runs.
+
+An erasure deletes the change log's rows of the event and of its corrections and retraction
+(an entity's id is made from its name, which may be the erased text), so a reader that had not
+read them never sees the event. ``tl_removals`` tells the readers that had: a row per erasure
+and entity the event was filed under (in any version) that still has entries, and one for the
+global timeline, with the erased event's id, kind and position and the checkpoint the tables had
+reached when it was erased; nothing of its content. An erasure of an event the tables had not
+reached leaves none (no reader saw it). An entity that an erasure leaves without entries leaves
+``tl_removals`` too. The store keeps no such record (it does not keep which entities an erased
+event named), so a rebuild cannot derive these rows: it takes them over from the tables it
+replaces (``carry``), and an erasure during a rebuild writes the same rows into both, so a
+rebuild's rows are the incremental ones.
 """
 
 from __future__ import annotations
@@ -44,12 +56,13 @@ RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank
 EVENTS = "tl_events"
 ENTRIES = "tl_entries"
 CHANGES = "tl_changes"
+REMOVALS = "tl_removals"
 GLOBAL = "*"  # the change log's entity id of the global timeline (never a slug)
 
 
 class TimelinesProjection(Projection):
     name = "timelines"
-    version = 5  # 5: the change log (tl_changes)
+    version = 6  # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals)
     schema = {
         EVENTS: [
             # A version's id is the store position of the change that made it (one per position).
@@ -77,6 +90,14 @@ class TimelinesProjection(Projection):
                 entity_id TEXT NOT NULL, position INTEGER NOT NULL,
                 old_rank INTEGER, rank INTEGER, old_status TEXT,
                 PRIMARY KEY (entity_id, position)
+            ) WITHOUT ROWID""",
+        ],
+        REMOVALS: [
+            # One row per (erasure, entity the erased event was filed under, or GLOBAL).
+            """CREATE TABLE {t} (
+                seq INTEGER NOT NULL, entity_id TEXT NOT NULL, reached INTEGER NOT NULL,
+                event_position INTEGER NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL,
+                PRIMARY KEY (seq, entity_id)
             ) WITHOUT ROWID""",
         ],
     }
@@ -165,6 +186,32 @@ class TimelinesProjection(Projection):
         conn.executemany(
             f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
         )
+        self._tell_removal(conn, tag, gone)
+
+    def _tell_removal(self, conn: sqlite3.Connection, tag: str, gone: Erased) -> None:
+        """``tl_removals``' rows of an erasure, the same in the live tables and in a rebuild's
+        (both decided by the live tables: what readers may have seen), after the event's rows
+        went; and no row left of an entity that no longer has entries."""
+        removals = self.table(REMOVALS, tag)
+        live = _live(conn, self.name)
+        if live is None or not _exists(conn, removals):
+            return
+        live_tag, reached = live
+        entries = self.table(ENTRIES, live_tag)
+        left = {e for e in sorted(gone.entities) if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (e,)).fetchone()}
+        conn.executemany(f"DELETE FROM {removals} WHERE entity_id = ?", ((e,) for e in sorted(gone.entities - left)))
+        if reached < gone.position:
+            return  # the live tables had not shown it: no reader saw it
+        conn.executemany(
+            f"INSERT OR IGNORE INTO {removals} (seq, entity_id, reached, event_position, event_id, kind)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            ((gone.seq, e, reached, gone.position, gone.event_id, gone.kind) for e in [*sorted(left), GLOBAL]),
+        )
+
+    def carry(self, conn: sqlite3.Connection, old: str, new: str) -> None:
+        old_t, new_t = self.table(REMOVALS, old), self.table(REMOVALS, new)
+        if _exists(conn, old_t):
+            conn.execute(f"INSERT OR IGNORE INTO {new_t} SELECT * FROM {old_t}")
 
     @staticmethod
     def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:
@@ -177,6 +224,16 @@ class TimelinesProjection(Projection):
                 entry_rows,
             )
             entry_rows.clear()
+
+
+def _live(conn: sqlite3.Connection, name: str) -> tuple[str, int] | None:
+    """The live tables' tag and checkpoint."""
+    row = conn.execute("SELECT tables_tag, position FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
 
 
 def _ranks(version: Version | None) -> dict[str, int]:
