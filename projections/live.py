@@ -39,7 +39,7 @@ from events.ids import compact_json
 from .aliases import AliasIndex
 from .changes import RANK
 from .queries import ENTRY_COLUMNS, Queries, QueryError
-from .timelines import CHANGES, ENTRIES, EVENTS, GLOBAL, REMOVALS
+from .timelines import CHANGES, ENTRIES, EVENTS, GLOBAL, REMOVALS, VANISHED
 
 Key = tuple[str, int]  # (start_key, event position): timeline order
 
@@ -258,40 +258,45 @@ class _Reader:
     # --- erasures -----------------------------------------------------------------------
 
     def removals(self, page: ChangePage, limit: int) -> bool:
-        """The erasures not taken into account yet of entries this stream may have shown (their
-        events at or before its position, filed under its entity, of its kinds), as ``remove``
-        messages with its position as their id, up to ``limit``; True once all are read."""
+        """The erasures not taken into account yet of entries this stream shows at its position
+        (a version of the event there, filed under its entity, in its filters), as ``remove``
+        messages with that position as their id, up to ``limit``; True once all are read."""
         table = f"{REMOVALS}{self.tag}"
         last = page.erased = _last_removal(self.conn, self.tag)
-        if not last:
-            page.cursor = StreamCursor(page.cursor.position, page.cursor.moved, 0)
-            return True  # none yet (or tables of a version without it, being rebuilt)
         cursor = page.cursor
         seen = cursor.seen
         if seen is None:  # resuming: erasures made before the tables reached the position were told then
-            (seen,) = self.conn.execute(
+            seen = 0 if not last else self.conn.execute(
                 f"SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE reached < ?", (cursor.position,)
-            ).fetchone()
-        members = set(self.members(cursor.position))
-        told: dict[int, Message] = {}
-        done = True
-        for seq, event_position, event_id, kind in self.conn.execute(
-            f"SELECT seq, event_position, event_id, kind FROM {table} WHERE seq > ?"
-            " AND entity_id IN (SELECT value FROM json_each(?)) ORDER BY seq",
-            (seen, compact_json(sorted(members))),
-        ):
-            if seq in told or event_position > cursor.position or (self.filters.kinds and kind not in self.filters.kinds):
-                continue
-            if len(told) >= limit:
-                done = False
-                break
-            data = {"event_id": event_id, "kind": kind, "position": event_position, "status": "erased"}
-            told[seq] = Message(cursor.position, "remove", compact_json(data))
-            seen = seq
-        if done:
-            seen = max(seen, last)
-        page.messages += told.values()
-        page.cursor = StreamCursor(cursor.position, cursor.moved, seen)
+            ).fetchone()[0]
+        f, at = self.filters, cursor.position
+        where = ["seq > ?", "entity_id IN (SELECT value FROM json_each(?))", "valid_from <= ?", "valid_to > ?"]
+        members = self.members(at)
+        # an entity that only erased events named: its rows have no id left (projections.timelines)
+        entries = f"{ENTRIES}{self.tag}"
+        if any(m != GLOBAL and not self.conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (m,)).fetchone()
+               for m in members):
+            members = [*members, VANISHED]
+        args: list[Any] = [seen, compact_json(members), at, at]
+        if self.rank is not None:
+            where.append(f"(rank = {self.rank} OR rank IS NULL)")
+        if not f.include_retracted:
+            where.append("status != 'retracted'")
+        if f.kinds:
+            where.append(f"kind IN ({','.join('?' * len(f.kinds))})")
+            args += list(f.kinds)
+        rows = [] if not last else self.conn.execute(
+            f"SELECT DISTINCT seq, event_position, event_id, kind FROM {table} WHERE {' AND '.join(where)}"
+            " ORDER BY seq LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        done = len(rows) <= limit
+        rows = rows[:limit]
+        page.messages += [
+            Message(at, "remove", compact_json({"event_id": e, "kind": k, "position": p, "status": "erased"}))
+            for _, p, e, k in rows
+        ]
+        page.cursor = StreamCursor(cursor.position, cursor.moved, last if done else rows[-1][0])
         return done
 
     # --- alias declarations ---------------------------------------------------------------

@@ -31,9 +31,12 @@ An erasure deletes the change log's rows of the event and of its corrections and
 read them never sees the event. ``tl_removals`` tells the readers that had: a row per erasure
 and entity the event was filed under (in any version) that still has entries, and one for the
 global timeline, with the erased event's id, kind and position and the checkpoint the tables had
-reached when it was erased; nothing of its content. An erasure of an event the tables had not
-reached leaves none (no reader saw it). An entity that an erasure leaves without entries leaves
-``tl_removals`` too. The store keeps no such record (it does not keep which entities an erased
+reached when it was erased; nothing of its content (a row per version the entity's timeline
+showed, with its validity, the entity's rank and the status, so that only a reader that showed
+it is told). An erasure of an event the tables had not reached leaves none (no reader saw it).
+An entity that an erasure leaves without entries leaves
+``tl_removals`` (its rows are kept under ``VANISHED``: a stream of an entity that has no
+entries any more is told of them, the only streams that can have shown them). The store keeps no such record (it does not keep which entities an erased
 event named), so a rebuild cannot derive these rows: it takes them over from the tables it
 replaces (``carry``), and an erasure during a rebuild writes the same rows into both, so a
 rebuild's rows are the incremental ones.
@@ -58,6 +61,7 @@ ENTRIES = "tl_entries"
 CHANGES = "tl_changes"
 REMOVALS = "tl_removals"
 GLOBAL = "*"  # the change log's entity id of the global timeline (never a slug)
+VANISHED = ""  # tl_removals' entity id of an entity that only erased events named (never a slug)
 
 
 class TimelinesProjection(Projection):
@@ -93,11 +97,14 @@ class TimelinesProjection(Projection):
             ) WITHOUT ROWID""",
         ],
         REMOVALS: [
-            # One row per (erasure, entity the erased event was filed under, or GLOBAL).
+            # One row per (erasure, entity the erased event was filed under or GLOBAL, version):
+            # where the version was in the entity's timeline (valid_from .. valid_to, its role's
+            # rank, its status), so that a reader tells the removal only to a client that held it.
             """CREATE TABLE {t} (
-                seq INTEGER NOT NULL, entity_id TEXT NOT NULL, reached INTEGER NOT NULL,
+                seq INTEGER NOT NULL, entity_id TEXT NOT NULL, valid_from INTEGER NOT NULL,
+                valid_to INTEGER NOT NULL, rank INTEGER, status TEXT NOT NULL, reached INTEGER NOT NULL,
                 event_position INTEGER NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL,
-                PRIMARY KEY (seq, entity_id)
+                PRIMARY KEY (seq, entity_id, valid_from)
             ) WITHOUT ROWID""",
         ],
     }
@@ -179,6 +186,10 @@ class TimelinesProjection(Projection):
         self._flush(conn, events_t, entries_t, event_rows, entry_rows)
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        removals = self.table(REMOVALS, tag)
+        live = _live(conn, self.name)
+        if live is not None and _exists(conn, removals):
+            self._tell_removal(conn, tag, gone, live)
         for base in (EVENTS, ENTRIES):
             conn.execute(f"DELETE FROM {self.table(base, tag)} WHERE position = ?", (gone.position,))
         # The change log's rows of the event and of its corrections and retraction: an entity's id
@@ -186,26 +197,41 @@ class TimelinesProjection(Projection):
         conn.executemany(
             f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
         )
-        self._tell_removal(conn, tag, gone)
+        if live is not None and _exists(conn, removals):
+            self._forget_vanished(conn, removals, self.table(ENTRIES, live[0]), gone.entities)
 
-    def _tell_removal(self, conn: sqlite3.Connection, tag: str, gone: Erased) -> None:
-        """``tl_removals``' rows of an erasure, the same in the live tables and in a rebuild's
-        (both decided by the live tables: what readers may have seen), after the event's rows
-        went; and no row left of an entity that no longer has entries."""
+    @staticmethod
+    def _forget_vanished(conn: sqlite3.Connection, removals: str, entries: str, entities: frozenset[str]) -> None:
+        """No id is left of an entity that only erased events named (the live tables decide):
+        its rows are kept under ``VANISHED``, which a stream of an entity without entries reads."""
+        for entity_id in sorted(entities):
+            if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
+                continue
+            conn.execute(f"UPDATE OR IGNORE {removals} SET entity_id = '{VANISHED}', rank = NULL WHERE entity_id = ?", (entity_id,))
+            conn.execute(f"DELETE FROM {removals} WHERE entity_id = ?", (entity_id,))
+
+    def _tell_removal(self, conn: sqlite3.Connection, tag: str, gone: Erased, live: tuple[str, int]) -> None:
+        """``tl_removals``' rows of an erasure, before the event's rows go: the versions of it
+        the live tables show (what readers may hold), with each entity's rank, and the global
+        timeline's; a rebuild's tables take the same rows (the engine erases from the live
+        tables first)."""
         removals = self.table(REMOVALS, tag)
-        live = _live(conn, self.name)
-        if live is None or not _exists(conn, removals):
-            return
         live_tag, reached = live
-        entries = self.table(ENTRIES, live_tag)
-        left = {e for e in sorted(gone.entities) if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (e,)).fetchone()}
-        conn.executemany(f"DELETE FROM {removals} WHERE entity_id = ?", ((e,) for e in sorted(gone.entities - left)))
-        if reached < gone.position:
-            return  # the live tables had not shown it: no reader saw it
-        conn.executemany(
-            f"INSERT OR IGNORE INTO {removals} (seq, entity_id, reached, event_position, event_id, kind)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            ((gone.seq, e, reached, gone.position, gone.event_id, gone.kind) for e in [*sorted(left), GLOBAL]),
+        if tag != live_tag:
+            live_removals = self.table(REMOVALS, live_tag)
+            if _exists(conn, live_removals):
+                conn.execute(f"INSERT OR IGNORE INTO {removals} SELECT * FROM {live_removals} WHERE seq = ?", (gone.seq,))
+            return
+        tail = (reached, gone.position, gone.event_id, gone.kind)
+        events, entries = self.table(EVENTS, tag), self.table(ENTRIES, tag)
+        conn.execute(
+            f"""INSERT INTO {removals} SELECT ?, en.entity_id, v.valid_from, v.valid_to, MIN(en.rank), v.status, ?, ?, ?, ?
+                FROM {events} v JOIN {entries} en ON en.valid_from = v.valid_from
+                WHERE v.position = ? AND en.entity_id IN (SELECT value FROM json_each(?))
+                GROUP BY en.entity_id, v.valid_from
+                UNION ALL SELECT ?, '{GLOBAL}', v.valid_from, v.valid_to, NULL, v.status, ?, ?, ?, ?
+                FROM {events} v WHERE v.position = ?""",
+            (gone.seq, *tail, gone.position, compact_json(sorted(gone.entities)), gone.seq, *tail, gone.position),
         )
 
     def carry(self, conn: sqlite3.Connection, old: str, new: str) -> None:
