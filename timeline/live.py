@@ -116,6 +116,14 @@ class LiveStreams:
         queries = self.runtime.service.queries
         cursor = StreamCursor(start)
         if announce:  # an id alone dispatches nothing: the client's Last-Event-ID starts here
+            # Starting now: the page the client reads once it has the id shows no entry erased
+            # before (a client resuming is told of those made once the tables had reached its id).
+            try:
+                _, erased = await self.runtime.read(checkpoint, queries)
+            except ReadTimeout as exc:
+                yield ServerSentEvent(data=compact_json({"error": str(exc)}), event="error")
+                return
+            cursor = StreamCursor(start, seen=erased)
             yield ServerSentEvent(id=str(start))
         while True:
             try:
