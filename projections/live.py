@@ -272,11 +272,8 @@ class _Reader:
         f, at = self.filters, cursor.position
         where = ["seq > ?", "entity_id IN (SELECT value FROM json_each(?))", "valid_from <= ?", "valid_to > ?"]
         members = self.members(at)
-        # an entity that only erased events named: its rows have no id left (projections.timelines)
-        entries = f"{ENTRIES}{self.tag}"
-        if any(m != GLOBAL and not self.conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (m,)).fetchone()
-               for m in members):
-            members = [*members, VANISHED]
+        if any(m != GLOBAL and not self._has_entries(m) for m in members):
+            members = [*members, VANISHED]  # rows of entities only erased events named: no id left
         args: list[Any] = [seen, compact_json(members), at, at]
         if self.rank is not None:
             where.append(f"(rank = {self.rank} OR rank IS NULL)")
@@ -298,6 +295,10 @@ class _Reader:
         ]
         page.cursor = StreamCursor(cursor.position, cursor.moved, last if done else rows[-1][0])
         return done
+
+    def _has_entries(self, entity_id: str) -> bool:
+        sql = f"SELECT 1 FROM {ENTRIES}{self.tag} WHERE entity_id = ? LIMIT 1"
+        return self.conn.execute(sql, (entity_id,)).fetchone() is not None
 
     # --- alias declarations ---------------------------------------------------------------
 

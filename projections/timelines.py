@@ -28,18 +28,17 @@ a rebuild writes the same rows as incremental runs.
 
 An erasure deletes the change log's rows of the event and of its corrections and retraction
 (an entity's id is made from its name, which may be the erased text), so a reader that had not
-read them never sees the event. ``tl_removals`` tells the readers that had: a row per erasure
-and entity the event was filed under (in any version) that still has entries, and one for the
-global timeline, with the erased event's id, kind and position and the checkpoint the tables had
-reached when it was erased; nothing of its content (a row per version the entity's timeline
-showed, with its validity, the entity's rank and the status, so that only a reader that showed
-it is told). An erasure of an event the tables had not reached leaves none (no reader saw it).
-An entity that an erasure leaves without entries leaves
-``tl_removals`` (its rows are kept under ``VANISHED``: a stream of an entity that has no
-entries any more is told of them, the only streams that can have shown them). The store keeps no such record (it does not keep which entities an erased
-event named), so a rebuild cannot derive these rows: it takes them over from the tables it
-replaces (``carry``), and an erasure during a rebuild writes the same rows into both, so a
-rebuild's rows are the incremental ones.
+read them never sees the event. ``tl_removals`` tells the readers that had, with nothing of the
+content: a row per erasure, entity the event was filed under (or ``GLOBAL``) and version, with
+the version's validity, the entity's rank and the status (so that only a reader that showed it
+is told), the event's id, kind and position and the checkpoint the tables had reached when it
+was erased. An erasure of an event the tables had not reached leaves none (no reader saw it).
+The rows of an entity that an erasure leaves without entries lose its id: they are kept under
+``VANISHED``, which a stream of an entity without entries reads (the only streams that can
+have shown them). The store does not keep which entities an erased event named, so a rebuild
+cannot derive these rows: it takes them over from the tables it replaces (``carry``), and an
+erasure during a rebuild writes the same rows into both: a rebuild's rows are the incremental
+ones.
 """
 
 from __future__ import annotations
@@ -207,7 +206,9 @@ class TimelinesProjection(Projection):
         for entity_id in sorted(entities):
             if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
                 continue
-            conn.execute(f"UPDATE OR IGNORE {removals} SET entity_id = '{VANISHED}', rank = NULL WHERE entity_id = ?", (entity_id,))
+            conn.execute(
+                f"UPDATE OR IGNORE {removals} SET entity_id = '{VANISHED}', rank = NULL WHERE entity_id = ?", (entity_id,)
+            )
             conn.execute(f"DELETE FROM {removals} WHERE entity_id = ?", (entity_id,))
 
     def _tell_removal(self, conn: sqlite3.Connection, tag: str, gone: Erased, live: tuple[str, int]) -> None:
@@ -220,12 +221,15 @@ class TimelinesProjection(Projection):
         if tag != live_tag:
             live_removals = self.table(REMOVALS, live_tag)
             if _exists(conn, live_removals):
-                conn.execute(f"INSERT OR IGNORE INTO {removals} SELECT * FROM {live_removals} WHERE seq = ?", (gone.seq,))
+                conn.execute(
+                    f"INSERT OR IGNORE INTO {removals} SELECT * FROM {live_removals} WHERE seq = ?", (gone.seq,)
+                )
             return
         tail = (reached, gone.position, gone.event_id, gone.kind)
         events, entries = self.table(EVENTS, tag), self.table(ENTRIES, tag)
         conn.execute(
-            f"""INSERT INTO {removals} SELECT ?, en.entity_id, v.valid_from, v.valid_to, MIN(en.rank), v.status, ?, ?, ?, ?
+            f"""INSERT INTO {removals}
+                SELECT ?, en.entity_id, v.valid_from, v.valid_to, MIN(en.rank), v.status, ?, ?, ?, ?
                 FROM {events} v JOIN {entries} en ON en.valid_from = v.valid_from
                 WHERE v.position = ? AND en.entity_id IN (SELECT value FROM json_each(?))
                 GROUP BY en.entity_id, v.valid_from
