@@ -269,6 +269,9 @@ class _Reader:
             seen = 0 if not last else self.conn.execute(
                 f"SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE reached < ?", (cursor.position,)
             ).fetchone()[0]
+        if seen >= last:  # nothing new: the usual case
+            page.cursor = StreamCursor(cursor.position, cursor.moved, seen)
+            return True
         f, at = self.filters, cursor.position
         where = ["seq > ?", "entity_id IN (SELECT value FROM json_each(?))", "valid_from <= ?", "valid_to > ?"]
         members = self.members(at)
@@ -282,7 +285,7 @@ class _Reader:
         if f.kinds:
             where.append(f"kind IN ({','.join('?' * len(f.kinds))})")
             args += list(f.kinds)
-        rows = [] if not last else self.conn.execute(
+        rows = self.conn.execute(
             f"SELECT DISTINCT seq, event_position, event_id, kind FROM {table} WHERE {' AND '.join(where)}"
             " ORDER BY seq LIMIT ?",
             (*args, limit + 1),
