@@ -127,6 +127,10 @@ class Projection(ABC):
         ``reached`` (projections.erasure): afterwards they are what a rebuild without it makes."""
         raise NotImplementedError(f"{self.name} cannot remove an erased event")
 
+    def carry(self, conn: sqlite3.Connection, old: str, new: str) -> None:
+        """At a rebuild's swap, before the tables of tag ``old`` are dropped: keep in those of
+        ``new`` what the store cannot give a rebuild (default: nothing)."""
+
     @property
     def has_bulk(self) -> bool:
         return type(self).bulk is not Projection.bulk
@@ -575,6 +579,7 @@ class ProjectionEngine:
                     conn.execute(f"PRAGMA cache_size = {cache_size}")
                 return low, head, False, True
             # Caught up, in the same transaction that saw the head: swap.
+            p.carry(conn, cp["tag"], tag)
             p.drop(conn, cp["tag"])
             conn.execute(
                 "UPDATE projection_checkpoints SET version = rebuild_version, position = rebuild_position,"

@@ -19,6 +19,9 @@ from events.store import EventStore
 
 @dataclass(frozen=True, slots=True)
 class Erased:
+    seq: int  # the erasure's (``erasures.seq``: the order of erasures)
+    event_id: str
+    kind: str
     position: int  # the news event's
     positions: tuple[int, ...]  # its own and those of the corrections and retraction erased with it
     versions: tuple[tuple[int, str, str], ...]  # (valid_from, headline, summary) of each version
@@ -39,4 +42,9 @@ def capture(store: EventStore, event_id: str) -> Erased | None:
         body = state.body
         versions.append((valid_from, body["headline"], body.get("summary") or ""))
         entities.update(e["id"] for e in body["entities"])
-    return Erased(event.position, (event.position, *editorial), tuple(versions), frozenset(entities))
+    # Called inside the erasure's transaction, before it records itself: its seq is the next one.
+    (seq,) = store.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM erasures").fetchone()
+    return Erased(
+        seq, event.event_id, event.kind, event.position, (event.position, *editorial), tuple(versions),
+        frozenset(entities),
+    )

@@ -10,7 +10,14 @@ that made it:
 - ``update``: an entry it shows before and after (a correction), or one an alias declaration
   moved into it from the entity's new alias (or new canonical);
 - ``remove``: one it showed and no longer does (a retraction, or a correction that took the
-  entity off the event, or an alias declaration that moved it away).
+  entity off the event, or an alias declaration that moved it away); or an erased event's entry
+  (``status: erased``, nothing of its content).
+
+An erasure deletes the event's rows of the change log, so a reader that had not read them never
+sees the event; one that may have (it had read past the event's position) is told from
+``tl_removals`` (see ``projections.timelines``), as soon as it reads after the erasure, with the
+position it has reached as the message's id. A reader that resumes after position ``P`` is told
+of the erasures made once the tables had reached ``P`` or later, of events at ``P`` or before.
 
 Aliases are resolved as the store knew them at each position (a change before a declaration
 belongs to the timeline as it was then): the members of an entity's group are constant between
@@ -32,7 +39,7 @@ from events.ids import compact_json
 from .aliases import AliasIndex
 from .changes import RANK
 from .queries import ENTRY_COLUMNS, Queries, QueryError
-from .timelines import CHANGES, ENTRIES, EVENTS, GLOBAL
+from .timelines import CHANGES, ENTRIES, EVENTS, GLOBAL, REMOVALS, VANISHED
 
 Key = tuple[str, int]  # (start_key, event position): timeline order
 
@@ -58,10 +65,14 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class StreamCursor:
     """Every change up to ``position`` has been read; ``moved``: the (start_key, event position)
-    of the last entry read of the alias declaration at ``position + 1``, part-way through it."""
+    of the last entry read of the alias declaration at ``position + 1``, part-way through it;
+    ``seen``: see below."""
 
     position: int
     moved: Key | None = None
+    #: the last erasure (``tl_removals.seq``) taken into account; None: not read yet (a stream
+    #: resuming after ``position`` is told of those made once the tables had reached it)
+    seen: int | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +80,7 @@ class ChangePage:
     messages: list[Message] = field(default_factory=list)
     cursor: StreamCursor = StreamCursor(0)
     upto: int = 0  # the projection's checkpoint the page was read at
+    erased: int = 0  # and its last erasure told to streams
     more: bool = False  # changes up to ``upto`` remain: read again at once
 
 
@@ -83,10 +95,19 @@ class _Move:
     moved: list[str]
 
 
-def checkpoint(queries: Queries) -> int:
-    """The timelines projection's checkpoint: what streams have read up to."""
+def checkpoint(queries: Queries) -> tuple[int, int]:
+    """What streams have read up to: the timelines projection's checkpoint, and its last erasure
+    told to streams (``tl_removals.seq``; an erasure does not move the checkpoint)."""
     with queries.snapshot() as conn:
-        return queries._checkpoint(conn, "timelines")[0]
+        position, tag = queries._checkpoint(conn, "timelines")
+        return position, _last_removal(conn, tag)
+
+
+def _last_removal(conn: Any, tag: str) -> int:
+    table = f"{REMOVALS}{tag}"
+    if not conn.execute("SELECT 1 FROM p_timelines.sqlite_master WHERE name = ?", (table,)).fetchone():
+        return 0  # tables of a version without it, being rebuilt
+    return conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM p_timelines.{table}").fetchone()[0]
 
 
 def opening(queries: Queries, entity_id: str | None) -> tuple[int, int]:
@@ -116,6 +137,9 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
         _require_log(conn, tag)
         reader = _Reader(queries, conn, tag, upto, entity_id, filters)
         page = ChangePage(cursor=cursor, upto=upto)
+        if not reader.removals(page, limit):
+            page.more = True
+            return page
         while len(page.messages) < limit and page.cursor.position < upto:
             position = page.cursor.position
             move = reader.next_move(position, upto) if entity_id is not None else None
@@ -199,7 +223,7 @@ class _Reader:
             if told is not None:
                 out.append((position, *told))
         self._add(page, out)
-        page.cursor = StreamCursor(high if done else bound)
+        page.cursor = StreamCursor(high if done else bound, seen=page.cursor.seen)
         return done
 
     def _versions(self, positions: list[int]) -> dict[int, tuple[Any, ...]]:
@@ -230,6 +254,54 @@ class _Reader:
         kind = "update" if was and now else "entry" if now else "remove"
         rank = min(r[2] for r in new) if now and by_entity else min(r[1] for r in old) if by_entity else None
         return kind, (*version, rank)
+
+    # --- erasures -----------------------------------------------------------------------
+
+    def removals(self, page: ChangePage, limit: int) -> bool:
+        """The erasures not taken into account yet of entries this stream shows at its position
+        (a version of the event there, filed under its entity, in its filters), as ``remove``
+        messages with that position as their id, up to ``limit``; True once all are read."""
+        table = f"{REMOVALS}{self.tag}"
+        last = page.erased = _last_removal(self.conn, self.tag)
+        cursor = page.cursor
+        seen = cursor.seen
+        if seen is None:  # resuming: erasures made before the tables reached the position were told then
+            seen = 0 if not last else self.conn.execute(
+                f"SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE reached < ?", (cursor.position,)
+            ).fetchone()[0]
+        if seen >= last:  # nothing new: the usual case
+            page.cursor = StreamCursor(cursor.position, cursor.moved, seen)
+            return True
+        f, at = self.filters, cursor.position
+        where = ["seq > ?", "entity_id IN (SELECT value FROM json_each(?))", "valid_from <= ?", "valid_to > ?"]
+        members = self.members(at)
+        if any(m != GLOBAL and not self._has_entries(m) for m in members):
+            members = [*members, VANISHED]  # rows of entities only erased events named: no id left
+        args: list[Any] = [seen, compact_json(members), at, at]
+        if self.rank is not None:
+            where.append(f"(rank = {self.rank} OR rank IS NULL)")
+        if not f.include_retracted:
+            where.append("status != 'retracted'")
+        if f.kinds:
+            where.append(f"kind IN ({','.join('?' * len(f.kinds))})")
+            args += list(f.kinds)
+        rows = self.conn.execute(
+            f"SELECT DISTINCT seq, event_position, event_id, kind FROM {table} WHERE {' AND '.join(where)}"
+            " ORDER BY seq LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        done = len(rows) <= limit
+        rows = rows[:limit]
+        page.messages += [
+            Message(at, "remove", compact_json({"event_id": e, "kind": k, "position": p, "status": "erased"}))
+            for _, p, e, k in rows
+        ]
+        page.cursor = StreamCursor(cursor.position, cursor.moved, last if done else rows[-1][0])
+        return done
+
+    def _has_entries(self, entity_id: str) -> bool:
+        sql = f"SELECT 1 FROM {ENTRIES}{self.tag} WHERE entity_id = ? LIMIT 1"
+        return self.conn.execute(sql, (entity_id,)).fetchone() is not None
 
     # --- alias declarations ---------------------------------------------------------------
 
@@ -271,7 +343,12 @@ class _Reader:
             for *row, _key, was, now in rows
         ]
         self._add(page, told)
-        page.cursor = StreamCursor(move.position) if done else StreamCursor(move.position - 1, (rows[-1][-3], rows[-1][0]))
+        seen = page.cursor.seen
+        page.cursor = (
+            StreamCursor(move.position, seen=seen)
+            if done
+            else StreamCursor(move.position - 1, (rows[-1][-3], rows[-1][0]), seen)
+        )
         return done
 
     # --- rendering ------------------------------------------------------------------------

@@ -25,6 +25,20 @@ filed under ``GLOBAL``. Whether a change is a new entry, an update or a removal 
 decided when reading, from these and the reader's filters (role, retracted or not). Its rows,
 like ``tl_entries``', are written by ``apply`` and ``bulk`` (or, in a rebuild, ``finish``), so
 a rebuild writes the same rows as incremental runs.
+
+An erasure deletes the change log's rows of the event and of its corrections and retraction
+(an entity's id is made from its name, which may be the erased text), so a reader that had not
+read them never sees the event. ``tl_removals`` tells the readers that had, with nothing of the
+content: a row per erasure, entity the event was filed under (or ``GLOBAL``) and version, with
+the version's validity, the entity's rank and the status (so that only a reader that showed it
+is told), the event's id, kind and position and the checkpoint the tables had reached when it
+was erased. An erasure of an event the tables had not reached leaves none (no reader saw it).
+The rows of an entity that an erasure leaves without entries lose its id: they are kept under
+``VANISHED``, which a stream of an entity without entries reads (the only streams that can
+have shown them). The store does not keep which entities an erased event named, so a rebuild
+cannot derive these rows: it takes them over from the tables it replaces (``carry``), and an
+erasure during a rebuild writes the same rows into both: a rebuild's rows are the incremental
+ones.
 """
 
 from __future__ import annotations
@@ -44,12 +58,14 @@ RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank
 EVENTS = "tl_events"
 ENTRIES = "tl_entries"
 CHANGES = "tl_changes"
+REMOVALS = "tl_removals"
 GLOBAL = "*"  # the change log's entity id of the global timeline (never a slug)
+VANISHED = ""  # tl_removals' entity id of an entity that only erased events named (never a slug)
 
 
 class TimelinesProjection(Projection):
     name = "timelines"
-    version = 5  # 5: the change log (tl_changes)
+    version = 6  # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals)
     schema = {
         EVENTS: [
             # A version's id is the store position of the change that made it (one per position).
@@ -77,6 +93,17 @@ class TimelinesProjection(Projection):
                 entity_id TEXT NOT NULL, position INTEGER NOT NULL,
                 old_rank INTEGER, rank INTEGER, old_status TEXT,
                 PRIMARY KEY (entity_id, position)
+            ) WITHOUT ROWID""",
+        ],
+        REMOVALS: [
+            # One row per (erasure, entity the erased event was filed under or GLOBAL, version):
+            # where the version was in the entity's timeline (valid_from .. valid_to, its role's
+            # rank, its status), so that a reader tells the removal only to a client that held it.
+            """CREATE TABLE {t} (
+                seq INTEGER NOT NULL, entity_id TEXT NOT NULL, valid_from INTEGER NOT NULL,
+                valid_to INTEGER NOT NULL, rank INTEGER, status TEXT NOT NULL, reached INTEGER NOT NULL,
+                event_position INTEGER NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL,
+                PRIMARY KEY (seq, entity_id, valid_from)
             ) WITHOUT ROWID""",
         ],
     }
@@ -158,6 +185,10 @@ class TimelinesProjection(Projection):
         self._flush(conn, events_t, entries_t, event_rows, entry_rows)
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        removals = self.table(REMOVALS, tag)
+        live = _live(conn, self.name)
+        if live is not None and _exists(conn, removals):
+            self._tell_removal(conn, tag, gone, live)
         for base in (EVENTS, ENTRIES):
             conn.execute(f"DELETE FROM {self.table(base, tag)} WHERE position = ?", (gone.position,))
         # The change log's rows of the event and of its corrections and retraction: an entity's id
@@ -165,6 +196,52 @@ class TimelinesProjection(Projection):
         conn.executemany(
             f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
         )
+        if live is not None and _exists(conn, removals):
+            self._forget_vanished(conn, removals, self.table(ENTRIES, live[0]), gone.entities)
+
+    @staticmethod
+    def _forget_vanished(conn: sqlite3.Connection, removals: str, entries: str, entities: frozenset[str]) -> None:
+        """No id is left of an entity that only erased events named (the live tables decide):
+        its rows are kept under ``VANISHED``, which a stream of an entity without entries reads."""
+        for entity_id in sorted(entities):
+            if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
+                continue
+            conn.execute(
+                f"UPDATE OR IGNORE {removals} SET entity_id = '{VANISHED}', rank = NULL WHERE entity_id = ?", (entity_id,)
+            )
+            conn.execute(f"DELETE FROM {removals} WHERE entity_id = ?", (entity_id,))
+
+    def _tell_removal(self, conn: sqlite3.Connection, tag: str, gone: Erased, live: tuple[str, int]) -> None:
+        """``tl_removals``' rows of an erasure, before the event's rows go: the versions of it
+        the live tables show (what readers may hold), with each entity's rank, and the global
+        timeline's; a rebuild's tables take the same rows (the engine erases from the live
+        tables first)."""
+        removals = self.table(REMOVALS, tag)
+        live_tag, reached = live
+        if tag != live_tag:
+            live_removals = self.table(REMOVALS, live_tag)
+            if _exists(conn, live_removals):
+                conn.execute(
+                    f"INSERT OR IGNORE INTO {removals} SELECT * FROM {live_removals} WHERE seq = ?", (gone.seq,)
+                )
+            return
+        tail = (reached, gone.position, gone.event_id, gone.kind)
+        events, entries = self.table(EVENTS, tag), self.table(ENTRIES, tag)
+        conn.execute(
+            f"""INSERT INTO {removals}
+                SELECT ?, en.entity_id, v.valid_from, v.valid_to, MIN(en.rank), v.status, ?, ?, ?, ?
+                FROM {events} v JOIN {entries} en ON en.valid_from = v.valid_from
+                WHERE v.position = ? AND en.entity_id IN (SELECT value FROM json_each(?))
+                GROUP BY en.entity_id, v.valid_from
+                UNION ALL SELECT ?, '{GLOBAL}', v.valid_from, v.valid_to, NULL, v.status, ?, ?, ?, ?
+                FROM {events} v WHERE v.position = ?""",
+            (gone.seq, *tail, gone.position, compact_json(sorted(gone.entities)), gone.seq, *tail, gone.position),
+        )
+
+    def carry(self, conn: sqlite3.Connection, old: str, new: str) -> None:
+        old_t, new_t = self.table(REMOVALS, old), self.table(REMOVALS, new)
+        if _exists(conn, old_t):
+            conn.execute(f"INSERT OR IGNORE INTO {new_t} SELECT * FROM {old_t}")
 
     @staticmethod
     def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:
@@ -177,6 +254,16 @@ class TimelinesProjection(Projection):
                 entry_rows,
             )
             entry_rows.clear()
+
+
+def _live(conn: sqlite3.Connection, name: str) -> tuple[str, int] | None:
+    """The live tables' tag and checkpoint."""
+    row = conn.execute("SELECT tables_tag, position FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
 
 
 def _ranks(version: Version | None) -> dict[str, int]:

@@ -5,7 +5,8 @@ time, on the reader threads, so what it sends never waits in memory and a client
 any position reads on from there. Streams do not poll: one watcher in the process wakes when the
 consumer has handled or projected a batch (``StreamConsumer.wait_for_change``; every
 ``POLL_SECONDS`` too, for a projection that another process advances), reads the timelines
-checkpoint once, and wakes every stream waiting for a later one (``Notifier``).
+checkpoint (and the last erasure told to streams: ``projections.live``) once, and wakes every
+stream waiting for a later one (``Notifier``).
 
 ``sse-starlette`` frames the messages and keeps the connection: heartbeat comments, a time
 limit on each send (a client whose socket does not drain is disconnected), the client's
@@ -37,20 +38,21 @@ RETRY_AFTER_SECONDS = 5  # told to a client refused for the cap, or while the ch
 
 
 class Notifier:
-    """The timelines checkpoint as last read, and a wake-up for every stream waiting beyond it."""
+    """The timelines checkpoint and last erasure told to streams as last read, and a wake-up for
+    every stream waiting beyond them."""
 
     def __init__(self) -> None:
-        self.position = 0
+        self.mark = (0, 0)
         self._moved = asyncio.Event()
 
-    def advance(self, position: int) -> None:
-        if position > self.position:
-            self.position = position
+    def advance(self, mark: tuple[int, int]) -> None:
+        if mark[0] > self.mark[0] or mark[1] > self.mark[1]:
+            self.mark = (max(mark[0], self.mark[0]), max(mark[1], self.mark[1]))
             self._moved.set()
             self._moved = asyncio.Event()
 
-    async def wait_beyond(self, position: int) -> None:
-        while self.position <= position:
+    async def wait_beyond(self, mark: tuple[int, int]) -> None:
+        while self.mark[0] <= mark[0] and self.mark[1] <= mark[1]:
             await self._moved.wait()
 
 
@@ -93,7 +95,8 @@ class LiveStreams:
         )
 
     async def _watch(self) -> None:
-        """While streams are open: wake them when the timelines checkpoint moves."""
+        """While streams are open: wake them when the timelines checkpoint moves or an erasure is
+        told to streams."""
         queries = self.runtime.service.queries
         while self.open > 0:
             consumer = self.runtime.consumer
@@ -113,6 +116,14 @@ class LiveStreams:
         queries = self.runtime.service.queries
         cursor = StreamCursor(start)
         if announce:  # an id alone dispatches nothing: the client's Last-Event-ID starts here
+            # Starting now: the page the client reads once it has the id shows no entry erased
+            # before (a client resuming is told of those made once the tables had reached its id).
+            try:
+                _, erased = await self.runtime.read(checkpoint, queries)
+            except ReadTimeout as exc:
+                yield ServerSentEvent(data=compact_json({"error": str(exc)}), event="error")
+                return
+            cursor = StreamCursor(start, seen=erased)
             yield ServerSentEvent(id=str(start))
         while True:
             try:
@@ -125,7 +136,7 @@ class LiveStreams:
                 yield ServerSentEvent(data=message.data, event=message.kind, id=str(message.position))
             cursor = page.cursor
             if not page.more:
-                await self.notifier.wait_beyond(page.upto)
+                await self.notifier.wait_beyond((page.upto, page.erased))
 
 
 class LiveResponse(EventSourceResponse):

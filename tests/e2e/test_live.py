@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+from uuid import uuid4
 from typing import Any
 
 import httpx
@@ -245,3 +249,59 @@ def test_open_streams_end_when_the_server_stops(serve) -> None:
         listener.join(10)
         assert not listener.is_alive()
     assert time.monotonic() - started < 30, time.monotonic() - started
+
+
+def test_an_erasure_is_told_to_open_streams_and_a_resumed_one_never_shows_it(serve, tmp_path) -> None:
+    """Erased through the API (the serving process) and with ``timeline erase`` (another
+    process): open streams that showed the entry get ``remove`` with nothing of its content; a
+    client resuming from before the event never sees it, one resuming after it is told."""
+    token = "live-erasure-token"
+    auth = {"Authorization": f"Bearer {token}"}
+    marker = f"Zq{uuid4().hex[:10]}"
+    data = tmp_path / "data"
+    server = serve(token=token, db=data / "timeline.db")
+    secret = news("erase-me", TARGET, headline=f"{marker} accused", summary=f"{marker} said so")
+    secret["entities"].append({"id": f"{marker.lower()}-person", "name": f"{marker} Person", "role": "target"})
+    with server.client(headers=auth) as http:
+        post(http, [news("keep-0", TARGET), secret, news("keep-1", TARGET)])
+        first, erased_at, last = (_stored(http, i) for i in ("keep-0", "erase-me", "keep-1"))
+        held = Listener(server, f"/entities/{TARGET}/timeline/stream?after=0", 4)  # 3 entries, then the removal
+        everyone = Listener(server, "/timeline/stream", 1)  # starts now: the page shows erase-me
+        for listener in (held, everyone):
+            listener.start()
+            assert listener.opened.wait(30)
+        deadline = time.monotonic() + 60
+        while len(held.messages) < 3:
+            assert time.monotonic() < deadline, held.messages
+            time.sleep(0.05)
+        answer = http.post("/events/erase-me/erase", json={"reason": "court order"})
+        assert answer.status_code == 200, answer.text
+        removed = {"event_id": "erase-me", "kind": "report", "position": erased_at, "status": "erased"}
+        got = held.result()
+        assert [(m[0], m[2]["event_id"]) for m in got[:3]] == [("entry", "keep-0"), ("entry", "erase-me"), ("entry", "keep-1")]
+        assert got[3] == ("remove", last, removed)  # its id: the position the stream had reached
+        assert everyone.result() == [("remove", last, removed)]
+
+        # Reconnecting from before the event: never shown; from after it: told to remove it.
+        before = Listener(server, f"/entities/{TARGET}/timeline/stream", 1, headers={"Last-Event-ID": str(first)})
+        after = Listener(server, "/timeline/stream", 2, headers={"Last-Event-ID": str(erased_at)})
+        for listener in (before, after):
+            listener.start()
+        assert [(m[0], m[1], m[2]["event_id"]) for m in before.result()] == [("entry", last, "keep-1")]
+        assert [(m[0], m[1], m[2]) for m in after.result()][0] == ("remove", erased_at, removed)
+        assert after.messages[1][2]["event_id"] == "keep-1"
+        assert marker not in repr(before.messages + after.messages + got[3:])
+
+    # Erased by another process while a stream is open: the stream is told within its poll.
+    watching = Listener(server, f"/entities/{TARGET}/timeline/stream", 1)
+    watching.start()
+    assert watching.opened.wait(30)
+    # (erased before its first read or after: a stream is told of erasures made once the
+    # tables had reached its start)
+    cli = subprocess.run([str(Path(sys.executable).parent / "timeline"), "erase", "keep-1", "--reason", "request"],
+                         env=server.env, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert [(m[0], m[2]["event_id"], m[2]["status"]) for m in watching.result()] == [("remove", "keep-1", "erased")]
+    # No byte of any file keeps the marker (the entity it named has no id left either).
+    found = [str(p) for p in data.rglob("*") if p.is_file() and marker.lower().encode() in p.read_bytes().lower()]
+    assert found == []
