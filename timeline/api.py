@@ -1,7 +1,6 @@
 """The HTTP API of docs/contract.md §4: thin handlers over ``TimelineService`` and its queries."""
 
 import hmac
-import json
 import re
 from dataclasses import dataclass, replace
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +24,7 @@ from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from . import metrics
 from .erasure_api import add_erasure_routes
-from .exports import FORMATS, Export, filename, reads_retracted, writer
+from .exports import FORMATS, Export, entity_name, filename, reads_retracted, writer
 from .live import RETRY_AFTER_SECONDS, LiveStreams
 from .publisher import Rejected, prepare
 from .runtime import Runtime
@@ -412,12 +411,13 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         fmt = asked.format or ""
         query = replace(asked.query, include_retracted=reads_retracted(fmt, asked.query.include_retracted))
         plan = Export(entity_id, query, asked.limit)
-        out = writer(fmt, entity_id, as_of=query.as_of, base_url=str(request.base_url), link=str(request.url))
 
         async def page(q: TimelineQuery) -> dict[str, Any]:
             return await read(queries.timeline, entity_id, q, render=True, updated=True, keep_cards=False)
 
         first = await page(plan.first())
+        out = writer(fmt, entity_id, as_of=query.as_of, base_url=str(request.base_url), link=str(request.url),
+                     name=entity_name(first))
 
         async def body() -> AsyncIterator[str]:
             yield out.head()

@@ -438,10 +438,12 @@ def export(
 
     Reads the store directly, page by page (it needs no server, and memory stays that of one
     page whatever the length); with --output the file appears only once complete."""
+    import itertools
+
     from events.models import KINDS, ROLES
     from projections.queries import NotFound, QueryError, TimelineQuery
 
-    from .exports import FORMATS, Export, pages, reads_retracted, writer
+    from .exports import FORMATS, Export, entity_name, pages, reads_retracted, writer
     from .service import TimelineService
 
     problems = [
@@ -475,8 +477,11 @@ def export(
     try:
         service.project()
         read = lambda q: service.queries.timeline(entity, q, render=True, updated=True, keep_cards=False)  # noqa: E731
+        following = pages(plan, read)
+        first = next(following)
+        out = writer(fmt, entity, as_of=as_of, name=entity_name(first))
         sink.write(out.head())
-        for page in pages(plan, read):
+        for page in itertools.chain([first], following):
             sink.write(out.page(page))
         sink.write(out.tail())
     except (NotFound, QueryError) as exc:

@@ -293,9 +293,10 @@ def _xml(element: ET.Element) -> str:
 
 
 def writer(fmt: str, entity_id: str | None, *, as_of: str | None = None, base_url: str | None = None,
-           link: str | None = None) -> Writer:
-    """The writer of a format for an entity's timeline (``entity_id``) or the global one (None)."""
-    title = f"Timeline of {entity_id}" if entity_id is not None else "Timeline of all entities"
+           link: str | None = None, name: str | None = None) -> Writer:
+    """The writer of a format for an entity's timeline (``entity_id``, its display ``name`` when
+    known: the title of a TimelineJS document or an Atom feed) or the global one (None)."""
+    title = f"Timeline of {name or entity_id}" if entity_id is not None else "Timeline of all entities"
     if fmt == "ndjson":
         return NdjsonWriter()
     if fmt == "csv":
@@ -308,6 +309,12 @@ def writer(fmt: str, entity_id: str | None, *, as_of: str | None = None, base_ur
         event_url = f"{base_url.rstrip('/')}/events/" if base_url else None
         return AtomWriter(f"{TAG}timeline:{scope}", title, updated, link, event_url)
     raise ValueError(f"format: must be one of {', '.join(FORMATS)}")
+
+
+def entity_name(page: dict[str, Any]) -> str | None:
+    """The display name of the entity a timeline page is of (None for the global timeline)."""
+    entity = page.get("entity")
+    return entity.get("name") if isinstance(entity, dict) else None
 
 
 def reads_retracted(fmt: str, include_retracted: bool) -> bool:

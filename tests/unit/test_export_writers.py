@@ -230,3 +230,16 @@ def test_the_export_command_refuses_bad_options_naming_them(args: list[str], mes
 
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_titled_export_names_the_entity_by_its_display_name() -> None:
+    """The feed's and the document's title: the entity's name when the first page knows it."""
+    from timeline.exports import entity_name, writer
+
+    assert entity_name({"entity": {"id": "elon-musk", "name": "Elon Musk"}, "entries": []}) == "Elon Musk"
+    assert entity_name({"entries": []}) is None  # the global timeline's pages have no entity
+    js = writer("timelinejs", "elon-musk", name="Elon Musk")
+    assert json.loads(js.head() + js.tail())["title"]["text"]["headline"] == "Timeline of Elon Musk"
+    atom = writer("atom", "elon-musk", name="Elon Musk <CEO>", as_of="2025-05-24")
+    assert "<title>Timeline of Elon Musk &lt;CEO&gt;</title>" in atom.head()
+    assert json.loads(writer("timelinejs", None).head() + "]}")["title"]["text"]["headline"] == "Timeline of all entities"
