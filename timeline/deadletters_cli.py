@@ -99,6 +99,9 @@ def list_(
         for letter in shown:
             print(json.dumps(letter.as_dict(), ensure_ascii=False))
         return
+    if not shown:
+        cli.console.print(f"no dead letters of {settings.stream}" + (f" of reason {reason}" if reason else ""))
+        return
     table = Table(title=f"dead letters of {settings.stream}" + (f" ({reason})" if reason else ""), title_justify="left")
     for column in ("id", "reason", "error", "event"):
         table.add_column(column, overflow="fold", no_wrap=column in ("id", "reason"))
@@ -106,9 +109,7 @@ def list_(
         shown_event = letter.as_dict()["event"] or f"({len(letter.event or b'')} bytes, not UTF-8)"
         table.add_row(letter.id, letter.reason or "", escape(letter.error or ""), escape(_cut(shown_event, 120)))
     cli.console.print(table)
-    if not shown:
-        cli.console.print("no dead letters" + (f" of reason {reason}" if reason else ""))
-    elif more:
+    if more:
         cli.console.print(f"the first {len(shown)}; --limit shows more, `timeline dead-letters export` writes them all")
 
 
