@@ -299,13 +299,32 @@ def open_worker(paths: list[str], prefix: str, per_file: int, barrier: Any, resu
     results.put((prefix, stored, errors))
 
 
+class InProcessApi:
+    """An app served in this process (``httpx.ASGITransport``), called synchronously."""
+
+    def __init__(self, app: Any) -> None:
+        import asyncio
+
+        import httpx
+
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process")
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self.loop.run_until_complete(self.client.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.request("GET", url, **kwargs)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+
+
 @contextlib.contextmanager
 def app_in_process(db: Path) -> Iterator[Any]:
-    """The HTTP API over the store ``db`` in this process (``httpx.ASGITransport``), with no
-    consumer and an unreachable Redis: yields ``request(path, method="GET", **kwargs)``."""
-    import asyncio
-
-    import httpx
+    """The HTTP API over the store ``db`` in this process, with no consumer and an unreachable
+    Redis: yields ``request(path, method="GET", **kwargs)``."""
     import pytest
 
     from timeline.api import create_app
@@ -316,11 +335,9 @@ def app_in_process(db: Path) -> Iterator[Any]:
         mp.setenv("TIMELINE_DB", str(db))
         mp.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
         runtime = Runtime(Settings(), consume=False)
-        loop = asyncio.new_event_loop()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime, manage=False)), base_url="http://t")
+        api = InProcessApi(create_app(runtime, manage=False))
         try:
-            yield lambda path, method="GET", **kw: loop.run_until_complete(http.request(method, path, **kw))
+            yield lambda path, method="GET", **kw: api.request(method, path, **kw)
         finally:
-            loop.run_until_complete(http.aclose())
-            loop.close()
+            api.close()
             runtime.service.close()

@@ -4,15 +4,13 @@ hostile parameters (drawn by Hypothesis) that are answered 4xx naming the parame
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import redis
-from helpers import append_and_project, news
+from helpers import InProcessApi as Api, append_and_project, news
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,18 +21,6 @@ from timeline.settings import Settings
 
 TOKEN = "s3cret"
 
-
-class Api:
-    def __init__(self, app: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process")
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.loop.run_until_complete(self.client.get(url, **kwargs))
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.close()
 
 
 @pytest.fixture

@@ -5,33 +5,19 @@ refusing an erased id at once."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from helpers import alias, append_and_project, correction, news
+from helpers import InProcessApi as Api, alias, append_and_project, correction, news
 from timeline.api import create_app
 from timeline.runtime import Runtime
 from timeline.settings import Settings
 
 TOKEN = "t0ken"
 
-
-class Api:
-    def __init__(self, app: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process")
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return self.loop.run_until_complete(self.client.request(method, url, **kwargs))
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.close()
 
 
 @pytest.fixture
