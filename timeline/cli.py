@@ -488,6 +488,10 @@ def export(
         _drop(partial, sink)
         err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from None
+    except BrokenPipeError:
+        if partial is not None:  # a file's disk went away: a failure like any other
+            raise
+        _pipe_closed()  # the reader stopped reading (`| head`): end quietly, as `cat` does
     except Exception as exc:  # never a file that looks complete: the marker, then a non-zero exit
         sink.write(out.failed(str(exc)))
         _drop(partial, sink)
@@ -500,6 +504,16 @@ def export(
         partial.replace(output)
     else:
         sink.flush()
+
+
+def _pipe_closed() -> None:
+    """Standard output's reader closed the pipe: stop without a message, with the status a
+    shell gives a process that SIGPIPE ended (128 + 13). Standard output is pointed at
+    /dev/null first, so that the interpreter's own flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(141)
 
 
 def _drop(partial: Path | None, sink: Any) -> None:

@@ -172,3 +172,18 @@ def test_every_command_has_help_and_is_documented() -> None:
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     test_command = "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest"
     assert test_command in readme and test_command in ci
+
+
+def test_an_export_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`timeline export --all | head -1`: the reader closes the pipe early; the export stops
+    without an error message or a traceback (as `cat` does), and the line read is whole."""
+    imported = run(["import", "-"], tmp_path, stdin=jsonl([report_event(i, prefix="pipe") for i in range(3000)]))
+    assert imported.returncode == 0, imported.stderr
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIMELINE_") and k != "REDIS_URL"}
+    piped = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; '{TIMELINE}' export --all --format ndjson | head -1"],
+        cwd=tmp_path, env=clean, capture_output=True, timeout=180, text=True,
+    )
+    assert piped.stderr == ""
+    assert piped.returncode in (0, 141)  # 141: ended by the closed pipe, as a shell reports SIGPIPE
+    assert json.loads(piped.stdout)["event_id"].startswith("pipe-")
