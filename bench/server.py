@@ -60,11 +60,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None) -> None:
+    def __init__(
+        self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None,
+        stream: str | None = None, env: dict[str, str] | None = None,
+    ) -> None:
         self.db = db
         self.redis_url = redis_url
         self.workdir = workdir
-        self.stream = f"bench:{uuid.uuid4().hex}:events"
+        self.stream = stream or f"bench:{uuid.uuid4().hex}:events"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"serve-{self.stream.split(':')[1][:8]}.log"
@@ -78,6 +81,7 @@ class Server:
         }
         if batch_size:
             self.env["TIMELINE_BATCH_SIZE"] = str(batch_size)
+        self.env.update(env or {})
 
     @property
     def url(self) -> str:
