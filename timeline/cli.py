@@ -845,6 +845,8 @@ def info(
         f"dead letters: {settings.dead_stream}",
         f"redis: {redis_line}",
     ]
+    if settings.read_only:
+        lines.append("node: read-only (TIMELINE_READ_ONLY): serves reads; consumes, projects and migrates nothing")
     for line in lines:
         console.print(line, soft_wrap=True, markup=False, highlight=False)
 

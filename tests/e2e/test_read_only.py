@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -19,6 +20,8 @@ import httpx
 import pytest
 import redis
 from httpx_sse import connect_sse
+
+from projections.engine import projection_path
 
 from e2e_support import GROUP, Server, _command, all_pages, report_event, settle, store_counts
 
@@ -40,6 +43,22 @@ def files(folder: Path) -> dict[str, tuple[int, int, str]]:
             data = path.read_bytes()
             out[str(path.relative_to(folder))] = (path.stat().st_mtime_ns, len(data), hashlib.sha256(data).hexdigest())
     return out
+
+
+def assert_unwritten(before: dict[str, tuple[int, int, str]], after: dict[str, tuple[int, int, str]]) -> None:
+    """Every file as it was; the only files added are empty write-ahead logs (a reader of a WAL
+    file creates one when there is none: docs/read-only.md)."""
+    assert {name: after[name] for name in before} == before
+    added = {name: after[name] for name in set(after) - set(before)}
+    assert all(name.endswith("-wal") and size == 0 for name, (_, size, _) in added.items()), added
+
+
+def tables_tag(db: Path, name: str) -> str:
+    conn = sqlite3.connect(f"file:{projection_path(db, name)}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def entity_ids(http: httpx.Client, entity: str) -> list[str]:
@@ -120,7 +139,7 @@ def test_read_only_node_never_writes(serve, redis_client: redis.Redis) -> None:
         assert ro.get("/events/w-4").status_code == 200
     reader.terminate()
 
-    assert files(folder) == before
+    assert_unwritten(before, files(folder))
     assert consumers(redis_client, writer.stream) == {writer.consumer}
 
 
@@ -199,3 +218,42 @@ def test_read_only_node_refuses_a_store_that_is_not_there(tmp_path: Path, redis_
     assert done.returncode == 2, done
     assert b"no store at" in done.stderr and b"start `timeline serve` (the writer)" in done.stderr, done.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_read_only_node_follows_a_rebuild_on_the_writer(serve) -> None:
+    writer = serve()
+    reader = serve(db=writer.db, **READ_ONLY)
+    with writer.client() as rw, reader.client() as ro:
+        events = [report_event(i, prefix="rb") for i in range(200)]
+        assert rw.post("/events", params={"wait": "true"}, json=events).status_code == 201
+        entities = sorted({e["entities"][0]["id"] for e in events})
+        before = {entity: entity_ids(ro, entity) for entity in entities}
+        old_tag = tables_tag(writer.db, "timelines")
+        assert rw.post("/projections/timelines/rebuild").status_code == 202
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # answered throughout, from the old tables then the new
+            assert {entity: entity_ids(ro, entity) for entity in entities[:2]} == {e: before[e] for e in entities[:2]}
+            states = {p["name"]: p["state"] for p in rw.get("/projections").json()}
+            if states["timelines"] == "live":
+                break
+            time.sleep(0.05)
+        assert states["timelines"] == "live", states
+        assert tables_tag(writer.db, "timelines") != old_tag  # swapped: the read-only node reads the new tables
+        assert {entity: entity_ids(ro, entity) for entity in entities} == before
+        assert ro.get("/projections").json() == rw.get("/projections").json()
+
+
+def test_commands_that_write_refuse_the_read_only_setting(serve) -> None:
+    writer = serve()
+    with writer.client() as rw:
+        assert rw.post("/events", params={"wait": "true"}, json=report_event(1, prefix="c")).status_code == 201
+    writer.terminate()
+    before = files(writer.db.parent)
+    env = {**writer.env, **READ_ONLY}
+    for args in (["rebuild"], ["erase", "c-1", "--reason", "test"], ["demo"]):
+        done = subprocess.run([*_command(), *args], env=env, capture_output=True, timeout=60, cwd=writer.workdir)
+        assert done.returncode == 2 and b"TIMELINE_READ_ONLY is set" in done.stderr, (args, done)
+    shown = subprocess.run([*_command(), "show", "c-entity-1"], env=env, capture_output=True, timeout=60,
+                           cwd=writer.workdir)
+    assert shown.returncode == 0 and b"Report number 1" in shown.stdout, shown
+    assert_unwritten(before, files(writer.db.parent))
