@@ -9,7 +9,8 @@ entities drawn with the workload's Zipf weights, on keep-alive connections, for 
 - ``2 read-only``: half of them to each read-only node (separate ports: uvicorn has no
   SO_REUSEPORT option, and the kernel's hashing of connections over a shared port would split
   16 connections unevenly, measuring the split rather than the processes);
-- ``writer + 1 read-only``: half to the writer, half to a read-only node.
+- ``writer + 1 read-only``: half to the writer, half to a read-only node;
+- ``writer alone``: every connection to the writer (the one process of ``bench.queries``).
 
 The configurations alternate (``--rounds``), so a change in the machine's load falls on all of
 them; each is warmed up for a second first.
@@ -186,13 +187,16 @@ def known_entities(store: Path, ids: list[str]) -> set[str]:
 
 
 CONFIGS = {
+    "writer alone": ["writer"],
     "1 read-only": ["read-1"],
     "2 read-only": ["read-1", "read-2"],
     "writer + 1 read-only": ["writer", "read-1"],
 }
 
 
-def run(store: Path, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str) -> dict[str, list[dict[str, Any]]]:
+def run(
+    store: Path, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
     with tempfile.TemporaryDirectory(prefix="bench-read-scaling-") as tmp:
         work = Path(tmp)
@@ -203,9 +207,9 @@ def run(store: Path, redis_url: str, *, connections: int, seconds: float, rounds
         writer = Server(store, redis_url, work).start()
         servers = {"writer": writer}
         try:
-            for name in ("read-1", "read-2"):
-                servers[name] = Server(store, redis_url, work, stream=writer.stream,
-                                       env={"TIMELINE_READ_ONLY": "1"}).start()
+            for cpu, name in enumerate(("read-1", "read-2")):
+                servers[name] = Server(store, redis_url, work, stream=writer.stream, env={"TIMELINE_READ_ONLY": "1"},
+                                       prefix=["taskset", "-c", str(cpu)] if pin else None).start()
             for _ in range(rounds):
                 for label, config in CONFIGS.items():
                     results[label].append(measure(servers, config, connections, seconds, work, paths, generator))
@@ -213,6 +217,13 @@ def run(store: Path, redis_url: str, *, connections: int, seconds: float, rounds
             for server in reversed(list(servers.values())):
                 server.stop()
     return results
+
+
+def _autogroup() -> str:
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "no autogroup"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,7 +240,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="load generator (auto: wrk when installed, else the asyncio client)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None,
                         help="default: REDIS_URL, else a private redis-server")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the servers and the generator at this niceness (e.g. -10, as root: on a machine"
+                             " shared with other work, theirs then takes little of the two cores)")
+    parser.add_argument("--pin", action="store_true",
+                        help="each read-only process on a core of its own (taskset): one core against two")
     args = parser.parse_args(argv)
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every process started below
+        # With the kernel's autogroups, niceness weighs only within a session's group: the group's
+        # own (this session's, which the processes below join) weighs it against the others'.
+        try:
+            Path("/proc/self/autogroup").write_text(str(args.nice))
+        except OSError:
+            pass
     generator = args.generator if args.generator != "auto" else ("wrk" if shutil.which("wrk") else "asyncio")
     store = rebuild.CACHE / f"bench-{args.events}.db"
     if not projection_path(store, "timelines").exists():
@@ -243,9 +267,10 @@ def main(argv: list[str] | None = None) -> None:
             own = RedisServer(Path(tmp) / "redis", appendonly=False)
             url = own.start()
         try:
-            print(f"load before: {os.getloadavg()[0]:.2f} (1 min); {os.cpu_count()} cores; generator: {generator}")
+            print(f"load before: {os.getloadavg()[0]:.2f} (1 min); {os.cpu_count()} cores; generator: {generator};"
+                  f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''}")
             results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
-                          generator=generator)
+                          generator=generator, pin=args.pin)
             print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
         finally:
             if own is not None:
@@ -267,9 +292,16 @@ def main(argv: list[str] | None = None) -> None:
             f" {mid['rps'] / max(server_cores, 1e-9):>22,.0f}"
             f"   {', '.join(format(r['rps'], ',.0f') for r in rows)}"
         )
-    per_round = [b["rps"] / a["rps"] for a, b in zip(results["1 read-only"], results["2 read-only"])]
+    one, two = results["1 read-only"], results["2 read-only"]
+    per_round = [b["rps"] / a["rps"] for a, b in zip(one, two)]
     print(f"\n2 read-only / 1 read-only: {medians['2 read-only'] / medians['1 read-only']:.2f}x"
           f" (per round: {', '.join(format(r, '.2f') for r in per_round)})")
+    # The same at the better of the two configurations' rates per server core: what the second
+    # process adds in cores alone, whatever the other work on the machine did to each rate.
+    cores = [(sum(r["server_cores"][n] for n in CONFIGS["1 read-only"]), sum(r["server_cores"][n] for n in CONFIGS["2 read-only"]))
+             for r in (sorted(one, key=lambda r: r["rps"])[len(one) // 2], sorted(two, key=lambda r: r["rps"])[len(two) // 2])]
+    print(f"server cores used: 1 read-only {cores[0][0]:.2f}, 2 read-only {cores[1][1]:.2f}:"
+          f" {cores[1][1] / max(cores[0][0], 1e-9):.2f}x (the ratio at equal requests per core)")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def cpu_seconds(pid: int) -> float:
 class Server:
     def __init__(
         self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None,
-        stream: str | None = None, env: dict[str, str] | None = None,
+        stream: str | None = None, env: dict[str, str] | None = None, prefix: list[str] | None = None,
     ) -> None:
+        self.prefix = prefix or []  # before the command: ``taskset -c 0``, say
         self.db = db
         self.redis_url = redis_url
         self.workdir = workdir
@@ -96,7 +97,7 @@ class Server:
         self.port = free_port()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603
-                [*_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [*self.prefix, *_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env, cwd=str(self.workdir), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
         deadline = time.monotonic() + timeout
