@@ -123,7 +123,12 @@ def serve(
             _say(f"store: {settings.db.resolve()}" + (" (read-only node)" if settings.read_only else ""))
 
     with _redis_not_ready_exits():
-        runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
+        try:
+            runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
+        except ReadOnlyNode as exc:  # read-only, no REDIS_URL and no embedded Redis running
+            runtime.service.close()
+            err.print(f"[red]cannot serve read-only:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from None
     limits = Limits(
         max_head_bytes=settings.http_max_header_bytes,
         max_url_bytes=settings.http_max_url_bytes,

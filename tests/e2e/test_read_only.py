@@ -257,3 +257,27 @@ def test_commands_that_write_refuse_the_read_only_setting(serve) -> None:
                            cwd=writer.workdir)
     assert shown.returncode == 0 and b"Report number 1" in shown.stdout, shown
     assert_unwritten(before, files(writer.db.parent))
+
+
+def test_without_redis_url_a_read_only_node_uses_the_writers_embedded_redis(serve, tmp_path: Path) -> None:
+    db = tmp_path / "solo" / "timeline.db"
+    lone = {k: v for k, v in os.environ.items() if not k.startswith("TIMELINE_") and k != "REDIS_URL"}
+    lone["TIMELINE_DB"] = str(db)
+    db.parent.mkdir()
+    from events.store import EventStore
+
+    EventStore(db).close()  # a store, and no Redis running for its folder: refused in one line
+    done = subprocess.run([*_command(), "serve", "--read-only", "--port", "0"], env=lone, capture_output=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 2 and b"no embedded Redis running" in done.stderr, done
+    assert not (db.parent / "redis").exists()
+
+    writer = serve(db=db, REDIS_URL="")  # REDIS_URL empty: the writer starts the folder's embedded Redis
+    reader = serve(db=db, REDIS_URL="", **READ_ONLY)
+    with reader.client() as ro:
+        answer = ro.post("/events", params={"wait": "true"}, json=report_event(1, prefix="emb"))
+        assert answer.status_code == 201, answer.text
+        assert ro.get("/events/emb-1").status_code == 200
+    reader.terminate()
+    with writer.client() as rw:  # the writer's Redis outlives the read-only node
+        assert rw.get("/health").status_code == 200
