@@ -194,10 +194,18 @@ CONFIGS = {
 }
 
 
+def generator_in_use() -> str:
+    """``wrk`` when installed, else the asyncio client."""
+    return "wrk" if shutil.which("wrk") else "asyncio"
+
+
 def run(
-    store: Path, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False
+    store: Path, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False,
+    configs: list[str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
+    """Each configuration (``CONFIGS``, or those named) measured ``rounds`` times, alternating."""
+    chosen = {name: CONFIGS[name] for name in (configs or CONFIGS)}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
     with tempfile.TemporaryDirectory(prefix="bench-read-scaling-") as tmp:
         work = Path(tmp)
         ids = _zipf_ids(100_000)
@@ -211,7 +219,7 @@ def run(
                 servers[name] = Server(store, redis_url, work, stream=writer.stream, env={"TIMELINE_READ_ONLY": "1"},
                                        prefix=["taskset", "-c", str(cpu)] if pin else None).start()
             for _ in range(rounds):
-                for label, config in CONFIGS.items():
+                for label, config in chosen.items():
                     results[label].append(measure(servers, config, connections, seconds, work, paths, generator))
         finally:
             for server in reversed(list(servers.values())):
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
             Path("/proc/self/autogroup").write_text(str(args.nice))
         except OSError:
             pass
-    generator = args.generator if args.generator != "auto" else ("wrk" if shutil.which("wrk") else "asyncio")
+    generator = args.generator if args.generator != "auto" else generator_in_use()
     store = rebuild.CACHE / f"bench-{args.events}.db"
     if not projection_path(store, "timelines").exists():
         rebuild.run(args.events)  # fills the store, then builds the projections
