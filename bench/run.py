@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import corrections, floor, ingest, peer, queries, raw
+from . import corrections, floor, ingest, peer, queries, raw, read_scaling
 from . import rebuild as rebuild_bench
 from .workload import lines
 
@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
             q_rare = step("query in-process, rare", lambda: queries.in_process(store, rare, calls))
             q_http = step("query HTTP, 16 clients",
                           lambda: queries.http(store, redis_url, clients=16, seconds=http_seconds))
+            q_scale = step("query HTTP, 1 and 2 read-only processes", lambda: read_scaling.run(
+                store, redis_url, connections=16, seconds=http_seconds, rounds=1, generator=read_scaling.generator_in_use(),
+                configs=["1 read-only", "2 read-only"]))
 
             # 6. the peer
             pr = step(f"peer eventsourcing, {rebuild_n:,} events (first {n:,} timed apart)",
@@ -246,6 +249,14 @@ def main(argv: list[str] | None = None) -> None:
          f"p50 {q_http['p50_ms']:.1f} ms, p99 {q_http['p99_ms']:.1f} ms, {q_http['requests']:,} requests in"
          f" {q_http['seconds']:.0f} s, {q_http['errors']} errors; GET /entities/{{id}}/timeline?limit=50, Zipf ids;"
          f" CPU cores busy: server {q_http['server_cpu']:.2f}, clients {q_http['client_cpu']:.2f}"),
+        ("query HTTP 1 / 2 read-only", "{:,.0f} / {:,.0f} req/s".format(*(q_scale[c][0]["rps"] for c in q_scale)),
+         f"{q_scale['2 read-only'][0]['rps'] / max(q_scale['1 read-only'][0]['rps'], 1e-9):.2f}x: timeline serve --read-only"
+         f" processes beside the writer, 16 connections spread over them, one round (python -m bench.read_scaling"
+         f" for more: docs/performance.md); generator {read_scaling.generator_in_use()}, its CPU"
+         f" {q_scale['2 read-only'][0]['generator_cores']:.2f} cores, servers'"
+         f" {q_scale['1 read-only'][0]['server_cores']['read-1']:.2f} / "
+         f"{sum(q_scale['2 read-only'][0]['server_cores'][n] for n in ('read-1', 'read-2')):.2f}, other work's"
+         f" {q_scale['1 read-only'][0]['other_cores']:.2f} / {q_scale['2 read-only'][0]['other_cores']:.2f}"),
         ("peak RSS ingest", f"{ing['peak_rss_mb']:,.0f} MB",
          f"timeline serve with its child processes (sum of each VmHWM); the serve process alone"
          f" {ing.get('peak_rss_server_mb', ing['peak_rss_mb']):,.0f} MB"),

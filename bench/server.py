@@ -60,11 +60,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None) -> None:
+    def __init__(
+        self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None,
+        stream: str | None = None, env: dict[str, str] | None = None, prefix: list[str] | None = None,
+    ) -> None:
+        self.prefix = prefix or []  # before the command: ``taskset -c 0``, say
         self.db = db
         self.redis_url = redis_url
         self.workdir = workdir
-        self.stream = f"bench:{uuid.uuid4().hex}:events"
+        self.stream = stream or f"bench:{uuid.uuid4().hex}:events"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"serve-{self.stream.split(':')[1][:8]}.log"
@@ -78,6 +82,7 @@ class Server:
         }
         if batch_size:
             self.env["TIMELINE_BATCH_SIZE"] = str(batch_size)
+        self.env.update(env or {})
 
     @property
     def url(self) -> str:
@@ -92,7 +97,7 @@ class Server:
         self.port = free_port()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603
-                [*_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [*self.prefix, *_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env, cwd=str(self.workdir), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
         deadline = time.monotonic() + timeout

@@ -296,6 +296,14 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+def pending(conn: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> list[str]:
+    """The migrations this file has not seen yet, read without writing (a read-only node's check:
+    it serves a store only once the writer of its version has brought the store forward)."""
+    known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")} if known else set()
+    return [name for name, _ in migrations if name not in applied]
+
+
 def migrate(conn: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> list[str]:
     """Apply the migrations this file has not seen yet; return their names."""
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

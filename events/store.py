@@ -191,6 +191,24 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_reader(path: str | Path, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
+    """A connection of a read-only node (``TIMELINE_READ_ONLY``): it reads a store that another
+    process writes, sees each commit of that process, and cannot write the file.
+
+    ``mode=ro``, never ``immutable`` (which would not see the writer's later commits). The store
+    is in WAL mode: SQLite reads through the log's ``-shm`` index, and creates an empty ``-wal``
+    and ``-shm`` beside the file when none exist and the folder lets it, as any reader of a WAL
+    file does; the store's own file is never written."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no store at {path}")
+    conn = sqlite3.connect(_uri(path, mode="ro"), isolation_level=None, check_same_thread=False, timeout=30.0, uri=True)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA query_only = ON")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+    register_functions(conn)
+    return conn
+
+
 def _enable_wal(db: sqlite_utils.Database, patience: float = 30.0) -> None:
     """Switch to WAL; the switch does not wait on another opener's lock by itself, so retry."""
     deadline = time.monotonic() + patience
@@ -229,10 +247,16 @@ def register_functions(conn: sqlite3.Connection) -> None:
 class EventStore:
     """Append, look up and read events. Only this module writes the ``events`` table."""
 
-    def __init__(self, path: str | Path, *, reader: bool = False) -> None:
-        """Open (and migrate) the store; a ``reader`` leaves the schema to the writer."""
+    def __init__(self, path: str | Path, *, reader: bool = False, read_only: bool = False) -> None:
+        """Open (and migrate) the store; a ``reader`` leaves the schema to the writer; a
+        ``read_only`` one (a read-only node's) opens the file so that it cannot be written
+        (``connect_reader``; it must exist)."""
         self.path = str(path)
-        self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
+        reader = reader or read_only
+        if read_only:
+            self.conn = connect_reader(self.path)
+        else:
+            self.conn = connect(self.path, READER_CACHE_KIB if reader else WRITER_CACHE_KIB)
         self._alias_index: AliasIndex | None = None  # the writer's, for the cycle check
         self._erasures_seen = 0  # erasures made when it was read (an erased declaration goes)
         #: called after each committed append, whoever appends (the consumer, an import)

@@ -424,8 +424,9 @@ class LaterChanges:
 
 
 class Queries:
-    def __init__(self, path: str, names: Sequence[str] = PROJECTIONS) -> None:
+    def __init__(self, path: str, names: Sequence[str] = PROJECTIONS, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only  # a read-only node's: every connection opened so that it cannot write
         self.names = tuple(names)  # the projections whose files readers attach
         self.aliases = AliasIndex()
         self.later = LaterChanges()
@@ -456,7 +457,7 @@ class Queries:
     def store(self) -> EventStore:
         store = getattr(self._local, "store", None)
         if store is None or self._local.generation != self._generation:
-            store = self._local.store = EventStore(self.path, reader=True)
+            store = self._local.store = EventStore(self.path, reader=True, read_only=self.read_only)
             self._local.attached = set()
             self._local.generation = self._generation
             with self._open_lock:

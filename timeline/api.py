@@ -28,6 +28,7 @@ from .exports import FORMATS, Export, entity_name, filename, reads_retracted, wr
 from .live import RETRY_AFTER_SECONDS, LiveStreams
 from .publisher import Rejected, prepare
 from .runtime import Runtime
+from .service import READ_ONLY_REFUSAL, ReadOnlyNode
 from . import ui
 from .schemas import (
     EntityCard, EntityList, EntityType, Health, Kind, ProjectionStatus, Published, RebuildStarted, RelatedList, Role,
@@ -211,6 +212,10 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             status_code=503,
         )
 
+    @app.exception_handler(ReadOnlyNode)
+    async def _read_only(request: Request, exc: ReadOnlyNode) -> JSONResponse:
+        return _error(403, str(exc), {"node": "read-only"})
+
     @app.exception_handler(Gone)
     async def _gone(request: Request, exc: Gone) -> JSONResponse:
         return JSONResponse({"error": str(exc), **exc.tombstone}, status_code=410)
@@ -228,6 +233,13 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())):
             raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required to write or to read dead letters")
 
+    def writer_only(what: str) -> Callable[[], Awaitable[None]]:
+        """A dependency that refuses a write on a read-only node (403, naming it), before anything else."""
+        async def check() -> None:
+            if runtime.read_only:
+                raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what=what))
+        return check
+
     metrics.install(  # GET /metrics, and each request timed (timeline.metrics)
         app, runtime, [Depends(only())] + ([Depends(require_token)] if runtime.settings.metrics_require_token else [])
     )
@@ -236,7 +248,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     queries = runtime.service.queries
     read = runtime.read  # reads run on the reader threads, never on this loop (timeline.readers)
-    add_erasure_routes(app, runtime, require_token, only, ApiError, WRITE_ERRORS)
+    add_erasure_routes(app, runtime, require_token, only, ApiError, WRITE_ERRORS, writer_only("erase events"))
 
     async def _without_erased(valid: list[Any], rejected: list[Any]) -> tuple[list[Any], list[Any]]:
         """An erased id is refused at once (it would be dead-lettered: docs/erasure.md)."""
@@ -311,16 +323,17 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
     @app.post(
         "/projections/{name}/rebuild",
         status_code=202,
-        dependencies=[Depends(require_token), Depends(only())],
+        dependencies=[Depends(writer_only("rebuild projections")), Depends(require_token), Depends(only())],
         responses={
             **ok(RebuildStarted, "the rebuild has started", 202), **WRITE_ERRORS,
+            403: {"model": ErrorBody, "description": "a read-only node (timeline serve --read-only): rebuilds run on the node that writes"},
             409: {"model": ErrorBody, "description": "already being rebuilt"},
         },
     )
     async def rebuild(name: str) -> JSONResponse:
         """Rebuild a projection beside the live one; reads use the old tables until the swap."""
-        if name not in runtime.service.engine.projections:
-            raise ApiError(404, f"no projection {name!r}", {"projections": sorted(runtime.service.engine.projections)})
+        if name not in runtime.service.projection_names:
+            raise ApiError(404, f"no projection {name!r}", {"projections": sorted(runtime.service.projection_names)})
         try:
             await runtime.rebuild([name])
         except RebuildError as exc:

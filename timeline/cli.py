@@ -45,12 +45,20 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def _settings(*, writes: str | None = None) -> Settings:
+    """The settings in force; a command that ``writes`` (says what) refuses TIMELINE_READ_ONLY."""
     try:
-        return Settings()
+        settings = Settings()
     except Exception as exc:  # pydantic's ValidationError names the setting
         err.print(f"[red]invalid settings:[/] {exc}")
         raise typer.Exit(2) from None
+    if writes and settings.read_only:
+        err.print(
+            f"TIMELINE_READ_ONLY is set (a read-only node): this command {writes}; run it where the"
+            " writer runs, or unset TIMELINE_READ_ONLY", soft_wrap=True, markup=False, highlight=False,
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 def _logging(verbose: bool) -> None:
@@ -65,9 +73,18 @@ def serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", help="port to listen on (0: a free one)")] = 8000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each batch")] = False,
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only",
+            help="serve reads only (as TIMELINE_READ_ONLY=1): the API, pages and live streams from the store and"
+            " projections that another `timeline serve` writes; no consumer, projections, trimming or rebuilds",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP API, the stream consumer and the projections in one process.
 
+    With --read-only, the API alone, beside the process that writes (docs/read-only.md).
     Prints, once it listens, its address, the Redis it uses and the store; and "stopped" at exit."""
     import uvicorn
 
@@ -78,7 +95,15 @@ def serve(
     _logging(verbose)
     _fewer_malloc_arenas()
     settings = _settings()
-    runtime = Runtime(settings)
+    if read_only:
+        settings = settings.model_copy(update={"read_only": True})
+    from .service import ReadOnlyNode
+
+    try:
+        runtime = Runtime(settings)
+    except ReadOnlyNode as exc:  # no store yet, or one not migrated to this version: one line
+        err.print(f"[red]cannot serve read-only:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -95,10 +120,15 @@ def serve(
             where = ", ".join(_http_address(a[0], a[1]) for a in bound) or _http_address(host, port)
             _say(f"listening on {where}")
             _say(f"redis: {_redis_line(runtime)}")
-            _say(f"store: {settings.db.resolve()}")
+            _say(f"store: {settings.db.resolve()}" + (" (read-only node)" if settings.read_only else ""))
 
     with _redis_not_ready_exits():
-        runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
+        try:
+            runtime.connect_redis()  # before uvicorn: a Redis that never gets ready is one line, not a traceback
+        except ReadOnlyNode as exc:  # read-only, no REDIS_URL and no embedded Redis running
+            runtime.service.close()
+            err.print(f"[red]cannot serve read-only:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from None
     limits = Limits(
         max_head_bytes=settings.http_max_header_bytes,
         max_url_bytes=settings.http_max_url_bytes,
@@ -381,7 +411,8 @@ def show(
         since=since, until=until, as_of=as_of, kinds=tuple(kind or ()), limit=500 if show_all else limit, cursor=cursor
     )
     try:
-        service.project()
+        if not service.read_only:  # a read-only node reads what the writer projected
+            service.project()
         result = service.queries.timeline(entity, query, total=True)
         while show_all and result["next_cursor"]:
             more = service.queries.timeline(entity, replace(query, cursor=result["next_cursor"]))
@@ -475,7 +506,8 @@ def export(
     partial = output.with_name(output.name + ".partial") if output is not None else None
     sink = partial.open("w", encoding="utf-8", newline="") if partial is not None else sys.stdout
     try:
-        service.project()
+        if not service.read_only:  # a read-only node reads what the writer projected
+            service.project()
         read = lambda q: service.queries.timeline(entity, q, render=True, updated=True, keep_cards=False)  # noqa: E731
         following = pages(plan, read)
         first = next(following)
@@ -533,7 +565,7 @@ def rebuild(
 
     from .service import TimelineService
 
-    settings = _settings()
+    settings = _settings(writes="rebuilds the projections")
     service = TimelineService(settings)
     try:
         names = [name] if name else sorted(service.engine.projections)
@@ -578,7 +610,7 @@ def erase(
     from .erasing import cli_user, erase_stored, scrub_redis
     from .service import TimelineService
 
-    settings = _settings()
+    settings = _settings(writes="erases from the store")
     if not settings.db.is_file():
         err.print(f"[red]no store at {settings.db}[/]")
         raise typer.Exit(2)
@@ -707,7 +739,7 @@ def import_(
     from .importer import import_events, rejects_path_for
     from .service import TimelineService
 
-    settings = _settings()
+    settings = _settings(writes="appends to the store")
     if source != "-" and not Path(source).is_file():
         err.print(f"[red]no such file:[/] {escape(source)}")
         raise typer.Exit(2)
@@ -818,6 +850,8 @@ def info(
         f"dead letters: {settings.dead_stream}",
         f"redis: {redis_line}",
     ]
+    if settings.read_only:
+        lines.append("node: read-only (TIMELINE_READ_ONLY): serves reads; consumes, projects and migrates nothing")
     for line in lines:
         console.print(line, soft_wrap=True, markup=False, highlight=False)
 
@@ -833,7 +867,7 @@ def demo() -> None:
     from .publisher import prepare
     from .runtime import Runtime
 
-    settings = _settings()
+    settings = _settings(writes="stores and projects the demo events")
 
     async def run() -> list[dict[str, Any]]:
         from projections.queries import TimelineQuery

@@ -25,7 +25,8 @@ Check = Callable[..., Awaitable[None]]
 
 
 def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, only: Callable[..., Check],
-                       api_error: type[Exception], errors: dict[int | str, dict[str, Any]]) -> None:
+                       api_error: type[Exception], errors: dict[int | str, dict[str, Any]],
+                       writer_only: Check | None = None) -> None:
     async def require_erasure_token() -> None:
         if runtime.settings.token is None:
             raise api_error(403, "erasure needs TIMELINE_API_TOKEN to be set: an erasure is never anonymous")
@@ -33,13 +34,14 @@ def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, onl
     guarded = [Depends(require_erasure_token), Depends(require_token)]
     refusals = {
         **errors,
-        403: {"description": "no TIMELINE_API_TOKEN is set: the API refuses erasure"},
+        403: {"description": "no TIMELINE_API_TOKEN is set: the API refuses erasure; or a read-only node"},
         409: {"description": "a correction or retraction whose event is stored (erase the event)"},
         503: {"description": "erased, but a file could not be scrubbed yet: erase again"},
     }
 
     @app.post(
-        "/events/{event_id}/erase", dependencies=[*guarded, Depends(only())],
+        "/events/{event_id}/erase",
+        dependencies=[*([Depends(writer_only)] if writer_only else []), *guarded, Depends(only())],
         responses={200: {"model": ErasureDone, "description": "erased everywhere"}, **refusals},
     )
     async def erase_event(event_id: str, body: ErasureRequest) -> JSONResponse:

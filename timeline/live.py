@@ -4,7 +4,8 @@ Each stream reads its changes from the timelines projection (``projections.live`
 time, on the reader threads, so what it sends never waits in memory and a client resuming after
 any position reads on from there. Streams do not poll: one watcher in the process wakes when the
 consumer has handled or projected a batch (``StreamConsumer.wait_for_change``; every
-``POLL_SECONDS`` too, for a projection that another process advances), reads the timelines
+``POLL_SECONDS`` too, for a projection that another process advances; on a read-only node,
+which projects nothing, every ``READ_ONLY_POLL_SECONDS``), reads the timelines
 checkpoint (and the last erasure told to streams: ``projections.live``) once, and wakes every
 stream waiting for a later one (``Notifier``).
 
@@ -34,6 +35,7 @@ log = logging.getLogger("timeline")
 
 PAGE = 50  # messages read at a time: a stream holds at most one page (an entry is at most 256 KiB)
 POLL_SECONDS = 1.0  # the watcher reads the checkpoint at least this often while streams are open
+READ_ONLY_POLL_SECONDS = 0.25  # ... and this often on a read-only node, where only the writer's commits move it
 RETRY_AFTER_SECONDS = 5  # told to a client refused for the cap, or while the change log is rebuilt
 
 
@@ -103,7 +105,7 @@ class LiveStreams:
             if consumer is not None:
                 await consumer.wait_for_change(POLL_SECONDS)
             else:
-                await asyncio.sleep(POLL_SECONDS)
+                await asyncio.sleep(READ_ONLY_POLL_SECONDS if self.runtime.read_only else POLL_SECONDS)
             try:
                 self.notifier.advance(await self.runtime.read(checkpoint, queries))
             except Exception as exc:  # noqa: BLE001 - the next change (or poll) reads it again

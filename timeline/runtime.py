@@ -29,7 +29,7 @@ from .metrics import Metrics
 from .publisher import AsyncPublisher
 from .redis_ready import wait_until_ready
 from .readers import Readers
-from .service import TimelineService
+from .service import READ_ONLY_REFUSAL, ReadOnlyNode, TimelineService
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ T = TypeVar("T")
 HEALTH_PING_SECONDS = 2.0
 BACKLOG_SECONDS = 1.0  # /health's backlog is at most this old
 BACKLOG_FRESH_SECONDS = 0.1  # ... and this old while the consumer settles entries
+READ_ONLY_WAIT_POLL = 0.1  # a read-only node's ?wait=true reads the writer's progress this often
 LAG_READ_SECONDS = 2.0  # the projections' lag is left out of /health and /metrics if slower to read
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
@@ -48,7 +49,10 @@ Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", r
 class Runtime:
     def __init__(self, settings: Settings, *, consume: bool = True, tracing: Tracing | None = None) -> None:
         self.settings = settings
-        self.consume = consume
+        #: a read-only node (TIMELINE_READ_ONLY, ``timeline serve --read-only``): no consumer,
+        #: trimmer, projector, migrations or rebuilds; the store and projections opened read-only
+        self.read_only = settings.read_only
+        self.consume = consume and not self.read_only
         self.service = TimelineService(settings)
         self.readers = Readers(self.service.queries, settings.readers, settings.read_timeout_seconds)
         self.embedded: EmbeddedRedis | None = None
@@ -76,6 +80,15 @@ class Runtime:
         if self._redis_ready:
             assert self.redis_url is not None
             return self.redis_url
+        if self.redis_url is None and self.read_only:
+            # The writer's embedded Redis, if one runs for the data folder: a read-only node
+            # starts none (it would write Redis's files, and stop it under the writer).
+            self.redis_url = EmbeddedRedis(self.settings.redis_dir).running_url()
+            if self.redis_url is None:
+                raise ReadOnlyNode(
+                    "no REDIS_URL and no embedded Redis running for the data folder: a read-only node starts"
+                    " none; set REDIS_URL, or start the writer (timeline serve) first"
+                )
         if self.redis_url is None:
             self.embedded = EmbeddedRedis(self.settings.redis_dir)
             self.redis_url = self.embedded.start()
@@ -111,7 +124,7 @@ class Runtime:
             await self.observe()  # the first look: "not moved" is counted from here at the latest
             # A new projection version, or a rebuild that died with its process: rebuild in the
             # background while the live tables keep answering.
-            resume = sorted(set(self.service.outdated) | set(self.service.engine.abandoned_rebuilds()))
+            resume = sorted(set(self.service.outdated) | set(self.service.writer().abandoned_rebuilds()))
             if resume:
                 await self.rebuild(resume, force=True)
 
@@ -120,7 +133,9 @@ class Runtime:
 
         ``RebuildError`` if one of them is being rebuilt already: a second request does not
         start it again (``force`` does, for a rebuild that died with its process)."""
-        wanted = set(names or self.service.engine.projections)
+        if self.read_only:
+            raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what="rebuild projections"))
+        wanted = set(names or self.service.projection_names)
         busy = sorted(wanted & self.rebuilding)
         if busy and not force:
             raise RebuildError(
@@ -224,8 +239,8 @@ class Runtime:
                 return outcomes
             if self.consumer is not None:
                 await self.consumer.wait_for_change(0.05)
-            else:
-                await asyncio.sleep(0.05)
+            else:  # a read-only node: the writer's projections are read again, a few times a second
+                await asyncio.sleep(READ_ONLY_WAIT_POLL if self.read_only else 0.05)
 
     def _settled(self, wanted: list[tuple[str, str]]) -> list[Outcome]:
         queries = self.service.queries
@@ -315,7 +330,9 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001
             checks["store"] = f"cannot be read: {exc}"
         consumer = self.consumer
-        if consumer is None:
+        if self.read_only:
+            pass  # nothing to consume: what it serves is as far as the writer's projections have got
+        elif consumer is None:
             checks["consumer"] = "not running"
         elif consumer.store_failing:
             checks["store"] = consumer.store_failing
@@ -335,6 +352,7 @@ class Runtime:
         failing = [name for name, state in checks.items() if state != "ok"]
         report: dict[str, Any] = {
             "status": "ok" if not failing else "unavailable",
+            "node": "read-only" if self.read_only else "writer",
             "backlog": backlog.total if backlog is not None else None,
             "backlog_exact": backlog.exact if backlog is not None else True,
             "checks": checks,
@@ -342,6 +360,12 @@ class Runtime:
         if checks["store"] == "ok":  # lag in seconds, and lagging told from stuck (timeline.lag)
             observation = await self.observe(backlog, read_backlog=False)
             report["lag"], report["stuck"] = observation.report(), observation.stuck()
+            if self.read_only:  # how far what this node answers is behind the store (the writer's projections)
+                lags = [lag for lag, _ in observation.projections]
+                report["behind"] = {
+                    "events": max((lag.lag_events for lag in lags), default=None),
+                    "seconds": round(max((lag.lag_seconds for lag in lags), default=0.0), 3) if lags else None,
+                }
         if consumer is not None:
             report["consumer"] = {
                 "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries

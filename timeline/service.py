@@ -219,19 +219,45 @@ def prepare_here(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prep
     return prepared
 
 
+class ReadOnlyNode(RuntimeError):
+    """A write asked of a read-only node (``TIMELINE_READ_ONLY``), or a store it cannot serve yet."""
+
+
+READ_ONLY_REFUSAL = (
+    "this is a read-only node (timeline serve --read-only, TIMELINE_READ_ONLY): it does not {what};"
+    " ask the node that writes (timeline serve without --read-only)"
+)
+
+
 class TimelineService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = EventStore(settings.db)
-        # Live catch-up batches of up to 20,000 events: under load, the projector takes what was
-        # stored meanwhile in one transaction (a page of a projection table is written once per
-        # batch, so the cost per event falls as batches grow; docs/performance.md has the figures).
-        self.engine = ProjectionEngine(self.store, default_projections(), batch_size=20_000)
-        #: projections whose code version differs from their tables': rebuilt in the background
-        self.outdated = self.engine.setup()
-        self.queries = Queries(str(settings.db), names=list(self.engine.projections))
+        #: a read-only node's service: the store and the projections' files opened so that they
+        #: cannot be written, no projection engine (nothing set up, migrated, projected or rebuilt)
+        self.read_only = settings.read_only
         self._append_lock = threading.Lock()
-        self.validators = Validators(settings.validators)
+        self.validators = Validators(0 if self.read_only else settings.validators)
+        self.engine: ProjectionEngine | None = None
+        self.outdated: list[str] = []
+        if self.read_only:
+            self.store = _served_store(settings)
+            self.projection_names = [p.name for p in default_projections()]
+        else:
+            self.store = EventStore(settings.db)
+            # Live catch-up batches of up to 20,000 events: under load, the projector takes what was
+            # stored meanwhile in one transaction (a page of a projection table is written once per
+            # batch, so the cost per event falls as batches grow; docs/performance.md has the figures).
+            self.engine = ProjectionEngine(self.store, default_projections(), batch_size=20_000)
+            #: projections whose code version differs from their tables': rebuilt in the background
+            self.outdated = self.engine.setup()
+            self.projection_names = list(self.engine.projections)
+        self.queries = Queries(str(settings.db), names=self.projection_names, read_only=self.read_only)
+
+    def writer(self) -> ProjectionEngine:
+        """The projection engine, on a node that writes; ``ReadOnlyNode`` on a read-only one."""
+        if self.engine is None:
+            raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what="project or rebuild"))
+        return self.engine
 
     @property
     def append_lock(self) -> threading.Lock:
@@ -241,7 +267,8 @@ class TimelineService:
     def close(self) -> None:
         self.validators.close()
         self.queries.close()
-        self.engine.close()
+        if self.engine is not None:
+            self.engine.close()
         self.store.close()
 
     def prepare(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Prepared:
@@ -252,6 +279,8 @@ class TimelineService:
     def append(self, prepared: Prepared) -> IngestOutcome:
         """Append a prepared batch in one transaction; what was stored, duplicated or refused."""
         outcome = IngestOutcome(dead=list(prepared.dead))
+        if self.read_only:
+            raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what="store events"))
         with self._append_lock:
             results = self.store.append(prepared.candidates)
         for source_id, candidate, result in zip(prepared.sources, prepared.candidates, results):
@@ -269,18 +298,44 @@ class TimelineService:
 
         Each projection catches up in a thread of its own, a committed batch at a time, beside
         the appends."""
-        return self.engine.catch_up()
+        return self.writer().catch_up()
 
     def project_step(self) -> tuple[int, int]:
         """One batch (up to the engine's batch size) for each projection behind, side by side;
         return the lowest checkpoint and the store's head. Under load the caller lets the store
         get a full batch ahead between steps: a batch costs less per event the larger it is."""
-        self.engine.step()
-        return self.engine.lowest(), self.engine.head()
+        engine = self.writer()
+        engine.step()
+        return engine.lowest(), engine.head()
 
     def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
-        return self.engine.start_rebuild(names, force=force)
+        return self.writer().start_rebuild(names, force=force)
 
     def rebuild_step(self, names: list[str]) -> tuple[int, int, bool]:
         """One committed batch of each rebuild, between live batches."""
-        return self.engine.rebuild_step(names)
+        return self.writer().rebuild_step(names)
+
+
+def _served_store(settings: Settings) -> EventStore:
+    """The store a read-only node serves: it must exist and be at this code's schema (a
+    read-only node migrates nothing: the writer of its version does, when it opens the store)."""
+    from events.migrations import pending
+
+    if not settings.db.is_file():
+        raise ReadOnlyNode(
+            f"no store at {settings.db}: a read-only node serves the store another process writes;"
+            " start `timeline serve` (the writer) on it first"
+        )
+    store = EventStore(settings.db, read_only=True)
+    try:
+        missing = pending(store.conn)
+    except BaseException:
+        store.close()
+        raise
+    if missing:
+        store.close()
+        raise ReadOnlyNode(
+            f"the store at {settings.db} lacks migrations {', '.join(missing)}: a read-only node migrates"
+            " nothing; start `timeline serve` (the writer) of this version on it first"
+        )
+    return store

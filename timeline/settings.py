@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, alias="REDIS_URL", description="Redis; unset starts an embedded server")
     db: Path = Field(Path("data/timeline.db"), alias="TIMELINE_DB", description="the SQLite store")
     stream: str = Field("news:events", alias="TIMELINE_STREAM", min_length=1)
+    read_only: bool = Field(
+        False, alias="TIMELINE_READ_ONLY",
+        description="a read-only node (timeline serve --read-only): serves the API, pages and streams from the store"
+        " and projections another process writes; no consumer, projector, trimmer, migrations or rebuilds",
+    )
     api_token: SecretStr | None = Field(None, alias="TIMELINE_API_TOKEN")
     api_token_name: str | None = Field(
         None, alias="TIMELINE_API_TOKEN_NAME", max_length=200,

@@ -26,6 +26,7 @@ ROWS = [
     "query in-process busy p50/p99",
     "query in-process rare p50/p99",
     "query HTTP 16 clients",
+    "query HTTP 1 / 2 read-only",
     "peak RSS ingest",
     "peak RSS rebuild",
     "peer eventsourcing append",

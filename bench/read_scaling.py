@@ -1,0 +1,316 @@
+"""HTTP reads with one and with two read-only processes beside the writer (docs/read-only.md).
+
+A writer (``timeline serve``) and two read-only nodes (``TIMELINE_READ_ONLY=1``) run over the
+benchmark's SQLite store (``--events`` workload events, built once and cached in bench/.cache,
+as ``python -m bench.queries`` does). Clients ask ``GET /entities/{id}/timeline?limit=50`` for
+entities drawn with the workload's Zipf weights, on keep-alive connections, for a fixed time:
+
+- ``1 read-only``: every connection to the first read-only node;
+- ``2 read-only``: half of them to each read-only node (separate ports: uvicorn has no
+  SO_REUSEPORT option, and the kernel's hashing of connections over a shared port would split
+  16 connections unevenly, measuring the split rather than the processes);
+- ``writer + 1 read-only``: half to the writer, half to a read-only node;
+- ``writer alone``: every connection to the writer (the one process of ``bench.queries``).
+
+The configurations alternate (``--rounds``), so a change in the machine's load falls on all of
+them; each is warmed up for a second first.
+
+The load generator needs CPU too, on the same two cores. It is ``wrk`` when installed (C, epoll:
+``apt-get install wrk``; a Lua script draws the paths), which costs a few hundredths of a core at
+these rates; else the benchmark's own asyncio client (plain HTTP/1.1 over asyncio streams, as
+``bench.queries`` runs it), which costs a tenth to a fifth of the server's CPU a request. Either
+way the generator's CPU is measured and printed beside the servers', with the requests per
+second of server CPU, so that what the generator took from the servers can be read off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from projections.engine import projection_path
+
+from .queries import _get, _zipf_ids, percentile
+from .server import Server, cpu_seconds
+
+PATH = "/entities/{}/timeline?limit=50"
+LUA = """
+local paths = {}
+for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+local i = tonumber(os.getenv("BENCH_OFFSET")) or 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+"""
+
+
+def _wrk_run(targets: list[str], connections: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    """One wrk process a target (one thread each), ``connections`` split between them; their
+    requests/s summed, latency percentiles of the slowest, CPU of the wrk processes."""
+    script = workdir / "paths.lua"
+    script.write_text(LUA)
+    procs = []
+    for i, url in enumerate(targets):
+        share = connections // len(targets) + (1 if i < connections % len(targets) else 0)
+        env = {**os.environ, "BENCH_PATHS": str(workdir / "paths.txt"), "BENCH_OFFSET": str(i * 7919)}
+        procs.append(subprocess.Popen(  # noqa: S603
+            ["wrk", "-t1", f"-c{share}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        ))
+    time.sleep(0.2)
+    cpu0 = sum(_cpu(p.pid) for p in procs)
+    outs = []
+    cpu1 = cpu0
+    while any(p.poll() is None for p in procs):
+        cpu1 = max(cpu1, sum(_cpu(p.pid) for p in procs))
+        time.sleep(0.1)
+    outs = [p.communicate()[0] for p in procs]
+    figures: dict[str, Any] = {"rps": 0.0, "errors": 0, "p50_ms": 0.0, "p99_ms": 0.0}
+    for out in outs:
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if rps is None:
+            raise RuntimeError(f"wrk did not report a rate:\n{out}")
+        figures["rps"] += float(rps.group(1))
+        non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+        figures["non_2xx"] = figures.get("non_2xx", 0) + (int(non.group(1)) if non else 0)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        figures["errors"] += sum(int(x) for x in errors.groups()) if errors else 0
+        for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+            found = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)", out, re.MULTILINE)
+            if found:
+                value = float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+                figures[key] = max(figures[key], value)
+    figures["generator_cpu_seconds"] = cpu1 - cpu0  # up to the last look before wrk exited
+    return figures
+
+
+def _cpu(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+
+
+async def _asyncio_run(targets: list[str], connections: int, seconds: float, paths: list[str]) -> dict[str, Any]:
+    samples: list[float] = []
+    counter = errors = non_2xx = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(url: str, offset: int) -> None:
+        nonlocal counter, errors, non_2xx
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        i = offset
+        try:
+            while time.perf_counter() < stop_at:
+                i += 1
+                started = time.perf_counter()
+                try:
+                    status = await _get(reader, writer, host, paths[i % len(paths)])
+                except (OSError, asyncio.IncompleteReadError):
+                    errors += 1
+                    return
+                ended = time.perf_counter()
+                if ended <= stop_at:
+                    samples.append(ended - started)
+                    non_2xx += status >= 300
+        finally:
+            writer.close()
+
+    cpu0 = time.process_time()
+    await asyncio.gather(*(worker(targets[c % len(targets)], c * 7919) for c in range(connections)))
+    return {
+        "rps": len(samples) / seconds, "errors": errors, "non_2xx": non_2xx,
+        "p50_ms": percentile(samples, 50) * 1000, "p99_ms": percentile(samples, 99) * 1000,
+        "generator_cpu_seconds": time.process_time() - cpu0,
+    }
+
+
+def load(targets: list[str], connections: int, seconds: float, workdir: Path, paths: list[str], generator: str) -> dict[str, Any]:
+    if generator == "wrk":
+        return _wrk_run(targets, connections, seconds, workdir)
+    return asyncio.run(_asyncio_run(targets, connections, seconds, paths))
+
+
+def busy_seconds() -> float:
+    """CPU time spent by the whole machine so far (every core; /proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    servers: dict[str, Server], config: list[str], connections: int, seconds: float, workdir: Path,
+    paths: list[str], generator: str,
+) -> dict[str, Any]:
+    targets = [servers[name].url for name in config]
+    load(targets, connections, 1.0, workdir, paths, generator)  # warm-up: connections, caches
+    before = {name: s.cpu_seconds() for name, s in servers.items()}
+    machine = busy_seconds()
+    started = time.perf_counter()
+    figures = load(targets, connections, seconds, workdir, paths, generator)
+    wall = time.perf_counter() - started
+    figures["server_cores"] = {name: (s.cpu_seconds() - before[name]) / wall for name, s in servers.items()}
+    figures["generator_cores"] = figures.pop("generator_cpu_seconds") / wall
+    # what everything else on the machine took meanwhile (other users' work, the kernel's)
+    figures["other_cores"] = max(
+        0.0, (busy_seconds() - machine) / wall - sum(figures["server_cores"].values()) - figures["generator_cores"]
+    )
+    return figures
+
+
+def known_entities(store: Path, ids: list[str]) -> set[str]:
+    """Those of ``ids`` the entity directory holds (the others would be answered 404)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{projection_path(store, 'entities')}?mode=ro", uri=True)
+    try:
+        (tag,) = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'entities'").fetchone()
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            found |= {row[0] for row in conn.execute(
+                f"SELECT id FROM ent_stats{tag} WHERE id IN ({','.join('?' * len(chunk))})", chunk)}
+        return found
+    finally:
+        conn.close()
+
+
+CONFIGS = {
+    "writer alone": ["writer"],
+    "1 read-only": ["read-1"],
+    "2 read-only": ["read-1", "read-2"],
+    "writer + 1 read-only": ["writer", "read-1"],
+}
+
+
+def generator_in_use() -> str:
+    """``wrk`` when installed, else the asyncio client."""
+    return "wrk" if shutil.which("wrk") else "asyncio"
+
+
+def run(
+    store: Path, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False,
+    configs: list[str] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each configuration (``CONFIGS``, or those named) measured ``rounds`` times, alternating."""
+    chosen = {name: CONFIGS[name] for name in (configs or CONFIGS)}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
+    with tempfile.TemporaryDirectory(prefix="bench-read-scaling-") as tmp:
+        work = Path(tmp)
+        ids = _zipf_ids(100_000)
+        known = known_entities(store, ids)
+        paths = [PATH.format(entity) for entity in ids if entity in known]  # every answer a 200
+        (work / "paths.txt").write_text("\n".join(paths) + "\n")
+        writer = Server(store, redis_url, work).start()
+        servers = {"writer": writer}
+        try:
+            for cpu, name in enumerate(("read-1", "read-2")):
+                servers[name] = Server(store, redis_url, work, stream=writer.stream, env={"TIMELINE_READ_ONLY": "1"},
+                                       prefix=["taskset", "-c", str(cpu)] if pin else None).start()
+            for _ in range(rounds):
+                for label, config in chosen.items():
+                    results[label].append(measure(servers, config, connections, seconds, work, paths, generator))
+        finally:
+            for server in reversed(list(servers.values())):
+                server.stop()
+    return results
+
+
+def _autogroup() -> str:
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "no autogroup"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from . import rebuild
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.read_scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000, help="stored events (cached in bench/.cache)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time of each configuration")
+    parser.add_argument("--rounds", type=int, default=3, help="times each configuration is measured, alternating")
+    parser.add_argument("--generator", choices=("auto", "wrk", "asyncio"), default="auto",
+                        help="load generator (auto: wrk when installed, else the asyncio client)")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None,
+                        help="default: REDIS_URL, else a private redis-server")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the servers and the generator at this niceness (e.g. -10, as root: on a machine"
+                             " shared with other work, theirs then takes little of the two cores)")
+    parser.add_argument("--pin", action="store_true",
+                        help="each read-only process on a core of its own (taskset): one core against two")
+    args = parser.parse_args(argv)
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every process started below
+        # With the kernel's autogroups, niceness weighs only within a session's group: the group's
+        # own (this session's, which the processes below join) weighs it against the others'.
+        try:
+            Path("/proc/self/autogroup").write_text(str(args.nice))
+        except OSError:
+            pass
+    generator = args.generator if args.generator != "auto" else generator_in_use()
+    store = rebuild.CACHE / f"bench-{args.events}.db"
+    if not projection_path(store, "timelines").exists():
+        rebuild.run(args.events)  # fills the store, then builds the projections
+    own = None
+    url = args.redis_url
+    with tempfile.TemporaryDirectory(prefix="bench-read-scaling-redis-") as tmp:
+        if url is None:
+            from timeline.embedded_redis import RedisServer
+
+            own = RedisServer(Path(tmp) / "redis", appendonly=False)
+            url = own.start()
+        try:
+            print(f"load before: {os.getloadavg()[0]:.2f} (1 min); {os.cpu_count()} cores; generator: {generator};"
+                  f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''}")
+            results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
+                          generator=generator, pin=args.pin)
+            print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
+        finally:
+            if own is not None:
+                own.stop()
+    print(f"\nHTTP reads, {args.events:,} events, {args.connections} connections, {args.seconds:g} s each,"
+          f" {args.rounds} rounds alternating (median round)\n")
+    print(f"{'configuration':<22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} {'servers CPU':>12}"
+          f" {'generator CPU':>14} {'others CPU':>11} {'req/s per server core':>22}   rounds req/s")
+    medians: dict[str, float] = {}
+    for label, rows in results.items():
+        ordered = sorted(rows, key=lambda r: r["rps"])
+        mid = ordered[len(ordered) // 2]
+        medians[label] = mid["rps"]
+        serving = [name for name in CONFIGS[label]]
+        server_cores = sum(mid["server_cores"][n] for n in serving)
+        print(
+            f"{label:<22} {mid['rps']:>8,.0f} {mid['p50_ms']:>7.1f} {mid['p99_ms']:>7.1f} {mid['non_2xx'] + mid['errors']:>7}"
+            f" {server_cores:>12.2f} {mid['generator_cores']:>14.2f} {mid['other_cores']:>11.2f}"
+            f" {mid['rps'] / max(server_cores, 1e-9):>22,.0f}"
+            f"   {', '.join(format(r['rps'], ',.0f') for r in rows)}"
+        )
+    one, two = results["1 read-only"], results["2 read-only"]
+    per_round = [b["rps"] / a["rps"] for a, b in zip(one, two)]
+    print(f"\n2 read-only / 1 read-only: {medians['2 read-only'] / medians['1 read-only']:.2f}x"
+          f" (per round: {', '.join(format(r, '.2f') for r in per_round)})")
+    # The same at the better of the two configurations' rates per server core: what the second
+    # process adds in cores alone, whatever the other work on the machine did to each rate.
+    cores = [(sum(r["server_cores"][n] for n in CONFIGS["1 read-only"]), sum(r["server_cores"][n] for n in CONFIGS["2 read-only"]))
+             for r in (sorted(one, key=lambda r: r["rps"])[len(one) // 2], sorted(two, key=lambda r: r["rps"])[len(two) // 2])]
+    print(f"server cores used: 1 read-only {cores[0][0]:.2f}, 2 read-only {cores[1][1]:.2f}:"
+          f" {cores[1][1] / max(cores[0][0], 1e-9):.2f}x (the ratio at equal requests per core)")
+
+
+if __name__ == "__main__":
+    main()
