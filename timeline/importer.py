@@ -20,10 +20,13 @@ caught up as live batches are.
 from __future__ import annotations
 
 import codecs
+import gc
 import json
+import logging
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from events.models import MAX_EVENT_BYTES
-from projections.engine import RebuildError
+from projections.engine import ProjectionEngine, RebuildError
 
 from .service import Flat, Prepared, TimelineService, classify_flat, restore_flat
 
@@ -43,6 +46,8 @@ CHUNK_LINES = 1_000  # lines a validating process takes at a time
 CHUNK_BYTES = 4 * 1024 * 1024  # … or fewer, so that a chunk holds at most this many bytes
 LINE_LIMIT = 1024 * 1024  # longer lines are rejected (too_large) without being held whole
 REBUILD_SHARE = 0.5  # projections behind by this share of the store: rebuilt, not caught up
+
+log = logging.getLogger("timeline.importer")
 
 Line = tuple[int, bytes]  # (line number, counted from 1; the stripped line)
 
@@ -94,6 +99,25 @@ def chunks(lines: Iterator[Line]) -> Iterator[list[Line]]:
 def validate_chunk(chunk: list[Line]) -> list[Flat]:
     """The consumer's validation of each line, as if it were a stream entry's ``event`` field."""
     return classify_flat([(str(number).encode(), {b"event": line}) for number, line in chunk])
+
+
+def _ready() -> bool:
+    return True
+
+
+def _validating_process() -> None:
+    """In a validating process: no automatic cyclic garbage collection (``_validate_pooled``
+    collects the young generations after each chunk instead). Validating creates a dozen
+    container objects an event, and the collector's passes over them cost a fifth of the
+    validation's CPU time; the events hold no reference cycles, so those passes free nothing."""
+    gc.disable()
+
+
+def _validate_pooled(chunk: list[Line]) -> list[Flat]:
+    try:
+        return validate_chunk(chunk)
+    finally:
+        gc.collect(1)  # what cycles there may be (in a rejection's traceback, say): still freed
 
 
 # --- rejects -----------------------------------------------------------------------------------
@@ -190,6 +214,9 @@ class ImportReport:
     store_seconds: float = 0.0  # reading, validating and appending
     project_seconds: float = 0.0
     projected_by: str = ""  # "rebuild" or "catch-up"
+    projected_while_storing: int = 0  # the position the rebuild beside the import had reached by then
+    chunks_here: int = 0  # chunks of lines validated by the importing process
+    chunks_pooled: int = 0  # … by its validating processes (one that died: validated here again)
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -212,8 +239,14 @@ class Importer:
         workers: int | None = None,
         transaction_events: int = TRANSACTION_EVENTS,
         progress: Progress | None = None,
+        local_start: bool = True,
+        follow: bool = True,
     ) -> None:
         self.service = service
+        #: validate here while the pool's processes start, rather than wait for them
+        self.local_start = local_start
+        #: into an empty store, rebuild the projections beside the appends (``Follower``)
+        self.follow = follow
         self.rejects = rejects
         self.workers = default_workers() if workers is None else workers
         self.transaction_events = transaction_events
@@ -221,36 +254,64 @@ class Importer:
         self.report = ImportReport()
         self._batch = Prepared(ids=[])
         self._pool: ProcessPoolExecutor | None = None
+        self._follower: Follower | None = None
+        self.pool_ready: Future[bool] | None = None  # done once a validating process is up
 
     # the whole import
 
     def run(self, source: IO[bytes]) -> ImportReport:
         started = time.perf_counter()
-        self._store(source)
-        self.report.store_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        self._project()
+        follower = Follower.start(self.service.engine) if self.follow else None
+        try:
+            self._store(source, follower)
+            self.report.store_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            if follower is not None:
+                self.report.projected_while_storing = min(follower.reached.values(), default=0)
+            if follower is None or not follower.finish(self.progress):
+                self._project()
+            else:
+                self.report.projected_by = "rebuild"
+        finally:
+            if follower is not None:
+                follower.stop()
         self.report.project_seconds = time.perf_counter() - started
         return self.report
 
     # storing
 
-    def _store(self, source: IO[bytes]) -> None:
+    def _store(self, source: IO[bytes], follower: "Follower | None" = None) -> None:
         lines = read_lines(source, self._overlong)
         if self.workers > 0:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_validating_process
+            )
+            self.pool_ready = self._pool.submit(_ready)
+        self._follower = follower
         # Enough chunks in flight that the pool keeps validating while a transaction is appended.
         in_flight = max(1, self.transaction_events // CHUNK_LINES) + 4 * max(1, self.workers)
         pending: deque[tuple[list[Line], Future[list[Flat]] | None]] = deque()
+        # No automatic cyclic garbage collection while storing: the chunks in flight and the
+        # transaction in hand are hundreds of thousands of container objects (none in a cycle),
+        # which the collector would walk again and again; ``_flush`` collects the young
+        # generations after each transaction instead.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             for chunk in chunks(lines):
-                pending.append((chunk, self._submit(chunk)))
-                while len(pending) >= in_flight or (self._pool is None and pending):
+                # Until the pool's processes are up (a second or so), this process validates
+                # the chunks itself rather than wait for them.
+                ready = self.pool_ready
+                local = self._pool is None or (self.local_start and ready is not None and not ready.done())
+                pending.append((chunk, None if local else self._submit(chunk)))
+                while len(pending) >= in_flight or (pending and pending[0][1] is None):
                     self._take(*pending.popleft())
             while pending:
                 self._take(*pending.popleft())
             self._flush()
         finally:
+            if collecting:
+                gc.enable()
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -259,7 +320,7 @@ class Importer:
         if self._pool is None:
             return None
         try:
-            return self._pool.submit(validate_chunk, chunk)
+            return self._pool.submit(_validate_pooled, chunk)
         except BrokenProcessPool:  # a validating process was killed: validate here from now on
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -269,11 +330,14 @@ class Importer:
         flat: list[Flat]
         if future is None:
             flat = validate_chunk(chunk)
+            self.report.chunks_here += 1
         else:
             try:
                 flat = future.result()
+                self.report.chunks_pooled += 1
             except Exception:  # noqa: BLE001 - a validating process died, say: the same answer, here
                 flat = validate_chunk(chunk)
+                self.report.chunks_here += 1
         prepared = restore_flat([str(number).encode() for number, _ in chunk], flat)
         batch = self._batch
         batch.candidates += prepared.candidates
@@ -295,6 +359,9 @@ class Importer:
             report.last_position = outcome.last_position
         for dead in sorted(outcome.dead, key=lambda d: int(d.source_id)):
             self._reject(int(dead.source_id), dead.reason, dead.error, dead.event)
+        if outcome.stored and self._follower is not None:
+            self._follower.stored(outcome.last_position)
+        gc.collect(1)
         self.progress("store", report.lines, 0)
 
     def _reject(self, number: int, reason: str, error: str, raw: bytes) -> None:
@@ -327,13 +394,100 @@ class Importer:
         self.report.projected_by = "catch-up"
 
 
+class Follower:
+    """The projections' rebuild, run beside the import into an empty store: each committed
+    transaction's events go into the rebuild's tables (the deferred work of a rebuild, in
+    ``ProjectionEngine.rebuild_step`` batches) on a thread of its own while the next
+    transaction is validated and appended, so that projecting overlaps storing. Once every line
+    is stored, ``finish`` brings the rebuild to the head and lets it finish as a rebuild does
+    (the deferred rows, the read-side indexes, the swap): the same tables as a rebuild started
+    after the import.
+
+    Started only when the store is empty (the import is then all of it, which is when the
+    import would rebuild the projections anyway) and the rebuild can be started here; a step
+    that fails stops the following (``finish`` then answers False and the importer projects as
+    it does without one)."""
+
+    def __init__(self, engine: ProjectionEngine, names: list[str]) -> None:
+        self.engine = engine
+        self.names = names
+        self.reached = dict.fromkeys(names, 0)  # each rebuild's position
+        self._target = 0  # the last committed position
+        self._closing = False
+        self.failed: BaseException | None = None
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._follow, name="import-rebuild", daemon=True)
+
+    @classmethod
+    def start(cls, engine: ProjectionEngine) -> "Follower | None":
+        if engine.head() != 0:
+            return None
+        try:
+            names = engine.start_rebuild(None)
+        except RebuildError:  # another process rebuilds them
+            return None
+        follower = cls(engine, names)
+        follower._thread.start()
+        return follower
+
+    def stored(self, position: int) -> None:
+        """Events up to ``position`` are committed."""
+        with self._wake:
+            self._target = max(self._target, position)
+            self._wake.notify()
+
+    def _follow(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closing and all(p >= self._target for p in self.reached.values()):
+                    self._wake.wait()
+                if self._closing:
+                    return
+                target = self._target
+            try:
+                for name in self.names:
+                    # Only while behind the committed head: a rebuild step at the head would
+                    # finish the rebuild (indexes built, deferred rows written) before the import
+                    # has stored everything. This thread is the only one that steps it.
+                    while self.reached[name] < target:
+                        self.reached[name], _, _ = self.engine.rebuild_step([name])
+            except BaseException as exc:  # noqa: BLE001 - reported by ``finish``: projected the usual way
+                self.failed = exc
+                return
+
+    def stop(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+
+    def finish(self, progress: Progress) -> bool:
+        """Bring the rebuild to the head, finish and swap it in; False if it cannot be (then
+        nothing of it counts: the importer projects as it does without one)."""
+        self.stop()
+        if self.failed is not None:
+            log.warning("the rebuild beside the import stopped (%s: %s); projecting after it",
+                        type(self.failed).__name__, self.failed)
+            return False
+        try:
+            while True:
+                position, head, done = self.engine.rebuild_step(self.names)
+                progress("project", position, head)
+                if done:
+                    return True
+        except RebuildError:  # taken over or cancelled by another process: it takes our events too
+            return False
+
+
 def import_events(
     service: TimelineService, source: IO[bytes], rejects_path: Path, *, workers: int | None = None,
-    transaction_events: int = TRANSACTION_EVENTS, progress: Progress | None = None,
+    transaction_events: int = TRANSACTION_EVENTS, progress: Progress | None = None, local_start: bool = True,
+    follow: bool = True,
 ) -> ImportReport:
     """Import JSON Lines from ``source`` into the service's store; rejects to ``rejects_path``."""
     rejects = RejectsFile(rejects_path)
-    importer = Importer(service, rejects, workers=workers, transaction_events=transaction_events, progress=progress)
+    importer = Importer(service, rejects, workers=workers, transaction_events=transaction_events, progress=progress,
+                        local_start=local_start, follow=follow)
     try:
         report = importer.run(source)
     except BaseException:
