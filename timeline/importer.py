@@ -282,11 +282,8 @@ class Importer:
 
     def _store(self, source: IO[bytes], follower: "Follower | None" = None) -> None:
         lines = read_lines(source, self._overlong)
-        if self.workers > 0:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_validating_process
-            )
-            self.pool_ready = self._pool.submit(_ready)
+        if not self.local_start:
+            self._start_pool()
         self._follower = follower
         # Enough chunks in flight that the pool keeps validating while a transaction is appended.
         in_flight = max(1, self.transaction_events // CHUNK_LINES) + 4 * max(1, self.workers)
@@ -298,11 +295,13 @@ class Importer:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            for chunk in chunks(lines):
-                # Until the pool's processes are up (a second or so), this process validates
-                # the chunks itself rather than wait for them.
+            for number, chunk in enumerate(chunks(lines)):
+                if number == 1:  # more than a chunk: worth the processes' start
+                    self._start_pool()
+                # Until the pool's processes are up (they take a second or so to import the
+                # validation), this process validates the chunks itself rather than wait.
                 ready = self.pool_ready
-                local = self._pool is None or (self.local_start and ready is not None and not ready.done())
+                local = self._pool is None or ready is None or (self.local_start and not ready.done())
                 pending.append((chunk, None if local else self._submit(chunk)))
                 while len(pending) >= in_flight or (pending and pending[0][1] is None):
                     self._take(*pending.popleft())
@@ -314,6 +313,15 @@ class Importer:
                 gc.enable()
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start_pool(self) -> None:
+        if self.workers <= 0 or self.pool_ready is not None:
+            return
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_validating_process
+        )
+        started = [self._pool.submit(_ready) for _ in range(self.workers)]  # each starts a process
+        self.pool_ready = started[0]
 
     def _submit(self, chunk: list[Line]) -> Future[list[Flat]] | None:
         """The chunk's validation on the pool; None (validated here when taken) without one."""
