@@ -92,20 +92,29 @@ def test_each_line_is_judged_as_the_consumer_judges_it(service: TimelineService,
 
 
 def test_the_number_of_validating_processes_changes_nothing(tmp_path: Path) -> None:
+    import threading
+
     data = b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 2500)])
     stores = []
-    for workers in (0, 1, 2):
-        db = tmp_path / f"w{workers}" / "timeline.db"
+    for workers, threads in ((0, 0), (1, 0), (2, 0), (2, 1)):
+        name = f"w{workers}t{threads}"
+        db = tmp_path / name / "timeline.db"
         svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        stop = threading.Event()
+        other = [threading.Thread(target=stop.wait) for _ in range(threads)]  # another thread: no fork
+        for thread in other:
+            thread.start()
         try:  # every chunk validated by the pool (none here while it starts)
-            result = import_events(svc, io.BytesIO(data), tmp_path / f"w{workers}.rejects", workers=workers,
+            result = import_events(svc, io.BytesIO(data), tmp_path / f"{name}.rejects", workers=workers,
                                    local_start=False)
         finally:
+            stop.set()
             svc.close()
         assert (result.chunks_here, result.chunks_pooled) == ((3, 0) if workers == 0 else (0, 3))
+        assert result.pool_start == ("" if workers == 0 else "spawn" if threads else "fork")
         stores.append(stored(db))
-        assert (tmp_path / f"w{workers}.rejects").read_bytes() == (tmp_path / "w0.rejects").read_bytes()
-    assert stores[0] == stores[1] == stores[2]
+        assert (tmp_path / f"{name}.rejects").read_bytes() == (tmp_path / "w0t0.rejects").read_bytes()
+    assert stores[0] == stores[1] == stores[2] == stores[3]
 
 
 class SlowStart(io.BytesIO):
@@ -128,11 +137,16 @@ class SlowStart(io.BytesIO):
 
 
 def test_lines_validated_here_while_the_pool_starts_are_judged_alike(tmp_path: Path) -> None:
+    import threading
+
     data = b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 5000)])
     results = {}
     for name, workers in (("here", 0), ("both", 2)):
         db = tmp_path / name / "timeline.db"
         svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait)  # another thread: the pool is spawned, slowly
+        other.start()
         try:
             imp = importer.Importer(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=workers)
             source = SlowStart(data, hold=2500)
@@ -140,9 +154,11 @@ def test_lines_validated_here_while_the_pool_starts_are_judged_alike(tmp_path: P
             result = imp.run(source)
             imp.rejects.close()
         finally:
+            stop.set()
             svc.close()
         results[name] = (result, stored(db), (tmp_path / f"{name}.rejects").read_bytes())
     both = results["both"][0]
+    assert both.pool_start == "spawn"
     assert both.chunks_here >= 2 and both.chunks_pooled >= 2, both  # each validated a part
     assert results["here"][1:] == results["both"][1:]
     assert (both.stored, both.rejected) == (results["here"][0].stored, results["here"][0].rejected)
