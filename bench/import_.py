@@ -10,6 +10,11 @@ Rows:
   stream: the same events published by a separate process into `timeline serve`, until every
     projection is at the head (bench/ingest.py).
   peer: the `eventsourcing` library's append, then its projection (bench/peer.py).
+  fixed cost: `timeline import` of an empty file (the command's start, the store and projections
+    opened), wall and CPU time.
+  in process, CPU by part: `import_events` in this process, CPU time of the importing thread, of
+    the process's other threads (the projections' rebuild beside the import and its finish) and
+    of the validating processes, an event (bench/import_.py `breakdown`).
   validation scaling: the import's validation alone (timeline.importer.validate_chunk over chunks
     of 1,000 lines) on a pool of 1 and of 2 processes, alternating, wall time and the processes'
     CPU time (the machine is shared: CPU time says what the work cost, wall time what it took).
