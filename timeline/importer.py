@@ -296,7 +296,7 @@ class Importer:
         try:
             if self.workers > 0 and _may_fork():
                 self._start_pool(fork=True)  # before this import starts a thread of its own
-            follower = Follower.start(self.service.engine) if self.follow else None
+            follower = Follower.start(self.service.writer()) if self.follow else None
             self._store(source, follower)
             self.report.store_seconds = time.perf_counter() - started
             started = time.perf_counter()
@@ -428,7 +428,7 @@ class Importer:
 
     def _project(self) -> None:
         """Rebuild (sorted, deferred work) when the projections are far behind; else catch up."""
-        engine = self.service.engine
+        engine = self.service.writer()
         head, lowest = engine.head(), engine.lowest()
         if head and head - lowest >= REBUILD_SHARE * head:
             try:
