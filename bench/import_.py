@@ -10,6 +10,11 @@ Rows:
   stream: the same events published by a separate process into `timeline serve`, until every
     projection is at the head (bench/ingest.py).
   peer: the `eventsourcing` library's append, then its projection (bench/peer.py).
+  fixed cost: `timeline import` of an empty file (the command's start, the store and projections
+    opened), wall and CPU time.
+  in process, CPU by part: `import_events` in this process, CPU time of the importing thread, of
+    the process's other threads (the projections' rebuild beside the import and its finish) and
+    of the validating processes, an event (bench/import_.py `breakdown`).
   validation scaling: the import's validation alone (timeline.importer.validate_chunk over chunks
     of 1,000 lines) on a pool of 1 and of 2 processes, alternating, wall time and the processes'
     CPU time (the machine is shared: CPU time says what the work cost, wall time what it took).
@@ -70,6 +75,46 @@ def run_import(source: Path, workdir: Path, workers: int | None = None) -> dict[
             "summary": done.stdout.strip()}  # type: ignore[dict-item]
 
 
+def breakdown(source: Path, workdir: Path, workers: int | None = None) -> dict[str, float]:
+    """``import_events`` in this process into a fresh store, CPU by part: the importing thread
+    (reading, validating while the pool starts, unpickling, appending), this process's other
+    threads (the projections' rebuild beside the import and its finish, SQLite's sorter
+    threads), the validating processes (started and waited for within the call); and the wall
+    time of storing and of projecting after it."""
+    import threading
+
+    from timeline.importer import import_events
+    from timeline.service import TimelineService
+    from timeline.settings import Settings
+
+    db = workdir / f"inproc-{time.monotonic_ns()}" / "timeline.db"
+    service = TimelineService(Settings(TIMELINE_DB=str(db), TIMELINE_VALIDATORS=0))
+    try:
+        kids, own, thread = children_cpu(), time.process_time(), time.thread_time()
+        started = time.perf_counter()
+        with open(source, "rb") as fh:
+            report = import_events(service, fh, workdir / "inproc.rejects", workers=workers)
+        seconds = time.perf_counter() - started
+        thread, own, kids = time.thread_time() - thread, time.process_time() - own, children_cpu() - kids
+    finally:
+        service.close()
+    n = report.lines
+    return {"events": n, "seconds": seconds, "rate": n / seconds, "store_seconds": report.store_seconds,
+            "project_seconds": report.project_seconds, "projected_while_storing": report.projected_while_storing,
+            "chunks_here": report.chunks_here, "chunks_pooled": report.chunks_pooled,
+            "importing_thread_us": thread / n * 1e6, "other_threads_us": (own - thread) / n * 1e6,
+            "validating_processes_us": kids / n * 1e6, "total_us": (own + kids) / n * 1e6}
+
+
+def fixed_cost(workdir: Path) -> dict[str, float]:
+    """``timeline import`` of an empty file: what the command costs whatever it imports (start,
+    the store and projections opened, the projections rebuilt over nothing)."""
+    empty = workdir / "empty.jsonl"
+    empty.write_bytes(b"")
+    out = run_import(empty, workdir)
+    return {"seconds": out["seconds"], "cpu_seconds": out["cpu_seconds"]}
+
+
 def validation(source: Path, workers: int) -> dict[str, float]:
     """The import's validation alone on a pool of ``workers`` processes: wall and CPU seconds."""
     from timeline.importer import chunks, read_lines, validate_chunk
@@ -119,6 +164,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the validation scaling")
     parser.add_argument("--scaling-only", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="the import's validating processes (default: its own)")
     args = parser.parse_args()
     log = lambda text: print(f"[bench.import_ {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)  # noqa: E731
     results: dict[str, Any] = {"load_at_start": os.getloadavg()[0]}
@@ -132,11 +178,15 @@ def main() -> None:
             redis_url, own = _redis(args.redis_url, workdir)
             try:
                 log(f"import {args.events:,}")
-                results["import_1"] = run_import(source, workdir)
+                results["import_1"] = run_import(source, workdir, args.workers)
                 log(f"stream {args.events:,}")
                 results["stream"] = ingest.run(args.events, redis_url)
                 log(f"import {args.events:,} again")
-                results["import_2"] = run_import(source, workdir)
+                results["import_2"] = run_import(source, workdir, args.workers)
+                log("import of an empty file (the command's fixed cost)")
+                results["fixed"] = fixed_cost(workdir)
+                log(f"import {args.events:,} in process, CPU by part")
+                results["breakdown"] = breakdown(source, workdir, args.workers)
                 if not args.no_peer and peer.available():
                     log(f"peer {args.events:,}")
                     results["peer"] = peer.run(args.events)
@@ -158,8 +208,20 @@ def report(r: dict[str, Any]) -> None:
         return
     imports = [r["import_1"]["rate"], r["import_2"]["rate"]]
     stream = r["stream"]["rate"]
-    print(f"import: {imports[0]:,.0f} / {imports[1]:,.0f} ev/s; stream: {stream:,.0f} ev/s;"
-          f" import / stream: {min(imports) / stream:.2f}-{max(imports) / stream:.2f}", file=sys.stderr)
+    cpu = [r[k]["cpu_seconds"] / r[k]["events"] * 1e6 for k in ("import_1", "import_2")]
+    server = r["stream"].get("server_cpu_seconds", 0) / r["stream"]["events"] * 1e6
+    print(f"import: {imports[0]:,.0f} / {imports[1]:,.0f} ev/s ({cpu[0]:.0f} / {cpu[1]:.0f} µs CPU an event);"
+          f" stream: {stream:,.0f} ev/s (the server {server:.0f} µs CPU an event, the publisher and Redis not"
+          f" counted); import / stream: {min(imports) / stream:.2f}-{max(imports) / stream:.2f}", file=sys.stderr)
+    if "fixed" in r:
+        print(f"import of an empty file: {r['fixed']['seconds']:.2f} s, {r['fixed']['cpu_seconds']:.2f} s CPU",
+              file=sys.stderr)
+    if "breakdown" in r:
+        b = r["breakdown"]
+        print(f"in process: {b['rate']:,.0f} ev/s (stored in {b['store_seconds']:.2f} s, projected after in"
+              f" {b['project_seconds']:.2f} s); CPU an event: importing thread {b['importing_thread_us']:.1f} µs,"
+              f" projection threads {b['other_threads_us']:.1f}, validating processes"
+              f" {b['validating_processes_us']:.1f}, total {b['total_us']:.1f}", file=sys.stderr)
     if "peer" in r:
         p = r["peer"]
         both = 1 / (1 / p["append_rate"] + 1 / p["project_rate"])

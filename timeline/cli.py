@@ -764,6 +764,7 @@ def import_(
                     if not progress.tasks[projecting].started:
                         progress.start_task(projecting)  # its rate counts from here
                     progress.update(projecting, visible=True, completed=done, total=max(total, 1), events=done)
+                progress.refresh()  # (no refresh thread: see _import_progress)
 
             result = import_events(service, stream, rejects, workers=workers, progress=report)
     finally:
@@ -797,6 +798,8 @@ class EventRateColumn(ProgressColumn):
 
 
 def _import_progress(quiet: bool) -> Progress:
+    # Redrawn at each report (a transaction stored, a projection's batch), not by a thread of its
+    # own: the import forks its validating processes only from a process without other threads.
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -805,6 +808,7 @@ def _import_progress(quiet: bool) -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        auto_refresh=False,
         disable=quiet or not err.is_terminal,
     )
 

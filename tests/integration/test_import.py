@@ -92,18 +92,76 @@ def test_each_line_is_judged_as_the_consumer_judges_it(service: TimelineService,
 
 
 def test_the_number_of_validating_processes_changes_nothing(tmp_path: Path) -> None:
+    import threading
+
     data = b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 2500)])
     stores = []
-    for workers in (0, 1, 2):
-        db = tmp_path / f"w{workers}" / "timeline.db"
+    for workers, threads in ((0, 0), (1, 0), (2, 0), (2, 1)):
+        name = f"w{workers}t{threads}"
+        db = tmp_path / name / "timeline.db"
         svc = TimelineService(Settings(TIMELINE_DB=str(db)))
-        try:
-            import_events(svc, io.BytesIO(data), tmp_path / f"w{workers}.rejects", workers=workers)
+        stop = threading.Event()
+        other = [threading.Thread(target=stop.wait) for _ in range(threads)]  # another thread: no fork
+        for thread in other:
+            thread.start()
+        try:  # every chunk validated by the pool (none here while it starts)
+            result = import_events(svc, io.BytesIO(data), tmp_path / f"{name}.rejects", workers=workers,
+                                   local_start=False)
         finally:
+            stop.set()
             svc.close()
+        assert (result.chunks_here, result.chunks_pooled) == ((3, 0) if workers == 0 else (0, 3))
+        assert result.pool_start == ("" if workers == 0 else "spawn" if threads else "fork")
         stores.append(stored(db))
-        assert (tmp_path / f"w{workers}.rejects").read_bytes() == (tmp_path / "w0.rejects").read_bytes()
-    assert stores[0] == stores[1] == stores[2]
+        assert (tmp_path / f"{name}.rejects").read_bytes() == (tmp_path / "w0t0.rejects").read_bytes()
+    assert stores[0] == stores[1] == stores[2] == stores[3]
+
+
+class SlowStart(io.BytesIO):
+    """A file whose line ``hold`` is read only once the importer's pool is up: the lines before it
+    are validated here while the pool starts, the rest by the pool (a chunk in flight at most)."""
+
+    def __init__(self, data: bytes, hold: int) -> None:
+        super().__init__(data)
+        self.hold, self.read_so_far = hold, 0
+        self.importer: Any = None
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        self.read_so_far += 1
+        if self.read_so_far == self.hold and self.importer.workers:
+            deadline = time.monotonic() + 120
+            while not (self.importer.pool_ready is not None and self.importer.pool_ready.done()):
+                assert time.monotonic() < deadline, "the validating processes did not start"
+                time.sleep(0.01)
+        return super().readline(size)
+
+
+def test_lines_validated_here_while_the_pool_starts_are_judged_alike(tmp_path: Path) -> None:
+    import threading
+
+    data = b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 5000)])
+    results = {}
+    for name, workers in (("here", 0), ("both", 2)):
+        db = tmp_path / name / "timeline.db"
+        svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait)  # another thread: the pool is spawned, slowly
+        other.start()
+        try:
+            imp = importer.Importer(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=workers)
+            source = SlowStart(data, hold=2500)
+            source.importer = imp
+            result = imp.run(source)
+            imp.rejects.close()
+        finally:
+            stop.set()
+            svc.close()
+        results[name] = (result, stored(db), (tmp_path / f"{name}.rejects").read_bytes())
+    both = results["both"][0]
+    assert both.pool_start == "spawn"
+    assert both.chunks_here >= 2 and both.chunks_pooled >= 2, both  # each validated a part
+    assert results["here"][1:] == results["both"][1:]
+    assert (both.stored, both.rejected) == (results["here"][0].stored, results["here"][0].rejected)
 
 
 def test_again_stores_nothing_and_leaves_no_stale_rejects(service: TimelineService, db: Path, tmp_path: Path) -> None:
@@ -159,9 +217,99 @@ def test_a_validating_process_killed_midway_changes_nothing(tmp_path: Path) -> N
         db = tmp_path / name / "timeline.db"
         svc = TimelineService(Settings(TIMELINE_DB=str(db)))
         try:
-            result = cls(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=2).run(io.BytesIO(data))
+            result = cls(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=2, local_start=False).run(
+                io.BytesIO(data)
+            )
         finally:
             svc.close()
         assert (result.stored, result.rejected) == (12_000, 0)
         stores.append([r[1:] for r in stored(db)])
     assert Killing.killed and stores[0] == stores[1]
+
+
+def mixed(n: int) -> list[bytes]:
+    """News with shared entities, corrections (some before their target), retractions, an alias
+    and a statement: what a rebuild defers (counts, pairs, names) and what it applies one by one."""
+    out = []
+    for i in range(n):
+        entities = [{"id": f"mx-p{i % 7}", "name": f"Person {i % 7}", "type": "person", "role": "subject"},
+                    {"id": f"mx-o{i % 5}", "name": f"Org {i % 5}", "type": "organization"}]
+        out.append(line(report(i, id=f"mx-{i}", entities=entities, summary=f"storm number {i}")))
+        if i % 50 == 10:
+            out.append(line({"id": f"mx-fix-{i}", "kind": "correction", "occurred_at": "2025-12",
+                             "details": {"corrects": f"mx-{i + 5}", "changes": {"headline": f"Corrected {i + 5}"}}}))
+        if i % 97 == 3:
+            out.append(line({"id": f"mx-retract-{i}", "kind": "retraction", "occurred_at": "2025-12",
+                             "details": {"retracts": f"mx-{i - 1}", "reason": "wrong"}}))
+        if i % 400 == 7:
+            out.append(line({"id": f"mx-said-{i}", "kind": "statement", "occurred_at": "2025-03",
+                             "headline": "Said", "entities": [{"id": "mx-p1", "name": f"P. One {i}", "type": "person"}],
+                             "details": {"speaker": "mx-p1", "quote": "words"}}))
+    out.insert(40, line({"id": "mx-alias", "kind": "entity_alias", "occurred_at": "2025-01",
+                         "details": {"alias": "mx-o4", "canonical": "mx-o3"}}))
+    return out
+
+
+def tables(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every projection table's rows, by projection and table, sorted (as test_rebuild_property's)."""
+    from projections import default_projections
+
+    bases = {p.name: list(p.schema) for p in default_projections()}
+    out = {}
+    for name, cp in engine.checkpoints().items():
+        conn, tag = engine.connection(name), cp["tag"]
+        for base in bases[name]:
+            columns = "rowid, *" if base == "tl_search" else "*"  # a contentless index: its rowids
+            out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT {columns} FROM {base}{tag}").fetchall(), key=repr)
+    assert len(out) == sum(map(len, bases.values()))
+    return out
+
+
+class Waiting(importer.Importer):
+    """Waits, after each transaction, for the rebuild beside it to take that transaction's events:
+    every batch of that rebuild runs while lines remain to be stored."""
+
+    def _flush(self) -> None:
+        super()._flush()
+        follower, deadline = self._follower, time.monotonic() + 120
+        while follower is not None and follower.failed is None and min(follower.reached.values()) < (
+            self.report.last_position or 0
+        ):
+            assert time.monotonic() < deadline, "the rebuild beside the import did not move"
+            time.sleep(0.01)
+
+
+def test_projections_rebuilt_beside_the_import_equal_a_rebuild_after_it(tmp_path: Path) -> None:
+    data = b"\n".join(mixed(3000))
+    found = {}
+    for name, follow in (("after", False), ("beside", True)):
+        db = tmp_path / name / "timeline.db"
+        svc = TimelineService(Settings(TIMELINE_DB=str(db)))
+        try:
+            result = Waiting(svc, RejectsFile(tmp_path / f"{name}.rejects"), workers=1, transaction_events=700,
+                             follow=follow).run(io.BytesIO(data))
+            assert result.projected_by == "rebuild" and result.rejected == 0
+            assert result.projected_while_storing == (result.last_position if follow else 0)
+            assert svc.engine.lowest() == svc.store.head() == result.last_position
+            found[name] = tables(svc.engine)
+        finally:
+            svc.close()
+    assert found["after"] == found["beside"]
+
+
+def test_import_leaves_garbage_collection_as_it_was(service: TimelineService, tmp_path: Path) -> None:
+    import gc
+
+    assert gc.isenabled()
+    import_events(service, io.BytesIO(b"\n".join(line(report(i)) for i in range(30))), tmp_path / "r", workers=0)
+    assert gc.isenabled()
+    with pytest.raises(OSError):
+        import_events(service, Unreadable(b"\n".join(line(report(i)) for i in range(30))), tmp_path / "r", workers=0)
+    assert gc.isenabled()
+
+
+class Unreadable(io.BytesIO):
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        if self.tell() > 100:
+            raise OSError("the disk went away")
+        return super().readline(size)
