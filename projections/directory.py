@@ -102,12 +102,15 @@ ON CONFLICT(id) DO UPDATE SET
 {COUNTS}"""
 
 
+# grouped: 1 for an id of an alias group (``projections.groups``): the directory lists the group
+# once, from its own rows, and its ids not on their own
 # name_rank, type_rank: the rank (``IN_FORCE`` if in force, plus said_at) of the statement that
 # gave the name, the type (NULL: none gave a type, ``other``)
 STATS_SCHEMA = """CREATE TABLE {t} (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, name_rank INTEGER NOT NULL,
     type_rank INTEGER, event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER, first_at TEXT,
-    last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
+    last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL,
+    grouped INTEGER NOT NULL DEFAULT 0
 )"""
 SAID_SCHEMA = """CREATE TABLE {t} (
     entity_id TEXT NOT NULL, said_at INTEGER NOT NULL, died_at INTEGER NOT NULL,
@@ -210,7 +213,8 @@ class DirectoryProjection(Projection):
         GROUP_STATS: [GROUP_STATS_SCHEMA],
     }
     indexes = {
-        STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id)"],
+        # the directory's order, of the entities it lists from their own rows (not in a group)
+        STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id) WHERE grouped = 0"],
         MEMBERS: [MEMBERS_INDEX],
         SAID: [SAID_TYPED_INDEX],
     }
@@ -269,6 +273,10 @@ class DirectoryProjection(Projection):
             (low, high),
         )
         conn.execute(
+            f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND id IN (SELECT m.entity_id {named})",
+            (low, high),
+        )
+        conn.execute(
             f"""INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
                 SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
@@ -322,6 +330,9 @@ class DirectoryProjection(Projection):
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         for table in (gm, gsaid, gstats):
             conn.execute(f"DELETE FROM {table}")
+        conn.execute(
+            f"UPDATE {self.table(STATS, tag)} SET grouped = EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = id)"
+        )
         conn.execute(
             f"""INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)
                 SELECT g.set_id, m.position, m.start_key, m.occurred_at
@@ -394,6 +405,11 @@ class DirectoryProjection(Projection):
                 conn.execute(f"DELETE FROM {gstats} WHERE set_id = ?", (gone,))
             # the events it did not have add to its count; the first and last dates merge
             self._merge_stats(conn, gstats, keep, added)
+        conn.execute(
+            f"UPDATE {stats_t} SET grouped = EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = {stats_t}.id)"
+            " WHERE id IN (SELECT value FROM json_each(?))",
+            (compact_json(sorted(set(done.ids))),),
+        )
         for set_id in done.dissolved:
             for table in (gm, gsaid, gstats):
                 conn.execute(f"DELETE FROM {table} WHERE set_id = ?", (set_id,))
@@ -556,6 +572,10 @@ class DirectoryProjection(Projection):
         sets = Groups(conn, PREFIX, tag).sets_of(touched)
         if not sets:
             return
+        conn.execute(
+            f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND id IN (SELECT value FROM json_each(?))",
+            (compact_json(sorted(sets)),),
+        )
         where = compact_json(sorted(positions))
         for set_id in sorted(set(sets.values())):
             conn.execute(

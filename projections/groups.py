@@ -57,11 +57,13 @@ class Regrouped:
 
     ``merged``: (the set id that went, whether it was a lone id, the set id it joined, whether
     that was a lone id) for each union, in order; ``dissolved``: set ids whose rows must go;
-    ``created``: set ids whose rows must be filed from their members' (after ``dissolved``)."""
+    ``created``: set ids whose rows must be filed from their members' (after ``dissolved``);
+    ``ids``: the ids that may have joined or left a group."""
 
     merged: list[tuple[str, bool, str, bool]] = field(default_factory=list)
     dissolved: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.merged or self.dissolved or self.created)
@@ -133,6 +135,7 @@ class Groups:
             conn.execute(f"UPDATE {self.groups} SET set_id = ? WHERE set_id = ?", (keep, gone))
             conn.execute(f"DELETE FROM {self.sets} WHERE set_id = ?", (gone,))
         out.merged.append((gone, gone_lone, keep, keep_lone))
+        out.ids.extend(i for i, lone in ((keep, keep_lone), (gone, gone_lone)) if lone)
 
     def _tree(self, root: str) -> list[str]:
         """The ids whose chain ends at ``root`` (itself first), by the links in force."""
@@ -169,6 +172,7 @@ class Groups:
             conn.execute(f"DELETE FROM {self.groups} WHERE set_id = ?", (set_id,))
             conn.execute(f"DELETE FROM {self.sets} WHERE set_id = ?", (set_id,))
             out.dissolved.append(set_id)
+        out.ids.extend(ids)
         for root in sorted({self._root(i) for i in ids}):
             tree = self._tree(root)
             if len(tree) < 2:

@@ -797,7 +797,9 @@ class Queries:
             upto = max(head, aliases.seen)
             groups = set(aliases.groups)
             out: dict[str, dict[str, Any]] = {}
-            where, args = [], []
+            # the ids of alias groups are not listed on their own (the groups are, below): the
+            # directory flags them (``grouped``), so that the listing does not pass them
+            where, args = ["grouped = 0"], []
             if q:
                 needle = fold(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("search LIKE ? ESCAPE '\\'")
@@ -808,13 +810,18 @@ class Queries:
             if after is not None:  # after the last one listed: fewer events, or as many and a later id
                 where.append("(event_count < ? OR (event_count = ? AND id > ?))")
                 args += [after[0], after[0], after[1]]
-            sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag}"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
+            sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag} WHERE " + " AND ".join(where)
             sql += " ORDER BY event_count DESC, id"
+            try:
+                listed = conn.execute(sql, args)
+            except sqlite3.OperationalError as exc:  # tables of a version from before the flag
+                if "grouped" not in str(exc):
+                    raise
+                listed = conn.execute(sql.replace("WHERE grouped = 0 AND", "WHERE").replace(" WHERE grouped = 0 ", " "), args)
             # Entities without aliases, in order, until one more than ``limit`` of them (aliases
-            # and canonical ids with aliases are skipped: merged below).
-            for eid, name, kind, count, first_at, last_at in conn.execute(sql, args):
+            # and canonical ids with aliases are skipped: merged below; the index's view of them
+            # decides, as the directory may not have applied the latest declarations yet).
+            for eid, name, kind, count, first_at, last_at in listed:
                 if eid in groups or aliases.is_alias(eid, upto):
                     continue
                 out[eid] = {"id": eid, "name": name, "type": kind, "aliases": [], "event_count": count,
