@@ -18,6 +18,15 @@ whose statements is in force keeps what its latest statements gave. ``ent_stats`
 result as of now (for the directory's listing and search); a read as of an earlier position asks
 ``ent_said`` (the statements in force at ``P``: ``said_at <= P < died_at``).
 
+Alias groups (``projections.groups``): ``ent_links``, ``ent_groups`` and ``ent_sets`` keep which
+set each id of a group of two or more ids is in; ``ent_group_members`` (the events that count
+for the group, each once), ``ent_group_said`` (its members' statements) and ``ent_group_stats``
+(its count and first and last dates) are the group's rows, so that its card is a few indexed
+reads (``group_naming``) whatever its size; ``ent_stats.grouped`` flags the ids of groups, which
+the directory's listing (and its index) leaves out. A merge moves the smaller set's rows and
+merges its count and dates into the larger one's; a change to events of a group (a correction,
+a retraction, a late event) files those events' rows again and recomputes its count and dates.
+
 A rebuild fills ``ent_members`` and ``ent_said`` and leaves the entities' rows out; once caught
 up (``finish``), it derives every entity's name and type (from ``ent_said``) and its counts and
 dates (from the members, through their entity index) in one pass each.

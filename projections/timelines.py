@@ -6,6 +6,16 @@ so the timeline as the store knew it at any position (``as_of``) is one indexed 
 event that a correction moves to other entities leaves one timeline and joins another.
 Aliases are resolved when reading (``projections.aliases``), so they merge retroactively.
 
+Alias groups (``projections.groups``): ``tl_links``, ``tl_groups`` and ``tl_sets`` keep which
+set each id of a group of two or more ids is in, and ``tl_group_entries`` files the group's
+entries under its set as well: ``(set_id, start_key, position, valid_from, rank)``, one row per
+(set, version, rank), so that a group's timeline is one range of it, like an entity's of
+``tl_entries`` (an event filed under two members with different roles has a row for each role:
+a page without a role takes the best, one by role the role asked for). Rows join it with the
+entries of a member (``apply``, ``bulk``), move with a merged set (``declare``), and go with an
+erased event (``remove``); a rebuild files them all at the end (``finish``), and an erased alias
+declaration files them all again.
+
 Rows point into the store rather than copy it: ``tl_events`` keeps what a version's reads
 filter and sort on (kind, status, date keys), and the event's id, recording time and, for a
 version that is the event as stored (no correction applied: most of them), its dates as

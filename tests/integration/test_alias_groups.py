@@ -137,6 +137,10 @@ def test_group_reads_answer_what_the_members_one_by_one_answer(queries: Queries,
         ):
             assert queries.timeline("c3", query, total=True) == fan_out.timeline("c3", query, total=True)
         assert queries.entity("c11") == fan_out.entity("c11")
+        assert queries.related("c11") == fan_out.related("c11")
+        assert {e["id"]: e["count"] for e in queries.related("c11")["entities"]} == {
+            f"o{k}": len(range(k, CHAIN + 1, 5)) for k in range(5)
+        }
         assert queries.directory(limit=10) == fan_out.directory(limit=10)
     finally:
         fan_out.close()
@@ -196,3 +200,19 @@ def test_groups_follow_redeclarations_corrections_retractions_and_erased_aliases
     shutil.rmtree(projections_dir(db))
     project(db)
     assert dump_tables(db) == incremental
+
+
+def test_related_of_a_canonical_id_no_event_names_lists_its_aliases_partners(tmp_path: Path) -> None:
+    """``x`` is named by no event; its one alias ``twitter`` shares an event with ``tesla``: the
+    related entities of ``x`` (and of ``twitter``) list ``tesla`` (they listed none)."""
+    db = tmp_path / "timeline.db"
+    with EventStore(db) as store:
+        append(store, news("e-1", "2024", [ent("twitter"), ent("tesla", "mentioned")]), alias("a-1", "twitter", "x"))
+    project(db)
+    queries = Queries(str(db))
+    try:
+        for asked in ("x", "twitter"):
+            assert [(e["id"], e["count"]) for e in queries.related(asked)["entities"]] == [("tesla", 1)], asked
+        assert [(e["id"], e["count"]) for e in queries.related("tesla")["entities"]] == [("x", 1)]
+    finally:
+        queries.close()

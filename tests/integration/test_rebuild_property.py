@@ -216,6 +216,7 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
                         fan_out.timeline, entity_id, query, total=True
                     ), (entity_id, query)
                 assert answer(queries.entity, entity_id) == answer(fan_out.entity, entity_id), entity_id
+                assert answer(queries.related, entity_id) == answer(fan_out.related, entity_id), entity_id
             assert queries.directory(limit=500) == fan_out.directory(limit=500)
         finally:
             fan_out.close()
