@@ -1090,10 +1090,15 @@ class Queries:
         if not as_of:
             names = self._directory_names(conn, ids - grouped, projected, tag)
         for entity_id in sorted(ids if as_of else grouped):
-            members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
             named = aliases.display_name(entity_id, p) if entity_id in grouped else None
             if named is None:
-                said = naming(conn, f"{SAID}{tag}", members, p)
+                # a group's statements filed under its set (as of p: its members then are those of now)
+                set_id = self._set(conn, "entities", entity_id, p) if entity_id in grouped else None
+                if set_id is not None:
+                    said = group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p)
+                else:
+                    members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
+                    said = naming(conn, f"{SAID}{tag}", members, p)
                 named = said[0] if said is not None else None
             if named is not None:
                 names[entity_id] = named

@@ -80,6 +80,10 @@ def steps(queries: Queries, read: Callable[[], Any]) -> int:
 READS: dict[str, Callable[[Queries, str], Any]] = {
     "timeline head page": lambda q, e: q.timeline(e, TimelineQuery(limit=50), render=True),
     "timeline page by role": lambda q, e: q.timeline(e, TimelineQuery(limit=50, role="subject", order="desc")),
+    # the entries' entities rendered anew (as after the projections moved): the group's name
+    "timeline page, entries named anew": lambda q, e: (
+        setattr(q, "_kept_entities", (None, {})), q.timeline(e, TimelineQuery(limit=50), render=True)
+    ),
     "entity card": lambda q, e: q.entity(e),
 }
 
