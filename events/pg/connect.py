@@ -1,0 +1,78 @@
+"""Connections to the PostgreSQL that holds a store: one place for how they are opened.
+
+A store lives in the schema the connection's ``search_path`` names first (``public`` unless the
+URL says otherwise, e.g. ``?options=-csearch_path%3Dnews``), so several stores (a test's, a
+staging copy) can share one database. Connections are in autocommit mode: every write is an
+explicit ``conn.transaction()`` block, as every SQLite write is an explicit ``BEGIN IMMEDIATE``.
+
+psycopg 3 picks its fastest implementation by itself: the C one (``psycopg[binary]`` ships it
+prebuilt with its own libpq; ``psycopg[c]`` builds it against the system's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(db: str | object) -> bool:
+    """Whether a ``TIMELINE_DB`` value names a PostgreSQL database (else it is a SQLite path)."""
+    return isinstance(db, str) and db.strip().lower().startswith(SCHEMES)
+
+
+def connect(url: str, *, application_name: str = "timeline") -> psycopg.Connection:
+    """A connection in autocommit mode (writes open ``conn.transaction()`` themselves)."""
+    conn = psycopg.connect(url, autocommit=True, application_name=application_name)
+    return conn
+
+
+def pool(url: str, *, max_size: int = 8, application_name: str = "timeline-reader") -> ConnectionPool:
+    """A pool of autocommit connections for readers (one per thread that reads at a time)."""
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "application_name": application_name},
+        open=True,
+        name="timeline-readers",
+    )
+
+
+def current_schema(conn: psycopg.Connection) -> str:
+    """The schema the connection's tables are created in and read from (its search_path's first)."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        (path,) = conn.execute("SHOW search_path").fetchone() or ("?",)
+        raise RuntimeError(
+            f"PostgreSQL: no schema of the search_path ({path}) exists: create it first (CREATE SCHEMA ...)"
+        )
+    return str(row[0])
+
+
+def advisory_key(schema: str, name: str) -> int:
+    """A 64-bit advisory-lock key for ``name`` (``append``, ``migrate``, a projection's lease) in a
+    schema: stores in different schemas of one database never wait on each other."""
+    digest = hashlib.blake2b(f"timeline\x1f{schema}\x1f{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` with its ``search_path`` set to ``schema`` (through libpq's ``options``)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and ``timeline info``)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
