@@ -135,11 +135,7 @@ def erase(
     A store of another backend erases its own way (``PgEventStore.erase``)."""
     if store.backend != "sqlite":
         return store.erase(event_id, reason, who, before)
-    reason, who = reason.strip(), who.strip()
-    if not reason:
-        raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
-    if not who:
-        raise ErasureRefused(422, "who: an erasure is never anonymous")
+    reason, who = erasure_request(reason, who)
     conn = store.conn
     conn.execute("PRAGMA secure_delete = ON")  # blanked cells and freed pages are zeroed
     try:
@@ -159,6 +155,16 @@ def erase(
     finally:
         conn.execute("PRAGMA secure_delete = FAST")
     return erasure
+
+
+def erasure_request(reason: str, who: str) -> tuple[str, str]:
+    """An erasure's reason and who, stripped; refused (422) when either is empty."""
+    reason, who = reason.strip(), who.strip()
+    if not reason:
+        raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
+    if not who:
+        raise ErasureRefused(422, "who: an erasure is never anonymous")
+    return reason, who
 
 
 def scrub(store: "EventStore") -> None:

@@ -170,6 +170,8 @@ class EventStore:
     The SQLite implementation of ``events.backend.Store``."""
 
     backend = "sqlite"
+    #: what an append lets through rather than refuse one event for: the batch is retried
+    _store_errors: tuple[type[BaseException], ...] = (sqlite3.Error, MemoryError)
 
     def __init__(self, path: str | Path, *, reader: bool = False, read_only: bool = False) -> None:
         """Open (and migrate) the store; a ``reader`` leaves the schema to the writer; a
@@ -233,15 +235,18 @@ class EventStore:
                 conn.execute("ROLLBACK")
             raise
         if self.observers:
-            done = AppendDone(
-                started_ns, time.perf_counter() - started, len(batch), sum(r.status == "stored" for r in results)
-            )
-            for observe in self.observers:
-                try:
-                    observe(done)
-                except Exception:  # noqa: BLE001 - the batch is committed: a report must not undo that
-                    log.exception("an append observer failed")
+            self._observed(started_ns, started, batch, results)
         return results
+
+    def _observed(self, started_ns: int, started: float, batch: Sequence[Candidate], results: list[AppendResult]) -> None:
+        done = AppendDone(
+            started_ns, time.perf_counter() - started, len(batch), sum(r.status == "stored" for r in results)
+        )
+        for observe in self.observers:
+            try:
+                observe(done)
+            except Exception:  # noqa: BLE001 - the batch is committed: a report must not undo that
+                log.exception("an append observer failed")
 
     def _append_locked(self, batch: Sequence[Candidate]) -> list[AppendResult]:
         conn = self.conn
@@ -282,7 +287,7 @@ class EventStore:
             except EventRejected as exc:
                 results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
                 continue
-            except (sqlite3.Error, MemoryError):  # the store's or the machine's state: the batch is retried
+            except self._store_errors:  # the store's or the machine's state: the batch is retried
                 raise
             except Exception as exc:  # noqa: BLE001 - judging one event against the store must not fail
                 # its batch (it would stay pending, retried for ever): refused, naming the failure
@@ -509,7 +514,7 @@ class EventStore:
         ``plain``: editorial events, aliases, news events that a change waited for), in order."""
         rows = self.conn.execute(
             "SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE position IN"
-            " (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND NOT plain) AND body <> ''"
+            " (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND plain = 0) AND body <> ''"
             " ORDER BY position",
             (after, upto),
         )

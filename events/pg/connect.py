@@ -12,6 +12,9 @@ prebuilt with its own libpq; ``psycopg[c]`` builds it against the system's).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -76,3 +79,44 @@ def redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+class Qmark:
+    """A psycopg connection that takes SQLite's ``?`` marks: the store's SQL (events.store,
+    events.erasure, events.integrity) is plain SQL that both databases run, so the PostgreSQL
+    store runs the same statements instead of a second copy of each. ``raw`` is the psycopg
+    connection (transactions, COPY, server-side cursors)."""
+
+    __slots__ = ("raw", "_streaming", "_cursors")
+
+    def __init__(self, raw: psycopg.Connection, *, streaming: bool = False) -> None:
+        self.raw = raw
+        #: run each query through a server-side cursor (rows fetched as they are read, not all
+        #: at once): for whole-store scans inside a transaction (``timeline verify``)
+        self._streaming = streaming
+        self._cursors = 0
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
+        query = _pg_marks(sql) if params else sql
+        if self._streaming:
+            self._cursors += 1
+            cursor = self.raw.cursor(name=f"q{self._cursors}")
+            cursor.itersize = 5000
+            return cursor.execute(query, params or None)
+        return self.raw.execute(query, params or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        cursor = self.raw.cursor()
+        rows = list(rows)
+        if rows:
+            cursor.executemany(_pg_marks(sql), rows)
+        return cursor
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+@lru_cache(maxsize=512)
+def _pg_marks(sql: str) -> str:
+    """SQLite's ``?`` marks as psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
