@@ -665,15 +665,19 @@ def verify(
     from events.store import connect_read_only
 
     settings = _settings()
-    if not settings.db.is_file():
-        err.print(f"[red]no store at {settings.db}[/]")
-        raise typer.Exit(2)
-    conn = connect_read_only(settings.db)
-    try:
-        report = check(conn, head=head.strip().lower() if head else None)
-    finally:
-        conn.close()
-    projections_beyond(settings.db, report)
+    kept = head.strip().lower() if head else None
+    if isinstance(settings.db, str):  # PostgreSQL (docs/postgresql.md)
+        report = _verify_postgres(settings.db, kept)
+    else:
+        if not settings.db.is_file():
+            err.print(f"[red]no store at {settings.db}[/]")
+            raise typer.Exit(2)
+        conn = connect_read_only(settings.db)
+        try:
+            report = check(conn, head=kept)
+        finally:
+            conn.close()
+        projections_beyond(settings.db, report)
     for erased in report.erasures:
         with_ = f" with {', '.join(erased['erased_with'])}" if erased["erased_with"] else ""
         console.print(
@@ -692,6 +696,23 @@ def verify(
         where.append(f"tables: {', '.join(sorted(report.tables))}")
     console.print(f"NOT OK ({'; '.join(where)}); {report.checked} events checked", soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _verify_postgres(url: str, head: str | None) -> Any:
+    """``timeline verify`` of a store on PostgreSQL; exit 2 when it cannot be reached or has no store."""
+    import psycopg
+
+    from events.pg.connect import redact
+    from events.pg.integrity import verify as check_pg
+
+    try:
+        return check_pg(url, head=head)
+    except psycopg.OperationalError as exc:
+        err.print(f"[red]cannot reach {escape(redact(url))}[/]: {escape(str(exc).strip())}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:  # no schema of the search_path exists
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
