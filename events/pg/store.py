@@ -20,7 +20,7 @@ unchanged through ``events.pg.connect.Qmark``. What differs is how a write is se
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -78,6 +78,13 @@ class PgEventStore(EventStore):
         """Inside a transaction of ``self.pg``: wait for, then hold until it ends, the store's
         write lock (the one every append and erasure takes)."""
         self.conn.execute("SELECT pg_advisory_xact_lock(?)", (self._append_key,))
+
+    def _in_chunks(self, sql: str, ids: list[str], *args: Any) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``sql`` with its ``IN ({marks})`` as one array parameter (``= ANY(?)``): one
+        statement for any number of ids, parsed once."""
+        unique = list(dict.fromkeys(ids))
+        if unique:
+            yield from self.conn.execute(sql.replace("IN ({marks})", "= ANY(?)"), (unique, *args))
 
     # --- writing -------------------------------------------------------------------------
 
