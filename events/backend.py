@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from .pg.connect import is_postgres
 from .records import AliasDeclaration, AppendObserver, AppendResult, Candidate, EventHash, StoredEvent
 
 if TYPE_CHECKING:
@@ -23,6 +22,15 @@ if TYPE_CHECKING:
 __all__ = [
     "AliasDeclaration", "AppendResult", "Candidate", "EventHash", "Store", "StoredEvent", "is_postgres", "open_store",
 ]
+
+
+SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(db: str | Path | object) -> bool:
+    """Whether a ``TIMELINE_DB`` value names a PostgreSQL database (else it is a SQLite path).
+    Imports no driver: a SQLite deployment never loads psycopg."""
+    return isinstance(db, str) and db.strip().lower().startswith(SCHEMES)
 
 
 @runtime_checkable

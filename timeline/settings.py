@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     @classmethod
     def _db_path_or_url(cls, value: Path | str) -> Path | str:
         """A ``postgresql://`` URL stays a string (a Path would fold its ``//``); else a Path."""
-        from events.pg.connect import is_postgres
+        from events.backend import is_postgres
 
         return value.strip() if is_postgres(value) else Path(value)
 

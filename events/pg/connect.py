@@ -21,12 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
-SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres(db: str | object) -> bool:
-    """Whether a ``TIMELINE_DB`` value names a PostgreSQL database (else it is a SQLite path)."""
-    return isinstance(db, str) and db.strip().lower().startswith(SCHEMES)
+from ..backend import is_postgres  # noqa: F401 - the one test of which backend a value names
 
 
 def connect(url: str, *, application_name: str = "timeline") -> psycopg.Connection:
