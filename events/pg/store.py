@@ -45,7 +45,8 @@ class PgEventStore(EventStore):
         """Open (and migrate, unless ``reader``) the store in the schema ``url`` names."""
         self.path = url
         self.url = url
-        raw = connect(url, application_name="timeline-reader" if reader else "timeline")
+        self._application = "timeline-reader" if reader else "timeline"
+        raw = connect(url, application_name=self._application)
         self.conn = Qmark(raw)  # type: ignore[assignment]
         self.schema = current_schema(raw)
         self._append_key = advisory_key(self.schema, "append")
@@ -62,6 +63,7 @@ class PgEventStore(EventStore):
         store = cls.__new__(cls)
         store.conn = conn if isinstance(conn, Qmark) else Qmark(conn)  # type: ignore[assignment]
         store.path = store.url = ""
+        store._application = ""
         store.schema = current_schema(store.conn.raw)  # type: ignore[attr-defined]
         store._append_key = advisory_key(store.schema, "append")
         store._alias_index = None
@@ -73,6 +75,20 @@ class PgEventStore(EventStore):
     def pg(self) -> psycopg.Connection:
         """The psycopg connection under ``conn`` (transactions, COPY)."""
         return self.conn.raw  # type: ignore[attr-defined,no-any-return]
+
+    def revive(self) -> bool:
+        """Open a new connection if this store's was lost (PostgreSQL restarted, the session was
+        terminated, the network dropped): called before each write, outside any transaction, so
+        that a lost connection fails one batch (retried) rather than every batch after it.
+        Return whether it reconnected. A store ``over`` another's connection leaves it alone."""
+        if not self.url or not self.pg.broken and not self.pg.closed:
+            return False
+        try:
+            self.pg.close()
+        finally:
+            self.conn = Qmark(connect(self.url, application_name=self._application))  # type: ignore[assignment]
+            self._alias_index = None
+        return True
 
     def lock_writes(self) -> None:
         """Inside a transaction of ``self.pg``: wait for, then hold until it ends, the store's
@@ -95,6 +111,7 @@ class PgEventStore(EventStore):
             return []
         import time
 
+        self.revive()
         started_ns, started = time.time_ns(), time.perf_counter()
         try:
             with self.pg.transaction():
@@ -115,6 +132,7 @@ class PgEventStore(EventStore):
         """Erase an event and the corrections and retraction that target it (events.erasure), in
         one transaction under the store's write lock; then VACUUM what it changed."""
         reason, who = erasure_request(reason, who)
+        self.revive()
         with self.pg.transaction():
             self.lock_writes()
             erasure = erase_locked(self.conn, event_id, reason, who, lambda: before(self) if before else None)

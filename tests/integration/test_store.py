@@ -536,3 +536,23 @@ def test_two_processes_open_new_files_concurrently(tmp_path):
         finally:
             conn.close()
         assert names == sorted(name for name, _ in MIGRATIONS)
+
+
+# --- PostgreSQL: a lost connection ------------------------------------------------------------
+
+
+def test_a_lost_connection_fails_one_append_and_the_next_reconnects(pg_db):
+    """PostgreSQL restarted or the session terminated: the batch in hand fails (the consumer retries
+    it), nothing of it is stored, and the next append opens a new connection and goes on."""
+    import psycopg
+
+    with open_store(pg_db) as store:
+        append(store, news("n1", "2025"))
+        (pid,) = store.pg.execute("SELECT pg_backend_pid()").fetchone()
+        with plain_connection(pg_db) as other:
+            other.execute("SELECT pg_terminate_backend(?)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            append(store, news("n2", "2025"))
+        (again,) = append(store, news("n2", "2025"))
+        assert (again.status, again.position) == ("stored", 2)
+        assert positions(pg_db) == [1, 2]
