@@ -83,7 +83,10 @@ def catalog(raw: psycopg.Connection, schema: str) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
 
     def unqualified(text: str) -> str:
-        return " ".join(text.replace(f'"{schema}".', "").replace(f"{schema}.", "").split())
+        """The definition without the schema's name (qualified names, a function's search_path)."""
+        for named in (f'"{schema}".', f"{schema}.", f"'{schema}'", f'"{schema}"'):
+            text = text.replace(named, "" if named.endswith(".") else "<schema>")
+        return " ".join(text.split())
 
     for table, columns in raw.execute(
         "SELECT table_name, string_agg(concat_ws(' ', column_name, data_type, is_nullable, column_default), ', '"

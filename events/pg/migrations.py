@@ -19,15 +19,17 @@ import psycopg
 
 from .connect import advisory_key, current_schema
 
-#: the trigger functions: one refusal for every append-only table, and erasure's two exceptions
+#: the trigger functions: one refusal for every append-only table, and erasure's two exceptions.
+#: Each runs with the search_path it was created with (the store's schema): a session whose own
+#: search_path puts another ``erased_events`` first cannot make a guard read that one.
 _FUNCTIONS = """
-CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     RAISE EXCEPTION '% are append-only: % is refused', TG_ARGV[0], TG_OP
         USING ERRCODE = 'restrict_violation';
 END $$;
 
-CREATE FUNCTION events_guard_update() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION events_guard_update() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM erased_events x WHERE x.position = OLD.position)
        AND NEW.position = OLD.position AND NEW.event_id = OLD.event_id AND NEW.kind = OLD.kind
@@ -39,7 +41,7 @@ BEGIN
         USING ERRCODE = 'restrict_violation';
 END $$;
 
-CREATE FUNCTION erased_rows_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION erased_rows_only() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM erased_events x WHERE x.position = OLD.position) THEN
         RETURN OLD;

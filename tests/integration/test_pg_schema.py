@@ -149,3 +149,23 @@ def test_only_an_erased_event_may_be_blanked_and_only_blanked(pg_db):
         assert conn.execute("SELECT position FROM event_meta").fetchall() == [(2,)]
         with pytest.raises(psycopg.errors.RestrictViolation):  # the other event stays untouchable
             conn.execute("DELETE FROM event_entities WHERE position = 2")
+
+
+def test_a_session_cannot_point_the_erasure_guard_at_its_own_list(pg_db):
+    """The guards read the store's ``erased_events``, whatever the session's search_path: a table
+    of that name in another schema placed first does not let an event be blanked."""
+    with connect(pg_db) as conn:
+        migrate(conn)
+        _insert_event(conn, 1)
+        schema = current_schema(conn)
+        conn.execute('CREATE SCHEMA "evil_' + schema + '"')
+        try:
+            conn.execute(f'CREATE TABLE "evil_{schema}".erased_events (position BIGINT)')
+            conn.execute(f'INSERT INTO "evil_{schema}".erased_events VALUES (1)')
+            conn.execute(f'SET search_path = "evil_{schema}", "{schema}"')
+            with pytest.raises(psycopg.errors.RestrictViolation):
+                conn.execute("UPDATE events SET raw = ''::bytea, body = '' WHERE position = 1")
+            with pytest.raises(psycopg.errors.RestrictViolation):
+                conn.execute("DELETE FROM event_meta WHERE position = 1")
+        finally:
+            conn.execute(f'DROP SCHEMA "evil_{schema}" CASCADE')
