@@ -29,6 +29,7 @@ from ..integrity import MAX_PROBLEMS, Report, _erasures, _events, _states, check
 from ..models import NEWS_KINDS
 from .connect import Qmark, connect, current_schema
 from .migrations import MIGRATIONS, STORE_TABLES, migrate
+from .store import PgEventStore, pg_text
 
 WINDOW = 5000  # positions compared at a time
 
@@ -154,7 +155,7 @@ def _facts(kind: str, body_text: str) -> tuple[tuple[str, str | None, str, str],
     occurred_at, ended_at = body["occurred_at"], body.get("ended_at")
     entities: set[tuple[str, str, str, str]] = set()
     if kind in NEWS_KINDS:
-        entities = {(e["id"], e["name"], e["type"], e["role"]) for e in body["entities"]}
+        entities = {(e["id"], pg_text(e["name"]), e["type"], e["role"]) for e in body["entities"]}
     keys = (occurred_at, ended_at, parse_partial(occurred_at).start_key, parse_partial(ended_at or occurred_at).end_key)
     return keys, entities
 
@@ -218,7 +219,6 @@ def _state_rows(conn: Qmark, report: Report) -> None:
 
 
 def _fold(raw: psycopg.Connection, report: Report) -> None:
-    from .store import PgEventStore
 
     store = PgEventStore.over(raw)
     _states(store.conn, report, None, store=store)  # type: ignore[arg-type]

@@ -35,6 +35,23 @@ from .migrations import migrate
 ERASED_TABLES = ("events", "event_meta", "event_entities", "event_states")
 
 
+def pg_text(text: str) -> str:
+    """A text PostgreSQL can store: U+0000, which its ``text`` cannot hold (SQLite's can), as
+    U+FFFD. Only an entity's name can carry one into a text column (the body is JSON, where it is
+    escaped, and the other columns are validated ids, enums and dates)."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _storable(candidate: Candidate) -> Candidate:
+    """The candidate, with U+0000 in its entities' names as U+FFFD in the rows derived from it
+    (``event_entities``); its raw bytes and body, and so its hash and content, stay as they came."""
+    occurred_at, ended_at, entities = candidate.facts
+    if not any("\x00" in name for _, name, _, _ in entities):
+        return candidate
+    facts = (occurred_at, ended_at, tuple((i, pg_text(name), t, r) for i, name, t, r in entities))
+    return Candidate.restore(candidate.event, candidate.raw, candidate.body_json, candidate.digests, facts)
+
+
 class PgEventStore(EventStore):
     """Append, look up and read events in a PostgreSQL schema."""
 
@@ -112,6 +129,7 @@ class PgEventStore(EventStore):
         import time
 
         self.revive()
+        batch = [_storable(c) for c in batch]
         started_ns, started = time.time_ns(), time.perf_counter()
         try:
             with self.pg.transaction():

@@ -556,3 +556,21 @@ def test_a_lost_connection_fails_one_append_and_the_next_reconnects(pg_db):
         (again,) = append(store, news("n2", "2025"))
         assert (again.status, again.position) == ("stored", 2)
         assert positions(pg_db) == [1, 2]
+
+
+def test_an_entity_name_with_u0000_is_stored_on_either_backend(store, db):
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): the event is stored all the same, its
+    raw bytes and body exactly, the derived entity row with U+FFFD there (never a batch failing,
+    and retried, for ever)."""
+    raw = json.dumps(news("nul", "2025", [{"id": "x-y", "name": "X\u0000Y", "type": "organization",
+                                            "role": "subject"}])).encode()
+    (r,) = append(store, raw)
+    assert r.status == "stored"
+    assert store.raw("nul") == raw
+    assert store.get("nul").body["entities"][0]["name"] == "X\u0000Y"
+    name = "X\ufffdY" if is_postgres(db) else "X\u0000Y"
+    assert sql_rows(db, "SELECT name FROM event_entities WHERE position = 1") == [(name,)]
+    if is_postgres(db):
+        from events.pg.integrity import verify
+
+        assert verify(db).ok
