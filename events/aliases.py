@@ -26,14 +26,17 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .records import AliasDeclaration
 
 Declaration = tuple[int, str, str, "str | None"]  # (position, alias, canonical, name)
 EVERYTHING = 2**62
 
 
 class _Declarations(Protocol):
-    def aliases(self, after: int = 0) -> list[Declaration]: ...
+    def aliases(self, after: int = 0) -> "list[AliasDeclaration]": ...
 
 
 class _Forest:
@@ -119,8 +122,8 @@ class AliasIndex:
     def refresh(self, store: _Declarations) -> None:
         """Read the declarations stored since the last refresh."""
         with self._lock:
-            for declaration in store.aliases(after=self.seen):
-                self.add(*declaration)
+            for d in store.aliases(after=self.seen):
+                self.add(d.position, d.alias, d.canonical, d.name)
 
     def add(self, position: int, alias: str, canonical: str, name: str | None = None) -> None:
         """Apply one declaration (positions increasing; the store has refused cycles)."""

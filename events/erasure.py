@@ -29,7 +29,7 @@ from .integrity import GENESIS, digests
 from .models import NEWS_KINDS
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from .backend import Store as EventStore
 
 ERASED_BODY = ""  # the body (and, as bytes, the raw) of an erased event
 EDITORIAL_KINDS = ("correction", "retraction")
@@ -130,18 +130,19 @@ def erase(
     then overwrite the freed bytes and truncate the write-ahead log.
 
     ``before(store)`` runs in that transaction once the erasure is allowed, before the content
-    goes: to read what must be removed elsewhere (projections.erasure.capture)."""
-    reason, who = reason.strip(), who.strip()
-    if not reason:
-        raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
-    if not who:
-        raise ErasureRefused(422, "who: an erasure is never anonymous")
+    goes: to read what must be removed elsewhere (projections.erasure.capture).
+
+    A store of another backend erases its own way (``PgEventStore.erase``)."""
+    if store.backend != "sqlite":
+        return store.erase(event_id, reason, who, before)
+    reason, who = erasure_request(reason, who)
     conn = store.conn
     conn.execute("PRAGMA secure_delete = ON")  # blanked cells and freed pages are zeroed
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            erasure = _erase_locked(conn, event_id, reason, who, lambda: before(store) if before else None)
+            erasure = erase_locked(conn, event_id, reason, who, lambda: before(store) if before else None)
+            zero_free_pages(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -156,9 +157,21 @@ def erase(
     return erasure
 
 
+def erasure_request(reason: str, who: str) -> tuple[str, str]:
+    """An erasure's reason and who, stripped; refused (422) when either is empty."""
+    reason, who = reason.strip(), who.strip()
+    if not reason:
+        raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
+    if not who:
+        raise ErasureRefused(422, "who: an erasure is never anonymous")
+    return reason, who
+
+
 def scrub(store: "EventStore") -> None:
     """Overwrite the store's free pages and empty its log again (after an erasure whose log could
     not be emptied, say)."""
+    if store.backend != "sqlite":
+        return store.scrub()
     conn = store.conn
     conn.execute("PRAGMA secure_delete = ON")
     try:
@@ -175,7 +188,9 @@ def scrub(store: "EventStore") -> None:
         conn.execute("PRAGMA secure_delete = FAST")
 
 
-def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str, before: Callable[[], None]) -> Erasure:
+def erase_locked(conn: Any, event_id: str, reason: str, who: str, before: Callable[[], None]) -> Erasure:
+    """The erasure itself, inside the caller's write transaction, through a connection whose
+    ``execute`` takes ``?`` marks (SQLite's, or ``events.pg.connect.Qmark`` on PostgreSQL)."""
     row = conn.execute(
         "SELECT position, kind, target_id, body = '' FROM events WHERE event_id = ?", (event_id,)
     ).fetchone()
@@ -220,12 +235,11 @@ def _erase_locked(conn: sqlite3.Connection, event_id: str, reason: str, who: str
     marks = ",".join("?" * len(positions))
     for table in ("event_entities", "event_meta", "event_states"):
         conn.execute(f"DELETE FROM {table} WHERE position IN ({marks})", positions)
-    conn.execute(f"UPDATE events SET raw = X'', body = '' WHERE position IN ({marks})", positions)
-    zero_free_pages(conn)
+    conn.execute(f"UPDATE events SET raw = ?, body = '' WHERE position IN ({marks})", [b"", *positions])
     return Erasure(seq, event_id, position, kind, record[3], reason, who, erased_with)
 
 
-def erasure_of(conn: sqlite3.Connection, event_id: str) -> Erasure | None:
+def erasure_of(conn: Any, event_id: str) -> Erasure | None:
     """The erasure that blanked an event (named by it, or erased with it), or None."""
     row = conn.execute(
         "SELECT r.seq, r.event_id, r.position, n.kind, r.erased_at, r.reason, r.who, r.erased_with"
@@ -244,7 +258,7 @@ class Gone(Exception):
         self.tombstone = tombstone
 
 
-def tombstone(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
+def tombstone(conn: Any, event_id: str) -> dict[str, Any] | None:
     """What is left of an erased event: its id, kind, position, recording time and the erasure's
     ``status`` (``erased``), ``erased_at`` and ``reason``; None when it is not erased."""
     erasure = erasure_of(conn, event_id)
@@ -255,7 +269,7 @@ def tombstone(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
     return {"id": event_id, "kind": kind, "position": position, "recorded_at": recorded_at, **erasure.tombstone()}
 
 
-def erasures(conn: sqlite3.Connection, after: int = 0, limit: int = 1000) -> list[Erasure]:
+def erasures(conn: Any, after: int = 0, limit: int = 1000) -> list[Erasure]:
     """The erasures, in the order they were made."""
     rows = conn.execute(
         "SELECT r.seq, r.event_id, r.position, e.kind, r.erased_at, r.reason, r.who, r.erased_with"
@@ -265,7 +279,7 @@ def erasures(conn: sqlite3.Connection, after: int = 0, limit: int = 1000) -> lis
     return [_erasure(row) for row in rows]
 
 
-def erased_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+def erased_ids(conn: Any, ids: list[str]) -> set[str]:
     """The ids among these whose events are erased."""
     out: set[str] = set()
     unique = list(dict.fromkeys(ids))
@@ -276,7 +290,7 @@ def erased_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
     return out
 
 
-def erasure_count(conn: sqlite3.Connection) -> int:
+def erasure_count(conn: Any) -> int:
     """How many erasures were made (a cheap token for caches that must forget what was erased)."""
     return conn.execute("SELECT coalesce(MAX(seq), 0) FROM erasures").fetchone()[0]
 

@@ -171,8 +171,13 @@ def _migrations(conn: sqlite3.Connection, report: Report) -> None:
     except sqlite3.Error as exc:
         report.bad(None, f"table _migrations could not be read: {exc}", "_migrations")
         return
+    check_migrations(rows, [name for name, _ in MIGRATIONS], report)
+
+
+def check_migrations(rows: list[tuple[Any, str, str]], expected: list[str], report: Report) -> None:
+    """``_migrations``' rows ``(order, name, applied_at)`` against the code's migrations: each once,
+    in order, at instants that never go back."""
     names = [name for _, name, _ in rows]
-    expected = [name for name, _ in MIGRATIONS]
     missing = [n for n in expected if n not in names]
     extra = [n for n in names if n not in expected]
     if missing:
@@ -304,14 +309,15 @@ def _positions(conn: sqlite3.Connection, sql: str) -> list[int]:
     return [row[0] for row in conn.execute(f"SELECT DISTINCT position FROM ({sql}) ORDER BY 1 LIMIT {MAX_PROBLEMS}")]
 
 
-def _states(conn: sqlite3.Connection, report: Report, _head: str | None) -> None:
+def _states(conn: sqlite3.Connection, report: Report, _head: str | None, store: Any = None) -> None:
     """Each news event's corrections and retraction folded again from scratch (events.history),
-    compared with the states the store kept (``event_states``) row for row."""
+    compared with the states the store kept (``event_states``) row for row. ``store``: the store
+    read through ``conn`` (the SQLite store over it when not given)."""
     from .history import STATE_COLUMNS, EventState, advance, state_row
     from .models import NEWS_KINDS
     from .store import EventStore
 
-    store = EventStore.over(conn)
+    store = store if store is not None else EventStore.over(conn)
     news = ", ".join(f"'{k}'" for k in NEWS_KINDS)
     targets = [row[0] for row in conn.execute(
         f"SELECT DISTINCT e.target_id FROM events e JOIN events t ON t.event_id = e.target_id"

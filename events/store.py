@@ -12,13 +12,11 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import orjson
 import sqlite_utils
 
 from .aliases import AliasIndex
@@ -26,106 +24,28 @@ from .dates import parse_partial, utc_now_key
 from .history import STATE_COLUMNS, EventState, advance, entry, state_row
 from .history import fold as fold_state
 from .integrity import GENESIS, chain, digests
-from .ids import compact_json, fold
+from .ids import fold
 from .migrations import migrate
-from .models import NEWS_KINDS, EventRejected, ParsedEvent, writable
+from .models import NEWS_KINDS, EventRejected, writable
+from .records import (  # noqa: F401 - the records, importable from here as before
+    AliasDeclaration,
+    AppendDone,
+    AppendObserver,
+    AppendResult,
+    Candidate,
+    EventHash,
+    Facts,
+    StoredEvent,
+    event_facts,
+)
+
+if TYPE_CHECKING:
+    from .erasure import Erasure
 
 log = logging.getLogger("events.store")
 _CHUNK = 900  # ids per IN (...) query
 WRITER_CACHE_KIB = 16 * 1024  # page cache of the writer's connection
 READER_CACHE_KIB = 16 * 1024  # of each reader's (one per thread that reads)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    position: int
-    event_id: str
-    kind: str
-    target_id: str | None
-    recorded_at: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """What became of one event of a batch: ``stored``, ``duplicate`` or ``rejected``."""
-
-    status: str
-    event_id: str
-    position: int | None = None
-    reason: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AppendDone:
-    """One committed append, as the store's observers see it (metrics, tracing): when it
-    started (``time.time_ns()``), how long it took, the batch's size and what it stored."""
-
-    started_ns: int
-    seconds: float
-    batch: int
-    stored: int
-
-
-AppendObserver = Callable[[AppendDone], None]
-
-
-#: what the store's per-event rows take from a body: occurred_at, ended_at and, for a news
-#: event, its entities as (id, name, type, role)
-Facts = tuple[str, "str | None", tuple[tuple[str, str, str, str], ...]]
-
-
-def event_facts(event: ParsedEvent) -> Facts:
-    body = event.body
-    entities: tuple[tuple[str, str, str, str], ...] = ()
-    if event.kind in NEWS_KINDS:
-        entities = tuple((e["id"], e["name"], e["type"], e["role"]) for e in body["entities"])
-    return body["occurred_at"], body.get("ended_at"), entities
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """An event to append: the parsed event and the exact bytes it arrived as.
-
-    What the row needs that does not depend on the store (the body's JSON text, the digests
-    the hash chain takes, the facts of the per-event rows) is computed here, by whoever builds
-    the candidate, before the store's write lock is taken: a validating process, say, which
-    sends news events back without their body (``restore``; ``body`` reads it back if needed).
-    """
-
-    event: ParsedEvent
-    raw: bytes
-    body_json: str = field(init=False)
-    digests: tuple[bytes, bytes] = field(init=False)
-    facts: Facts = field(init=False)
-
-    def __post_init__(self) -> None:
-        body_json = compact_json(self.event.body, plain=self.event.plain)
-        object.__setattr__(self, "body_json", body_json)
-        object.__setattr__(self, "digests", digests(self.raw, body_json))
-        object.__setattr__(self, "facts", event_facts(self.event))
-
-    @classmethod
-    def restore(
-        cls, event: ParsedEvent, raw: bytes, body_json: str, row_digests: tuple[bytes, bytes], facts: Facts
-    ) -> "Candidate":
-        """A candidate computed elsewhere, from its parts (nothing recomputed). ``event.body`` may
-        be None for a news event: what the store needs of it is in ``facts`` and ``body_json``."""
-        candidate = object.__new__(cls)
-        object.__setattr__(candidate, "event", event)
-        object.__setattr__(candidate, "raw", raw)
-        object.__setattr__(candidate, "body_json", body_json)
-        object.__setattr__(candidate, "digests", row_digests)
-        object.__setattr__(candidate, "facts", facts)
-        return candidate
-
-    @property
-    def body(self) -> dict[str, Any]:
-        """The normalised body (read back from its JSON text when the event came without it)."""
-        if self.event.body is not None:
-            return self.event.body
-        return orjson.loads(self.body_json) if self.event.plain else json.loads(self.body_json)
 
 
 def connect(path: str | Path, cache_kib: int = WRITER_CACHE_KIB, page_size: int | None = None) -> sqlite3.Connection:
@@ -245,7 +165,13 @@ def register_functions(conn: sqlite3.Connection) -> None:
 
 
 class EventStore:
-    """Append, look up and read events. Only this module writes the ``events`` table."""
+    """Append, look up and read events. Only this module writes the ``events`` table.
+
+    The SQLite implementation of ``events.backend.Store``."""
+
+    backend = "sqlite"
+    #: what an append lets through rather than refuse one event for: the batch is retried
+    _store_errors: tuple[type[BaseException], ...] = (sqlite3.Error, MemoryError)
 
     def __init__(self, path: str | Path, *, reader: bool = False, read_only: bool = False) -> None:
         """Open (and migrate) the store; a ``reader`` leaves the schema to the writer; a
@@ -309,15 +235,18 @@ class EventStore:
                 conn.execute("ROLLBACK")
             raise
         if self.observers:
-            done = AppendDone(
-                started_ns, time.perf_counter() - started, len(batch), sum(r.status == "stored" for r in results)
-            )
-            for observe in self.observers:
-                try:
-                    observe(done)
-                except Exception:  # noqa: BLE001 - the batch is committed: a report must not undo that
-                    log.exception("an append observer failed")
+            self._observed(started_ns, started, batch, results)
         return results
+
+    def _observed(self, started_ns: int, started: float, batch: Sequence[Candidate], results: list[AppendResult]) -> None:
+        done = AppendDone(
+            started_ns, time.perf_counter() - started, len(batch), sum(r.status == "stored" for r in results)
+        )
+        for observe in self.observers:
+            try:
+                observe(done)
+            except Exception:  # noqa: BLE001 - the batch is committed: a report must not undo that
+                log.exception("an append observer failed")
 
     def _append_locked(self, batch: Sequence[Candidate]) -> list[AppendResult]:
         conn = self.conn
@@ -343,23 +272,7 @@ class EventStore:
             event = candidate.event
             existing = known.get(event.id)
             if existing is not None:
-                if existing[2]:
-                    results.append(AppendResult(
-                        "rejected", event.id, existing[0], "id_conflict",
-                        f"id: {event.id!r} was erased (position {existing[0]}); an erased id is never stored again",
-                    ))
-                elif existing[1] == event.content_hash:
-                    results.append(AppendResult("duplicate", event.id, existing[0]))
-                else:
-                    results.append(
-                        AppendResult(
-                            "rejected",
-                            event.id,
-                            existing[0],
-                            "id_conflict",
-                            f"id: {event.id!r} is already stored (position {existing[0]}) with other content",
-                        )
-                    )
+                results.append(_known(event.id, event.content_hash, existing))
                 continue
             editorial: StoredEvent | None = None
             applied: tuple[str, EventState, dict[str, Any]] | None = None
@@ -374,7 +287,7 @@ class EventStore:
             except EventRejected as exc:
                 results.append(AppendResult("rejected", event.id, None, exc.reason, exc.error))
                 continue
-            except (sqlite3.Error, MemoryError):  # the store's or the machine's state: the batch is retried
+            except self._store_errors:  # the store's or the machine's state: the batch is retried
                 raise
             except Exception as exc:  # noqa: BLE001 - judging one event against the store must not fail
                 # its batch (it would stay pending, retried for ever): refused, naming the failure
@@ -384,7 +297,7 @@ class EventStore:
                 ))
                 continue
             position += 1
-            known[event.id] = (position, event.content_hash, False)
+            known[event.id] = EventHash(position, event.content_hash, False)
             if aliases is not None and event.kind == "entity_alias":
                 details = candidate.body["details"]
                 aliases.add(position, details["alias"], details["canonical"], details.get("name"))
@@ -452,10 +365,13 @@ class EventStore:
         sql = "SELECT DISTINCT target_id FROM events WHERE target_id IN ({marks}) AND position <= ? AND body <> ''"
         return {row[0] for row in self._in_chunks(sql, ids, upto if upto is not None else 2**62)}
 
-    def hashes(self, ids: list[str]) -> dict[str, tuple[int, str, bool]]:
-        """``{event_id: (position, content_hash, erased)}`` for the ids that are stored."""
+    def hashes(self, ids: list[str]) -> dict[str, EventHash]:
+        """``{event_id: EventHash(position, content_hash, erased)}`` for the ids that are stored."""
         sql = "SELECT event_id, position, content_hash, body = '' FROM events WHERE event_id IN ({marks})"
-        return {event_id: (position, digest, bool(erased)) for event_id, position, digest, erased in self._in_chunks(sql, ids)}
+        return {
+            event_id: EventHash(position, digest, bool(erased))
+            for event_id, position, digest, erased in self._in_chunks(sql, ids)
+        }
 
     def _in_chunks(self, sql: str, ids: list[str], *args: Any) -> Iterable[tuple[Any, ...]]:
         """Rows of ``sql`` with its ``IN ({marks})`` filled by the ids, a chunk at a time."""
@@ -494,7 +410,7 @@ class EventStore:
             kind, current = states[target_id]
         else:
             target = self.get(target_id)
-            if target is None and self.hashes([target_id]).get(target_id, (0, "", False))[2]:
+            if target is None and _erased(self.hashes([target_id]).get(target_id)):
                 raise EventRejected("schema", f"{field}: {target_id!r} was erased; an erased event does not change")
             if target is None and target_id in pending:
                 earlier = pending[target_id]
@@ -593,12 +509,14 @@ class EventStore:
         )
         return [_stored(r) for r in rows]
 
-    def read_where(self, condition: str, args: tuple[Any, ...]) -> list[StoredEvent]:
-        """Events matching a condition on the events table, in store order."""
+    def read_not_plain(self, after: int, upto: int) -> list[StoredEvent]:
+        """Events with ``after < position <= upto`` that are not plain news events (``event_meta``'s
+        ``plain``: editorial events, aliases, news events that a change waited for), in order."""
         rows = self.conn.execute(
-            f"SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE ({condition}) AND body <> ''"
+            "SELECT position, event_id, kind, target_id, recorded_at, body FROM events WHERE position IN"
+            " (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND plain = 0) AND body <> ''"
             " ORDER BY position",
-            args,
+            (after, upto),
         )
         return [_stored(r) for r in rows]
 
@@ -612,17 +530,84 @@ class EventStore:
         ).fetchone()
         return row[0] if row else 0
 
-    def aliases(self, after: int = 0) -> list[tuple[int, str, str, str | None]]:
-        """Alias declarations after a position: ``(position, alias, canonical, name)``."""
-        out = []
-        for position, body in self.conn.execute(
+    def aliases(self, after: int = 0) -> list[AliasDeclaration]:
+        """Alias declarations after a position, in store order."""
+        rows = self.conn.execute(
             "SELECT position, body FROM events WHERE kind = 'entity_alias' AND position > ? AND body <> ''"
             " ORDER BY position",
             (after,),
-        ):
-            details = json.loads(body)["details"]
-            out.append((position, details["alias"], details["canonical"], details.get("name")))
-        return out
+        )
+        return [alias_declaration(position, body) for position, body in rows]
+
+    # --- erasure (events.erasure) ------------------------------------------------------------
+
+    def erase(
+        self, event_id: str, reason: str, who: str, before: Callable[[Any], None] | None = None
+    ) -> Erasure:
+        """Erase an event and the changes that target it (``events.erasure.erase``)."""
+        from .erasure import erase
+
+        return erase(self, event_id, reason, who, before)
+
+    def scrub(self) -> None:
+        """Overwrite the file's free pages and empty its log again (``events.erasure.scrub``)."""
+        from .erasure import scrub
+
+        scrub(self)
+
+    def erasure_of(self, event_id: str) -> Erasure | None:
+        """The erasure that blanked an event (named by it, or erased with it), or None."""
+        from .erasure import erasure_of
+
+        return erasure_of(self.conn, event_id)
+
+    def tombstone(self, event_id: str) -> dict[str, Any] | None:
+        """What is left of an erased event; None when it is not erased."""
+        from .erasure import tombstone
+
+        return tombstone(self.conn, event_id)
+
+    def erasures(self, after: int = 0, limit: int = 1000) -> list[Erasure]:
+        """The erasures, in the order they were made."""
+        from .erasure import erasures
+
+        return erasures(self.conn, after, limit)
+
+    def erased_ids(self, ids: list[str]) -> set[str]:
+        """The ids among these whose events are erased."""
+        from .erasure import erased_ids
+
+        return erased_ids(self.conn, ids)
+
+    def erasure_count(self) -> int:
+        """How many erasures were made (a cheap token for caches that must forget what was erased)."""
+        from .erasure import erasure_count
+
+        return erasure_count(self.conn)
+
+
+def _known(event_id: str, content_hash: str, existing: EventHash) -> AppendResult:
+    """What becomes of an event whose id is already stored: a duplicate or an ``id_conflict``."""
+    if existing.erased:
+        return AppendResult(
+            "rejected", event_id, existing.position, "id_conflict",
+            f"id: {event_id!r} was erased (position {existing.position}); an erased id is never stored again",
+        )
+    if existing.content_hash == content_hash:
+        return AppendResult("duplicate", event_id, existing.position)
+    return AppendResult(
+        "rejected", event_id, existing.position, "id_conflict",
+        f"id: {event_id!r} is already stored (position {existing.position}) with other content",
+    )
+
+
+def _erased(found: EventHash | None) -> bool:
+    return found is not None and found.erased
+
+
+def alias_declaration(position: int, body: str) -> AliasDeclaration:
+    details = json.loads(body)["details"]
+    return AliasDeclaration(position, details["alias"], details["canonical"], details.get("name"))
 
 
 def _stored(row: Iterable[Any]) -> StoredEvent:

@@ -451,10 +451,7 @@ class ProjectionEngine:
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
-            rest = store.read_where(
-                "position IN (SELECT position FROM event_meta WHERE position > ? AND position <= ? AND NOT plain)",
-                (low, high),
-            )
+            rest = store.read_not_plain(low, high)
         else:
             rest = store.read(low, high - low, high)
         changes = compute_changes(store, rest)

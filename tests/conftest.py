@@ -71,3 +71,39 @@ def redis_client(redis_url: str, stream_name: str) -> Iterator[redis.Redis]:
             client.delete(stream_name, f"{stream_name}:dead")
         finally:
             client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of the PostgreSQL shared by the whole session: ``POSTGRES_URL`` when set, else a
+    server started from the ``pgserver`` package for the session (tests/pg_support.py)."""
+    from pg_support import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[str]:
+    """A ``TIMELINE_DB`` URL of this test's own: a fresh schema, dropped after the test."""
+    from pg_support import drop_schema, fresh_schema
+
+    url = fresh_schema(pg_url)
+    try:
+        yield url
+    finally:
+        drop_schema(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ``TIMELINE_DB`` value on each backend in turn: a SQLite file in the test's folder, then
+    a PostgreSQL schema of the test's own (``pg_db``)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "timeline.db")
+    return request.getfixturevalue("pg_db")

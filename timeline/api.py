@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events.erasure import Gone, erased_ids
+from events.erasure import Gone
 from events.models import EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
 from projections.live import NotLive, StreamFilter
@@ -252,7 +252,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     async def _without_erased(valid: list[Any], rejected: list[Any]) -> tuple[list[Any], list[Any]]:
         """An erased id is refused at once (it would be dead-lettered: docs/erasure.md)."""
-        erased = await read(lambda: erased_ids(queries.store.conn, [event_id for _, event_id, _ in valid]))
+        erased = await read(lambda: queries.store.erased_ids([event_id for _, event_id, _ in valid]))
         if not erased:
             return valid, rejected
         refusals = [Rejected(index, "id_conflict", f"id: {event_id!r} was erased; an erased id is never stored again")

@@ -120,7 +120,7 @@ def serve(
             where = ", ".join(_http_address(a[0], a[1]) for a in bound) or _http_address(host, port)
             _say(f"listening on {where}")
             _say(f"redis: {_redis_line(runtime)}")
-            _say(f"store: {settings.db.resolve()}" + (" (read-only node)" if settings.read_only else ""))
+            _say(f"store: {_store_label(settings)}" + (" (read-only node)" if settings.read_only else ""))
 
     with _redis_not_ready_exits():
         try:
@@ -403,7 +403,7 @@ def show(
         err.print(f"[red]kind: {unknown[0]!r} is not a kind[/]; the kinds are {', '.join(KINDS)}")
         raise typer.Exit(2)
     settings = _settings()
-    if not settings.db.exists():
+    if _no_store(settings):
         err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
         raise typer.Exit(2)
     service = TimelineService(settings)
@@ -489,7 +489,7 @@ def export(
             err.print(f"[red]{escape(message)}[/]")
             raise typer.Exit(2)
     settings = _settings()
-    if not settings.db.exists():
+    if _no_store(settings):
         err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
         raise typer.Exit(2)
     query = TimelineQuery(
@@ -611,7 +611,7 @@ def erase(
     from .service import TimelineService
 
     settings = _settings(writes="erases from the store")
-    if not settings.db.is_file():
+    if _no_store(settings):
         err.print(f"[red]no store at {settings.db}[/]")
         raise typer.Exit(2)
     service = TimelineService(settings)
@@ -665,15 +665,19 @@ def verify(
     from events.store import connect_read_only
 
     settings = _settings()
-    if not settings.db.is_file():
-        err.print(f"[red]no store at {settings.db}[/]")
-        raise typer.Exit(2)
-    conn = connect_read_only(settings.db)
-    try:
-        report = check(conn, head=head.strip().lower() if head else None)
-    finally:
-        conn.close()
-    projections_beyond(settings.db, report)
+    kept = head.strip().lower() if head else None
+    if isinstance(settings.db, str):  # PostgreSQL (docs/postgresql.md)
+        report = _verify_postgres(settings.db, kept)
+    else:
+        if not settings.db.is_file():
+            err.print(f"[red]no store at {settings.db}[/]")
+            raise typer.Exit(2)
+        conn = connect_read_only(settings.db)
+        try:
+            report = check(conn, head=kept)
+        finally:
+            conn.close()
+        projections_beyond(settings.db, report)
     for erased in report.erasures:
         with_ = f" with {', '.join(erased['erased_with'])}" if erased["erased_with"] else ""
         console.print(
@@ -694,6 +698,62 @@ def verify(
     raise typer.Exit(1)
 
 
+def _store_label(settings: Any) -> str:
+    """The store as printed: a SQLite file's absolute path, or a PostgreSQL URL without its password."""
+    if isinstance(settings.db, str):
+        from events.pg.connect import redact
+
+        return redact(settings.db)
+    return str(settings.db.resolve())
+
+
+def _no_store(settings: Any) -> bool:
+    """Whether the store's SQLite file does not exist (a PostgreSQL store is found when opened)."""
+    return not isinstance(settings.db, str) and not settings.db.is_file()
+
+
+def _verify_postgres(url: str, head: str | None) -> Any:
+    """``timeline verify`` of a store on PostgreSQL; exit 2 when it cannot be reached or has no store."""
+    import psycopg
+
+    from events.pg.connect import redact
+    from events.pg.integrity import verify as check_pg
+
+    try:
+        return check_pg(url, head=head)
+    except psycopg.OperationalError as exc:
+        err.print(f"[red]cannot reach {escape(redact(url))}[/]: {escape(str(exc).strip())}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:  # no schema of the search_path exists
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("copy-store")
+def copy_store(
+    source: Annotated[str, typer.Argument(metavar="SRC", help="the store to copy: a SQLite path or a postgresql:// URL")],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="where to: an empty (or new) store, path or URL")],
+) -> None:
+    """Copy a store to another backend (SQLite to PostgreSQL, or back), in store order.
+
+    Every event, hash and erasure as it is; the chain is verified on arrival (else nothing is
+    written) and the destination checked whole. Projections rebuild when `timeline serve` starts
+    on DEST. Works while a service appends to SRC (its snapshot is copied)."""
+    from events.copy import CopyError, copy_store as copy, describe
+
+    try:
+        with err.status(f"copying {describe(source)} to {describe(dest)}") as status:
+            result = copy(source, dest, progress=lambda table, n: status.update(f"copying {table}: {n:,} rows"))
+    except CopyError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(exc.status) from None
+    console.print(
+        f"copied {result.events} events to {describe(dest)} in {result.seconds:.2f} s; verified: head hash"
+        f" {result.head_hash} (position {result.events}). Projections rebuild when `timeline serve` starts on it.",
+        soft_wrap=True, markup=False, highlight=False,
+    )
+
+
 @app.command()
 def backup(
     dest: Annotated[Path, typer.Argument(metavar="DEST", help="the copy's path (its folder must exist)")],
@@ -707,6 +767,10 @@ def backup(
     from .backup import BackupError, backup as make_backup
 
     settings = _settings()
+    if isinstance(settings.db, str):
+        err.print("[red]timeline backup copies a SQLite store[/]; on PostgreSQL, `timeline copy-store URL FILE` makes"
+                  " a verified SQLite copy, or use PostgreSQL's own backups (docs/postgresql.md)", soft_wrap=True)
+        raise typer.Exit(2)
     try:
         with err.status(f"copying {settings.db} to {dest}"):
             result = make_backup(settings.db, dest, force=force)
@@ -846,10 +910,14 @@ def info(
         redis_line = f"{running} (embedded, running, port {port}, data in {settings.redis_dir.resolve()})"
     else:
         redis_line = f"embedded, not running (data in {settings.redis_dir.resolve()}): `timeline serve` starts it"
-    store = settings.db.resolve()
+    if isinstance(settings.db, str):
+        store_lines = [f"store: {_store_label(settings)} (PostgreSQL)", "projections: in the store's schema"]
+    else:
+        store = settings.db.resolve()
+        store_lines = [f"store: {store}" + ("" if store.exists() else " (not created yet)"),
+                       f"projections: {projections_dir(store)}"]
     lines = [
-        f"store: {store}" + ("" if store.exists() else " (not created yet)"),
-        f"projections: {projections_dir(store)}",
+        *store_lines,
         f"stream: {settings.stream}",
         f"dead letters: {settings.dead_stream}",
         f"redis: {redis_line}",

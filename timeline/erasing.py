@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from events.erasure import Erasure, erase, erasure_of, scrub
+from events.erasure import Erasure
 from events.models import EventRejected, parse_event_bytes
 from projections.erasure import Erased, capture
 
@@ -60,15 +60,15 @@ def erase_stored(service: TimelineService, event_id: str, reason: str, who: str)
     return the erasure and whether it had been made before (then nothing is erased again: the
     files are scrubbed again and the caller scrubs Redis again: for a log that readers kept busy,
     or an entry a consumer had in hand during the first scrub)."""
-    existing = erasure_of(service.store.conn, event_id)
+    existing = service.store.erasure_of(event_id)
     if existing is not None:  # the files are scrubbed again
         with service.append_lock:
-            scrub(service.store)
+            service.store.scrub()
         service.engine.remove(None)
         return existing, True
     gone: list[Erased | None] = []
     with service.append_lock:  # the writer's connection is the consumer's too
-        erasure = erase(service.store, event_id, reason, who, before=lambda store: gone.append(capture(store, event_id)))
+        erasure = service.store.erase(event_id, reason, who, before=lambda store: gone.append(capture(store, event_id)))
     if gone and gone[0] is not None:
         service.engine.remove(gone[0])
     return erasure, False

@@ -15,7 +15,7 @@ import redis
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 
-from events.erasure import ErasureIncomplete, ErasureRefused, erasures
+from events.erasure import ErasureIncomplete, ErasureRefused
 
 from .erasing import erase_stored, scrub_redis, token_name
 from .runtime import Runtime
@@ -64,7 +64,7 @@ def add_erasure_routes(app: FastAPI, runtime: Runtime, require_token: Check, onl
         after: Annotated[int, Query(ge=0, le=2**62)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> JSONResponse:
         """The erasures made, oldest first (``after``: a ``seq`` already seen)."""
-        found = await runtime.read(lambda: erasures(runtime.service.queries.store.conn, after, limit))
+        found = await runtime.read(lambda: runtime.service.queries.store.erasures(after, limit))
         return JSONResponse({"erasures": [e.as_dict() for e in found]})
 
 

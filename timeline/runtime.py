@@ -250,8 +250,8 @@ class Runtime:
         out: list[Outcome] = []
         for event_id, digest in wanted:
             hit = found.get(event_id)
-            if hit is not None and hit[1] == digest and hit[0] <= projected:
-                out.append(("stored", hit[0], None))
+            if hit is not None and hit.content_hash == digest and hit.position <= projected:
+                out.append(("stored", hit.position, None))
             else:
                 out.append(None)
         return out

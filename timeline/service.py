@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
+from events.backend import open_store
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections
 from projections.queries import Queries
@@ -243,7 +244,7 @@ class TimelineService:
             self.store = _served_store(settings)
             self.projection_names = [p.name for p in default_projections()]
         else:
-            self.store = EventStore(settings.db)
+            self.store = open_store(settings.db)
             # Live catch-up batches of up to 20,000 events: under load, the projector takes what was
             # stored meanwhile in one transaction (a page of a projection table is written once per
             # batch, so the cost per event falls as batches grow; docs/performance.md has the figures).

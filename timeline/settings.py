@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(None, alias="REDIS_URL", description="Redis; unset starts an embedded server")
-    db: Path = Field(Path("data/timeline.db"), alias="TIMELINE_DB", description="the SQLite store")
+    db: Path | str = Field(
+        Path("data/timeline.db"), alias="TIMELINE_DB",
+        description="the store: a SQLite file's path, or a postgresql:// URL (docs/postgresql.md)",
+    )
     stream: str = Field("news:events", alias="TIMELINE_STREAM", min_length=1)
     read_only: bool = Field(
         False, alias="TIMELINE_READ_ONLY",
@@ -129,10 +132,28 @@ class Settings(BaseSettings):
     def group(self) -> str:
         return GROUP
 
+    @field_validator("db", mode="after")
+    @classmethod
+    def _db_path_or_url(cls, value: Path | str) -> Path | str:
+        """A ``postgresql://`` URL stays a string (a Path would fold its ``//``); else a Path."""
+        from events.backend import is_postgres
+
+        return value.strip() if is_postgres(value) else Path(value)
+
+    @property
+    def on_postgres(self) -> bool:
+        """Whether the store is on PostgreSQL (``TIMELINE_DB`` is a URL)."""
+        return isinstance(self.db, str)
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder of this node's files: the store's (SQLite), else ``./data`` (PostgreSQL)."""
+        return Path("data") if isinstance(self.db, str) else self.db.parent
+
     @property
     def redis_dir(self) -> Path:
         """Where the embedded Redis keeps its append-only file: beside the store."""
-        return self.db.parent / "redis"
+        return self.data_dir / "redis"
 
     @property
     def token(self) -> str | None:

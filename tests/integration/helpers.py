@@ -1,6 +1,7 @@
 """Helpers for the integration tier: events built from a valid default, appends, projections.
 
-Everything here runs on real SQLite files; nothing is mocked. ``make_event`` gives a valid
+Everything here runs on real SQLite files or a real PostgreSQL schema (a ``db`` that is a
+``postgresql://`` URL: the ``backend`` fixture); nothing is mocked. ``make_event`` gives a valid
 news event (docs/contract.md §1) with any field overridden (``DROP`` removes a field).
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from events.backend import is_postgres, open_store
 from events.models import parse_event_bytes
 from events.store import AppendResult, Candidate, EventStore
 from projections import ProjectionEngine, default_projections
@@ -120,6 +122,37 @@ def candidate(event: dict[str, Any] | str | bytes) -> Candidate:
     else:
         raw = event
     return Candidate(parse_event_bytes(raw), raw)
+
+
+@contextlib.contextmanager
+def plain_connection(db: str | Path) -> Iterator[Any]:
+    """A connection to the store's database that is not the store's (as an intruder would open
+    one), taking ``?`` marks on either backend; in autocommit mode."""
+    if is_postgres(db):
+        from events.pg.connect import Qmark, connect
+
+        conn = Qmark(connect(str(db)))
+    else:
+        conn = sqlite3.connect(str(db), isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def db_errors(db: str | Path) -> tuple[type[Exception], type[Exception]]:
+    """The backend's (error, integrity error) classes."""
+    if is_postgres(db):
+        import psycopg
+
+        return psycopg.Error, psycopg.IntegrityError
+    return sqlite3.DatabaseError, sqlite3.IntegrityError
+
+
+def sql_rows(db: str | Path, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of a query on the store's database, through a plain connection."""
+    with plain_connection(db) as conn:
+        return [tuple(row) for row in conn.execute(query, params).fetchall()]
 
 
 def append(store: EventStore, *events: dict[str, Any] | str | bytes) -> list[AppendResult]:
@@ -257,7 +290,7 @@ def append_worker(path: str, prefix: str, count: int, barrier: Any, results: Any
     stored = 0
     try:
         barrier.wait(timeout=60)
-        with EventStore(path) as store:
+        with open_store(path) as store:
             for i in range(count):
                 event = news(f"{prefix}-{i:05d}", "2025-05-24", (f"{prefix}-entity",))
                 try:

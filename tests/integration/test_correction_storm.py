@@ -1,5 +1,6 @@
 """A correction storm: the n-th correction of an event costs what the first did, and the state the
-store keeps as it goes is the state a fold from scratch gives (real SQLite files, real projections)."""
+store keeps as it goes is the state a fold from scratch gives (real SQLite files, real projections;
+the store's part on PostgreSQL too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 import events.history
+from events.backend import open_store
 from events.history import fold
 from events.store import EventStore
 from projections import ProjectionEngine, default_projections
@@ -97,6 +99,31 @@ def test_a_thousand_corrections_of_one_event_equal_a_fold_from_scratch(tmp_path:
         incremental = tables(engine)
         engine.rebuild()
         assert tables(engine) == incremental
+
+
+def test_the_state_kept_equals_a_fold_from_scratch_on_each_backend(backend: str) -> None:
+    """The store's part of the storm, on SQLite and on PostgreSQL (the projections' part runs in
+    the test above): 300 changes, some before their event, in batches of any size; as of any
+    position the state kept is the fold of what was stored by then."""
+    rng = random.Random(5)
+    changes = storm(300, seed=7)
+    batches: list[list[dict[str, Any]]] = [changes[:12], changes[12:20] + [target()]]
+    rest = changes[20:]
+    while rest:
+        size = rng.choice([1, 2, 5, 17, 60])
+        batches.append(rest[:size])
+        rest = rest[size:]
+    with open_store(backend) as store:
+        statuses: dict[str, int] = {}
+        for batch in batches:
+            for result in append(store, *batch):
+                statuses[result.status] = statuses.get(result.status, 0) + 1
+        assert statuses["rejected"] > 3 and statuses["stored"] > 280
+        body, status, history = kept(store)
+        assert (body, status, history) == from_scratch(store)
+        assert len(history) == statuses["stored"] - 1
+        for upto in sorted({21, 22, 50, 150, *rng.sample(range(21, store.head() + 1), 10)}):
+            assert kept(store, upto) == from_scratch(store, upto), upto
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from events.backend import open_store
 from events.integrity import GENESIS, ROW_COLUMNS, link, verify
 from events.models import parse_event
 from events.store import Candidate, EventStore, connect_read_only
@@ -28,8 +29,9 @@ N = 30
 
 def filled(path: Path, n: int = N) -> None:
     """``n`` events: reports about one or two entities, and from 20 on, corrections and a retraction
-    of earlier ones (and one correction of an event that never arrives)."""
-    with EventStore(path) as store:
+    of earlier ones (and one correction of an event that never arrives). ``path``: a SQLite
+    file, or a PostgreSQL URL (test_pg_integrity.py)."""
+    with open_store(path) as store:
         for start in range(0, n, 7):
             batch = []
             for i in range(start, min(start + 7, n)):

@@ -1,7 +1,8 @@
 """The store judges each candidate of a batch on its own (issue 14, point 1), on a real SQLite
-file: a candidate that cannot be checked against the stored events (one built elsewhere, by a
-validating process of another version, say) is refused as ``schema``; the rest of its batch is
-stored; nothing raises, so the stream batch is settled rather than retried for ever."""
+file and a real PostgreSQL: a candidate that cannot be checked against the stored events (one
+built elsewhere, by a validating process of another version, say) is refused as ``schema``; the
+rest of its batch is stored; nothing raises, so the stream batch is settled rather than retried
+for ever."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from events.models import ParsedEvent, parse_event_bytes
+from events.backend import open_store
 from events.store import Candidate, EventStore
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with EventStore(tmp_path / "store.db") as s:
+def store(backend: str):
+    """The store on each backend in turn (tests/conftest.py ``backend``)."""
+    with open_store(backend) as s:
         yield s
 
 

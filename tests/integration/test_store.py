@@ -1,4 +1,5 @@
-"""The append-only event store on real SQLite files (docs/contract.md §1 idempotency, §3 reasons)."""
+"""The append-only event store on both backends, real SQLite files and a real PostgreSQL
+(docs/contract.md §1 idempotency, §3 reasons); the SQLite file's own migrations at the end."""
 
 from __future__ import annotations
 
@@ -14,27 +15,33 @@ import events.store as store_module
 from events.ids import EVENT_ID_PATTERN
 from events.migrations import MIGRATIONS, migrate
 from events.models import EventRejected, parse_event_bytes
+from events.backend import is_postgres, open_store
 from events.store import EventStore, connect
-from helpers import DROP, alias, append, append_worker, correction, make_event, news, open_worker, retraction
+from helpers import (
+    DROP, alias, append, append_worker, correction, db_errors, make_event, news, open_worker, plain_connection,
+    retraction, sql_rows,
+)
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(backend):
+    """The store on each backend in turn (tests/conftest.py ``backend``)."""
+    return backend
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
     return tmp_path / "store.db"
 
 
 @pytest.fixture
 def store(db):
-    with EventStore(db) as s:
+    with open_store(db) as s:
         yield s
 
 
-def positions(path) -> list[int]:
-    conn = sqlite3.connect(str(path))
-    try:
-        return [r[0] for r in conn.execute("SELECT position FROM events ORDER BY position")]
-    finally:
-        conn.close()
+def positions(db) -> list[int]:
+    return [r[0] for r in sql_rows(db, "SELECT position FROM events ORDER BY position")]
 
 
 # --- positions and recorded_at ---------------------------------------------------------------
@@ -60,7 +67,7 @@ def test_positions_are_gap_free_across_batches(store, db):
     assert store.head() == 11
     # reopening continues where the file left off
     store.close()
-    with EventStore(db) as again:
+    with open_store(db) as again:
         (r,) = append(again, news("e0", "2025"))
         assert r.position == 12
     assert positions(db) == list(range(1, 13))
@@ -214,65 +221,55 @@ def test_derived_ids_inside_one_batch(store, db):
 def test_update_and_delete_are_refused_through_a_plain_connection(store, db):
     append(store, make_event(), news("other", "2025"))
     before = store.read(0)
-    conn = sqlite3.connect(str(db))
-    try:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    error, _ = db_errors(db)
+    with plain_connection(db) as conn:
+        with pytest.raises(error, match="append-only"):
             conn.execute("UPDATE events SET body = '{}' WHERE position = 1")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("UPDATE events SET raw = x'00'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        with pytest.raises(error, match="append-only"):
+            conn.execute("UPDATE events SET raw = ?", (b"\x00",))
+        with pytest.raises(error, match="append-only"):
             conn.execute("DELETE FROM events WHERE position = 2")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        with pytest.raises(error, match="append-only"):
             conn.execute("DELETE FROM events")
-        conn.rollback()
-    finally:
-        conn.close()
     assert store.read(0) == before
     assert positions(db) == [1, 2]
 
 
 def test_update_and_delete_are_refused_as_integrity_errors(store, db):
     append(store, make_event())
-    conn = sqlite3.connect(str(db))
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    _, integrity = db_errors(db)
+    with plain_connection(db) as conn:
+        with pytest.raises(integrity, match="append-only"):
             conn.execute("UPDATE events SET kind = 'report'")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(integrity, match="append-only"):
             conn.execute("DELETE FROM events")
-    finally:
-        conn.close()
 
 
 def test_insert_or_replace_cannot_overwrite_an_event(store, db):
-    """REPLACE deletes the old row first; the delete trigger must still fire... or the
-    unique id must refuse. Either way the first event stays."""
+    """REPLACE (SQLite) deletes the old row first, an upsert (PostgreSQL) updates it: the
+    triggers must still fire, or the unique id must refuse. Either way the first event stays."""
     append(store, make_event())
-    conn = sqlite3.connect(str(db))
-    try:
-        conn.execute("PRAGMA recursive_triggers = ON")
-        with pytest.raises(sqlite3.DatabaseError):
-            conn.execute(
-                "INSERT OR REPLACE INTO events (position, event_id, kind, content_hash, recorded_at, raw, body)"
-                " VALUES (1, 'x', 'report', 'h', 'r', x'00', '{}')"
-            )
-        conn.rollback()
-    finally:
-        conn.close()
+    error, _ = db_errors(db)
+    columns = "(position, event_id, kind, content_hash, recorded_at, raw, body) VALUES (1, 'x', 'report', 'h', 'r', ?, '{}')"
+    with plain_connection(db) as conn:
+        if is_postgres(db):
+            statement = f"INSERT INTO events {columns} ON CONFLICT (position) DO UPDATE SET event_id = excluded.event_id"
+        else:
+            conn.execute("PRAGMA recursive_triggers = ON")
+            statement = f"INSERT OR REPLACE INTO events {columns}"
+        with pytest.raises(error):
+            conn.execute(statement, (b"\x00",))
     assert store.get("x-outage-2025-05-24") is not None
 
 
 # --- per-event rows for projections ----------------------------------------------------------
 
 
-def facts(path) -> tuple[list[tuple], list[tuple]]:
-    conn = sqlite3.connect(str(path))
-    try:
-        return (
-            conn.execute("SELECT * FROM event_meta ORDER BY position").fetchall(),
-            conn.execute("SELECT * FROM event_entities ORDER BY position, entity_id").fetchall(),
-        )
-    finally:
-        conn.close()
+def facts(db) -> tuple[list[tuple], list[tuple]]:
+    return (
+        sql_rows(db, "SELECT * FROM event_meta ORDER BY position"),
+        sql_rows(db, "SELECT * FROM event_entities ORDER BY position, entity_id"),
+    )
 
 
 def test_each_stored_event_has_its_facts_written_with_it(store, db):
@@ -310,18 +307,20 @@ def test_a_news_event_that_a_correction_or_retraction_waited_for_is_not_plain(st
 
 def test_the_facts_are_append_only_too(store, db):
     append(store, make_event())
-    conn = sqlite3.connect(str(db))
-    try:
+    _, integrity = db_errors(db)
+    with plain_connection(db) as conn:
         for sql in ("UPDATE event_meta SET plain = 0", "DELETE FROM event_meta",
                     "UPDATE event_entities SET name = 'Y'", "DELETE FROM event_entities"):
-            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            with pytest.raises(integrity, match="append-only"):
                 conn.execute(sql)
-        conn.rollback()
-    finally:
-        conn.close()
 
 
-def test_the_facts_migration_fills_them_in_for_events_stored_before_it(store, db):
+# --- the SQLite file's migrations (PostgreSQL's: test_pg_schema.py) --------------------------
+
+
+def test_the_facts_migration_fills_them_in_for_events_stored_before_it(sqlite_db):
+    db = sqlite_db
+    store = EventStore(db)
     append(store, correction("c1", "n1", headline="fixed"), news("n0", "2024-02", ("x", "y")))
     append(store, news("n1", "2025-05-24T14:30Z", ("x",), ended_at="2025-06"), alias("al", "y", "x"))
     append(store, make_event(), retraction("r1", "n0"), news("n2", "2025", ("z",)))
@@ -341,7 +340,8 @@ def test_the_facts_migration_fills_them_in_for_events_stored_before_it(store, db
 # --- migrations -------------------------------------------------------------------------------
 
 
-def test_migrations_are_recorded_and_never_applied_twice(db):
+def test_migrations_are_recorded_and_never_applied_twice(sqlite_db):
+    db = sqlite_db
     with EventStore(db) as store:
         append(store, make_event())
     conn = sqlite3.connect(str(db))
@@ -363,7 +363,8 @@ def test_migrations_are_recorded_and_never_applied_twice(db):
     assert again == first
 
 
-def test_a_new_migration_runs_once_on_an_existing_file(db):
+def test_a_new_migration_runs_once_on_an_existing_file(sqlite_db):
+    db = sqlite_db
     with EventStore(db) as store:
         append(store, make_event())
     calls = []
@@ -384,7 +385,8 @@ def test_a_new_migration_runs_once_on_an_existing_file(db):
     assert names == sorted([name for name, _ in MIGRATIONS] + ["9999_extra"])
 
 
-def test_a_failing_migration_is_not_recorded(db):
+def test_a_failing_migration_is_not_recorded(sqlite_db):
+    db = sqlite_db
     EventStore(db).close()
 
     def broken(conn):
@@ -492,15 +494,18 @@ def _run_two_writers(db, count: int) -> list[tuple[str, int, list[str]]]:
 
 
 def test_two_processes_append_concurrently(db):
-    EventStore(db).close()  # the file exists and is migrated before the writers start
+    open_store(db).close()  # the store exists and is migrated before the writers start
+    # PostgreSQL commits one append in a few round trips more than SQLite: fewer events show the
+    # same interleaving in the same time
+    count = 500 if is_postgres(db) else 2000
     started = time.monotonic()
-    out = _run_two_writers(db, 2000)
+    out = _run_two_writers(db, count)
     elapsed = time.monotonic() - started
-    assert out == [("p1", 2000, []), ("p2", 2000, [])], f"after {elapsed:.1f}s"
-    assert positions(db) == list(range(1, 4001))
-    with EventStore(db) as store:
+    assert out == [("p1", count, []), ("p2", count, [])], f"after {elapsed:.1f}s"
+    assert positions(db) == list(range(1, 2 * count + 1))
+    with open_store(db) as store:
         events = store.read(0, 10_000)
-        assert len({e.event_id for e in events}) == 4000
+        assert len({e.event_id for e in events}) == 2 * count
         stamps = [e.recorded_at for e in events]
         assert stamps == sorted(stamps)
         # both writers really interleaved (not one after the other)
@@ -531,3 +536,41 @@ def test_two_processes_open_new_files_concurrently(tmp_path):
         finally:
             conn.close()
         assert names == sorted(name for name, _ in MIGRATIONS)
+
+
+# --- PostgreSQL: a lost connection ------------------------------------------------------------
+
+
+def test_a_lost_connection_fails_one_append_and_the_next_reconnects(pg_db):
+    """PostgreSQL restarted or the session terminated: the batch in hand fails (the consumer retries
+    it), nothing of it is stored, and the next append opens a new connection and goes on."""
+    import psycopg
+
+    with open_store(pg_db) as store:
+        append(store, news("n1", "2025"))
+        (pid,) = store.pg.execute("SELECT pg_backend_pid()").fetchone()
+        with plain_connection(pg_db) as other:
+            other.execute("SELECT pg_terminate_backend(?)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            append(store, news("n2", "2025"))
+        (again,) = append(store, news("n2", "2025"))
+        assert (again.status, again.position) == ("stored", 2)
+        assert positions(pg_db) == [1, 2]
+
+
+def test_an_entity_name_with_u0000_is_stored_on_either_backend(store, db):
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): the event is stored all the same, its
+    raw bytes and body exactly, the derived entity row with U+FFFD there (never a batch failing,
+    and retried, for ever)."""
+    raw = json.dumps(news("nul", "2025", [{"id": "x-y", "name": "X\u0000Y", "type": "organization",
+                                            "role": "subject"}])).encode()
+    (r,) = append(store, raw)
+    assert r.status == "stored"
+    assert store.raw("nul") == raw
+    assert store.get("nul").body["entities"][0]["name"] == "X\u0000Y"
+    name = "X\ufffdY" if is_postgres(db) else "X\u0000Y"
+    assert sql_rows(db, "SELECT name FROM event_entities WHERE position = 1") == [(name,)]
+    if is_postgres(db):
+        from events.pg.integrity import verify
+
+        assert verify(db).ok
