@@ -214,6 +214,14 @@ class AliasIndex:
                 found = self._members[canonical] = forest.members(canonical, upto)
             return list(found)
 
+    def changed_at(self, canonical: str) -> int:
+        """The position of the latest declaration that changed ``canonical``'s set of members, as
+        the index stands now (0: none): as of any position from there on, its members are those
+        of now. (A re-declaration starts an epoch whose links all carry its position.)"""
+        with self._lock:
+            forest = self._forest
+            return forest.latest.get(forest.find(canonical, EVERYTHING), 0)
+
     def is_alias(self, entity_id: str, upto: int = EVERYTHING) -> bool:
         return self.resolve(entity_id, upto) != entity_id
 

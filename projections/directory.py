@@ -18,6 +18,15 @@ whose statements is in force keeps what its latest statements gave. ``ent_stats`
 result as of now (for the directory's listing and search); a read as of an earlier position asks
 ``ent_said`` (the statements in force at ``P``: ``said_at <= P < died_at``).
 
+Alias groups (``projections.groups``): ``ent_links``, ``ent_groups`` and ``ent_sets`` keep which
+set each id of a group of two or more ids is in; ``ent_group_members`` (the events that count
+for the group, each once), ``ent_group_said`` (its members' statements) and ``ent_group_stats``
+(its count and first and last dates) are the group's rows, so that its card is a few indexed
+reads (``group_naming``) whatever its size; ``ent_stats.grouped`` flags the ids of groups, which
+the directory's listing (and its index) leaves out. A merge moves the smaller set's rows and
+merges its count and dates into the larger one's; a change to events of a group (a correction,
+a retraction, a late event) files those events' rows again and recomputes its count and dates.
+
 A rebuild fills ``ent_members`` and ``ent_said`` and leaves the entities' rows out; once caught
 up (``finish``), it derives every entity's name and type (from ``ent_said``) and its counts and
 dates (from the members, through their entity index) in one pass each.
@@ -32,13 +41,18 @@ from typing import Any
 from events.ids import compact_json, fold
 
 from .changes import Change
-from . import members
+from . import groups, members
 from .engine import Projection
 from .erasure import Erased
+from .groups import Groups, Regrouped
 
 STATS = "ent_stats"
 MEMBERS = "ent_members"
 SAID = "ent_said"
+PREFIX = "ent"  # of the group tables (``projections.groups``): ent_links, ent_groups, ent_sets
+GROUP_MEMBERS = "ent_group_members"
+GROUP_SAID = "ent_group_said"
+GROUP_STATS = "ent_group_stats"
 OPEN = 2**62  # died_at of a statement in force
 # A statement's rank: in force first, then the latest (said_at is a store position, < 2^52).
 IN_FORCE = 2**52
@@ -97,12 +111,15 @@ ON CONFLICT(id) DO UPDATE SET
 {COUNTS}"""
 
 
+# grouped: 1 for an id of an alias group (``projections.groups``): the directory lists the group
+# once, from its own rows, and its ids not on their own
 # name_rank, type_rank: the rank (``IN_FORCE`` if in force, plus said_at) of the statement that
 # gave the name, the type (NULL: none gave a type, ``other``)
 STATS_SCHEMA = """CREATE TABLE {t} (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, name_rank INTEGER NOT NULL,
     type_rank INTEGER, event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER, first_at TEXT,
-    last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL
+    last_key TEXT, last_position INTEGER, last_at TEXT, search TEXT NOT NULL,
+    grouped INTEGER NOT NULL DEFAULT 0
 )"""
 SAID_SCHEMA = """CREATE TABLE {t} (
     entity_id TEXT NOT NULL, said_at INTEGER NOT NULL, died_at INTEGER NOT NULL,
@@ -110,6 +127,22 @@ SAID_SCHEMA = """CREATE TABLE {t} (
 ) WITHOUT ROWID"""
 # The statements that give a type, for "the latest that gives a type" without passing the rest.
 SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(entity_id, said_at) WHERE type != 'other'"
+# A group's rows (``projections.groups``): its members' events, each once; their statements;
+# its count and dates.
+GROUP_MEMBERS_SCHEMA = """CREATE TABLE {t} (
+    set_id TEXT NOT NULL, position INTEGER NOT NULL, start_key TEXT NOT NULL, occurred_at TEXT NOT NULL,
+    PRIMARY KEY (set_id, position)
+) WITHOUT ROWID"""
+GROUP_SAID_SCHEMA = """CREATE TABLE {t} (
+    set_id TEXT NOT NULL, said_at INTEGER NOT NULL, entity_id TEXT NOT NULL, died_at INTEGER NOT NULL,
+    name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (set_id, said_at, entity_id)
+) WITHOUT ROWID"""
+GROUP_SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(set_id, said_at) WHERE type != 'other'"
+GROUP_STATS_SCHEMA = """CREATE TABLE {t} (
+    set_id TEXT PRIMARY KEY, event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER,
+    first_at TEXT, last_key TEXT, last_position INTEGER, last_at TEXT
+) WITHOUT ROWID"""
+STATS_COLUMNS = "event_count, first_key, first_position, first_at, last_key, last_position, last_at"
 
 
 def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upto: int = OPEN - 1) -> tuple[Any, ...] | None:
@@ -151,16 +184,46 @@ def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upt
     return named[1], typed[2], bonus + named[0], bonus + typed[0]
 
 
+def group_naming(conn: sqlite3.Connection, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
+    """``(name, type)`` of a group (``set_id``, canonical id ``root``) from its members'
+    statements filed under it (``ent_group_said``): what ``naming`` gives for the group's ids,
+    the canonical id first then the others by id, in a few indexed probes whatever its size."""
+
+    def latest(condition: str) -> tuple[Any, ...] | None:
+        return conn.execute(
+            f"SELECT name, type FROM {said_t} WHERE set_id = ?1 AND said_at <= ?2 {condition}"
+            " ORDER BY said_at DESC, entity_id <> ?3, entity_id LIMIT 1",
+            (set_id, upto, root),
+        ).fetchone()
+
+    named = latest("AND died_at > ?2")
+    if named is not None:
+        typed = latest("AND type != 'other' AND died_at > ?2")
+    else:
+        named = latest("")
+        if named is None:
+            return None
+        typed = latest("AND type != 'other'")
+    return named[0], typed[1] if typed is not None else "other"
+
+
 class DirectoryProjection(Projection):
     name = "entities"
-    version = 6  # 6: search keys transliterated (events.ids.fold)
+    # 6: search keys transliterated (events.ids.fold); 7: alias groups (ent_links, ent_groups,
+    # ent_sets) and their rows (ent_group_members, ent_group_said, ent_group_stats)
+    version = 7
     schema = {
         STATS: [STATS_SCHEMA],
         MEMBERS: [members.SCHEMA],
         SAID: [SAID_SCHEMA],
+        **groups.schema(PREFIX),
+        GROUP_MEMBERS: [GROUP_MEMBERS_SCHEMA],
+        GROUP_SAID: [GROUP_SAID_SCHEMA, GROUP_SAID_TYPED_INDEX],
+        GROUP_STATS: [GROUP_STATS_SCHEMA],
     }
     indexes = {
-        STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id)"],
+        # the directory's order, of the entities it lists from their own rows (not in a group)
+        STATS: ["CREATE INDEX IF NOT EXISTS {t}_count ON {t}(event_count DESC, id) WHERE grouped = 0"],
         MEMBERS: [MEMBERS_INDEX],
         SAID: [SAID_TYPED_INDEX],
     }
@@ -201,6 +264,186 @@ class DirectoryProjection(Projection):
                 WHERE true {MERGE}""",
             (low, high),
         )
+        self._group_bulk(conn, tag, low, high)
+
+    # --- groups (``projections.groups``): rows filed under each set as well --------------------
+
+    def _group_tables(self, tag: str) -> tuple[str, str, str, str]:
+        return (
+            self.table(GROUP_MEMBERS, tag), self.table(GROUP_SAID, tag), self.table(GROUP_STATS, tag),
+            self.table(PREFIX + groups.GROUPS, tag),
+        )
+
+    def _group_bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+        """The plain news events of ``low < position <= high`` filed under the sets of the
+        members they name: their events (new ones: each set's count grows by as many), statements,
+        and each set's count and dates, merged as the entities' rows are."""
+        gm, gsaid, gstats, groups_t = self._group_tables(tag)
+        named = f"""FROM event_meta e JOIN event_entities m ON m.position = e.position
+                    JOIN {groups_t} g ON g.entity_id = m.entity_id WHERE e.position > ? AND e.position <= ? AND e.plain"""
+        touched = [r[0] for r in conn.execute(f"SELECT DISTINCT g.set_id {named}", (low, high))]
+        if not touched:
+            return
+        conn.execute(
+            f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
+            f" SELECT g.set_id, e.position, e.start_key, e.occurred_at {named}",
+            (low, high),
+        )
+        conn.execute(
+            f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND id IN (SELECT m.entity_id {named})",
+            (low, high),
+        )
+        conn.execute(
+            f"""INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
+                SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                JOIN {groups_t} g ON g.entity_id = m.entity_id
+                JOIN {self.table(SAID, tag)} s ON s.entity_id = m.entity_id AND s.said_at = e.position
+                WHERE e.position > ? AND e.position <= ? AND e.plain""",
+            (low, high),
+        )
+        for set_id in touched:
+            count, first, last = conn.execute(
+                f"SELECT COUNT(*), MIN({members.packed()}), MAX({members.packed()}) FROM {gm}"
+                " WHERE set_id = ? AND position > ? AND position <= ?",
+                (set_id, low, high),
+            ).fetchone()
+            self._merge_stats(conn, gstats, set_id, (count, *self._dated(conn, gm, set_id, first),
+                                                     *self._dated(conn, gm, set_id, last)))
+
+    @staticmethod
+    def _dated(conn: sqlite3.Connection, gm: str, set_id: str, value: str | None) -> tuple[Any, Any, Any]:
+        """``(start_key, position, occurred_at)`` of a set's event given packed, or Nones."""
+        if value is None:
+            return None, None, None
+        key, position = members.unpack(value)
+        (occurred_at,) = conn.execute(
+            f"SELECT occurred_at FROM {gm} WHERE set_id = ? AND position = ?", (set_id, position)
+        ).fetchone()
+        return key, position, occurred_at
+
+    @staticmethod
+    def _merge_stats(conn: sqlite3.Connection, gstats: str, set_id: str, stats: Sequence[Any]) -> None:
+        """Add a count and merge first and last dates into a set's row (as ``COUNTS`` does)."""
+        conn.execute(
+            f"INSERT INTO {gstats} (set_id, {STATS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            f" ON CONFLICT(set_id) DO UPDATE SET {COUNTS}",
+            (set_id, *stats),
+        )
+
+    def _restat(self, conn: sqlite3.Connection, tag: str, set_id: str) -> None:
+        """A set's count and dates from its events (after some went: time in its size)."""
+        gm, _, gstats, _ = self._group_tables(tag)
+        count, first, last = conn.execute(
+            f"SELECT COUNT(*), MIN({members.packed()}), MAX({members.packed()}) FROM {gm} WHERE set_id = ?", (set_id,)
+        ).fetchone()
+        conn.execute(
+            f"INSERT OR REPLACE INTO {gstats} (set_id, {STATS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (set_id, count, *self._dated(conn, gm, set_id, first), *self._dated(conn, gm, set_id, last)),
+        )
+
+    def _file_all(self, conn: sqlite3.Connection, tag: str) -> None:
+        """Every group's rows, from its members' (a rebuild's finish, an erased alias)."""
+        gm, gsaid, gstats, groups_t = self._group_tables(tag)
+        for table in (gm, gsaid, gstats):
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute(
+            f"UPDATE {self.table(STATS, tag)} SET grouped = EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = id)"
+        )
+        conn.execute(
+            f"""INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)
+                SELECT g.set_id, m.position, m.start_key, m.occurred_at
+                FROM {groups_t} g JOIN {self.table(MEMBERS, tag)} m ON m.entity_id = g.entity_id ORDER BY 1, 2"""
+        )
+        conn.execute(
+            f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
+                SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
+                FROM {groups_t} g JOIN {self.table(SAID, tag)} s ON s.entity_id = g.entity_id ORDER BY 1, 2, 3"""
+        )
+        conn.execute(
+            f"""INSERT INTO {gstats} (set_id, {STATS_COLUMNS})
+                SELECT s.set_id, coalesce(a.cnt, 0), f.start_key, f.position, f.occurred_at,
+                       l.start_key, l.position, l.occurred_at
+                FROM {self.table(PREFIX + groups.SETS, tag)} s
+                LEFT JOIN (SELECT set_id, COUNT(*) AS cnt, MIN({members.packed()}) AS fc, MAX({members.packed()}) AS lc
+                           FROM {gm} GROUP BY set_id) a ON a.set_id = s.set_id
+                LEFT JOIN {gm} f ON f.set_id = s.set_id AND f.position = {members.packed_position('a.fc')}
+                LEFT JOIN {gm} l ON l.set_id = s.set_id AND l.position = {members.packed_position('a.lc')}"""
+        )
+
+    def declare(
+        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+    ) -> None:
+        """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
+        a merged set's move to the set it joined (the smaller set's: each row moves at most
+        log2(n) times) and its count and dates merge into that set's, a lone id's are copied
+        from its own, a regrouped set's are filed anew."""
+        table = Groups(conn, PREFIX, tag)
+        for declaration in declarations:
+            done = table.declare([declaration])
+            if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
+                self._file(conn, tag, done)
+
+    def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
+        gm, gsaid, gstats, groups_t = self._group_tables(tag)
+        members_t, said_t, stats_t = self.table(MEMBERS, tag), self.table(SAID, tag), self.table(STATS, tag)
+
+        def copy(set_id: str, entity_id: str) -> tuple[Any, ...]:
+            """A lone id's rows into a set: how many of its events the set did not have, and its
+            first and last dates (its entity row's)."""
+            inserted = conn.execute(
+                f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
+                f" SELECT ?, position, start_key, occurred_at FROM {members_t} WHERE entity_id = ?",
+                (set_id, entity_id),
+            ).rowcount
+            conn.execute(
+                f"INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
+                f" SELECT ?, said_at, entity_id, died_at, name, type FROM {said_t} WHERE entity_id = ?",
+                (set_id, entity_id),
+            )
+            row = conn.execute(f"SELECT {STATS_COLUMNS} FROM {stats_t} WHERE id = ?", (entity_id,)).fetchone()
+            return (inserted, *(row[1:] if row is not None else (None,) * 6))
+
+        for gone, gone_lone, keep, keep_lone in done.merged:
+            if keep_lone:
+                self._merge_stats(conn, gstats, keep, copy(keep, keep))
+            if gone_lone:
+                added = copy(keep, gone)
+            else:
+                row = conn.execute(f"SELECT {STATS_COLUMNS} FROM {gstats} WHERE set_id = ?", (gone,)).fetchone()
+                inserted = conn.execute(
+                    f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
+                    f" SELECT ?, position, start_key, occurred_at FROM {gm} WHERE set_id = ?",
+                    (keep, gone),
+                ).rowcount
+                added = (inserted, *(row[1:] if row is not None else (None,) * 6))
+                conn.execute(f"DELETE FROM {gm} WHERE set_id = ?", (gone,))
+                conn.execute(f"UPDATE {gsaid} SET set_id = ? WHERE set_id = ?", (keep, gone))
+                conn.execute(f"DELETE FROM {gstats} WHERE set_id = ?", (gone,))
+            # the events it did not have add to its count; the first and last dates merge
+            self._merge_stats(conn, gstats, keep, added)
+        conn.execute(
+            f"UPDATE {stats_t} SET grouped = EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = {stats_t}.id)"
+            " WHERE id IN (SELECT value FROM json_each(?))",
+            (compact_json(sorted(set(done.ids))),),
+        )
+        for set_id in done.dissolved:
+            for table in (gm, gsaid, gstats):
+                conn.execute(f"DELETE FROM {table} WHERE set_id = ?", (set_id,))
+        for set_id in done.created:
+            conn.execute(
+                f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
+                f" SELECT g.set_id, m.position, m.start_key, m.occurred_at FROM {groups_t} g"
+                f" JOIN {members_t} m ON m.entity_id = g.entity_id WHERE g.set_id = ?",
+                (set_id,),
+            )
+            conn.execute(
+                f"INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
+                f" SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type FROM {groups_t} g"
+                f" JOIN {said_t} s ON s.entity_id = g.entity_id WHERE g.set_id = ?",
+                (set_id,),
+            )
+            self._restat(conn, tag, set_id)
 
     @staticmethod
     def _plain_statements(conn: sqlite3.Connection, said_t: str, low: int, high: int) -> None:
@@ -251,6 +494,7 @@ class DirectoryProjection(Projection):
                 JOIN {members_t} l ON l.position = {members.packed_position('a.lc')} AND l.entity_id = a.entity_id
                 WHERE {stats_t}.id = a.entity_id"""
         )
+        self._file_all(conn, tag)
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
@@ -260,8 +504,15 @@ class DirectoryProjection(Projection):
         member_rows: list[tuple[Any, ...]] = []
         insert = self.members_insert(members_t)
         renamed: set[str] = set()  # entities whose statements changed
+        touched: set[str] = set()  # entities of the changed events, and the events (positions)
+        positions: set[int] = set()
+        said: set[tuple[str, int]] = set()  # the statements written
         for change in changes:
             old, new = change.old, change.new
+            for version in (old, new):
+                if version is not None:
+                    touched.update(e["id"] for e in version.entities)
+                    positions.add(version.position)
             if old is not None and old.counted:
                 if member_rows:
                     conn.executemany(insert, member_rows)
@@ -286,6 +537,7 @@ class DirectoryProjection(Projection):
                     " ON CONFLICT (entity_id, said_at) DO UPDATE SET died_at = excluded.died_at",
                     [(e["id"], old.said_at, change.position, e["name"], e["type"]) for e in old.entities],
                 )
+                said.update((e["id"], old.said_at) for e in old.entities)
                 renamed.update(e["id"] for e in old.entities)
             if old is None or new.said_at != old.said_at:
                 died_at = OPEN if new.counted else new.said_at
@@ -293,6 +545,7 @@ class DirectoryProjection(Projection):
                     f"INSERT INTO {said_t} (entity_id, said_at, died_at, name, type) VALUES (?, ?, ?, ?, ?)",
                     [(e["id"], new.said_at, died_at, e["name"], e["type"]) for e in new.entities],
                 )
+                said.update((e["id"], new.said_at) for e in new.entities)
                 renamed.update(e["id"] for e in new.entities)
             occurred_at = new.body["occurred_at"]
             counted = new.counted
@@ -324,12 +577,61 @@ class DirectoryProjection(Projection):
             self._take_away(conn, stats_t, members_t, eid, gone)
         for eid in renamed:
             self._rename(conn, stats_t, said_t, eid)
+        self._group_apply(conn, tag, touched, positions, said)
+
+    def _group_apply(
+        self, conn: sqlite3.Connection, tag: str, touched: set[str], positions: set[int], said: set[tuple[str, int]]
+    ) -> None:
+        """Changes to events that name members of groups: each set's rows of those events and
+        statements filed again from its members', and its count and dates recomputed (a change
+        may take an event away: time in the set's size, for the sets a correction or retraction
+        or a late event touches)."""
+        gm, gsaid, _, groups_t = self._group_tables(tag)
+        sets = Groups(conn, PREFIX, tag).sets_of(touched)
+        if not sets:
+            return
+        conn.execute(
+            f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND id IN (SELECT value FROM json_each(?))",
+            (compact_json(sorted(sets)),),
+        )
+        where = compact_json(sorted(positions))
+        for set_id in sorted(set(sets.values())):
+            conn.execute(
+                f"DELETE FROM {gm} WHERE set_id = ? AND position IN (SELECT value FROM json_each(?))", (set_id, where)
+            )
+            conn.execute(
+                f"""INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)
+                    SELECT g.set_id, m.position, m.start_key, m.occurred_at
+                    FROM {self.table(MEMBERS, tag)} m JOIN {groups_t} g ON g.entity_id = m.entity_id
+                    WHERE m.position IN (SELECT value FROM json_each(?)) AND g.set_id = ?""",
+                (where, set_id),
+            )
+            self._restat(conn, tag, set_id)
+        keys = compact_json(sorted([e, at] for e, at in said if e in sets))
+        conn.execute(
+            f"""INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
+                SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
+                FROM json_each(?) k JOIN {self.table(SAID, tag)} s ON s.entity_id = k.value ->> 0 AND s.said_at = k.value ->> 1
+                JOIN {groups_t} g ON g.entity_id = s.entity_id""",
+            (keys,),
+        )
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         """Its members and statements go; each entity it named is counted, dated and named again
         from what is left, and leaves the directory if nothing else names it. (A rebuild that has
         not finished has no entity rows yet: ``finish`` derives them from what is left.)"""
+        if gone.kind == "entity_alias":  # the groups as if it had never been declared
+            Groups(conn, PREFIX, tag).replay(groups.stored_declarations(conn, reached))
+            self._file_all(conn, tag)
+            return
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
+        gm, gsaid, gstats, _ = self._group_tables(tag)
+        marks = ",".join("?" * len(gone.positions))
+        for set_id in sorted(set(Groups(conn, PREFIX, tag).sets_of(gone.entities).values())):
+            conn.execute(f"DELETE FROM {gm} WHERE set_id = ? AND position = ?", (set_id, gone.position))
+            conn.execute(f"DELETE FROM {gsaid} WHERE set_id = ? AND said_at IN ({marks})", (set_id, *gone.positions))
+            if conn.execute(f"SELECT 1 FROM {gstats} WHERE set_id = ?", (set_id,)).fetchone():  # not in a deferred rebuild
+                self._restat(conn, tag, set_id)
         conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))
         marks = ",".join("?" * len(gone.positions))
         conn.execute(f"DELETE FROM {said_t} WHERE said_at IN ({marks})", gone.positions)

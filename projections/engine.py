@@ -48,6 +48,7 @@ from events.store import EventStore, attach_read_only, connect
 
 from .changes import Change, compute_changes
 from .erasure import Erased
+from .groups import declarations
 
 STALE_AFTER = 60.0  # seconds without a batch after which a rebuild is taken to be dead
 FINISH_CACHE_KIB = 8 * 1024  # page cache while a rebuild builds its indexes and finishes
@@ -121,6 +122,14 @@ class Projection(ABC):
         write the rows that were deferred, so that the tables are what live batches would have
         made. Runs before ``create_indexes``, in the same transaction (a finish that needs one of
         the read-side indexes creates it; they say IF NOT EXISTS). Default: nothing deferred."""
+
+    def declare(
+        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+    ) -> None:
+        """The alias declarations ``(position, alias, canonical)`` of a batch, in store order,
+        after its changes (``projections.groups``). Default: aliases change no rows.
+
+        ``deferred``: as for ``apply`` (rows that ``finish`` derives may be left out)."""
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: "Erased", reached: int) -> None:
         """Take an erased news event out of the tables of a tag that has applied the events up to
@@ -453,6 +462,9 @@ class ProjectionEngine:
         if set_based:
             projection.bulk(conn, tag, low, high, deferred=deferred)
         projection.apply(conn, changes, tag, deferred=deferred and set_based)
+        declared = declarations(rest)
+        if declared:
+            projection.declare(conn, tag, declared, deferred=deferred and set_based)
 
     def _deferred(self, name: str, tag: str) -> bool:
         """Whether a rebuild's batches leave rows to ``finish`` (set-based rebuilds, until finished).

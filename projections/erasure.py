@@ -7,6 +7,10 @@ needs to delete its tokens) and every entity any version filed it under. Each pr
 ``remove`` then deletes its rows and recomputes what they counted (entity counts, dates and
 names, shared-event pairs), for its live tables and for a rebuild's, as far as each has got
 (``reached``): the tables are then what a rebuild without the event would make.
+
+An erased alias declaration is captured too (``kind`` ``entity_alias``, no versions, the alias
+and canonical id as its entities): the projections that file rows under alias groups
+(``projections.groups``) apply the declarations left again.
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ class Erased:
 
 
 def capture(store: EventStore, event_id: str) -> Erased | None:
-    """What the projections hold of a stored news event (None for another kind: it has no rows)."""
+    """What the projections hold of a stored news event or alias declaration (None for another
+    kind: it has no rows)."""
     event = store.get(event_id)
+    if event is not None and event.kind == "entity_alias":
+        (seq,) = store.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM erasures").fetchone()
+        details = event.body["details"]
+        return Erased(
+            seq, event.event_id, event.kind, event.position, (event.position,), (),
+            frozenset({details["alias"], details["canonical"]}),
+        )
     if event is None or event.kind not in NEWS_KINDS:
         return None
     editorial = [item.position for item in store.editorial_for(event_id)]

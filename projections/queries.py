@@ -32,13 +32,14 @@ from events.store import EventStore, attach_read_only
 from . import default_projections
 from .aliases import AliasIndex
 from .changes import RANK
-from .directory import MEMBERS, SAID, STATS, naming
+from . import groups
+from .directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS, group_naming, naming
 from .engine import projection_path, read_checkpoints, status_row
-from .members import packed, unpack
+from .members import KEY_WIDTH, packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import PAIRS
 from .search import SEARCH, SearchSyntaxError, match_expression
-from .timelines import ENTRIES, EVENTS
+from .timelines import ENTRIES, EVENTS, GROUP_ENTRIES
 
 
 PROJECTIONS = tuple(p.name for p in default_projections())  # whose files the reads attach
@@ -122,6 +123,8 @@ _KEY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]
 # page size may go on), and ``entity`` is the canonical id at the snapshot (an alias goes on).
 BOUND = ("entity", "order", "since", "until", "kind", "role", "q", "as_of", "include_retracted")
 GLOBAL = "*"  # the ``entity`` of /timeline
+# The prefix of each projection's group tables (``projections.groups``).
+GROUP_PREFIX = {"timelines": "tl", "entities": "ent"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,6 +565,36 @@ class Queries:
 
     # --- entities ------------------------------------------------------------------------
 
+    def _set(self, conn: sqlite3.Connection, name: str, canonical: str, upto: int) -> str | None:
+        """The set id under which a projection (``timelines`` or ``entities``) files the rows of
+        ``canonical``'s group, when those rows are its group's as of ``upto``: the group has not
+        changed since ``upto`` (as the alias index knows it) nor since the projection's
+        checkpoint, and the projection's set has the same canonical id and size. None otherwise
+        (an entity without aliases, an ``as_of`` before the group's latest declaration, a
+        projection behind the declarations, or tables from before the groups): the reads then
+        ask about each member (``_group``)."""
+        aliases = self.aliases
+        if canonical not in aliases.groups:  # no aliases now (one that had some then changed since)
+            return None
+        changed = aliases.changed_at(canonical)
+        projected, tag = self._checkpoint(conn, name)
+        if changed == 0 or changed > upto or changed > projected:
+            return None
+        prefix = GROUP_PREFIX[name]
+        try:
+            row = conn.execute(
+                f"SELECT s.set_id, s.root, s.size FROM {prefix}{groups.GROUPS}{tag} g"
+                f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = g.set_id WHERE g.entity_id = ?",
+                (canonical,),
+            ).fetchone()
+        except sqlite3.OperationalError as exc:  # the tables of a version from before the groups
+            if "no such table" not in str(exc):
+                raise
+            return None
+        if row is None or row[1] != canonical or row[2] != len(aliases.members(canonical, upto)):
+            return None
+        return row[0]
+
     def _group(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[list[str], list[str]]:
         """``canonical`` and the ids that resolve to it as of ``upto``; and those of them that the
         directory knows (that any event names), canonical first: the ones reads ask about."""
@@ -586,6 +619,10 @@ class Queries:
         """An entity's card (``canonical`` and the ids that resolve to it as of ``upto``); with
         ``as_of``, as the store stood at position ``upto``."""
         projected, tag = self._checkpoint(conn, "entities")
+        if not (as_of and upto < projected):
+            set_id = self._set(conn, "entities", canonical, upto)
+            if set_id is not None:
+                return self._group_entity(conn, canonical, upto, tag, set_id)
         group = group or self._group(conn, canonical, upto)
         if as_of and upto < projected:
             return self._entity_at(conn, canonical, upto, projected, tag, group)
@@ -622,6 +659,25 @@ class Queries:
             "name": self.aliases.display_name(canonical, upto) or name,
             "type": kind,
             "aliases": members[1:],
+            "event_count": count,
+            "first_at": first_at,
+            "last_at": last_at,
+        }
+
+    def _group_entity(self, conn: sqlite3.Connection, canonical: str, upto: int, tag: str, set_id: str) -> dict[str, Any] | None:
+        """The card of an entity with aliases from the rows the directory files under its set: a
+        few indexed reads, whatever the number of its members."""
+        named = group_naming(conn, f"{GROUP_SAID}{tag}", set_id, canonical)
+        if named is None:
+            return None  # no event names any of its ids
+        count, first_at, last_at = conn.execute(
+            f"SELECT event_count, first_at, last_at FROM {GROUP_STATS}{tag} WHERE set_id = ?", (set_id,)
+        ).fetchone()
+        return {
+            "id": canonical,
+            "name": self.aliases.display_name(canonical, upto) or named[0],
+            "type": named[1],
+            "aliases": self.aliases.members(canonical, upto)[1:],
             "event_count": count,
             "first_at": first_at,
             "last_at": last_at,
@@ -741,7 +797,9 @@ class Queries:
             upto = max(head, aliases.seen)
             groups = set(aliases.groups)
             out: dict[str, dict[str, Any]] = {}
-            where, args = [], []
+            # the ids of alias groups are not listed on their own (the groups are, below): the
+            # directory flags them (``grouped``), so that the listing does not pass them
+            where, args = ["grouped = 0"], []
             if q:
                 needle = fold(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("search LIKE ? ESCAPE '\\'")
@@ -752,13 +810,18 @@ class Queries:
             if after is not None:  # after the last one listed: fewer events, or as many and a later id
                 where.append("(event_count < ? OR (event_count = ? AND id > ?))")
                 args += [after[0], after[0], after[1]]
-            sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag}"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
+            sql = f"SELECT id, name, type, event_count, first_at, last_at FROM {STATS}{tag} WHERE " + " AND ".join(where)
             sql += " ORDER BY event_count DESC, id"
+            try:
+                listed = conn.execute(sql, args)
+            except sqlite3.OperationalError as exc:  # tables of a version from before the flag
+                if "grouped" not in str(exc):
+                    raise
+                listed = conn.execute(sql.replace("WHERE grouped = 0 AND", "WHERE").replace(" WHERE grouped = 0 ", " "), args)
             # Entities without aliases, in order, until one more than ``limit`` of them (aliases
-            # and canonical ids with aliases are skipped: merged below).
-            for eid, name, kind, count, first_at, last_at in conn.execute(sql, args):
+            # and canonical ids with aliases are skipped: merged below; the index's view of them
+            # decides, as the directory may not have applied the latest declarations yet).
+            for eid, name, kind, count, first_at, last_at in listed:
                 if eid in groups or aliases.is_alias(eid, upto):
                     continue
                 out[eid] = {"id": eid, "name": name, "type": kind, "aliases": [], "event_count": count,
@@ -802,37 +865,56 @@ class Queries:
             _, tag = self._checkpoint(conn, "related")
             upto = max(head, aliases.seen)
             canonical = aliases.resolve(entity_id, upto)
-            group = self._group(conn, canonical, upto)
+            # a group the directory files: its card from its rows, and every id of it asked about
+            # below (an id no event names has no rows); else the ids the directory knows
+            grouped = self._set(conn, "entities", canonical, upto) is not None
+            group = None if grouped else self._group(conn, canonical, upto)
             entity = self._entity(conn, canonical, upto, group=group)
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
-            members = group[1]
+            members = aliases.members(canonical, upto) if group is None else group[1]
             bound = list_binding(list="related", entity=canonical)
             after = decode_list_cursor(cursor, bound, (int, str, str)) if cursor else None
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
+            # (one id that events name: its pairs; it may be an alias of a canonical id none names)
             pairs = conn.execute(
                 f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
                 " ORDER BY count DESC, last_key DESC, other_id",
-                (canonical,),
+                (members[0] if len(members) == 1 else canonical,),
             ).fetchall()
             if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
                 counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
             else:  # aliases on either side: count distinct shared events exactly
                 ids = compact_json(members)
-                shared: dict[str, dict[int, tuple[str, str]]] = {}
-                for other, position, start_key, occurred_at in conn.execute(  # one event, one position
-                    f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
-                    f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
+                # each other id's shared events counted in SQL (one row an id, not one an event);
+                # the ids resolved here, and merged by event only when two resolve to one entity
+                by_id = conn.execute(
+                    f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), MAX(m1.start_key || m1.occurred_at)"
+                    f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
                     " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
-                    " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
+                    " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1)) GROUP BY m2.entity_id",
                     (ids,),
-                ):
-                    shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
-                for other, events in shared.items():
-                    if other == canonical:
-                        continue
-                    last = max(events.values())
-                    counted[other] = [len(events), last[0], last[1]]
+                ).fetchall()
+                resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
+                if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
+                    counted = {
+                        resolved[other]: [count, last[:KEY_WIDTH], last[KEY_WIDTH:]] for other, count, last in by_id
+                    }
+                else:  # two of the other ids are one entity: their shared events merged by event
+                    shared: dict[str, dict[int, tuple[str, str]]] = {}
+                    for other, position, start_key, occurred_at in conn.execute(  # one event, one position
+                        f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
+                        f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
+                        " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
+                        " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
+                        (ids,),
+                    ):
+                        shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
+                    for other, events in shared.items():
+                        if other == canonical:
+                            continue
+                        last = max(events.values())
+                        counted[other] = [len(events), last[0], last[1]]
             def rank(other: str, count: int, last_key: str) -> tuple[Any, ...]:
                 return (-count, _desc(last_key), other)
 
@@ -1008,10 +1090,15 @@ class Queries:
         if not as_of:
             names = self._directory_names(conn, ids - grouped, projected, tag)
         for entity_id in sorted(ids if as_of else grouped):
-            members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
             named = aliases.display_name(entity_id, p) if entity_id in grouped else None
             if named is None:
-                said = naming(conn, f"{SAID}{tag}", members, p)
+                # a group's statements filed under its set (as of p: its members then are those of now)
+                set_id = self._set(conn, "entities", entity_id, p) if entity_id in grouped else None
+                if set_id is not None:
+                    said = group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p)
+                else:
+                    members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
+                    said = naming(conn, f"{SAID}{tag}", members, p)
                 named = said[0] if said is not None else None
             if named is not None:
                 names[entity_id] = named
@@ -1055,10 +1142,14 @@ class Queries:
                 snapshot = position
             entity = None
             members: list[str] = []
+            set_id = None
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
-                group = self._group(conn, target, snapshot)
+                # an entity with aliases: its rows filed under its set, or (a search, an ``as_of``
+                # before its latest declaration) those of each of its members
+                set_id = self._set(conn, "timelines", target, snapshot) if match is None else None
+                group = None if set_id is not None else self._group(conn, target, snapshot)
                 entity = self._entity(conn, target, snapshot, as_of=as_of is not None, group=group)
                 if entity is None:
                     now = max(position, self.aliases.seen)
@@ -1068,7 +1159,7 @@ class Queries:
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
                 # the ids the events are filed under (an id no event names has no entries)
-                members = group[1] or [target]
+                members = [target] if group is None else group[1] or [target]
             scope = target if entity_id is not None else GLOBAL
             bound = lambda: binding({  # noqa: E731 - only a page with a cursor, in or out, needs it
                 "entity": scope, "order": query.order, "since": since, "until": until,
@@ -1078,7 +1169,8 @@ class Queries:
             if after is not None:
                 check_binding(after, bound())
             rows = self._rows(
-                conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match
+                conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match,
+                set_id=set_id,
             )
             pairs = self._render(
                 conn, rows[: query.limit], snapshot, by_entity=entity_id is not None, as_of=as_of is not None,
@@ -1091,7 +1183,7 @@ class Queries:
             if total:
                 matching = self._rows(
                     conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
-                    count=True,
+                    count=True, set_id=set_id,
                 )[0][0]
         next_cursor = None
         if len(rows) > query.limit:
@@ -1127,15 +1219,28 @@ class Queries:
         after: Cursor | None,
         match: str | None = None,
         count: bool = False,
+        set_id: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """The rows of a page (``limit`` + 1 of them); with ``count``, ``[(rows that match,)]``."""
+        """The rows of a page (``limit`` + 1 of them); with ``count``, ``[(rows that match,)]``.
+        ``set_id``: the entity's rows are those filed under its group's set (``tl_group_entries``),
+        one range in timeline order like an entity's own (``members`` is then not asked)."""
         # ``en`` (by entity) or ``v`` gives the order; a version's other columns are in ``v``.
         # ``keyed``: conditions on the ordering table's own columns (an entity's entries can be
         # read by them alone); ``versioned``: on the version's.
         alias = "en" if by_entity else "v"
         keyed, keyed_args = [f"{alias}.valid_from <= ?"], [p]
         versioned, versioned_args = ["v.valid_to > ?"], [p]
-        if by_entity and len(members) == 1:
+        grouped = by_entity and set_id is not None
+        if grouped:
+            keyed.insert(0, "en.set_id = ?")
+            keyed_args[0:0] = [set_id]
+            if not query.role:  # an event filed under members in several roles: once, its best
+                keyed.append(
+                    f"NOT EXISTS (SELECT 1 FROM {GROUP_ENTRIES}{tag} b WHERE b.set_id = en.set_id"
+                    " AND b.start_key = en.start_key AND b.position = en.position AND b.valid_from = en.valid_from"
+                    " AND b.rank < en.rank)"
+                )
+        elif by_entity and len(members) == 1:
             keyed.insert(0, "en.entity_id = ?")
             keyed_args[0:0] = members
         elif by_entity:
@@ -1175,7 +1280,12 @@ class Queries:
         if by_entity:
             # An entry row belongs to the version that shares its valid_from.
             join = f"JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from"
-            if len(members) > 1:  # an event filed under several of the members: once, its best role
+            if grouped:
+                sql = (
+                    f"SELECT {ENTRY_COLUMNS}, en.rank FROM {GROUP_ENTRIES}{tag} en {join}"
+                    f" WHERE {' AND '.join(where)} {order} LIMIT ?"
+                )
+            elif len(members) > 1:  # an event filed under several of the members: once, its best role
                 sql = (
                     f"SELECT {ENTRY_COLUMNS}, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
                     f" WHERE {' AND '.join(where)} GROUP BY v.position {order} LIMIT ?"

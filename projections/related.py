@@ -159,6 +159,8 @@ class RelatedProjection(Projection):
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         """Its members go; each pair it counted is recomputed from what is left (and goes if
         nothing is). A rebuild that has not derived its pairs yet (``finish``) has none to fix."""
+        if gone.kind == "entity_alias":
+            return  # aliases are merged when reading: no rows of this projection
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         ids = [row[0] for row in conn.execute(f"SELECT entity_id FROM {members_t} WHERE position = ?", (gone.position,))]
         conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))

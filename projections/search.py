@@ -70,6 +70,8 @@ class SearchProjection(Projection):
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         """Delete each version's tokens (a contentless index needs the text it was given), then
         merge every segment into one, so that no page keeps a token of the event."""
+        if gone.kind == "entity_alias":
+            return  # aliases are merged when reading: no rows of this projection
         t = self.table(SEARCH, tag)
         conn.executemany(
             f"INSERT INTO {t} ({t}, rowid, headline, summary) VALUES ('delete', ?, ?, ?)",

@@ -6,6 +6,16 @@ so the timeline as the store knew it at any position (``as_of``) is one indexed 
 event that a correction moves to other entities leaves one timeline and joins another.
 Aliases are resolved when reading (``projections.aliases``), so they merge retroactively.
 
+Alias groups (``projections.groups``): ``tl_links``, ``tl_groups`` and ``tl_sets`` keep which
+set each id of a group of two or more ids is in, and ``tl_group_entries`` files the group's
+entries under its set as well: ``(set_id, start_key, position, valid_from, rank)``, one row per
+(set, version, rank), so that a group's timeline is one range of it, like an entity's of
+``tl_entries`` (an event filed under two members with different roles has a row for each role:
+a page without a role takes the best, one by role the role asked for). Rows join it with the
+entries of a member (``apply``, ``bulk``), move with a merged set (``declare``), and go with an
+erased event (``remove``); a rebuild files them all at the end (``finish``), and an erased alias
+declaration files them all again.
+
 Rows point into the store rather than copy it: ``tl_events`` keeps what a version's reads
 filter and sort on (kind, status, date keys), and the event's id, recording time and, for a
 version that is the event as stored (no correction applied: most of them), its dates as
@@ -49,8 +59,10 @@ from collections.abc import Sequence
 from events.ids import compact_json
 
 from .changes import RANK, Change, Version
+from . import groups
 from .engine import Projection
 from .erasure import Erased
+from .groups import Groups, Regrouped
 
 OPEN = 2**62  # valid_to of a row that is still true
 RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items()) + " END"
@@ -59,14 +71,28 @@ EVENTS = "tl_events"
 ENTRIES = "tl_entries"
 CHANGES = "tl_changes"
 REMOVALS = "tl_removals"
+GROUP_ENTRIES = "tl_group_entries"
+PREFIX = "tl"  # of the group tables (``projections.groups``): tl_links, tl_groups, tl_sets
 GLOBAL = "*"  # the change log's entity id of the global timeline (never a slug)
 VANISHED = ""  # tl_removals' entity id of an entity that only erased events named (never a slug)
 
 
 class TimelinesProjection(Projection):
     name = "timelines"
-    version = 6  # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals)
+    # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals); 7: alias
+    # groups (tl_links, tl_groups, tl_sets) and their rows (tl_group_entries)
+    version = 7
     schema = {
+        **groups.schema(PREFIX),
+        GROUP_ENTRIES: [
+            # The entries of a group's members, filed under its set: one row per (set, version,
+            # rank), i.e. an event filed under two members with one role once.
+            """CREATE TABLE {t} (
+                set_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
+                valid_from INTEGER NOT NULL, rank INTEGER NOT NULL,
+                PRIMARY KEY (set_id, start_key, position, valid_from, rank)
+            ) WITHOUT ROWID""",
+        ],
         EVENTS: [
             # A version's id is the store position of the change that made it (one per position).
             # occurred_at .. details are NULL for a version that is the stored event unchanged.
@@ -120,9 +146,68 @@ class TimelinesProjection(Projection):
         )
         if not deferred:
             self._entries(conn, tag, low, high)
+            conn.execute(
+                f"""INSERT OR IGNORE INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)
+                    SELECT g.set_id, e.start_key, e.position, e.position, {RANK_SQL}
+                    FROM event_meta e JOIN event_entities m ON m.position = e.position
+                    JOIN {self.table(PREFIX + groups.GROUPS, tag)} g ON g.entity_id = m.entity_id
+                    WHERE e.position > ? AND e.position <= ? AND e.plain""",
+                (low, high),
+            )
 
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
         self._entries(conn, tag, 0, position)
+        self._file_all(conn, tag)
+
+    def _file_all(self, conn: sqlite3.Connection, tag: str) -> None:
+        """Every group's rows, from its members' entries (a rebuild's finish, an erased alias)."""
+        group_entries = self.table(GROUP_ENTRIES, tag)
+        conn.execute(f"DELETE FROM {group_entries}")
+        conn.execute(
+            f"""INSERT OR IGNORE INTO {group_entries} (set_id, start_key, position, valid_from, rank)
+                SELECT g.set_id, en.start_key, en.position, en.valid_from, en.rank
+                FROM {self.table(PREFIX + groups.GROUPS, tag)} g JOIN {self.table(ENTRIES, tag)} en ON en.entity_id = g.entity_id
+                ORDER BY 1, 2, 3, 4, 5"""
+        )
+
+    def declare(
+        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+    ) -> None:
+        """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
+        a merged set's rows move to the set it joined (the smaller set's: each row moves at most
+        log2(n) times), a lone id's are copied from its entries, a regrouped set's filed anew."""
+        table = Groups(conn, PREFIX, tag)
+        for declaration in declarations:
+            done = table.declare([declaration])
+            if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
+                self._file(conn, tag, done)
+
+    def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
+        group_entries, entries = self.table(GROUP_ENTRIES, tag), self.table(ENTRIES, tag)
+        columns = "start_key, position, valid_from, rank"
+        copy = f"INSERT OR IGNORE INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {entries} WHERE entity_id = ?"
+        for gone, gone_lone, keep, keep_lone in done.merged:
+            if keep_lone:
+                conn.execute(copy, (keep, keep))
+            if gone_lone:
+                conn.execute(copy, (keep, gone))
+            else:
+                conn.execute(
+                    f"INSERT OR IGNORE INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {group_entries}"
+                    " WHERE set_id = ?",
+                    (keep, gone),
+                )
+                conn.execute(f"DELETE FROM {group_entries} WHERE set_id = ?", (gone,))
+        for set_id in done.dissolved:
+            conn.execute(f"DELETE FROM {group_entries} WHERE set_id = ?", (set_id,))
+        for set_id in done.created:
+            conn.execute(
+                f"""INSERT OR IGNORE INTO {group_entries} (set_id, {columns})
+                    SELECT g.set_id, en.start_key, en.position, en.valid_from, en.rank
+                    FROM {self.table(PREFIX + groups.GROUPS, tag)} g JOIN {entries} en ON en.entity_id = g.entity_id
+                    WHERE g.set_id = ?""",
+                (set_id,),
+            )
 
     def _entries(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
         """The entries and change-log rows of the plain news events of ``low < position <= high``,
@@ -150,7 +235,8 @@ class TimelinesProjection(Projection):
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         events_t, entries_t = self.table(EVENTS, tag), self.table(ENTRIES, tag)
         event_rows = []
-        entry_rows = []
+        entry_rows: list[tuple[str, str, int, int, int]] = []
+        filed: list[tuple[str, str, int, int, int]] = []  # every entry row of the batch
         conn.executemany(
             f"INSERT INTO {self.table(CHANGES, tag)} (entity_id, position, old_rank, rank, old_status)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -178,13 +264,31 @@ class TimelinesProjection(Projection):
             event_rows.append(
                 (change.position, OPEN, new.position, new.kind, new.status, new.start_key, new.end_key, *copies)
             )
-            entry_rows.extend(
+            rows = [
                 (entity["id"], new.start_key, new.position, change.position, RANK[entity["role"]])
                 for entity in new.entities
-            )
+            ]
+            entry_rows.extend(rows)
+            filed.extend(rows)
         self._flush(conn, events_t, entries_t, event_rows, entry_rows)
+        if filed and not deferred:  # a deferred rebuild files every group's rows in ``finish``
+            sets = Groups(conn, PREFIX, tag).sets_of({row[0] for row in filed})
+            if sets:
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(sets[row[0]], *row[1:]) for row in filed if row[0] in sets],
+                )
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
+        if gone.kind == "entity_alias":  # the groups as if it had never been declared
+            Groups(conn, PREFIX, tag).replay(groups.stored_declarations(conn, reached))
+            self._file_all(conn, tag)
+            return
+        for set_id in set(Groups(conn, PREFIX, tag).sets_of(gone.entities).values()):
+            conn.execute(
+                f"DELETE FROM {self.table(GROUP_ENTRIES, tag)} WHERE set_id = ? AND position = ?", (set_id, gone.position)
+            )
         removals = self.table(REMOVALS, tag)
         live = _live(conn, self.name)
         if live is not None and self._exists(conn, removals):

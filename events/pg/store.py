@@ -20,6 +20,7 @@ unchanged through ``events.pg.connect.Qmark``. What differs is how a write is se
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -126,8 +127,6 @@ class PgEventStore(EventStore):
         (``EventStore.append`` says what becomes of each event)."""
         if not batch:
             return []
-        import time
-
         self.revive()
         batch = [_storable(c) for c in batch]
         started_ns, started = time.time_ns(), time.perf_counter()

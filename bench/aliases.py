@@ -1,0 +1,122 @@
+"""Reads of an entity with a long alias chain against reads of an entity without aliases.
+
+`python -m bench.aliases [--chain 10001] [--reads 200]` builds, in a temporary directory, a store
+with a chain of ``chain`` aliases (``c0 → c1 → … → c<chain>``: each declaration makes the whole
+chain so far an alias of a new id, the order in which a canonical id that moves costs most),
+one event filed under every member of the chain, and an entity without aliases (``solo``) with
+as many events; the projections are caught up through the engine (the declarations applied as
+live batches are, in batches of 5,000 positions). Then, in process, alternating, the p50 over
+``reads`` calls after a warm-up of:
+
+- a timeline's head page (50 entries), the entity's card (``GET /entities/{id}``), the
+  directory's first page (``GET /entities``, the group first) and ``related``;
+- for the group, the same reads as the fan-out over its members answers them (what reads did
+  before the groups were filed in the projections, and still do for a search or an ``as_of``
+  before the group's latest declaration), in the same run.
+
+It prints one line per read and the time the projections took to apply the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from events.models import parse_event
+from events.store import Candidate, EventStore
+from projections import ProjectionEngine, default_projections
+from projections.queries import Queries, TimelineQuery
+
+
+def news(event_id: str, month: int, entities: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": event_id, "kind": "report", "occurred_at": f"2025-{month:02d}-{1 + int(event_id.split('-')[-1]) % 28:02d}",
+        "headline": f"Event {event_id}", "entities": entities, "details": {"category": "business"},
+    }
+
+
+def build(path: Path, chain: int) -> float:
+    """The store and its projections; the seconds the projections took to catch up."""
+    events: list[dict[str, Any]] = []
+    for i in range(chain + 1):
+        events.append(news(f"g-{i}", 1 + i % 12, [
+            {"id": f"c{i}", "name": "Chained", "type": "person", "role": "subject"},
+            {"id": f"other-{i % 7}", "name": f"Other {i % 7}", "type": "organization"},
+        ]))
+        events.append(news(f"s-{i}", 1 + i % 12, [
+            {"id": "solo", "name": "Solo", "type": "person", "role": "subject"},
+            {"id": f"other-{i % 7}", "name": f"Other {i % 7}", "type": "organization"},
+        ]))
+    events += [
+        {"id": f"alias-{i}", "kind": "entity_alias", "occurred_at": "2025", "details": {"alias": f"c{i}", "canonical": f"c{i + 1}"}}
+        for i in range(chain)
+    ]
+    with EventStore(path) as store, ProjectionEngine(store, default_projections()) as engine:
+        engine.setup()  # on the empty store: live tables, which the catch-up fills batch by batch
+        for start in range(0, len(events), 5000):
+            batch = [Candidate(parse_event(e), json.dumps(e).encode()) for e in events[start : start + 5000]]
+            store.append(batch)
+        started = time.perf_counter()
+        engine.catch_up()
+        return time.perf_counter() - started
+
+
+def p50(fn: Callable[[], Any], reads: int) -> float:
+    for _ in range(10):
+        fn()
+    samples = []
+    for _ in range(reads):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def run(chain: int = 10_001, reads: int = 200) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "aliases.db"
+        caught_up = build(path, chain)
+        print(f"projections caught up in {caught_up:.1f} s ({2 * (chain + 1)} events, {chain} aliases)")
+        queries = Queries(str(path))
+        group, fan_out = f"c{chain}", Queries(str(path))
+        fan_out._set = lambda *args, **kwargs: None  # type: ignore[method-assign]  # the members, one by one
+        head = TimelineQuery(limit=50)
+        reads_of: dict[str, Callable[[Queries, str], Any]] = {
+            "timeline head page": lambda q, e: q.timeline(e, head, render=True),
+            "entity card": lambda q, e: q.entity(e),
+            "directory page": lambda q, e: q.directory(limit=50),
+            "related": lambda q, e: q.related(e),
+        }
+        out: dict[str, dict[str, float]] = {}
+        try:
+            for name, read in reads_of.items():
+                # alternating, so that the machine's load weighs on each alike
+                figures: dict[str, list[float]] = {"solo": [], "group": [], "group, fan-out": []}
+                for _ in range(3):
+                    figures["solo"].append(p50(lambda: read(queries, "solo"), reads))
+                    figures["group"].append(p50(lambda: read(queries, group), reads))
+                    figures["group, fan-out"].append(p50(lambda: read(fan_out, group), reads))
+                out[name] = {k: min(v) * 1000 for k, v in figures.items()}
+                print(f"{name}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in out[name].items()))
+        finally:
+            queries.close()
+            fan_out.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chain", type=int, default=10_001)
+    parser.add_argument("--reads", type=int, default=200)
+    args = parser.parse_args()
+    run(args.chain, args.reads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Alias groups filed in a projection: each id of an entity with aliases, and the set it is in.
+
+The timelines and entities projections each keep the groups (each projection owns its tables
+and rebuilds alone) and file the rows of a group's members under the group's *set id* as well,
+so that a read of an entity with 10,000 aliases reads one range of rows, not 10,000
+(docs/entities.md). Three tables, ``{prefix}`` being ``tl`` or ``ent``:
+
+- ``{prefix}_links(alias, canonical)``: the declarations in force (the alias graph now, as far
+  as the projection has applied the store), with an index on ``canonical`` to walk a tree down;
+- ``{prefix}_groups(entity_id, set_id)``: every id of a group of two or more ids, and its set's
+  id (an entity without aliases has no row: its set is itself);
+- ``{prefix}_sets(set_id, root, size)``: each set's canonical id (the root of its tree) and
+  how many ids it holds.
+
+A set's id is one of its members, kept across merges: a declaration joins the alias's set and
+the canonical's by **union by size** (the smaller set takes the larger one's id; on a tie the
+alias's side takes the canonical's), so an id, and the rows filed under it, change sets at most
+log2(n) times however the chains are declared. A re-declaration (an alias declared again, which
+moves a subtree from one tree to another) dissolves the two sets concerned and makes a set of
+each tree of two or more ids afterwards, with its root as its id (time in their size, once per
+re-declaration). An erased declaration replays every declaration left (``replay``).
+
+The set ids depend on the order of the declarations only, never on the events or on how they
+were batched: a rebuild, which applies the declarations in store order through ``declare`` as
+live batches do, makes the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+LINKS, GROUPS, SETS = "_links", "_groups", "_sets"
+
+
+def schema(prefix: str) -> dict[str, list[str]]:
+    """The three tables' CREATE statements (for a projection's ``schema``)."""
+    return {
+        f"{prefix}{LINKS}": [
+            "CREATE TABLE {t} (alias TEXT PRIMARY KEY, canonical TEXT NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS {t}_canonical ON {t}(canonical)",
+        ],
+        f"{prefix}{GROUPS}": [
+            "CREATE TABLE {t} (entity_id TEXT PRIMARY KEY, set_id TEXT NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS {t}_set ON {t}(set_id)",
+        ],
+        f"{prefix}{SETS}": [
+            "CREATE TABLE {t} (set_id TEXT PRIMARY KEY, root TEXT NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID",
+        ],
+    }
+
+
+@dataclass
+class Regrouped:
+    """What a batch of declarations did to the sets, for the projection to file its rows anew.
+
+    ``merged``: (the set id that went, whether it was a lone id, the set id it joined, whether
+    that was a lone id) for each union, in order; ``dissolved``: set ids whose rows must go;
+    ``created``: set ids whose rows must be filed from their members' (after ``dissolved``);
+    ``ids``: the ids that may have joined or left a group."""
+
+    merged: list[tuple[str, bool, str, bool]] = field(default_factory=list)
+    dissolved: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.merged or self.dissolved or self.created)
+
+
+class Groups:
+    """The group tables of one projection (``prefix``) and tag."""
+
+    def __init__(self, conn: sqlite3.Connection, prefix: str, tag: str) -> None:
+        self.conn = conn
+        self.links = f"{prefix}{LINKS}{tag}"
+        self.groups = f"{prefix}{GROUPS}{tag}"
+        self.sets = f"{prefix}{SETS}{tag}"
+
+    def set_of(self, entity_id: str) -> tuple[str, int, str, bool]:
+        """``(set id, size, root, lone)`` of the set an id is in (``lone``: no aliases, no row)."""
+        row = self.conn.execute(
+            f"SELECT s.set_id, s.size, s.root FROM {self.groups} g JOIN {self.sets} s ON s.set_id = g.set_id"
+            " WHERE g.entity_id = ?",
+            (entity_id,),
+        ).fetchone()
+        return (entity_id, 1, entity_id, True) if row is None else (row[0], row[1], row[2], False)
+
+    def members(self, set_id: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(f"SELECT entity_id FROM {self.groups} WHERE set_id = ?", (set_id,))]
+
+    def declare(self, declarations: list[tuple[int, str, str]], out: Regrouped | None = None) -> Regrouped:
+        """Apply ``(position, alias, canonical)`` declarations in store order (the store has
+        refused cycles)."""
+        out = out if out is not None else Regrouped()
+        conn = self.conn
+        for _, alias, canonical in declarations:
+            row = conn.execute(f"SELECT canonical FROM {self.links} WHERE alias = ?", (alias,)).fetchone()
+            if row is None:
+                conn.execute(f"INSERT INTO {self.links} (alias, canonical) VALUES (?, ?)", (alias, canonical))
+                self._union(alias, canonical, out)
+                continue
+            if row[0] == canonical:
+                continue  # declared again as it was: the same groups
+            old_set = self.set_of(alias)
+            conn.execute(f"UPDATE {self.links} SET canonical = ? WHERE alias = ?", (canonical, alias))
+            new_set = self.set_of(canonical)
+            if old_set[0] == new_set[0]:
+                continue  # moved within its tree: the same members, the same root
+            self._regroup([old_set, new_set], out)
+        return out
+
+    def _union(self, alias: str, canonical: str, out: Regrouped) -> None:
+        sa, na, _, lone_a = self.set_of(alias)
+        sc, nc, root, lone_c = self.set_of(canonical)
+        if sa == sc:  # cannot happen (no cycles): file the tree anew rather than trust it
+            self._regroup([(sa, na, root, lone_a)], out)
+            return
+        if na > nc:
+            keep, keep_lone, gone, gone_lone = sa, lone_a, sc, lone_c
+        else:
+            keep, keep_lone, gone, gone_lone = sc, lone_c, sa, lone_a
+        conn = self.conn
+        conn.execute(
+            f"INSERT INTO {self.sets} (set_id, root, size) VALUES (?, ?, ?)"
+            " ON CONFLICT(set_id) DO UPDATE SET root = excluded.root, size = excluded.size",
+            (keep, root, na + nc),
+        )
+        if keep_lone:
+            conn.execute(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", (keep, keep))
+        if gone_lone:
+            conn.execute(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", (gone, keep))
+        else:
+            conn.execute(f"UPDATE {self.groups} SET set_id = ? WHERE set_id = ?", (keep, gone))
+            conn.execute(f"DELETE FROM {self.sets} WHERE set_id = ?", (gone,))
+        out.merged.append((gone, gone_lone, keep, keep_lone))
+        out.ids.extend(i for i, lone in ((keep, keep_lone), (gone, gone_lone)) if lone)
+
+    def _tree(self, root: str) -> list[str]:
+        """The ids whose chain ends at ``root`` (itself first), by the links in force."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                f"""WITH RECURSIVE t(id) AS (SELECT ?1 UNION ALL
+                        SELECT l.alias FROM {self.links} l JOIN t ON l.canonical = t.id)
+                    SELECT id FROM t""",
+                (root,),
+            )
+        ]
+
+    def _root(self, entity_id: str) -> str:
+        """Where ``entity_id``'s chain ends (a re-declaration's rare path: walks the links)."""
+        (root,) = self.conn.execute(
+            f"""WITH RECURSIVE up(id, n) AS (SELECT ?1, 0 UNION ALL
+                    SELECT l.canonical, up.n + 1 FROM {self.links} l JOIN up ON l.alias = up.id)
+                SELECT id FROM up ORDER BY n DESC LIMIT 1""",
+            (entity_id,),
+        ).fetchone()
+        return root
+
+    def _regroup(self, old: list[tuple[str, int, str, bool]], out: Regrouped) -> None:
+        """Dissolve these sets and make one of each tree of two or more ids their members now
+        form, named by its root."""
+        conn = self.conn
+        ids: list[str] = []
+        for set_id, _, _, lone in old:
+            if lone:
+                ids.append(set_id)
+                continue
+            ids.extend(self.members(set_id))
+            conn.execute(f"DELETE FROM {self.groups} WHERE set_id = ?", (set_id,))
+            conn.execute(f"DELETE FROM {self.sets} WHERE set_id = ?", (set_id,))
+            out.dissolved.append(set_id)
+        out.ids.extend(ids)
+        for root in sorted({self._root(i) for i in ids}):
+            tree = self._tree(root)
+            if len(tree) < 2:
+                continue
+            conn.execute(f"INSERT INTO {self.sets} (set_id, root, size) VALUES (?, ?, ?)", (root, root, len(tree)))
+            conn.executemany(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", [(i, root) for i in tree])
+            out.created.append(root)
+
+    def replay(self, declarations: list[tuple[int, str, str]]) -> None:
+        """Forget every group and apply these declarations again (after one was erased): what a
+        rebuild without it makes. The projection then files every set's rows anew."""
+        for table in (self.links, self.groups, self.sets):
+            self.conn.execute(f"DELETE FROM {table}")
+        self.declare(declarations)
+
+    def set_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(f"SELECT set_id FROM {self.sets} ORDER BY set_id")]
+
+    def sets_of(self, entity_ids: list[str] | set[str] | frozenset[str]) -> dict[str, str]:
+        """``{entity id: set id}`` of those of these ids that are in a group."""
+        if not entity_ids:
+            return {}
+        return dict(self.conn.execute(
+            f"SELECT entity_id, set_id FROM {self.groups} WHERE entity_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(entity_ids)),),
+        ).fetchall())
+
+
+def declarations(events: list) -> list[tuple[int, str, str]]:
+    """``(position, alias, canonical)`` of the alias declarations among stored events."""
+    return [
+        (e.position, e.body["details"]["alias"], e.body["details"]["canonical"])
+        for e in events
+        if e.kind == "entity_alias" and e.body
+    ]
+
+
+def stored_declarations(conn: sqlite3.Connection, upto: int) -> list[tuple[int, str, str]]:
+    """Every alias declaration the store holds up to a position (an erased one has no body)."""
+    return [
+        (position, alias, canonical)
+        for position, alias, canonical in conn.execute(
+            "SELECT position, body ->> '$.details.alias', body ->> '$.details.canonical' FROM events"
+            " WHERE kind = 'entity_alias' AND position <= ? AND body <> '' ORDER BY position",
+            (upto,),
+        )
+    ]

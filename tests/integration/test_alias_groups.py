@@ -1,0 +1,222 @@
+"""Reads of an entity with a long alias chain do the work of an entity without aliases: the
+timelines and entities projections file a group's rows under its set (projections.groups), so a
+timeline page, a card and the directory's page read one range of rows, not one per member.
+
+What is counted is the work SQLite does (virtual machine steps, ``set_progress_handler``) and
+the plans of the statements a read runs, not wall time; the figures are in docs/performance.md
+(``python -m bench.aliases``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.store import EventStore
+from helpers import alias, append, correction, ent, news, project, retraction
+from projections.erasure import capture
+from events.erasure import erase
+from projections import ProjectionEngine, default_projections
+from projections.queries import Queries, TimelineQuery
+
+CHAIN = 2_000  # aliases: c0 → c1 → … → c2000, each declaration making the chain so far an alias
+ROOT = f"c{CHAIN}"
+
+
+def _day(i: int) -> str:
+    return f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}"
+
+
+def chain_store(db: Path, chain: int) -> Path:
+    """One event under every member of a chain, and ``solo`` (no aliases) in as many."""
+    events: list[dict[str, Any]] = []
+    for i in range(chain + 1):
+        events.append(news(f"g-{i}", _day(i), [ent(f"c{i}", name="Chained", type="person"), ent(f"o{i % 5}", "mentioned")]))
+        events.append(news(f"s-{i}", _day(i), [ent("solo", name="Solo", type="person"), ent(f"o{i % 5}", "mentioned")]))
+    events += [alias(f"a-{i}", f"c{i}", f"c{i + 1}") for i in range(chain)]
+    with EventStore(db) as store, ProjectionEngine(store, default_projections(), batch_size=1000) as engine:
+        engine.setup()  # live tables from the start: the declarations applied as live batches are
+        for start in range(0, len(events), 1000):
+            append(store, *events[start : start + 1000])
+            engine.catch_up()
+    return db
+
+
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chain_store(tmp_path_factory.mktemp("chain") / "timeline.db", CHAIN)
+
+
+@pytest.fixture()
+def queries(chained: Path) -> Iterator[Queries]:
+    q = Queries(str(chained))
+    try:
+        yield q
+    finally:
+        q.close()
+
+
+def steps(queries: Queries, read: Callable[[], Any]) -> int:
+    """SQLite virtual-machine steps (in hundreds) a read takes, once warm."""
+    read()
+    conn = queries.store.conn
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 100)
+    try:
+        read()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return count[0]
+
+
+READS: dict[str, Callable[[Queries, str], Any]] = {
+    "timeline head page": lambda q, e: q.timeline(e, TimelineQuery(limit=50), render=True),
+    "timeline page by role": lambda q, e: q.timeline(e, TimelineQuery(limit=50, role="subject", order="desc")),
+    # the entries' entities rendered anew (as after the projections moved): the group's name
+    "timeline page, entries named anew": lambda q, e: (
+        setattr(q, "_kept_entities", (None, {})), q.timeline(e, TimelineQuery(limit=50), render=True)
+    ),
+    "entity card": lambda q, e: q.entity(e),
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
+def test_a_read_of_a_long_alias_chain_does_the_work_of_an_entity_without_aliases(queries: Queries, read: str) -> None:
+    fn = READS[read]
+    solo = steps(queries, lambda: fn(queries, "solo"))
+    group = steps(queries, lambda: fn(queries, "c0"))
+    # The members asked one by one cost ~100x more at this size (and grow with the chain).
+    assert group <= 3 * solo + 20, (read, group, solo)
+
+
+def test_the_directory_page_does_not_grow_with_the_chain(queries: Queries, tmp_path: Path) -> None:
+    """The directory's first page lists the group and the entities without aliases: it does the
+    same work with a chain ten times longer (before: a pass over every id of the chain)."""
+    short = Queries(str(chain_store(tmp_path / "short.db", CHAIN // 10)))
+    try:
+        few = steps(short, lambda: short.directory(limit=50))
+        many = steps(queries, lambda: queries.directory(limit=50))
+        assert [e["id"] for e in queries.directory(limit=50)["entities"]][:2] == [ROOT, "solo"]
+    finally:
+        short.close()
+    assert many <= 2 * few + 10, (many, few)
+
+
+def test_a_group_page_is_one_range_of_its_set_in_timeline_order(queries: Queries) -> None:
+    """The page's statement searches the group's rows by set and key, in the index's order: no
+    list of members, no sort or grouping of all the group's rows."""
+    statements: list[str] = []
+    conn = queries.store.conn
+    queries.timeline("c7", TimelineQuery(limit=50))  # warm: the trace sees only the page's reads
+    conn.set_trace_callback(statements.append)
+    try:
+        page = queries.timeline("c7", TimelineQuery(limit=50))
+    finally:
+        conn.set_trace_callback(None)
+    assert page["entity"]["id"] == ROOT and page["entity"]["event_count"] == CHAIN + 1
+    assert len(page["entity"]["aliases"]) == CHAIN
+    reading = [s for s in statements if "tl_group_entries" in s and s.lstrip().upper().startswith("SELECT")]
+    assert len(reading) == 1, statements
+    plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + reading[0]))
+    assert "SEARCH en USING PRIMARY KEY (set_id=?" in plan, plan
+    assert "TEMP B-TREE" not in plan and "json_each" not in plan, plan
+    assert not any("json_each" in s and "ent_stats" in s for s in statements), "members checked against the directory"
+
+
+def test_group_reads_answer_what_the_members_one_by_one_answer(queries: Queries, chained: Path) -> None:
+    fan_out = Queries(str(chained))
+    fan_out._set = lambda *args, **kwargs: None  # type: ignore[method-assign]  # the members, one by one
+    try:
+        for query in (
+            TimelineQuery(limit=50), TimelineQuery(limit=20, order="desc"), TimelineQuery(limit=10, role="mentioned"),
+            TimelineQuery(limit=30, since="2024-03", until="2024-05"),
+        ):
+            assert queries.timeline("c3", query, total=True) == fan_out.timeline("c3", query, total=True)
+        assert queries.entity("c11") == fan_out.entity("c11")
+        assert queries.related("c11") == fan_out.related("c11")
+        assert {e["id"]: e["count"] for e in queries.related("c11")["entities"]} == {
+            f"o{k}": len(range(k, CHAIN + 1, 5)) for k in range(5)
+        }
+        assert queries.directory(limit=10) == fan_out.directory(limit=10)
+    finally:
+        fan_out.close()
+
+
+def _both(db: Path, entity_id: str, **params: Any) -> tuple[Any, Any]:
+    fast, fan_out = Queries(str(db)), Queries(str(db))
+    fan_out._set = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        query = TimelineQuery(**params)
+        return (
+            (fast.entity(entity_id), fast.timeline(entity_id, query), fast.directory(limit=50)),
+            (fan_out.entity(entity_id), fan_out.timeline(entity_id, query), fan_out.directory(limit=50)),
+        )
+    finally:
+        fast.close()
+        fan_out.close()
+
+
+def test_groups_follow_redeclarations_corrections_retractions_and_erased_aliases(tmp_path: Path) -> None:
+    """A re-declaration moves a subtree to another group; corrections and retractions change the
+    groups' counts and names; an erased declaration splits a group again: the reads from the
+    groups' rows answer as the members asked one by one do, and the rows are those of a rebuild."""
+    from helpers import dump_tables
+    import shutil
+    from projections.engine import projections_dir
+
+    db = tmp_path / "timeline.db"
+    with EventStore(db) as store:
+        append(store, *[news(f"e-{i}", _day(i), [ent(f"m{i % 6}", name=f"M{i % 6}"), ent("x", "mentioned")]) for i in range(30)])
+        append(store, alias("a1", "m1", "m0"), alias("a2", "m2", "m1"), alias("a3", "m3", "m4"), alias("a4", "m5", "m3"))
+    project(db)
+    fast, slow = _both(db, "m2")
+    assert fast == slow and fast[0]["id"] == "m0" and fast[0]["event_count"] == 15
+    with EventStore(db) as store:
+        results = append(
+            store,
+            alias("a5", "m1", "m4", name="Moved"),  # m1 and m2 leave m0 for m4's group
+            retraction("r1", "e-4"),
+            correction("c1", "e-10", entities=[ent("m2", name="Renamed"), ent("x", "mentioned")]),
+        )
+        assert all(r.status == "stored" for r in results), results
+    project(db)
+    fast, slow = _both(db, "m2", include_retracted=True)
+    assert fast == slow and fast[0]["id"] == "m4" and fast[0]["name"] == "Moved"
+    assert _both(db, "m0")[0] == _both(db, "m0")[1]
+    with EventStore(db) as store:
+        gone: list[Any] = []
+        erase(store, "a3", "test", "test", before=lambda s: gone.append(capture(s, "a3")))
+        with ProjectionEngine(store, default_projections()) as engine:
+            engine.remove(gone[0])
+    fast, slow = _both(db, "m5")
+    assert fast == slow and fast[0]["id"] == "m3"
+    fast, slow = _both(db, "m2")
+    assert fast == slow and fast[0]["id"] == "m4" and fast[0]["aliases"] == ["m1", "m2"]
+    incremental = dump_tables(db)
+    shutil.rmtree(projections_dir(db))
+    project(db)
+    assert dump_tables(db) == incremental
+
+
+def test_related_of_a_canonical_id_no_event_names_lists_its_aliases_partners(tmp_path: Path) -> None:
+    """``x`` is named by no event; its one alias ``twitter`` shares an event with ``tesla``: the
+    related entities of ``x`` (and of ``twitter``) list ``tesla`` (they listed none)."""
+    db = tmp_path / "timeline.db"
+    with EventStore(db) as store:
+        append(store, news("e-1", "2024", [ent("twitter"), ent("tesla", "mentioned")]), alias("a-1", "twitter", "x"))
+    project(db)
+    queries = Queries(str(db))
+    try:
+        for asked in ("x", "twitter"):
+            assert [(e["id"], e["count"]) for e in queries.related(asked)["entities"]] == [("tesla", 1)], asked
+        assert [(e["id"], e["count"]) for e in queries.related("tesla")["entities"]] == [("x", 1)]
+    finally:
+        queries.close()
