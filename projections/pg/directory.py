@@ -17,7 +17,12 @@ from typing import Any
 
 from events.ids import fold
 
-from ..directory import COLUMNS, IN_FORCE, MEMBERS, OPEN, SAID, STATS, DirectoryProjection
+from ..directory import (
+    COLUMNS, GROUP_MEMBERS, GROUP_SAID, GROUP_SAID_TYPED_INDEX, GROUP_STATS, IN_FORCE, MEMBERS, OPEN, PREFIX, SAID,
+    STATS, DirectoryProjection,
+)
+from . import groups
+from .groups import PgGroups
 from .members import MEMBERS_SCHEMA, fill_plain, members_insert, packed, packed_position
 
 C = 'COLLATE "C"'
@@ -94,7 +99,8 @@ class PgDirectoryProjection(DirectoryProjection):
             f"""CREATE TABLE {{t}} (
                 id TEXT {C} PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, name_rank BIGINT NOT NULL,
                 type_rank BIGINT, event_count BIGINT NOT NULL, first_key TEXT {C}, first_position BIGINT,
-                first_at TEXT, last_key TEXT {C}, last_position BIGINT, last_at TEXT, search TEXT NOT NULL
+                first_at TEXT, last_key TEXT {C}, last_position BIGINT, last_at TEXT, search TEXT NOT NULL,
+                grouped INTEGER NOT NULL DEFAULT 0
             )""",
         ],
         MEMBERS: [MEMBERS_SCHEMA],
@@ -104,11 +110,35 @@ class PgDirectoryProjection(DirectoryProjection):
                 name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (entity_id, said_at)
             )""",
         ],
+        **groups.schema(PREFIX),
+        GROUP_MEMBERS: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, position BIGINT NOT NULL, start_key TEXT {C} NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
+            )""",
+        ],
+        GROUP_SAID: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, said_at BIGINT NOT NULL, entity_id TEXT {C} NOT NULL, died_at BIGINT NOT NULL,
+                name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (set_id, said_at, entity_id)
+            )""",
+            GROUP_SAID_TYPED_INDEX,
+        ],
+        GROUP_STATS: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} PRIMARY KEY, event_count BIGINT NOT NULL, first_key TEXT {C}, first_position BIGINT,
+                first_at TEXT, last_key TEXT {C}, last_position BIGINT, last_at TEXT
+            )""",
+        ],
     }
     # (the same statements as on SQLite: DirectoryProjection.indexes)
 
     members_insert = staticmethod(members_insert)
     naming = staticmethod(naming)
+    counts = staticmethod(counts)
+    packed = staticmethod(packed)
+    packed_position = staticmethod(packed_position)
+    groups_class = PgGroups
 
     @staticmethod
     def merge_counts(stats_t: str) -> str:
@@ -142,6 +172,7 @@ class PgDirectoryProjection(DirectoryProjection):
             (low, high),
         ).fetchall()
         _fold_search(conn, stats_t, written)
+        self._group_bulk(conn, tag, low, high)
 
     @staticmethod
     def _plain_statements(conn: Any, said_t: str, low: int, high: int) -> None:
@@ -187,6 +218,7 @@ class PgDirectoryProjection(DirectoryProjection):
                 JOIN {members_t} l ON l.position = {packed_position('a.lc')} AND l.entity_id = a.entity_id
                 WHERE {stats_t}.id = a.entity_id"""
         )
+        self._file_all(conn, tag)
 
 
 def _fold_search(conn: Any, stats_t: str, rows: Sequence[tuple[str, str, str]]) -> None:

@@ -108,6 +108,8 @@ class PgSearchProjection(SearchProjection):
     def remove(self, conn: Any, tag: str, gone: Erased, reached: int) -> None:
         """The documents of its versions go at once; the space they took is reused, and the bytes
         overwritten, as PostgreSQL vacuums the table (docs/erasure.md)."""
+        if gone.kind == "entity_alias":
+            return  # aliases are merged when reading: no rows of this projection
         conn.execute(
             f"DELETE FROM {self.table(SEARCH, tag)} WHERE version = ANY(?)",
             ([version for version, _, _ in gone.versions if version <= reached],),

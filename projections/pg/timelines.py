@@ -11,13 +11,26 @@ from __future__ import annotations
 from typing import Any
 
 from ..erasure import Erased
-from ..timelines import CHANGES, ENTRIES, EVENTS, GLOBAL, OPEN, RANK_SQL, REMOVALS, VANISHED, TimelinesProjection
+from ..timelines import (
+    CHANGES, ENTRIES, EVENTS, GLOBAL, GROUP_ENTRIES, OPEN, PREFIX, RANK_SQL, REMOVALS, VANISHED, TimelinesProjection,
+)
+from . import groups
+from .groups import PgGroups
 
 C = 'COLLATE "C"'
 
 
 class PgTimelinesProjection(TimelinesProjection):
+    groups_class = PgGroups
     schema = {
+        **groups.schema(PREFIX),
+        GROUP_ENTRIES: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, start_key TEXT {C} NOT NULL, position BIGINT NOT NULL,
+                valid_from BIGINT NOT NULL, rank INTEGER NOT NULL,
+                PRIMARY KEY (set_id, start_key, position, valid_from, rank)
+            )""",
+        ],
         EVENTS: [
             f"""CREATE TABLE {{t}} (
                 valid_from BIGINT PRIMARY KEY, valid_to BIGINT NOT NULL, position BIGINT NOT NULL,
@@ -67,6 +80,7 @@ class PgTimelinesProjection(TimelinesProjection):
         )
         if not deferred:
             self._entries(conn, tag, low, high)
+            self._group_bulk(conn, tag, low, high)
 
     def _entries(self, conn: Any, tag: str, low: int, high: int) -> None:
         conn.execute(
