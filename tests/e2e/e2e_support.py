@@ -182,15 +182,9 @@ class Server:
         return self.start()
 
     def close(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        """Kill (SIGKILL) after the test: a graceful stop takes about a second and checks nothing
+        (tests of stopping call :meth:`terminate`); its helpers leave with it (PR_SET_PDEATHSIG)."""
+        self.kill()
 
 
 # --------------------------------------------------------------------------------------------
