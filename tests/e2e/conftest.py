@@ -2,7 +2,7 @@
 
 ``serve(...)`` starts ``timeline serve`` on a free port with its own SQLite file, the test's
 stream, ``TIMELINE_CLAIM_IDLE_SECONDS=1`` and a unique consumer name, waits until ``GET /health``
-answers 200 (at most 20 s; otherwise fails with the process's stderr) and hands back a
+answers 200 (at most 60 s; otherwise fails with the process's stderr) and hands back a
 :class:`e2e_support.Server` (``base_url``, ``process``, ``kill()``, ``terminate()``,
 ``restart()``). Every server a test starts is killed (SIGKILL) when it ends: a test that checks
 how ``serve`` stops calls ``terminate()`` itself. ``serve_module`` is the same for servers that
