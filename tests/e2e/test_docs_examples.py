@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 PAGES = sorted([PROJECT_ROOT / "README.md", *(PROJECT_ROOT / "docs").glob("*.md")])
 BLOCK = re.compile(r"```(?:sh|bash|shell)\n(.*?)```", re.DOTALL)
-NOT_RUN = re.compile(r"^(python3 -m venv|\.venv/bin/pip|\.venv/bin/python|export |timeline serve|timeline demo|docker )")
+NOT_RUN = re.compile(r"^(python3 -m venv|\.venv/bin/pip|\.venv/bin/python|\.venv/bin/pytest|export |timeline serve|timeline demo|docker )")
 DEMO = PROJECT_ROOT / "timeline" / "data" / "demo_events.jsonl"
 TIMELINE = str(Path(sys.executable).parent / "timeline")
 
