@@ -24,7 +24,7 @@ import httpx
 import redis
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 60.0  # a bound, not a speed check: under -n 2 on a machine shared with others a start took > 20 s
 GROUP = "store"
 
 
@@ -182,15 +182,9 @@ class Server:
         return self.start()
 
     def close(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        """Kill (SIGKILL) after the test: a graceful stop takes about a second and checks nothing
+        (tests of stopping call :meth:`terminate`); its helpers leave with it (PR_SET_PDEATHSIG)."""
+        self.kill()
 
 
 # --------------------------------------------------------------------------------------------

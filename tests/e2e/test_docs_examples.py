@@ -7,8 +7,11 @@ lines are sent with httpx to the test's server (``http://127.0.0.1:8000`` is rep
 address); ``timeline`` lines run the real command with the server's settings; ``redis-cli XADD``
 adds the entry to the test's stream, on the Redis its ``-u URL`` names. A ``$(timeline …)`` in a
 line is replaced by what that command prints when run with the server's settings. Lines that start or install something (``timeline serve``,
-``timeline demo``, ``pip``, ``docker``, ``export``, the two commands) are run elsewhere in the
-suite or not at all; they are listed in ``NOT_RUN`` so that a new kind of example is noticed.
+``timeline demo``, ``pip``, ``apt-get``, ``docker``, ``export``, the two commands, a ``timeline
+serve`` with settings before it) are run elsewhere in the suite or not at all, and so are lines
+that name a PostgreSQL server of the reader's (``postgresql://…``: the copy to and from
+PostgreSQL is tested in tests/integration/test_copy_store.py); they are listed in ``NOT_RUN`` so
+that a new kind of example is noticed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ pytestmark = pytest.mark.e2e
 
 PAGES = sorted([PROJECT_ROOT / "README.md", *(PROJECT_ROOT / "docs").glob("*.md")])
 BLOCK = re.compile(r"```(?:sh|bash|shell)\n(.*?)```", re.DOTALL)
-NOT_RUN = re.compile(r"^(python3 -m venv|\.venv/bin/pip|\.venv/bin/python|export |timeline serve|timeline demo|docker )")
+NOT_RUN = re.compile(
+    r"^(python3 -m venv|\.venv/bin/pip|\.venv/bin/python|\.venv/bin/pytest|export |apt-get |timeline serve|"
+    r"(TIMELINE_\w+=\S+ )+timeline serve|timeline demo|docker )|postgresql://"
+)
 DEMO = PROJECT_ROOT / "timeline" / "data" / "demo_events.jsonl"
 TIMELINE = str(Path(sys.executable).parent / "timeline")
 
@@ -42,7 +48,7 @@ def _lines() -> list[tuple[str, str]]:
             joined = re.sub(r"\\\n\s*", " ", block)
             for line in joined.splitlines():
                 line = line.strip()
-                if not line or line.startswith("#") or NOT_RUN.match(line):
+                if not line or line.startswith("#") or NOT_RUN.search(line):
                     continue
                 found.append((page.name, line))
     return found

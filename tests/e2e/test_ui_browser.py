@@ -20,7 +20,8 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, P
 
 from e2e_support import Server, all_pages
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.xdist_group("chromium")]  # under `-n`: one worker runs them all, one browser, one install
 
 CHROMIUM = os.environ.get("TIMELINE_CHROMIUM", "/usr/bin/chromium")
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -70,14 +71,25 @@ def publish(server: Server, events: list[dict[str, Any]]) -> None:
         assert answer.status_code == 201, answer.text
 
 
-@pytest.fixture
-def server(serve: Callable[..., Server]) -> Server:
+def serving_base_events(serve: Callable[..., Server]) -> Server:
     """A real ``timeline serve`` holding BASE_EVENTS, then EDITS stored later."""
     started = serve()
     publish(started, BASE_EVENTS)
     time.sleep(0.01)  # the edits' recording time is later: as_of can fall between
     publish(started, EDITS)
     return started
+
+
+@pytest.fixture(scope="module")
+def server(serve_module: Callable[..., Server]) -> Server:
+    """BASE_EVENTS then EDITS, on one server that the tests which only read share."""
+    return serving_base_events(serve_module)
+
+
+@pytest.fixture
+def own_server(serve: Callable[..., Server]) -> Server:
+    """BASE_EVENTS then EDITS, on a server of the test's own (for a test that publishes more)."""
+    return serving_base_events(serve)
 
 
 # --- the browser -------------------------------------------------------------------------------
@@ -329,7 +341,8 @@ def test_no_request_leaves_the_host_and_nothing_is_logged_as_an_error(server: Se
     assert browser.errors == []
 
 
-def test_a_published_event_appears_without_reload(server: Server, browser: Watched) -> None:
+def test_a_published_event_appears_without_reload(own_server: Server, browser: Watched) -> None:
+    server = own_server
     plain, narrowed = browser.page(), browser.page()
     open_entity(plain, server, "elon-musk")
     open_entity(narrowed, server, "elon-musk", "?kind=report&include_retracted=true&since=2025")

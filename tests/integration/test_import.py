@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -91,30 +93,46 @@ def test_each_line_is_judged_as_the_consumer_judges_it(service: TimelineService,
     assert state is not None and state[1].body["headline"] == "Report 3, corrected"
 
 
-def test_the_number_of_validating_processes_changes_nothing(tmp_path: Path) -> None:
-    import threading
+_POOL_RUNS = """
+import io, json, sys, threading
+from pathlib import Path
+from timeline.importer import import_events
+from timeline.service import TimelineService
+from timeline.settings import Settings
 
-    data = b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 2500)])
-    stores = []
-    for workers, threads in ((0, 0), (1, 0), (2, 0), (2, 1)):
-        name = f"w{workers}t{threads}"
-        db = tmp_path / name / "timeline.db"
-        svc = TimelineService(Settings(TIMELINE_DB=str(db)))
-        stop = threading.Event()
-        other = [threading.Thread(target=stop.wait) for _ in range(threads)]  # another thread: no fork
-        for thread in other:
-            thread.start()
-        try:  # every chunk validated by the pool (none here while it starts)
-            result = import_events(svc, io.BytesIO(data), tmp_path / f"{name}.rejects", workers=workers,
-                                   local_start=False)
-        finally:
-            stop.set()
-            svc.close()
-        assert (result.chunks_here, result.chunks_pooled) == ((3, 0) if workers == 0 else (0, 3))
-        assert result.pool_start == ("" if workers == 0 else "spawn" if threads else "fork")
-        stores.append(stored(db))
-        assert (tmp_path / f"{name}.rejects").read_bytes() == (tmp_path / "w0t0.rejects").read_bytes()
+tmp, data = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes()
+out = {}
+for workers, threads in ((0, 0), (1, 0), (2, 0), (2, 1)):
+    name = f"w{workers}t{threads}"
+    svc = TimelineService(Settings(TIMELINE_DB=str(tmp / name / "timeline.db")))
+    stop = threading.Event()
+    other = [threading.Thread(target=stop.wait) for _ in range(threads)]  # another thread: no fork
+    for thread in other:
+        thread.start()
+    try:  # every chunk validated by the pool (none here while it starts)
+        result = import_events(svc, io.BytesIO(data), tmp / f"{name}.rejects", workers=workers, local_start=False)
+    finally:
+        stop.set()
+        svc.close()
+    out[name] = [result.chunks_here, result.chunks_pooled, result.pool_start]
+print(json.dumps(out))
+"""
+
+
+def test_the_number_of_validating_processes_changes_nothing(tmp_path: Path) -> None:
+    """In a fresh interpreter (whether the pool forks depends on the threads the process runs,
+    and a test session runs others'): forked, spawned or no validating processes, one store."""
+    data = tmp_path / "lines.jsonl"
+    data.write_bytes(b"\n".join(hostile_lines() + [line(report(i)) for i in range(10, 2500)]))
+    done = subprocess.run([sys.executable, "-c", _POOL_RUNS, str(tmp_path), str(data)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs == {"w0t0": [3, 0, ""], "w1t0": [0, 3, "fork"], "w2t0": [0, 3, "fork"], "w2t1": [0, 3, "spawn"]}
+    stores = [stored(tmp_path / name / "timeline.db") for name in runs]
     assert stores[0] == stores[1] == stores[2] == stores[3]
+    for name in runs:
+        assert (tmp_path / f"{name}.rejects").read_bytes() == (tmp_path / "w0t0.rejects").read_bytes()
 
 
 class SlowStart(io.BytesIO):
