@@ -24,7 +24,7 @@ from pathlib import Path
 
 from projections.engine import projection_path
 
-from .server import Server
+from .server import Server, redis_url_or_embedded
 
 BUSY = "entity-0"
 
@@ -196,19 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, entity, count in ((BUSY, BUSY, event_count(store, BUSY)), ("rare", rare, rare_count)):
         q = in_process(store, entity, args.calls)
         print(f"in-process {name:<8} p50 {q['p50_ms']:.2f} ms  p99 {q['p99_ms']:.2f} ms  ({entity}, {count:,} events)")
-    own = None
-    url = args.redis_url
-    with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
-        if url is None:
-            from timeline.embedded_redis import RedisServer
-
-            own = RedisServer(Path(tmp) / "redis", appendonly=False)
-            url = own.start()
-        try:
-            h = http(store, url, clients=args.clients, seconds=args.seconds)
-        finally:
-            if own is not None:
-                own.stop()
+    with redis_url_or_embedded(args.redis_url) as url:
+        h = http(store, url, clients=args.clients, seconds=args.seconds)
     print(
         f"HTTP {h['clients']} clients  {h['rps']:,.0f} req/s  p50 {h['p50_ms']:.1f} ms  p99 {h['p99_ms']:.1f} ms"
         f"  {h['errors']} errors  CPU cores: server {h['server_cpu']:.2f}, clients {h['client_cpu']:.2f}"

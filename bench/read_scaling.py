@@ -39,7 +39,7 @@ from typing import Any
 from projections.engine import projection_path
 
 from .queries import _get, _zipf_ids, percentile
-from .server import Server, cpu_seconds
+from .server import Server, cpu_seconds, redis_url_or_embedded
 
 PATH = "/entities/{}/timeline?limit=50"
 LUA = """
@@ -266,23 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     store = rebuild.CACHE / f"bench-{args.events}.db"
     if not projection_path(store, "timelines").exists():
         rebuild.run(args.events)  # fills the store, then builds the projections
-    own = None
-    url = args.redis_url
-    with tempfile.TemporaryDirectory(prefix="bench-read-scaling-redis-") as tmp:
-        if url is None:
-            from timeline.embedded_redis import RedisServer
-
-            own = RedisServer(Path(tmp) / "redis", appendonly=False)
-            url = own.start()
-        try:
-            print(f"load before: {os.getloadavg()[0]:.2f} (1 min); {os.cpu_count()} cores; generator: {generator};"
-                  f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''}")
-            results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
-                          generator=generator, pin=args.pin)
-            print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
-        finally:
-            if own is not None:
-                own.stop()
+    with redis_url_or_embedded(args.redis_url) as url:
+        print(f"load before: {os.getloadavg()[0]:.2f} (1 min); {os.cpu_count()} cores; generator: {generator};"
+              f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''}")
+        results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
+                      generator=generator, pin=args.pin)
+        print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
     print(f"\nHTTP reads, {args.events:,} events, {args.connections} connections, {args.seconds:g} s each,"
           f" {args.rounds} rounds alternating (median round)\n")
     print(f"{'configuration':<22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} {'servers CPU':>12}"

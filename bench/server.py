@@ -9,13 +9,33 @@ import socket
 import subprocess
 import sys
 import time
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def redis_url_or_embedded(url: str | None) -> Iterator[str]:
+    """The Redis a benchmark talks to: ``url`` when given, else a private embedded
+    ``redis-server`` (no AOF) for the duration of the block."""
+    if url:
+        yield url
+        return
+    from timeline.embedded_redis import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        own = RedisServer(Path(tmp) / "redis", appendonly=False)
+        try:
+            yield own.start()
+        finally:
+            own.stop()
 
 
 def _command() -> list[str]:
