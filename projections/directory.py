@@ -228,6 +228,14 @@ class DirectoryProjection(Projection):
         SAID: [SAID_TYPED_INDEX],
     }
 
+    # The statements that differ between databases (``projections.pg.directory``)
+    members_insert = staticmethod(members.insert_sql)
+    naming = staticmethod(naming)
+
+    @staticmethod
+    def merge_counts(stats_t: str) -> str:
+        return MERGE_COUNTS
+
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         members.fill_plain(conn, members_t, low, high)
@@ -494,7 +502,7 @@ class DirectoryProjection(Projection):
         # entity -> the (start key, position) of each member a change took away
         removed: dict[str, list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
-        insert = members.insert_sql(members_t)
+        insert = self.members_insert(members_t)
         renamed: set[str] = set()  # entities whose statements changed
         touched: set[str] = set()  # entities of the changed events, and the events (positions)
         positions: set[int] = set()
@@ -526,7 +534,7 @@ class DirectoryProjection(Projection):
                 # there yet; ``finish`` then keeps this row)
                 conn.executemany(
                     f"INSERT INTO {said_t} (entity_id, said_at, died_at, name, type) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT DO UPDATE SET died_at = excluded.died_at",
+                    " ON CONFLICT (entity_id, said_at) DO UPDATE SET died_at = excluded.died_at",
                     [(e["id"], old.said_at, change.position, e["name"], e["type"]) for e in old.entities],
                 )
                 said.update((e["id"], old.said_at) for e in old.entities)
@@ -561,7 +569,8 @@ class DirectoryProjection(Projection):
             return
         # New rows are named below (every entity in ``adds`` without a row has new statements).
         conn.executemany(
-            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES (?, '', 'other', 0, NULL, ?, ?, ?, ?, ?, ?, ?, '') {MERGE_COUNTS}",
+            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES (?, '', 'other', 0, NULL, ?, ?, ?, ?, ?, ?, ?, '')"
+            f" {self.merge_counts(stats_t)}",
             list(adds.values()),
         )
         for eid, gone in removed.items():
@@ -635,10 +644,10 @@ class DirectoryProjection(Projection):
             self._recompute(conn, stats_t, members_t, entity_id)
             self._rename(conn, stats_t, said_t, entity_id)
 
-    @staticmethod
-    def _rename(conn: sqlite3.Connection, stats_t: str, said_t: str, entity_id: str) -> None:
+    @classmethod
+    def _rename(cls, conn: sqlite3.Connection, stats_t: str, said_t: str, entity_id: str) -> None:
         """An entity's name and type from its statements (``naming``)."""
-        named = naming(conn, said_t, [entity_id])
+        named = cls.naming(conn, said_t, [entity_id])
         assert named is not None, entity_id
         name, kind, name_rank, type_rank = named
         conn.execute(

@@ -55,6 +55,8 @@ class RelatedProjection(Projection):
     }
     indexes = {MEMBERS: ["CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id)"]}
 
+    members_insert = staticmethod(members.insert_sql)  # (differs between databases: projections.pg)
+
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         members.fill_plain(conn, members_t, low, high)
@@ -104,7 +106,7 @@ class RelatedProjection(Projection):
         # pair -> the (start key, position) of each shared event a change took away
         removed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
-        insert = members.insert_sql(members_t)
+        insert = self.members_insert(members_t)
         for change in changes:
             old, new = change.old, change.new
             if old is not None and old.counted:

@@ -291,7 +291,7 @@ class TimelinesProjection(Projection):
             )
         removals = self.table(REMOVALS, tag)
         live = _live(conn, self.name)
-        if live is not None and _exists(conn, removals):
+        if live is not None and self._exists(conn, removals):
             self._tell_removal(conn, tag, gone, live)
         for base in (EVENTS, ENTRIES):
             conn.execute(f"DELETE FROM {self.table(base, tag)} WHERE position = ?", (gone.position,))
@@ -300,7 +300,7 @@ class TimelinesProjection(Projection):
         conn.executemany(
             f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
         )
-        if live is not None and _exists(conn, removals):
+        if live is not None and self._exists(conn, removals):
             self._forget_vanished(conn, removals, self.table(ENTRIES, live[0]), gone.entities)
 
     @staticmethod
@@ -324,7 +324,7 @@ class TimelinesProjection(Projection):
         live_tag, reached = live
         if tag != live_tag:
             live_removals = self.table(REMOVALS, live_tag)
-            if _exists(conn, live_removals):
+            if self._exists(conn, live_removals):
                 conn.execute(
                     f"INSERT OR IGNORE INTO {removals} SELECT * FROM {live_removals} WHERE seq = ?", (gone.seq,)
                 )
@@ -344,8 +344,12 @@ class TimelinesProjection(Projection):
 
     def carry(self, conn: sqlite3.Connection, old: str, new: str) -> None:
         old_t, new_t = self.table(REMOVALS, old), self.table(REMOVALS, new)
-        if _exists(conn, old_t):
+        if self._exists(conn, old_t):
             conn.execute(f"INSERT OR IGNORE INTO {new_t} SELECT * FROM {old_t}")
+
+    @staticmethod
+    def _exists(conn: sqlite3.Connection, table: str) -> bool:
+        return _exists(conn, table)
 
     @staticmethod
     def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:

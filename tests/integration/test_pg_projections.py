@@ -1,0 +1,128 @@
+"""The projections on PostgreSQL (projections.pg) against the same projections on SQLite.
+
+The store's rows are the same on both (a SQLite store, its rows copied into a PostgreSQL schema
+after each append: ``mirror``), so the projections' rows must be too, row for row, after the
+same batches; and on PostgreSQL as on SQLite, incremental == rebuild == per change.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from events.models import EventRejected, parse_event
+from events.pg.connect import connect
+from events.pg.migrations import migrate
+from events.store import Candidate, EventStore
+from projections import ProjectionEngine
+from projections.directory import DirectoryProjection
+from projections.pg import PgProjectionEngine
+from projections.pg import default_projections as pg_projections
+from projections.timelines import TimelinesProjection
+from test_rebuild_property import editorial_event, news_event
+
+# the store's tables in the order their rows refer to one another
+STORE_TABLES = ("events", "event_chain", "event_meta", "event_entities", "event_states", "erasures", "erased_events")
+
+
+def sqlite_projections() -> list[Any]:
+    return [TimelinesProjection(), DirectoryProjection()]
+
+
+def mirror(store: EventStore, url: str) -> None:
+    """Copy the store's rows that the PostgreSQL schema does not have yet (by position)."""
+    with connect(url) as conn, conn.transaction():
+        for table in STORE_TABLES:
+            key = "seq" if table == "erasures" else "position"
+            (done,) = conn.execute(f"SELECT coalesce(MAX({key}), 0) FROM {table}").fetchone()
+            rows = store.conn.execute(f"SELECT * FROM {table} WHERE {key} > ? ORDER BY {key}", (done,)).fetchall()
+            if rows:
+                with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+
+
+def pg_tables(engine: PgProjectionEngine) -> dict[str, list[tuple]]:
+    out = {}
+    with connect(engine.url) as conn:
+        for name, cp in engine.checkpoints().items():
+            for base in engine.projections[name].schema:
+                rows = conn.execute(f"SELECT * FROM {base}{cp['tag']}").fetchall()
+                out[f"{name}.{base}"] = sorted(rows, key=repr)
+    return out
+
+
+def sqlite_tables(engine: ProjectionEngine) -> dict[str, list[tuple]]:
+    out = {}
+    for name, cp in engine.checkpoints().items():
+        conn = engine.connection(name)
+        for base in engine.projections[name].schema:
+            out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT * FROM {base}{cp['tag']}").fetchall(), key=repr)
+    return out
+
+
+@pytest.fixture
+def pg_store(pg_db: str) -> str:
+    with connect(pg_db) as conn:
+        migrate(conn)
+    return pg_db
+
+
+def append_raw(store: EventStore, raws: list[bytes]) -> None:
+    batch = []
+    for raw in raws:
+        try:
+            batch.append(Candidate(parse_event(json.loads(raw)), raw))
+        except EventRejected:
+            pass
+    store.append(batch)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    events=st.lists(st.one_of(news_event(), news_event(), editorial_event()), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_postgres_rows_equal_sqlite_rows_and_rebuilds(tmp_path_factory, pg_url, events, data) -> None:
+    from pg_support import drop_schema, fresh_schema
+
+    url = fresh_schema(pg_url)
+    try:
+        with connect(url) as conn:
+            migrate(conn)
+        raws = [json.dumps(e).encode() for e in events]
+        path = Path(tmp_path_factory.mktemp("pgprop")) / "t.db"
+        batch = data.draw(st.integers(1, 7), label="engine batch")
+        with EventStore(path) as store, \
+                ProjectionEngine(store, sqlite_projections(), batch_size=batch, parallel=False) as lite, \
+                PgProjectionEngine(url, pg_projections(), batch_size=batch, rebuild_batch_size=batch) as pg:
+            lite.setup()
+            pg.setup()
+            i = 0
+            while i < len(raws):
+                size = data.draw(st.integers(1, 6), label="append batch")
+                append_raw(store, raws[i : i + size])
+                mirror(store, url)
+                lite.catch_up()
+                pg.catch_up()
+                i += size
+            assert pg.lowest() == lite.lowest() == store.head()
+            incremental = pg_tables(pg)
+            assert incremental == sqlite_tables(lite)
+            pg.rebuild()
+            assert pg_tables(pg) == incremental
+            pg.close()  # its leases go with its connections
+            with PgProjectionEngine(url, pg_projections(), rebuild_batch_size=3, set_based=False) as per_change:
+                per_change.rebuild()
+                assert pg_tables(per_change) == incremental
+    finally:
+        drop_schema(url)
