@@ -55,7 +55,12 @@ class RelatedProjection(Projection):
     }
     indexes = {MEMBERS: ["CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id)"]}
 
-    members_insert = staticmethod(members.insert_sql)  # (differs between databases: projections.pg)
+    # The statements that differ between databases (``projections.pg.related``)
+    members_insert = staticmethod(members.insert_sql)
+
+    @staticmethod
+    def merge(pairs_t: str) -> str:
+        return MERGE
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -145,7 +150,7 @@ class RelatedProjection(Projection):
             return  # ``finish`` derives the pairs from the members
         conn.executemany(
             f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?) {MERGE}",
+            f" VALUES (?, ?, ?, ?, ?, ?) {self.merge(pairs_t)}",
             list(adds.values()),
         )
         for (a, b), gone in removed.items():

@@ -6,11 +6,20 @@ from __future__ import annotations
 from ..engine import Projection
 from .directory import PgDirectoryProjection
 from .engine import PgProjectionEngine
+from .related import PgRelatedProjection
+from .search import PgSearchProjection
 from .timelines import PgTimelinesProjection
 
 
 def default_projections() -> list[Projection]:
-    return [PgTimelinesProjection(), PgDirectoryProjection()]
+    return [PgTimelinesProjection(), PgDirectoryProjection(), PgRelatedProjection(), PgSearchProjection()]
 
 
-__all__ = ["PgDirectoryProjection", "PgProjectionEngine", "PgTimelinesProjection", "default_projections"]
+__all__ = [
+    "PgDirectoryProjection",
+    "PgProjectionEngine",
+    "PgRelatedProjection",
+    "PgSearchProjection",
+    "PgTimelinesProjection",
+    "default_projections",
+]
