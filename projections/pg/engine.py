@@ -135,7 +135,7 @@ class PgProjectionEngine(ProjectionEngine):
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
-            rest = store.read_unplain(low, high)
+            rest = store.read_not_plain(low, high)
         else:
             rest = store.read(low, high - low, high)
         changes = compute_changes(store, rest)

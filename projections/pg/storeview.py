@@ -83,7 +83,7 @@ class PgStoreView:
         )
         return [_stored(r) for r in rows]
 
-    def read_unplain(self, low: int, high: int) -> list[StoredEvent]:
+    def read_not_plain(self, low: int, high: int) -> list[StoredEvent]:
         """The events of ``low < position <= high`` that are not plain news events (those the
         set-based path leaves to ``apply``)."""
         rows = self.conn.execute(

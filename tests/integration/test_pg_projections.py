@@ -19,11 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from events.erasure import ErasureRefused
 from events.models import EventRejected, parse_event
 from events.pg.connect import connect
 from events.pg.migrations import migrate
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections
+from projections.erasure import Erased, capture
 from projections.pg import PgProjectionEngine
 from projections.pg import default_projections as pg_projections
 from test_rebuild_property import editorial_event, news_event
@@ -37,7 +39,9 @@ def sqlite_projections() -> list[Any]:
 
 
 def mirror(store: EventStore, url: str) -> None:
-    """Copy the store's rows that the PostgreSQL schema does not have yet (by position)."""
+    """Copy the store's rows that the PostgreSQL schema does not have yet (by position), and
+    erase there what was erased since, as the store erases (events.erasure: the event's derived
+    rows deleted, its content blanked)."""
     with connect(url) as conn, conn.transaction():
         for table in STORE_TABLES:
             key = "seq" if table == "erasures" else "position"
@@ -47,6 +51,23 @@ def mirror(store: EventStore, url: str) -> None:
                 with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
+        erased = [row[0] for row in conn.execute(
+            "SELECT e.position FROM events e JOIN erased_events x ON x.position = e.position WHERE e.body <> ''"
+        )]
+        if erased:
+            for table in ("event_entities", "event_meta", "event_states"):
+                conn.execute(f"DELETE FROM {table} WHERE position = ANY(%s)", (erased,))
+            conn.execute("UPDATE events SET raw = '', body = '' WHERE position = ANY(%s)", (erased,))
+
+
+def erase(store: EventStore, event_id: str) -> Erased | None:
+    """Erase an event from the store as the service does; what the projections must take out."""
+    gone: list[Erased | None] = []
+    try:
+        store.erase(event_id, "test", "hypothesis", before=lambda s: gone.append(capture(s, event_id)))
+    except ErasureRefused:
+        return None
+    return gone[0] if gone else None
 
 
 def pg_tables(engine: PgProjectionEngine, *, docs: bool = True) -> dict[str, list[tuple]]:
@@ -116,6 +137,16 @@ def test_postgres_rows_equal_sqlite_rows_and_rebuilds(tmp_path_factory, pg_url, 
                 size = data.draw(st.integers(1, 6), label="append batch")
                 append_raw(store, raws[i : i + size])
                 mirror(store, url)
+                if data.draw(st.booleans(), label="catch up before erasing"):
+                    lite.catch_up()
+                    pg.catch_up()
+                if data.draw(st.integers(0, 3), label="erase") == 0:
+                    victim = data.draw(st.sampled_from(store.read(0, 10**6) or [None]), label="erased")
+                    gone = erase(store, victim.event_id) if victim is not None else None
+                    mirror(store, url)
+                    if gone is not None:
+                        lite.remove(gone)
+                        pg.remove(gone)
                 lite.catch_up()
                 pg.catch_up()
                 i += size
