@@ -450,8 +450,8 @@ class ProjectionEngine:
             # Positions have no gaps, and the store writes an event_meta row with every event
             # (an erasure removes an erased event's row).
             (facts,) = conn.execute(
-                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ?1 AND position <= ?2)"
-                " + (SELECT COUNT(*) FROM erased_events WHERE position > ?1 AND position <= ?2)", (low, high)
+                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?)"
+                " + (SELECT COUNT(*) FROM erased_events WHERE position > ? AND position <= ?)", (low, high, low, high)
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")

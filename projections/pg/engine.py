@@ -30,13 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from events.pg.connect import advisory_key, connect, current_schema
+from events.pg.connect import Qmark, advisory_key, connect, current_schema
+from events.pg.store import PgEventStore
 
-from ..changes import compute_changes
 from ..engine import Projection, ProjectionEngine, RebuildError, read_checkpoints
 from ..erasure import Erased
-from .conn import Qmark
-from .storeview import PgStoreView
 
 LEASE_POLL = 1.0  # seconds between tries for a lease that another node holds (``rebuild``)
 
@@ -71,7 +69,7 @@ class PgProjectionEngine(ProjectionEngine):
                     self._schema = current_schema(raw)
                 conn = Qmark(raw)
                 self._conns[name] = conn  # type: ignore[assignment]
-                self._views[name] = PgStoreView(conn)  # type: ignore[assignment]
+                self._views[name] = PgEventStore.over(conn)
             return conn  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -123,25 +121,6 @@ class PgProjectionEngine(ProjectionEngine):
         if not self.lease(name):
             return None  # another node advances it
         return super()._step_one(name, upto)
-
-    def _apply_range(self, conn: Any, store: Any, low: int, high: int, projection: Projection, tag: str, *,
-                     deferred: bool) -> None:
-        set_based = self.set_based and projection.has_bulk
-        if set_based:
-            (facts,) = conn.execute(
-                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?)"
-                " + (SELECT COUNT(*) FROM erased_events WHERE position > ? AND position <= ?)",
-                (low, high, low, high),
-            ).fetchone()
-            if facts != high - low:
-                raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
-            rest = store.read_not_plain(low, high)
-        else:
-            rest = store.read(low, high - low, high)
-        changes = compute_changes(store, rest)
-        if set_based:
-            projection.bulk(conn, tag, low, high, deferred=deferred)
-        projection.apply(conn, changes, tag, deferred=deferred and set_based)
 
     # --- erasure ---------------------------------------------------------------------------
 
