@@ -8,6 +8,10 @@ PostgreSQL as on SQLite, incremental == rebuild == per change.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +127,66 @@ def test_postgres_rows_equal_sqlite_rows_and_rebuilds(tmp_path_factory, pg_url, 
                 assert pg_tables(per_change) == incremental
     finally:
         drop_schema(url)
+
+
+# --- leases: one node advances a projection at a time; another takes over when it dies ---------
+
+NODE = """
+import sys, time
+from projections.pg import PgProjectionEngine, default_projections
+engine = PgProjectionEngine(sys.argv[1], default_projections(), batch_size=1, parallel=False)
+engine.setup()
+while True:
+    engine.step()
+    print(" ".join(engine.leases()), flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_a_node_that_dies_loses_its_leases_and_another_takes_over(pg_db, tmp_path):
+    names = sorted(p.name for p in pg_projections())
+    with PgEventStore(pg_db) as store:
+        with PgProjectionEngine(store, pg_projections()) as first:
+            first.setup()  # before any event: the projections are current, built as events come
+        append_raw(store, [json.dumps(news_event_body(i)).encode() for i in range(200)])
+        head = store.head()
+    node = subprocess.Popen([sys.executable, "-c", NODE, pg_db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline()
+        assert line.split() == names, line  # the first node took every lease
+        with PgProjectionEngine(pg_db, pg_projections(), batch_size=1) as other:
+            for _ in range(3):
+                other.step()
+            assert other.leases() == []  # held elsewhere: this node advances none
+            positions = {n: cp["position"] for n, cp in other.checkpoints().items()}
+            assert 0 < min(positions.values()) and max(positions.values()) < head  # the first node is mid-way
+            node.send_signal(signal.SIGKILL)
+            node.wait()
+            killed = time.monotonic()
+            while other.leases() != names:
+                other.step()
+                assert time.monotonic() - killed < 5, other.leases()
+                time.sleep(0.05)
+            took_over = time.monotonic() - killed
+            # from the checkpoints the dead node committed, with the rows they hold: exactly once
+            assert other.catch_up() == head
+            incremental = pg_tables(other)
+            other.rebuild()
+            assert pg_tables(other) == incremental
+        assert took_over < 5
+    finally:
+        node.kill()
+        node.wait()
+
+
+def news_event_body(i: int) -> dict[str, Any]:
+    return {
+        "id": f"n{i}",
+        "kind": "report",
+        "occurred_at": f"2025-05-{1 + i % 28:02d}",
+        "headline": f"Report {i}",
+        "entities": [{"id": f"org-{i % 7}", "name": f"Org {i % 7}", "role": "subject"},
+                     {"id": f"org-{(i + 3) % 7}", "name": f"Org {(i + 3) % 7}", "role": "mentioned"}],
+        "details": {"category": "business"},
+    }
