@@ -26,7 +26,7 @@ from events.ids import _unaccent
 from ..changes import Change
 from ..engine import Projection
 from ..erasure import Erased
-from ..search import SEARCH, SearchProjection
+from ..search import _WORD, SEARCH, SearchProjection, SearchSyntaxError, _All, _Any, _Near, _Node, _Term, parse_query
 
 CONFIG = "timeline_english"
 DOC = f"setweight(to_tsvector('{CONFIG}', {{h}}), 'A') || setweight(to_tsvector('{CONFIG}', {{s}}), 'B')"
@@ -108,3 +108,89 @@ class PgSearchProjection(SearchProjection):
             f"DELETE FROM {self.table(SEARCH, tag)} WHERE version = ANY(?)",
             ([version for version, _, _ in gone.versions if version <= reached],),
         )
+
+
+# --- the query language (projections.search), as a tsquery --------------------------------------
+#
+# The same parser reads ``q`` on both databases (``parse_query``); this writes its tree in
+# ``to_tsquery``'s syntax, with every word quoted (words are runs of letters and digits, folded as
+# the documents were, so none is an operator): ``to_tsquery('timeline_english', ...)`` then
+# stems each word as the documents' words were stemmed. No user text reaches it otherwise.
+#
+#   refugees boat          'refugees' & 'boat'
+#   lesbos OR hungary      'lesbos' | 'hungary'
+#   refugees NOT lesbos    ( 'refugees' ) & !( 'lesbos' )
+#   "border fence"         ( ( 'border':A <-> 'fence':A ) | ( 'border':B <-> 'fence':B ) ): a
+#                          phrase in one column, as in FTS5
+#   Hungar*                'hungar':*
+#   headline:fence         'fence':A        (summary: ':B')
+#   NEAR(a b, 5)           ( 'a' <1> 'b' | ... | 'a' <6> 'b' | 'b' <1> 'a' | ... ): each pair of its
+#                          terms at most 5 words apart, in either order, in one column; a NEAR
+#                          wider than NEAR_EXPANDED words finds the terms anywhere (AND)
+
+WEIGHTS = {"headline": "A", "summary": "B"}
+NEAR_DEFAULT = 10  # FTS5's
+NEAR_EXPANDED = 12
+
+
+def _phrase(term: _Term, column: str | None = None) -> str | None:
+    """A term's words next to each other, in one column (FTS5 matches a phrase within a column;
+    PostgreSQL's document runs the headline into the summary, so a phrase without a column is
+    looked for in each: its lexemes all weighted ``A``, or all ``B``)."""
+    words = _WORD.findall(fold(term.text))
+    if not words:
+        return None
+    column = column or term.column
+    if len(words) > 1 and column is None:
+        return "( " + " | ".join(_words(words, term.prefix, w) for w in WEIGHTS.values()) + " )"
+    return _words(words, term.prefix, WEIGHTS.get(column or "", ""))
+
+
+def _words(words: list[str], prefix: bool, weight: str) -> str:
+    lexemes = [f"'{w}'" + (":" + weight if weight else "") for w in words]
+    if prefix:
+        lexemes[-1] = f"'{words[-1]}':*{weight}"
+    return lexemes[0] if len(lexemes) == 1 else "( " + " <-> ".join(lexemes) + " )"
+
+
+def _near(node: _Near) -> str:
+    """Each pair of the terms at most ``distance`` words apart, in either order, in one column."""
+    if node.column is None:
+        return "( " + " | ".join(_near(_Near(node.terms, node.distance, c)) for c in WEIGHTS) + " )"
+    phrases = [p for p in (_phrase(t, node.column) for t in node.terms) if p]
+    distance = NEAR_DEFAULT if node.distance is None else node.distance
+    if len(phrases) < 2 or distance + 1 > NEAR_EXPANDED:
+        return "( " + " & ".join(phrases) + " )"
+    pairs = []
+    for i, a in enumerate(phrases):
+        for b in phrases[i + 1 :]:
+            pairs.append(
+                "( " + " | ".join(f"{x} <{k}> {y}" for x, y in ((a, b), (b, a)) for k in range(1, distance + 2)) + " )"
+            )
+    return pairs[0] if len(pairs) == 1 else "( " + " & ".join(pairs) + " )"
+
+
+def _tsquery(node: _Node) -> str | None:
+    if isinstance(node, _Term):
+        return _phrase(node)
+    if isinstance(node, _Near):
+        return _near(node)
+    if isinstance(node, (_All, _Any)):
+        parts = [p for p in (_tsquery(i) for i in node.items) if p]
+        if not parts:
+            return None
+        glue = " & " if isinstance(node, _All) else " | "
+        return parts[0] if len(parts) == 1 else "( " + glue.join(parts) + " )"
+    wanted, unwanted = _tsquery(node.wanted), _tsquery(node.unwanted)
+    if wanted is None:
+        return None
+    return wanted if unwanted is None else f"( {wanted} & !{unwanted} )"
+
+
+def tsquery_expression(q: str) -> str:
+    """The ``to_tsquery('timeline_english', ...)`` text for what a user typed in ``q``
+    (``projections.search``'s language; raises ``SearchSyntaxError`` as ``match_expression`` does)."""
+    expr = _tsquery(parse_query(q))
+    if expr is None:
+        raise SearchSyntaxError("needs at least one word (a letter or digit) to look for")
+    return expr
