@@ -11,10 +11,12 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -190,3 +192,103 @@ def news_event_body(i: int) -> dict[str, Any]:
                      {"id": f"org-{(i + 3) % 7}", "name": f"Org {(i + 3) % 7}", "role": "mentioned"}],
         "details": {"category": "business"},
     }
+
+
+# --- rebuilds beside the live tables: the old ones answer until the swap ---------------------
+
+def live_rows(conn: Any, name: str, base: str) -> tuple[str, int]:
+    """What a reader does: the live tables' tag from the checkpoint, then their rows (read again
+    if a swap dropped the tables in between)."""
+    while True:
+        (tag,) = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = %s", (name,)).fetchone()
+        try:
+            (count,) = conn.execute(f"SELECT count(*) FROM {base}{tag}").fetchone()
+            return tag, count
+        except psycopg.errors.UndefinedTable:
+            continue
+
+
+def test_reads_use_the_old_tables_until_the_swap(pg_db):
+    with PgEventStore(pg_db) as store, PgProjectionEngine(store, pg_projections(), rebuild_batch_size=25) as engine:
+        engine.setup()
+        append_raw(store, [json.dumps(news_event_body(i)).encode() for i in range(300)])
+        engine.catch_up()
+        with connect(pg_db) as reader:
+            old_tag, before = live_rows(reader, "timelines", "tl_events")
+            assert before == 300
+            seen: list[tuple[str, int]] = []
+            stop = threading.Event()
+
+            def read() -> None:
+                with connect(pg_db) as conn:
+                    while not stop.is_set():
+                        seen.append(live_rows(conn, "timelines", "tl_events"))
+
+            thread = threading.Thread(target=read)
+            thread.start()
+            try:
+                engine.start_rebuild(["timelines"])
+                done, more = False, 0
+                while not done:
+                    _, _, done = engine.rebuild_step(["timelines"])
+                    if more < 40:  # events keep arriving and are projected live meanwhile
+                        append_raw(store, [json.dumps(news_event_body(300 + more)).encode()])
+                        engine.step()
+                        more += 1
+                    time.sleep(0.01)
+                time.sleep(0.1)
+            finally:
+                stop.set()
+                thread.join()
+            new_tag, after = live_rows(reader, "timelines", "tl_events")
+        assert new_tag != old_tag and after == store.head() == 300 + more
+        old = [count for tag, count in seen if tag == old_tag]
+        new = [count for tag, count in seen if tag == new_tag]
+        assert {tag for tag, _ in seen} <= {old_tag, new_tag}
+        assert len(old) > 10 and min(old) >= 300 and old == sorted(old)  # the old tables, never emptier
+        assert new and min(new) == after
+
+
+REBUILDER = """
+import sys
+import threading
+from projections.pg import PgProjectionEngine, default_projections
+engine = PgProjectionEngine(sys.argv[1], default_projections(), rebuild_batch_size=1, parallel=False)
+def progress(position, head):
+    print(position, flush=True)
+engine.rebuild(progress=progress)
+"""
+
+
+def test_a_rebuild_killed_leaves_the_live_tables_and_is_started_again(pg_db):
+    with PgEventStore(pg_db) as store:
+        with PgProjectionEngine(store, pg_projections()) as first:
+            first.setup()
+            append_raw(store, [json.dumps(news_event_body(i)).encode() for i in range(120)])
+            first.catch_up()
+            live = pg_tables(first)
+            tags = {n: cp["tag"] for n, cp in first.checkpoints().items()}
+        node = subprocess.Popen([sys.executable, "-c", REBUILDER, pg_db], stdout=subprocess.PIPE, text=True)
+        try:
+            assert node.stdout is not None
+            while int(node.stdout.readline() or 10**9) < 20:  # mid-way through its rebuild
+                pass
+            node.send_signal(signal.SIGKILL)
+            node.wait()
+        finally:
+            node.kill()
+            node.wait()
+        with PgProjectionEngine(store, pg_projections()) as other:
+            cps = other.checkpoints()
+            assert all(cp["rebuild_tag"] for cp in cps.values())  # the dead node's, left behind
+            assert {n: cp["tag"] for n, cp in cps.items()} == tags and pg_tables(other) == live
+            names = sorted(cps)
+            assert other.abandoned_rebuilds() == names  # this node holds the leases now
+            other.rebuild(names, force=True)  # drops the leftovers and starts again
+            assert pg_tables(other) == live
+            assert all(cp["rebuild_tag"] is None and cp["tag"] != tags[n] for n, cp in other.checkpoints().items())
+            with connect(pg_db) as conn:  # no leftover tables: the live ones and the store's
+                tables = {r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+            suffixes = {t[len(b):] for t in tables for p in pg_projections() for b in p.schema if t.startswith(b)}
+            assert suffixes == {cp["tag"] for cp in other.checkpoints().values()}
