@@ -65,6 +65,11 @@ class PgProjectionEngine(ProjectionEngine):
             conn = self._conns.get(name)
             if conn is None:
                 raw = connect(self.url, application_name=f"timeline-projection-{name}")
+                # Projection rows can always be recomputed from the store: their commits do not
+                # wait for the write-ahead log to reach the disk (SQLite's projections skip the
+                # fsync the same way). A crash may lose the last commits, rows and checkpoint
+                # together (never one without the other), and catching up redoes them.
+                raw.execute("SET synchronous_commit = off")
                 if self._schema is None:
                     self._schema = current_schema(raw)
                 conn = Qmark(raw)
