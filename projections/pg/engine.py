@@ -27,6 +27,8 @@ What differs from SQLite, and only that, is here:
 from __future__ import annotations
 
 import time
+
+import psycopg
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,8 +65,18 @@ class PgProjectionEngine(ProjectionEngine):
         """The projection's own connection (autocommit; work runs in explicit transactions)."""
         with self._open_lock:
             conn = self._conns.get(name)
+            if conn is not None and conn.raw.closed:  # lost (the server restarted, or ended it)
+                self._leases.discard(name)  # its lease went with it
+                del self._conns[name]
+                conn = None
             if conn is None:
                 raw = connect(self.url, application_name=f"timeline-projection-{name}")
+                # The server finds a node whose machine or network died (no FIN: the socket just
+                # goes quiet) within ~10 s by TCP keepalives, and ends its session, which frees
+                # its leases for another node (PostgreSQL's defaults wait for the system's: hours).
+                for setting, value in (("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 1),
+                                       ("tcp_keepalives_count", 5)):
+                    raw.execute(f"SET {setting} = {value}")
                 # Projection rows can always be recomputed from the store: their commits do not
                 # wait for the write-ahead log to reach the disk (SQLite's projections skip the
                 # fsync the same way). A crash may lose the last commits, rows and checkpoint
@@ -123,9 +135,22 @@ class PgProjectionEngine(ProjectionEngine):
     # --- live ------------------------------------------------------------------------------
 
     def _step_one(self, name: str, upto: int | None) -> int | None:
-        if not self.lease(name):
-            return None  # another node advances it
-        return super()._step_one(name, upto)
+        try:
+            if not self.lease(name):
+                return None  # another node advances it
+            return super()._step_one(name, upto)
+        except psycopg.OperationalError:
+            if not self._lost(name):
+                raise
+            return None  # the next step connects again and takes the lease if it is free
+
+    def _lost(self, name: str) -> bool:
+        """Whether the projection's connection is gone (then so is its lease: forgotten)."""
+        conn = self._conns.get(name)
+        if conn is None or not conn.raw.closed:
+            return False
+        self._leases.discard(name)
+        return True
 
     # --- erasure ---------------------------------------------------------------------------
 
@@ -154,11 +179,15 @@ class PgProjectionEngine(ProjectionEngine):
     # --- rebuilds --------------------------------------------------------------------------
 
     def _rebuild_step_one(self, name: str) -> tuple[int, int, bool]:
-        if not self.lease(name):
-            head = self.head()
-            cp = self.checkpoint(name) or {}
-            return cp.get("rebuild_position") or 0, head, False
-        return super()._rebuild_step_one(name)
+        try:
+            if self.lease(name):
+                return super()._rebuild_step_one(name)
+        except psycopg.OperationalError:
+            if not self._lost(name):
+                raise
+        head = self.head()
+        cp = self.checkpoint(name) or {}
+        return cp.get("rebuild_position") or 0, head, False
 
     def _finish(self, conn: Any, p: Projection, tag: str, position: int) -> None:
         if self._deferred(p.name, tag):

@@ -292,3 +292,30 @@ def test_a_rebuild_killed_leaves_the_live_tables_and_is_started_again(pg_db):
                     "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
             suffixes = {t[len(b):] for t in tables for p in pg_projections() for b in p.schema if t.startswith(b)}
             assert suffixes == {cp["tag"] for cp in other.checkpoints().values()}
+
+
+def test_a_lost_connection_is_opened_again_and_its_lease_taken_again(pg_db):
+    """The server ends a node's projection connections (as a restart or pg_terminate_backend
+    does): the node's next steps connect again, take the leases again and carry on."""
+    names = sorted(p.name for p in pg_projections())
+    with PgEventStore(pg_db) as store, PgProjectionEngine(store, pg_projections(), parallel=False) as engine:
+        engine.setup()
+        append_raw(store, [json.dumps(news_event_body(i)).encode() for i in range(50)])
+        assert engine.catch_up() == 50 and engine.leases() == names
+        pids = [engine.connection(n).raw.info.backend_pid for n in names]
+        with connect(pg_db) as admin:
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # waits for it to end
+            (keepalive,) = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()
+        assert keepalive == 0  # gone, and their advisory locks with them
+        append_raw(store, [json.dumps(news_event_body(50 + i)).encode() for i in range(50)])
+        for _ in range(3):
+            engine.step()
+        assert engine.catch_up() == 100 and engine.leases() == names
+        assert all(engine.connection(n).raw.info.backend_pid not in pids for n in names)
+        incremental = pg_tables(engine)
+        engine.rebuild()
+        assert pg_tables(engine) == incremental
+        (idle,) = engine.connection("timelines").execute("SHOW tcp_keepalives_idle").fetchone()
+        assert idle in ("5", "5s", "0")  # 0: a connection over a Unix socket, which has no keepalives
