@@ -25,6 +25,20 @@ def open_engine(store: Any, **options: Any) -> ProjectionEngine:
     return ProjectionEngine(store, default_projections(), **options)
 
 
+def open_queries(db: str, names: Any = None, *, read_only: bool = False) -> Any:
+    """The read side over the store that ``db`` (``TIMELINE_DB``) names: ``projections.queries``'
+    ``Queries`` on SQLite, ``projections.pg.queries.PgQueries`` on PostgreSQL."""
+    from events.backend import is_postgres
+
+    from .queries import PROJECTIONS, Queries
+
+    if is_postgres(str(db)):
+        from .pg.queries import PgQueries
+
+        return PgQueries(str(db), names or PROJECTIONS, read_only=read_only)
+    return Queries(str(db), names or PROJECTIONS, read_only=read_only)
+
+
 __all__ = [
     "DirectoryProjection",
     "Projection",
@@ -34,4 +48,5 @@ __all__ = [
     "TimelinesProjection",
     "default_projections",
     "open_engine",
+    "open_queries",
 ]
