@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,9 @@ def test_events_and_status_read_the_same_on_both(pg_db, tmp_path: Path):
             engine.setup()
         for store in (lite, pg):
             append_raw(store, raws[:12])
-        instant = time.strftime("%Y-%m-%dT%H:%M:%S.999999Z", time.gmtime(time.time() + 1))
-        time.sleep(1.2)
+        time.sleep(0.01)
+        instant = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # after the first 12 events
+        time.sleep(0.01)
         for store in (lite, pg):
             append_raw(store, raws[12:])
             store.erase("n7", "test", "pytest", before=lambda s: None)
@@ -59,7 +61,13 @@ def test_events_and_status_read_the_same_on_both(pg_db, tmp_path: Path):
     try:
         for event_id in ["n0", "n3", "n4", "c1", "r1"]:
             assert unrecorded(b.event(event_id)) == unrecorded(a.event(event_id)), event_id
+        for event_id in ["n0", "n3", "n4"]:  # as they stood before their correction and retraction
             assert unrecorded(b.event(event_id, as_of=instant)) == unrecorded(a.event(event_id, as_of=instant))
+            assert b.event(event_id, as_of=instant)["status"] == "active"
+        assert b.event("n3")["headline"] == "Corrected" and b.event("n4")["status"] == "retracted"
+        for q in (a, b):
+            with pytest.raises(LookupError):
+                q.event("c1", as_of=instant)  # not stored yet then
         for missing in ["n7", "nope"]:
             errors = []
             for q in (a, b):
