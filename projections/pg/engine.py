@@ -27,13 +27,13 @@ What differs from SQLite, and only that, is here:
 from __future__ import annotations
 
 import time
-
-import psycopg
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg
+
 from events.pg.connect import Qmark, advisory_key, connect, current_schema
-from events.pg.store import PgEventStore
+from events.pg.store import PgEventStore, pg_text
 
 from ..engine import Projection, ProjectionEngine, RebuildError, read_checkpoints
 from ..erasure import Erased
@@ -44,6 +44,25 @@ LEASE_POLL = 1.0  # seconds between tries for a lease that another node holds (`
 def store_url(store: Any) -> str:
     """The URL of a PostgreSQL store (a store object with ``url``, or the URL itself)."""
     return store if isinstance(store, str) else str(store.url)
+
+
+def _storable(params: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(pg_text(v) if isinstance(v, str) else v for v in params)
+
+
+class ProjectionConnection(Qmark):
+    """A projection's connection: ``Qmark``, with U+0000 in text parameters written as U+FFFD
+    (``events.pg.store.pg_text``). A headline, summary or entity name may carry one (validation
+    lets it through, and SQLite stores it); PostgreSQL's ``text`` cannot hold it, and a batch that
+    failed on it would fail again at every step."""
+
+    __slots__ = ()
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        return super().execute(sql, _storable(params) if params else params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        return super().executemany(sql, [_storable(row) for row in rows])
 
 
 class PgProjectionEngine(ProjectionEngine):
@@ -84,7 +103,7 @@ class PgProjectionEngine(ProjectionEngine):
                 raw.execute("SET synchronous_commit = off")
                 if self._schema is None:
                     self._schema = current_schema(raw)
-                conn = Qmark(raw)
+                conn = ProjectionConnection(raw)
                 self._conns[name] = conn  # type: ignore[assignment]
                 self._views[name] = PgEventStore.over(conn)
             return conn  # type: ignore[return-value]

@@ -21,7 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from events.ids import _unaccent
+from events.pg.store import pg_text
 
 from ..changes import Change
 from ..engine import Projection
@@ -52,7 +55,7 @@ def fold(text: str) -> str:
 
 def write_docs(conn: Any, table: str, rows: Iterable[tuple[int, str, str]]) -> None:
     """Insert ``(version, headline, summary)`` rows as documents."""
-    folded = [(version, fold(headline or ""), fold(summary or "")) for version, headline, summary in rows]
+    folded = [(version, pg_text(fold(headline or "")), pg_text(fold(summary or ""))) for version, headline, summary in rows]
     if not folded:
         return
     if len(folded) < 200:
@@ -82,13 +85,14 @@ class PgSearchProjection(SearchProjection):
         Projection.create_indexes(self, conn, tag)
 
     def bulk(self, conn: Any, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
+        # the body's text, parsed here: PostgreSQL's JSON types refuse a \u0000 that a headline may hold
         rows = conn.execute(
-            """SELECT e.position, e.body::jsonb ->> 'headline', coalesce(e.body::jsonb ->> 'summary', '')
-               FROM event_meta m JOIN events e ON e.position = m.position
+            """SELECT e.position, e.body FROM event_meta m JOIN events e ON e.position = m.position
                WHERE m.position > ? AND m.position <= ? AND m.plain <> 0""",
             (low, high),
         ).fetchall()
-        write_docs(conn, self.table(SEARCH, tag), rows)
+        bodies = ((position, orjson.loads(body)) for position, body in rows)
+        write_docs(conn, self.table(SEARCH, tag), [(p, b["headline"], b.get("summary") or "") for p, b in bodies])
 
     def apply(self, conn: Any, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         write_docs(

@@ -319,3 +319,31 @@ def test_a_lost_connection_is_opened_again_and_its_lease_taken_again(pg_db):
         assert pg_tables(engine) == incremental
         (idle,) = engine.connection("timelines").execute("SHOW tcp_keepalives_idle").fetchone()
         assert idle in ("5", "5s", "0")  # 0: a connection over a Unix socket, which has no keepalives
+
+
+def test_u0000_in_names_and_headlines_is_projected(pg_db):
+    """A headline, a summary or an entity's name may hold U+0000 (SQLite stores it): on PostgreSQL
+    the projections write U+FFFD there, as the store does, instead of failing the batch for ever."""
+    news = {"id": "z1", "kind": "report", "occurred_at": "2025-05-01", "headline": "Nul\x00byte boat",
+            "summary": "sum\x00mary", "entities": [{"id": "nul-org", "name": "Nul\x00Org", "role": "subject"},
+                                                    {"id": "other", "name": "Other", "role": "mentioned"}],
+            "details": {"category": "business"}}
+    fix = {"id": "z2", "kind": "correction", "occurred_at": "2025-05-02",
+           "details": {"corrects": "z1", "reason": "r", "changes": {
+               "headline": "Fixed\x00again", "entities": [{"id": "nul-org", "name": "Nul\x00Org 2", "role": "actor"}]}}}
+    with PgEventStore(pg_db) as store, PgProjectionEngine(store, pg_projections(), parallel=False) as engine:
+        engine.setup()
+        append_raw(store, [json.dumps(news).encode()])
+        engine.catch_up()
+        append_raw(store, [json.dumps(fix).encode()])
+        assert engine.catch_up() == store.head() == 2
+        tag = engine.checkpoint("entities")["tag"]
+        (name,) = engine.connection("entities").execute(f"SELECT name FROM ent_stats{tag} WHERE id = 'nul-org'").fetchone()
+        assert name == "Nul\ufffdOrg 2"
+        ttag = engine.checkpoint("timelines")["tag"]
+        (headline,) = engine.connection("timelines").execute(
+            f"SELECT headline FROM tl_events{ttag} WHERE valid_from = 2").fetchone()
+        assert headline == "Fixed\ufffdagain"
+        incremental = pg_tables(engine)
+        engine.rebuild()
+        assert pg_tables(engine) == incremental
