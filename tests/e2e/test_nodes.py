@@ -149,15 +149,6 @@ def answers(node: Server, n: int) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def patient_starts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A node restarted beside a busy one on a loaded machine may take longer than the tier's
-    20 s to answer /health (its process starts, imports, migrates, reads the checkpoints)."""
-    import e2e_support
-
-    monkeypatch.setattr(e2e_support, "READY_TIMEOUT", 60.0)
-
-
 def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
     serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
