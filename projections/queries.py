@@ -462,6 +462,18 @@ class Queries:
     def _contains(column: str) -> str:
         return f"instr({column}, ?)"
 
+    DISTINCT = "IS NOT"  # one value differs from another, NULL a value like any
+
+    @staticmethod
+    def _has_table(conn: Any, projection: str, table: str) -> bool:
+        """Whether a projection's table exists (in the snapshot's view)."""
+        return conn.execute(f"SELECT 1 FROM p_{projection}.sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+    @staticmethod
+    def _in_file(projection: str, table: str) -> str:
+        """A projection's table as a statement names it."""
+        return f"p_{projection}.{table}"
+
     @staticmethod
     def _text_max(expr: str) -> str:
         return f"MAX({expr})"

@@ -129,6 +129,17 @@ class PgQueries(Queries):
     def _contains(column: str) -> str:
         return f"strpos({column}, ?) > 0"
 
+    DISTINCT = "IS DISTINCT FROM"
+
+    @staticmethod
+    def _has_table(conn: Any, projection: str, table: str) -> bool:
+        (found,) = conn.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
+        return bool(found)
+
+    @staticmethod
+    def _in_file(projection: str, table: str) -> str:
+        return table
+
     @staticmethod
     def _text_max(expr: str) -> str:
         return f'MAX(({expr}) COLLATE "C")'

@@ -21,6 +21,7 @@ from projections import open_engine, open_queries
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from projections.live import StreamCursor, StreamFilter, changes
 from projections.pg.queries import PgQueries
 from projections.queries import Queries, QueryError, ReadTimeout, TimelineQuery
 from test_pg_projections import append_raw, erase, news_event_body
@@ -163,7 +164,23 @@ def reads(q: Any, entity_ids: list[str]) -> dict[str, Any]:
             if cursor is None or len(listed) > 30:
                 break
         out[f"directory {kwargs}"] = listed
+    for entity_id in [None, *entity_ids]:
+        for filters in (StreamFilter(), StreamFilter(include_retracted=True), StreamFilter(role="subject"),
+                        StreamFilter(kinds=("report", "outage"))):
+            out[f"changes {entity_id} {filters}"] = answer(lambda: streamed(q, entity_id, filters))
     return out
+
+
+def streamed(q: Any, entity_id: str | None, filters: StreamFilter) -> list[Any]:
+    """A live stream's change log read from the start, three messages a page."""
+    cursor, out = StreamCursor(0), []
+    for _ in range(100):
+        page = changes(q, entity_id, cursor, filters, 3)
+        out.append([(m.position, m.kind, unrecorded(json.loads(m.data))) for m in page.messages])
+        cursor = page.cursor
+        if not page.more:
+            break
+    return [out, cursor]
 
 
 @settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
