@@ -37,7 +37,7 @@ from .directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS, group_nami
 from .engine import projection_path, read_checkpoints, status_row
 from .members import KEY_WIDTH, packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
-from .related import PAIRS
+from .related import GROUP_PAIRS, PAIRS
 from .search import SEARCH, SearchSyntaxError, match_expression
 from .timelines import ENTRIES, EVENTS, GROUP_ENTRIES
 
@@ -124,7 +124,7 @@ _KEY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]
 BOUND = ("entity", "order", "since", "until", "kind", "role", "q", "as_of", "include_retracted")
 GLOBAL = "*"  # the ``entity`` of /timeline
 # The prefix of each projection's group tables (``projections.groups``).
-GROUP_PREFIX = {"timelines": "tl", "entities": "ent"}
+GROUP_PREFIX = {"timelines": "tl", "entities": "ent", "related": "rel"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,6 +595,17 @@ class Queries:
             return None
         return row[0]
 
+    def _related_set(self, conn: sqlite3.Connection, canonical: str, upto: int) -> str | None:
+        """The set under which the related projection keeps the pairs of ``canonical``'s group,
+        when they are the group's now and so are the sides they name: the group's rows are
+        (``_set``) and the projection has applied every declaration the alias index knows (a side
+        that is a set is named by its root, an id in no group by itself). None otherwise: the
+        members are asked one by one."""
+        projected, _ = self._checkpoint(conn, "related")
+        if self.aliases.seen > projected:
+            return None
+        return self._set(conn, "related", canonical, upto)
+
     def _group(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[list[str], list[str]]:
         """``canonical`` and the ids that resolve to it as of ``upto``; and those of them that the
         directory knows (that any event names), canonical first: the ones reads ask about."""
@@ -872,17 +883,29 @@ class Queries:
             entity = self._entity(conn, canonical, upto, group=group)
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
-            members = aliases.members(canonical, upto) if group is None else group[1]
             bound = list_binding(list="related", entity=canonical)
             after = decode_list_cursor(cursor, bound, (int, str, str)) if cursor else None
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
+            set_id = self._related_set(conn, canonical, upto)
+            if set_id is not None:  # the pairs the related projection keeps for the group's set
+                counted = {
+                    root or other: [count, last_key, last_at]
+                    for other, root, count, last_key, last_at in conn.execute(
+                        f"SELECT p.other_id, s.root, p.count, p.last_key, p.last_at FROM {GROUP_PAIRS}{tag} p"
+                        f" LEFT JOIN {GROUP_PREFIX['related']}{groups.SETS}{tag} s ON s.set_id = p.other_id WHERE p.set_id = ?",
+                        (set_id,),
+                    )
+                }
+            members = [] if set_id is not None else aliases.members(canonical, upto) if group is None else group[1]
             # (one id that events name: its pairs; it may be an alias of a canonical id none names)
-            pairs = conn.execute(
+            pairs = [] if set_id is not None else conn.execute(
                 f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
                 " ORDER BY count DESC, last_key DESC, other_id",
                 (members[0] if len(members) == 1 else canonical,),
             ).fetchall()
-            if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
+            if set_id is not None:
+                pass
+            elif len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
                 counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
             else:  # aliases on either side: count distinct shared events exactly
                 ids = compact_json(members)
