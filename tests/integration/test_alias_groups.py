@@ -317,7 +317,8 @@ def test_related_pairs_per_set_count_each_shared_event_once(tmp_path: Path) -> N
         assert got == fan_out, asked
     # a is {a, a1}: e1 (a2, b1 of y), e2 as corrected (y), e6 (y); e3 (x)
     assert [(i, c) for i, c, _ in _related_both(db, "a")[0]] == [("y", 3), ("x", 1), ("a2", 1)]
-    incremental = dump_tables(db)
+    # (tl_removals is carried over by a rebuild, not derived: files made afresh have none)
+    incremental = {k: v for k, v in dump_tables(db).items() if k != "tl_removals"}
     shutil.rmtree(projections_dir(db))
     project(db)
-    assert dump_tables(db) == incremental
+    assert {k: v for k, v in dump_tables(db).items() if k != "tl_removals"} == incremental
