@@ -322,3 +322,29 @@ def test_related_pairs_per_set_count_each_shared_event_once(tmp_path: Path) -> N
     shutil.rmtree(projections_dir(db))
     project(db)
     assert {k: v for k, v in dump_tables(db).items() if k != "tl_removals"} == incremental
+
+
+def test_related_of_a_group_waits_for_the_declarations_the_projection_has_not_applied(tmp_path: Path) -> None:
+    """``q → p`` is stored but not projected yet: the group's pairs name ``p`` and ``q`` apart,
+    so its related entities come from the members asked one by one, ``p`` and ``q`` as one
+    entity; once projected, from the set's pairs, the same."""
+    db = tmp_path / "timeline.db"
+    with EventStore(db) as store:
+        append(
+            store,
+            news("e1", "2024-01-01", ["a1", ent("p", "mentioned")]),
+            news("e2", "2024-02-01", ["a", ent("q", "mentioned")]),
+            news("e3", "2024-03-01", ["a1", ent("p", "mentioned"), ent("q", "mentioned")]),
+            alias("d1", "a1", "a"),
+        )
+    project(db)
+    got, fan_out, used = _related_both(db, "a")
+    assert used and got == fan_out and [(i, c) for i, c, _ in got] == [("p", 2), ("q", 2)]
+    with EventStore(db) as store:
+        append(store, alias("d2", "q", "p"))  # stored; the projections have not applied it
+    got, fan_out, used = _related_both(db, "a")
+    assert got == fan_out == [("p", 3, "2024-03-01")]  # the set's pairs would say p 2, q 2
+    assert not used
+    project(db)
+    got, fan_out, used = _related_both(db, "a")
+    assert used and got == fan_out == [("p", 3, "2024-03-01")]
