@@ -896,48 +896,47 @@ class Queries:
                         (set_id,),
                     )
                 }
-            members = [] if set_id is not None else aliases.members(canonical, upto) if group is None else group[1]
-            # (one id that events name: its pairs; it may be an alias of a canonical id none names)
-            pairs = [] if set_id is not None else conn.execute(
-                f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
-                " ORDER BY count DESC, last_key DESC, other_id",
-                (members[0] if len(members) == 1 else canonical,),
-            ).fetchall()
-            if set_id is not None:
-                pass
-            elif len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
-                counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
-            else:  # aliases on either side: count distinct shared events exactly
-                ids = compact_json(members)
-                # each other id's shared events counted in SQL (one row an id, not one an event);
-                # the ids resolved here, and merged by event only when two resolve to one entity
-                by_id = conn.execute(
-                    f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), MAX(m1.start_key || m1.occurred_at)"
-                    f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
-                    " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
-                    " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1)) GROUP BY m2.entity_id",
-                    (ids,),
+            else:  # the members asked one by one
+                members = aliases.members(canonical, upto) if group is None else group[1]
+                # (one id that events name: its pairs; it may be an alias of a canonical id none names)
+                pairs = conn.execute(
+                    f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
+                    " ORDER BY count DESC, last_key DESC, other_id",
+                    (members[0] if len(members) == 1 else canonical,),
                 ).fetchall()
-                resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
-                if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
-                    counted = {
-                        resolved[other]: [count, last[:KEY_WIDTH], last[KEY_WIDTH:]] for other, count, last in by_id
-                    }
-                else:  # two of the other ids are one entity: their shared events merged by event
-                    shared: dict[str, dict[int, tuple[str, str]]] = {}
-                    for other, position, start_key, occurred_at in conn.execute(  # one event, one position
-                        f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
-                        f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
+                if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
+                    counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
+                else:  # aliases on either side: count distinct shared events exactly
+                    ids = compact_json(members)
+                    # each other id's shared events counted in SQL (one row an id, not one an event);
+                    # the ids resolved here, and merged by event only when two resolve to one entity
+                    by_id = conn.execute(
+                        f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), MAX(m1.start_key || m1.occurred_at)"
+                        f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
                         " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
-                        " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
+                        " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1)) GROUP BY m2.entity_id",
                         (ids,),
-                    ):
-                        shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
-                    for other, events in shared.items():
-                        if other == canonical:
-                            continue
-                        last = max(events.values())
-                        counted[other] = [len(events), last[0], last[1]]
+                    ).fetchall()
+                    resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
+                    if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
+                        counted = {
+                            resolved[other]: [count, last[:KEY_WIDTH], last[KEY_WIDTH:]] for other, count, last in by_id
+                        }
+                    else:  # two of the other ids are one entity: their shared events merged by event
+                        shared: dict[str, dict[int, tuple[str, str]]] = {}
+                        for other, position, start_key, occurred_at in conn.execute(  # one event, one position
+                            f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
+                            f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
+                            " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
+                            " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
+                            (ids,),
+                        ):
+                            shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
+                        for other, events in shared.items():
+                            if other == canonical:
+                                continue
+                            last = max(events.values())
+                            counted[other] = [len(events), last[0], last[1]]
             def rank(other: str, count: int, last_key: str) -> tuple[Any, ...]:
                 return (-count, _desc(last_key), other)
 
