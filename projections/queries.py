@@ -601,10 +601,34 @@ class Queries:
         (``_set``) and the projection has applied every declaration the alias index knows (a side
         that is a set is named by its root, an id in no group by itself). None otherwise: the
         members are asked one by one."""
-        projected, _ = self._checkpoint(conn, "related")
-        if self.aliases.seen > projected:
+        if not self._related_ready(conn):
             return None
         return self._set(conn, "related", canonical, upto)
+
+    def _related_ready(self, conn: sqlite3.Connection) -> bool:
+        """Whether the related projection's groups are the alias index's: it has applied every
+        declaration the index knows."""
+        projected, _ = self._checkpoint(conn, "related")
+        return self.aliases.seen <= projected
+
+    def _group_sides(self, conn: sqlite3.Connection, tag: str, entity_id: str) -> dict[str, list[Any]] | None:
+        """``{canonical id: [count, last_key, last_at]}`` of the groups that share events with an id
+        in no group, from the related projection's pairs per set; None when those are not the
+        alias index's groups (``_related_ready``) or the tables are from before them."""
+        if not self._related_ready(conn):
+            return None
+        prefix = GROUP_PREFIX["related"]
+        try:
+            rows = conn.execute(
+                f"SELECT s.root, p.count, p.last_key, p.last_at FROM {GROUP_PAIRS}{tag} p"
+                f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = p.set_id WHERE p.other_id = ?",
+                (entity_id,),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # the tables of a version from before the groups
+            if "no such table" not in str(exc):
+                raise
+            return None
+        return {root: [count, last_key, last_at] for root, count, last_key, last_at in rows}
 
     def _group(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[list[str], list[str]]:
         """``canonical`` and the ids that resolve to it as of ``upto``; and those of them that the
@@ -904,8 +928,15 @@ class Queries:
                     " ORDER BY count DESC, last_key DESC, other_id",
                     (members[0] if len(members) == 1 else canonical,),
                 ).fetchall()
-                if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
+                grouped = {row[0] for row in pairs if row[0] in aliases.groups or aliases.is_alias(row[0], upto)}
+                alone = len(members) == 1 and canonical not in aliases.groups
+                if len(members) == 1 and not grouped:
                     counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
+                elif alone and (sides := self._group_sides(conn, tag, canonical)) is not None:
+                    # an id in no group: its pairs with the ids in no group, and the groups' rows
+                    # against it (each group's shared events counted once), not its events
+                    counted = {row[0]: [row[1], row[2], row[3]] for row in pairs if row[0] not in grouped}
+                    counted.update(sides)
                 else:  # aliases on either side: count distinct shared events exactly
                     ids = compact_json(members)
                     # each other id's shared events counted in SQL (one row an id, not one an event);
