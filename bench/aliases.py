@@ -15,6 +15,10 @@ live batches are, in batches of 5,000 positions). Then, in process, alternating,
   before the group's latest declaration), in the same run.
 
 It prints one line per read and the time the projections took to apply the chain.
+
+`--postgres URL` builds the same store on that PostgreSQL instead (in a schema of its own,
+dropped after) and prints only the time the projections (``projections.pg``) took to apply the
+chain: the reads of the projections are not written for PostgreSQL yet.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ def news(event_id: str, month: int, entities: list[dict[str, Any]]) -> dict[str,
     }
 
 
-def build(path: Path, chain: int) -> float:
-    """The store and its projections; the seconds the projections took to catch up."""
+def build(path: Path | str, chain: int) -> float:
+    """The store and its projections (``path``: a SQLite file or a PostgreSQL URL); the seconds
+    the projections took to catch up."""
     events: list[dict[str, Any]] = []
     for i in range(chain + 1):
         events.append(news(f"g-{i}", 1 + i % 12, [
@@ -57,7 +62,16 @@ def build(path: Path, chain: int) -> float:
         {"id": f"alias-{i}", "kind": "entity_alias", "occurred_at": "2025", "details": {"alias": f"c{i}", "canonical": f"c{i + 1}"}}
         for i in range(chain)
     ]
-    with EventStore(path) as store, ProjectionEngine(store, default_projections()) as engine:
+    if isinstance(path, str):  # a PostgreSQL URL
+        from events.pg.store import PgEventStore
+        from projections import pg
+
+        store: Any = PgEventStore(path)
+        engine: Any = pg.PgProjectionEngine(store, pg.default_projections())
+    else:
+        store = EventStore(path)
+        engine = ProjectionEngine(store, default_projections())
+    with store, engine:
         engine.setup()  # on the empty store: live tables, which the catch-up fills batch by batch
         for start in range(0, len(events), 5000):
             batch = [Candidate(parse_event(e), json.dumps(e).encode()) for e in events[start : start + 5000]]
@@ -110,12 +124,36 @@ def run(chain: int = 10_001, reads: int = 200) -> dict[str, dict[str, float]]:
     return out
 
 
+def on_postgres(server: str, chain: int) -> float:
+    """``build`` on a PostgreSQL server, in a schema of its own (dropped after)."""
+    import uuid
+
+    import psycopg
+
+    from events.pg.connect import with_schema
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        caught_up = build(with_schema(server, schema), chain)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    print(f"projections on PostgreSQL caught up in {caught_up:.1f} s ({2 * (chain + 1)} events, {chain} aliases)")
+    return caught_up
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chain", type=int, default=10_001)
     parser.add_argument("--reads", type=int, default=200)
+    parser.add_argument("--postgres", metavar="URL", help="build on this PostgreSQL (the catch-up's time only)")
     args = parser.parse_args()
-    run(args.chain, args.reads)
+    if args.postgres:
+        on_postgres(args.postgres, args.chain)
+    else:
+        run(args.chain, args.reads)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
     .venv/bin/python -m bench.rebuild --events 20000  # a quick run
     .venv/bin/python -m bench.rebuild --live          # catching up from scratch as live, instead
     .venv/bin/python -m bench.rebuild --batch 50000   # events per batch (default: as `timeline rebuild`)
+    .venv/bin/python -m bench.rebuild --events 20000 --postgres postgresql://root@127.0.0.1/test
+                                                      # the same store copied into a fresh schema
+                                                      # of that database, rebuilt there
 
 The store is filled once (validated by the real parser, appended by the real store) and
 cached; the rebuild runs in a child process, so its peak RSS is the rebuild's alone.
@@ -64,10 +67,25 @@ def fill(path: Path, n: int) -> float:
         store.close()
 
 
-def measure(path: Path, names: list[str] | None, live: bool = False, batch: int | None = None) -> dict[str, float]:
-    """Run in a child: rebuild (or, ``live``, project from scratch as live) and report the figures."""
-    from projections import ProjectionEngine, default_projections
+def measure(path: Path | str, names: list[str] | None, live: bool = False, batch: int | None = None) -> dict[str, float]:
+    """Run in a child: rebuild (or, ``live``, project from scratch as live) and report the figures.
+    ``path``: a store file, or a PostgreSQL store's URL."""
+    from events.backend import is_postgres, open_store
+    from projections import ProjectionEngine, default_projections, open_engine
 
+    if is_postgres(str(path)):
+        if live:
+            raise SystemExit("--live is measured on SQLite only")
+        store = open_store(str(path))
+        engine = open_engine(store, **({"rebuild_batch_size": batch} if batch else {}))
+        engine.setup()
+        started = time.perf_counter()
+        position = engine.rebuild(names, force=True)
+        seconds = time.perf_counter() - started
+        engine.close()
+        store.close()
+        return {"events": position, "seconds": seconds, "rate": position / seconds if seconds else 0.0,
+                "peak_rss_mb": vm_hwm_mb(os.getpid())}
     store = EventStore(path)
     if live:
         engine = ProjectionEngine(store, default_projections(), **({"batch_size": batch} if batch else {}))
@@ -111,12 +129,41 @@ def _from_scratch(engine: Any, names: list[str]) -> None:
 
 
 def run(
-    n: int, names: list[str] | None = None, db: Path | None = None, live: bool = False, batch: int | None = None
+    n: int, names: list[str] | None = None, db: Path | None = None, live: bool = False, batch: int | None = None,
+    postgres: str | None = None,
 ) -> dict[str, float]:
+    """Rebuild from n stored events; ``postgres``: a PostgreSQL server's URL, where the same store
+    is copied (``timeline copy-store``) into a schema of its own, rebuilt, and dropped."""
     path = db or CACHE / f"bench-{n}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     fill(path, n)
-    args = [sys.executable, "-m", "bench.rebuild", "--measure", str(path)]
+    if postgres:
+        return _on_postgres(path, postgres, lambda url: run_child(url, names, live, batch))
+    return run_child(path, names, live, batch)
+
+
+def _on_postgres(path: Path, server: str, work: Any) -> Any:
+    import uuid
+
+    import psycopg
+
+    from events.copy import copy_store
+    from events.pg.connect import with_schema
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        url = with_schema(server, schema)
+        copy_store(path, url)
+        return work(url)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def run_child(db: Path | str, names: list[str] | None, live: bool, batch: int | None) -> dict[str, float]:
+    args = [sys.executable, "-m", "bench.rebuild", "--measure", str(db)]
     for name in names or []:
         args += ["--projection", name]
     if live:
@@ -135,7 +182,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="store file (default: cached under bench/.cache)")
     parser.add_argument("--live", action="store_true", help="project from scratch as live (indexes kept up throughout)")
     parser.add_argument("--batch", type=int, help="events per batch (default: the engine's)")
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--postgres", metavar="URL", help="rebuild on this PostgreSQL (a copy of the store, in a schema of its own)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.projection, args.live, args.batch)))
@@ -145,9 +193,9 @@ def main() -> None:
 
     each = [[p.name] for p in default_projections()]
     for names in ([args.projection] if args.projection else [*each, None]):
-        figures = run(args.events, names, args.db, args.live, args.batch)
+        figures = run(args.events, names, args.db, args.live, args.batch, args.postgres)
         rows.append((", ".join(names) if names else "all projections", figures))
-    what = "live projection" if args.live else "rebuild"
+    what = ("live projection" if args.live else "rebuild") + (" on PostgreSQL" if args.postgres else "")
     print(f"\n{what} from {args.events:,} stored events\n")
     print(f"{'projections':<20} {'seconds':>9} {'events/s':>11} {'peak RSS MB':>12}")
     for label, f in rows:

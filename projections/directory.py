@@ -143,6 +143,17 @@ GROUP_STATS_SCHEMA = """CREATE TABLE {t} (
     first_at TEXT, last_key TEXT, last_position INTEGER, last_at TEXT
 ) WITHOUT ROWID"""
 STATS_COLUMNS = "event_count, first_key, first_position, first_at, last_key, last_position, last_at"
+# A statement filed under a set again: as it is now (SQLite's INSERT OR REPLACE, in SQL that
+# PostgreSQL runs too).
+GROUP_SAID_UPSERT = """ON CONFLICT (set_id, said_at, entity_id) DO UPDATE SET
+    died_at = excluded.died_at, name = excluded.name, type = excluded.type"""
+# A set's count and dates written again (the SET of an upsert into ``ent_group_stats``).
+GROUP_STATS_SET = ", ".join(f"{c} = excluded.{c}" for c in STATS_COLUMNS.split(", "))
+
+
+def grouped(groups_t: str, stats_t: str) -> str:
+    """SQL: 1 if the ``stats_t`` row's id is in a group, else 0."""
+    return f"CASE WHEN EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = {stats_t}.id) THEN 1 ELSE 0 END"
 
 
 def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upto: int = OPEN - 1) -> tuple[Any, ...] | None:
@@ -228,6 +239,29 @@ class DirectoryProjection(Projection):
         SAID: [SAID_TYPED_INDEX],
     }
 
+    # The statements that differ between databases (``projections.pg.directory``)
+    members_insert = staticmethod(members.insert_sql)
+    naming = staticmethod(naming)
+
+    @staticmethod
+    def merge_counts(stats_t: str) -> str:
+        return MERGE_COUNTS
+
+    @staticmethod
+    def counts(t: str) -> str:
+        """``COUNTS`` (for an upsert's SET into table ``t``)."""
+        return COUNTS
+
+    packed = staticmethod(members.packed)
+    packed_position = staticmethod(members.packed_position)
+    # The groups' statements below are plain SQL that SQLite and PostgreSQL both run but for
+    # these (``projections.pg.directory``).
+    groups_class: type[Groups] = Groups
+
+    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
+        """The group tables of a tag (``projections.groups``)."""
+        return self.groups_class(conn, PREFIX, tag)
+
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         members.fill_plain(conn, members_t, low, high)
@@ -272,13 +306,13 @@ class DirectoryProjection(Projection):
         and each set's count and dates, merged as the entities' rows are."""
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         named = f"""FROM event_meta e JOIN event_entities m ON m.position = e.position
-                    JOIN {groups_t} g ON g.entity_id = m.entity_id WHERE e.position > ? AND e.position <= ? AND e.plain"""
+                    JOIN {groups_t} g ON g.entity_id = m.entity_id WHERE e.position > ? AND e.position <= ? AND e.plain <> 0"""
         touched = [r[0] for r in conn.execute(f"SELECT DISTINCT g.set_id {named}", (low, high))]
         if not touched:
             return
         conn.execute(
-            f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
-            f" SELECT g.set_id, e.position, e.start_key, e.occurred_at {named}",
+            f"INSERT INTO {gm} (set_id, position, start_key, occurred_at)"
+            f" SELECT g.set_id, e.position, e.start_key, e.occurred_at {named} ON CONFLICT DO NOTHING",
             (low, high),
         )
         conn.execute(
@@ -286,17 +320,18 @@ class DirectoryProjection(Projection):
             (low, high),
         )
         conn.execute(
-            f"""INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
+            f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
                 SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {groups_t} g ON g.entity_id = m.entity_id
                 JOIN {self.table(SAID, tag)} s ON s.entity_id = m.entity_id AND s.said_at = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain""",
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                {GROUP_SAID_UPSERT}""",
             (low, high),
         )
         for set_id in touched:
             count, first, last = conn.execute(
-                f"SELECT COUNT(*), MIN({members.packed()}), MAX({members.packed()}) FROM {gm}"
+                f"SELECT COUNT(*), MIN({self.packed()}), MAX({self.packed()}) FROM {gm}"
                 " WHERE set_id = ? AND position > ? AND position <= ?",
                 (set_id, low, high),
             ).fetchone()
@@ -314,12 +349,11 @@ class DirectoryProjection(Projection):
         ).fetchone()
         return key, position, occurred_at
 
-    @staticmethod
-    def _merge_stats(conn: sqlite3.Connection, gstats: str, set_id: str, stats: Sequence[Any]) -> None:
+    def _merge_stats(self, conn: sqlite3.Connection, gstats: str, set_id: str, stats: Sequence[Any]) -> None:
         """Add a count and merge first and last dates into a set's row (as ``COUNTS`` does)."""
         conn.execute(
             f"INSERT INTO {gstats} (set_id, {STATS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            f" ON CONFLICT(set_id) DO UPDATE SET {COUNTS}",
+            f" ON CONFLICT(set_id) DO UPDATE SET {self.counts(gstats)}",
             (set_id, *stats),
         )
 
@@ -327,10 +361,11 @@ class DirectoryProjection(Projection):
         """A set's count and dates from its events (after some went: time in its size)."""
         gm, _, gstats, _ = self._group_tables(tag)
         count, first, last = conn.execute(
-            f"SELECT COUNT(*), MIN({members.packed()}), MAX({members.packed()}) FROM {gm} WHERE set_id = ?", (set_id,)
+            f"SELECT COUNT(*), MIN({self.packed()}), MAX({self.packed()}) FROM {gm} WHERE set_id = ?", (set_id,)
         ).fetchone()
         conn.execute(
-            f"INSERT OR REPLACE INTO {gstats} (set_id, {STATS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {gstats} (set_id, {STATS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            f" ON CONFLICT (set_id) DO UPDATE SET {GROUP_STATS_SET}",
             (set_id, count, *self._dated(conn, gm, set_id, first), *self._dated(conn, gm, set_id, last)),
         )
 
@@ -339,13 +374,13 @@ class DirectoryProjection(Projection):
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         for table in (gm, gsaid, gstats):
             conn.execute(f"DELETE FROM {table}")
+        stats_t = self.table(STATS, tag)
+        conn.execute(f"UPDATE {stats_t} SET grouped = {grouped(groups_t, stats_t)}")
         conn.execute(
-            f"UPDATE {self.table(STATS, tag)} SET grouped = EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = id)"
-        )
-        conn.execute(
-            f"""INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)
+            f"""INSERT INTO {gm} (set_id, position, start_key, occurred_at)
                 SELECT g.set_id, m.position, m.start_key, m.occurred_at
-                FROM {groups_t} g JOIN {self.table(MEMBERS, tag)} m ON m.entity_id = g.entity_id ORDER BY 1, 2"""
+                FROM {groups_t} g JOIN {self.table(MEMBERS, tag)} m ON m.entity_id = g.entity_id WHERE true ORDER BY 1, 2
+                ON CONFLICT DO NOTHING"""
         )
         conn.execute(
             f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
@@ -357,10 +392,10 @@ class DirectoryProjection(Projection):
                 SELECT s.set_id, coalesce(a.cnt, 0), f.start_key, f.position, f.occurred_at,
                        l.start_key, l.position, l.occurred_at
                 FROM {self.table(PREFIX + groups.SETS, tag)} s
-                LEFT JOIN (SELECT set_id, COUNT(*) AS cnt, MIN({members.packed()}) AS fc, MAX({members.packed()}) AS lc
+                LEFT JOIN (SELECT set_id, COUNT(*) AS cnt, MIN({self.packed()}) AS fc, MAX({self.packed()}) AS lc
                            FROM {gm} GROUP BY set_id) a ON a.set_id = s.set_id
-                LEFT JOIN {gm} f ON f.set_id = s.set_id AND f.position = {members.packed_position('a.fc')}
-                LEFT JOIN {gm} l ON l.set_id = s.set_id AND l.position = {members.packed_position('a.lc')}"""
+                LEFT JOIN {gm} f ON f.set_id = s.set_id AND f.position = {self.packed_position('a.fc')}
+                LEFT JOIN {gm} l ON l.set_id = s.set_id AND l.position = {self.packed_position('a.lc')}"""
         )
 
     def declare(
@@ -370,7 +405,7 @@ class DirectoryProjection(Projection):
         a merged set's move to the set it joined (the smaller set's: each row moves at most
         log2(n) times) and its count and dates merge into that set's, a lone id's are copied
         from its own, a regrouped set's are filed anew."""
-        table = Groups(conn, PREFIX, tag)
+        table = self.groups(conn, tag)
         for declaration in declarations:
             done = table.declare([declaration])
             if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
@@ -384,13 +419,13 @@ class DirectoryProjection(Projection):
             """A lone id's rows into a set: how many of its events the set did not have, and its
             first and last dates (its entity row's)."""
             inserted = conn.execute(
-                f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
-                f" SELECT ?, position, start_key, occurred_at FROM {members_t} WHERE entity_id = ?",
+                f"INSERT INTO {gm} (set_id, position, start_key, occurred_at)"
+                f" SELECT ?, position, start_key, occurred_at FROM {members_t} WHERE entity_id = ? ON CONFLICT DO NOTHING",
                 (set_id, entity_id),
             ).rowcount
             conn.execute(
-                f"INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
-                f" SELECT ?, said_at, entity_id, died_at, name, type FROM {said_t} WHERE entity_id = ?",
+                f"INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
+                f" SELECT ?, said_at, entity_id, died_at, name, type FROM {said_t} WHERE entity_id = ? {GROUP_SAID_UPSERT}",
                 (set_id, entity_id),
             )
             row = conn.execute(f"SELECT {STATS_COLUMNS} FROM {stats_t} WHERE id = ?", (entity_id,)).fetchone()
@@ -404,8 +439,8 @@ class DirectoryProjection(Projection):
             else:
                 row = conn.execute(f"SELECT {STATS_COLUMNS} FROM {gstats} WHERE set_id = ?", (gone,)).fetchone()
                 inserted = conn.execute(
-                    f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
-                    f" SELECT ?, position, start_key, occurred_at FROM {gm} WHERE set_id = ?",
+                    f"INSERT INTO {gm} (set_id, position, start_key, occurred_at)"
+                    f" SELECT ?, position, start_key, occurred_at FROM {gm} WHERE set_id = ? ON CONFLICT DO NOTHING",
                     (keep, gone),
                 ).rowcount
                 added = (inserted, *(row[1:] if row is not None else (None,) * 6))
@@ -414,25 +449,25 @@ class DirectoryProjection(Projection):
                 conn.execute(f"DELETE FROM {gstats} WHERE set_id = ?", (gone,))
             # the events it did not have add to its count; the first and last dates merge
             self._merge_stats(conn, gstats, keep, added)
+        table = self.groups_class
         conn.execute(
-            f"UPDATE {stats_t} SET grouped = EXISTS (SELECT 1 FROM {groups_t} g WHERE g.entity_id = {stats_t}.id)"
-            " WHERE id IN (SELECT value FROM json_each(?))",
-            (compact_json(sorted(set(done.ids))),),
+            f"UPDATE {stats_t} SET grouped = {grouped(groups_t, stats_t)} WHERE {table.in_ids('id')}",
+            (table.ids(set(done.ids)),),
         )
         for set_id in done.dissolved:
             for table in (gm, gsaid, gstats):
                 conn.execute(f"DELETE FROM {table} WHERE set_id = ?", (set_id,))
         for set_id in done.created:
             conn.execute(
-                f"INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)"
+                f"INSERT INTO {gm} (set_id, position, start_key, occurred_at)"
                 f" SELECT g.set_id, m.position, m.start_key, m.occurred_at FROM {groups_t} g"
-                f" JOIN {members_t} m ON m.entity_id = g.entity_id WHERE g.set_id = ?",
+                f" JOIN {members_t} m ON m.entity_id = g.entity_id WHERE g.set_id = ? ON CONFLICT DO NOTHING",
                 (set_id,),
             )
             conn.execute(
-                f"INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
+                f"INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
                 f" SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type FROM {groups_t} g"
-                f" JOIN {said_t} s ON s.entity_id = g.entity_id WHERE g.set_id = ?",
+                f" JOIN {said_t} s ON s.entity_id = g.entity_id WHERE g.set_id = ? {GROUP_SAID_UPSERT}",
                 (set_id,),
             )
             self._restat(conn, tag, set_id)
@@ -494,7 +529,7 @@ class DirectoryProjection(Projection):
         # entity -> the (start key, position) of each member a change took away
         removed: dict[str, list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
-        insert = members.insert_sql(members_t)
+        insert = self.members_insert(members_t)
         renamed: set[str] = set()  # entities whose statements changed
         touched: set[str] = set()  # entities of the changed events, and the events (positions)
         positions: set[int] = set()
@@ -526,7 +561,7 @@ class DirectoryProjection(Projection):
                 # there yet; ``finish`` then keeps this row)
                 conn.executemany(
                     f"INSERT INTO {said_t} (entity_id, said_at, died_at, name, type) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT DO UPDATE SET died_at = excluded.died_at",
+                    " ON CONFLICT (entity_id, said_at) DO UPDATE SET died_at = excluded.died_at",
                     [(e["id"], old.said_at, change.position, e["name"], e["type"]) for e in old.entities],
                 )
                 said.update((e["id"], old.said_at) for e in old.entities)
@@ -561,7 +596,8 @@ class DirectoryProjection(Projection):
             return
         # New rows are named below (every entity in ``adds`` without a row has new statements).
         conn.executemany(
-            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES (?, '', 'other', 0, NULL, ?, ?, ?, ?, ?, ?, ?, '') {MERGE_COUNTS}",
+            f"INSERT INTO {stats_t} ({COLUMNS}) VALUES (?, '', 'other', 0, NULL, ?, ?, ?, ?, ?, ?, ?, '')"
+            f" {self.merge_counts(stats_t)}",
             list(adds.values()),
         )
         for eid, gone in removed.items():
@@ -578,33 +614,32 @@ class DirectoryProjection(Projection):
         may take an event away: time in the set's size, for the sets a correction or retraction
         or a late event touches)."""
         gm, gsaid, _, groups_t = self._group_tables(tag)
-        sets = Groups(conn, PREFIX, tag).sets_of(touched)
+        table = self.groups(conn, tag)
+        sets = table.sets_of(touched)
         if not sets:
             return
         conn.execute(
-            f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND id IN (SELECT value FROM json_each(?))",
-            (compact_json(sorted(sets)),),
+            f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND {table.in_ids('id')}",
+            (table.ids(sets),),
         )
-        where = compact_json(sorted(positions))
+        where = table.ids(positions)
         for set_id in sorted(set(sets.values())):
+            conn.execute(f"DELETE FROM {gm} WHERE set_id = ? AND {table.in_ids('position')}", (set_id, where))
             conn.execute(
-                f"DELETE FROM {gm} WHERE set_id = ? AND position IN (SELECT value FROM json_each(?))", (set_id, where)
-            )
-            conn.execute(
-                f"""INSERT OR IGNORE INTO {gm} (set_id, position, start_key, occurred_at)
+                f"""INSERT INTO {gm} (set_id, position, start_key, occurred_at)
                     SELECT g.set_id, m.position, m.start_key, m.occurred_at
                     FROM {self.table(MEMBERS, tag)} m JOIN {groups_t} g ON g.entity_id = m.entity_id
-                    WHERE m.position IN (SELECT value FROM json_each(?)) AND g.set_id = ?""",
+                    WHERE {table.in_ids('m.position')} AND g.set_id = ? ON CONFLICT DO NOTHING""",
                 (where, set_id),
             )
             self._restat(conn, tag, set_id)
-        keys = compact_json(sorted([e, at] for e, at in said if e in sets))
-        conn.execute(
-            f"""INSERT OR REPLACE INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
+        # each statement written, filed under its set (a statement at a time: a batch's are few)
+        conn.executemany(
+            f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
                 SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
-                FROM json_each(?) k JOIN {self.table(SAID, tag)} s ON s.entity_id = k.value ->> 0 AND s.said_at = k.value ->> 1
-                JOIN {groups_t} g ON g.entity_id = s.entity_id""",
-            (keys,),
+                FROM {self.table(SAID, tag)} s JOIN {groups_t} g ON g.entity_id = s.entity_id
+                WHERE s.entity_id = ? AND s.said_at = ? {GROUP_SAID_UPSERT}""",
+            sorted((e, at) for e, at in said if e in sets),
         )
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
@@ -612,13 +647,14 @@ class DirectoryProjection(Projection):
         from what is left, and leaves the directory if nothing else names it. (A rebuild that has
         not finished has no entity rows yet: ``finish`` derives them from what is left.)"""
         if gone.kind == "entity_alias":  # the groups as if it had never been declared
-            Groups(conn, PREFIX, tag).replay(groups.stored_declarations(conn, reached))
+            table = self.groups(conn, tag)
+            table.replay(table.stored_declarations(reached))
             self._file_all(conn, tag)
             return
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         gm, gsaid, gstats, _ = self._group_tables(tag)
         marks = ",".join("?" * len(gone.positions))
-        for set_id in sorted(set(Groups(conn, PREFIX, tag).sets_of(gone.entities).values())):
+        for set_id in sorted(set(self.groups(conn, tag).sets_of(gone.entities).values())):
             conn.execute(f"DELETE FROM {gm} WHERE set_id = ? AND position = ?", (set_id, gone.position))
             conn.execute(f"DELETE FROM {gsaid} WHERE set_id = ? AND said_at IN ({marks})", (set_id, *gone.positions))
             if conn.execute(f"SELECT 1 FROM {gstats} WHERE set_id = ?", (set_id,)).fetchone():  # not in a deferred rebuild
@@ -635,10 +671,10 @@ class DirectoryProjection(Projection):
             self._recompute(conn, stats_t, members_t, entity_id)
             self._rename(conn, stats_t, said_t, entity_id)
 
-    @staticmethod
-    def _rename(conn: sqlite3.Connection, stats_t: str, said_t: str, entity_id: str) -> None:
+    @classmethod
+    def _rename(cls, conn: sqlite3.Connection, stats_t: str, said_t: str, entity_id: str) -> None:
         """An entity's name and type from its statements (``naming``)."""
-        named = naming(conn, said_t, [entity_id])
+        named = cls.naming(conn, said_t, [entity_id])
         assert named is not None, entity_id
         name, kind, name_rank, type_rank = named
         conn.execute(

@@ -224,8 +224,7 @@ class ProjectionEngine:
         set_based: bool = True,
         parallel: bool = True,
     ) -> None:
-        if store.path in ("", ":memory:"):
-            raise ValueError("projections need the store in a file (they attach it)")
+        self._check_store(store)
         self.store = store
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
@@ -245,6 +244,11 @@ class ProjectionEngine:
         self._open_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._cancelled = threading.Event()
+
+    @staticmethod
+    def _check_store(store: Any) -> None:
+        if store.path in ("", ":memory:"):
+            raise ValueError("projections need the store in a file (they attach it)")
 
     def close(self) -> None:
         with self._open_lock:
@@ -360,7 +364,7 @@ class ProjectionEngine:
         """The projection's checkpoint row; None before ``setup`` has created it."""
         conn = self.connection(name)
         with self._locks[name]:
-            return read_checkpoints(conn).get(name)
+            return self._read_checkpoints(conn).get(name)
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         """The checkpoints of the projections that are set up."""
@@ -412,7 +416,7 @@ class ProjectionEngine:
 
     def _step_one(self, name: str, upto: int | None) -> int | None:
         def work(conn: sqlite3.Connection, store: EventStore) -> int | None:
-            cp = read_checkpoints(conn).get(name)
+            cp = self._read_checkpoints(conn).get(name)
             head = store.head() if upto is None else min(upto, store.head())
             if cp is None or not self._current(cp) or cp["position"] >= head:
                 return None
@@ -446,8 +450,8 @@ class ProjectionEngine:
             # Positions have no gaps, and the store writes an event_meta row with every event
             # (an erasure removes an erased event's row).
             (facts,) = conn.execute(
-                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ?1 AND position <= ?2)"
-                " + (SELECT COUNT(*) FROM erased_events WHERE position > ?1 AND position <= ?2)", (low, high)
+                "SELECT (SELECT COUNT(*) FROM event_meta WHERE position > ? AND position <= ?)"
+                " + (SELECT COUNT(*) FROM erased_events WHERE position > ? AND position <= ?)", (low, high, low, high)
             ).fetchone()
             if facts != high - low:
                 raise RuntimeError(f"event_meta has {facts} rows for the {high - low} events after {low}")
@@ -479,7 +483,7 @@ class ProjectionEngine:
             projection, conn = self.projections[name], self.connection(name)
 
             def work(conn: sqlite3.Connection, _store: EventStore) -> None:
-                cp = read_checkpoints(conn).get(name)
+                cp = self._read_checkpoints(conn).get(name)
                 if cp is None or gone is None:
                     zero_free_pages(conn)
                     return
@@ -523,7 +527,7 @@ class ProjectionEngine:
             p = self.projections[name]
 
             def work(conn: sqlite3.Connection, store: EventStore) -> None:
-                cp = read_checkpoints(conn)[name]
+                cp = self._read_checkpoints(conn)[name]
                 if cp["rebuild_tag"]:
                     p.drop(conn, cp["rebuild_tag"])  # a rebuild that died: start again
                 tag = f"_v{p.version}_r{stamp}"
@@ -557,7 +561,7 @@ class ProjectionEngine:
         p = self.projections[name]
 
         def work(conn: sqlite3.Connection, store: EventStore) -> tuple[int, int, bool, bool]:
-            cp = read_checkpoints(conn)[name]
+            cp = self._read_checkpoints(conn)[name]
             if not cp["rebuild_tag"] or cp["rebuild_tag"] != tag:
                 raise RebuildError("the rebuild was cancelled or taken over by another one")
             low, head = cp["rebuild_position"], store.head()
@@ -573,19 +577,7 @@ class ProjectionEngine:
                 # Caught up: the read-side indexes, built once over the filled tables, and what the
                 # batches deferred, in a transaction of their own; the next step applies what
                 # arrived meanwhile, then swaps.
-                (cache_size,) = conn.execute("PRAGMA cache_size").fetchone()
-                # CREATE INDEX and ORDER BY sort with a helper thread; sorting in runs that fit
-                # the CPU's caches is faster than in runs the size of the whole page cache.
-                conn.execute("PRAGMA threads = 2")
-                conn.execute(f"PRAGMA cache_size = -{FINISH_CACHE_KIB}")
-                try:
-                    if self._deferred(name, tag):
-                        p.finish(conn, tag, low)
-                    p.create_indexes(conn, tag)
-                    conn.execute("UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?", (time.time(), name))
-                finally:
-                    conn.execute("PRAGMA threads = 0")
-                    conn.execute(f"PRAGMA cache_size = {cache_size}")
+                self._finish(conn, p, tag, low)
                 return low, head, False, True
             # Caught up, in the same transaction that saw the head: swap.
             p.carry(conn, cp["tag"], tag)
@@ -606,6 +598,25 @@ class ProjectionEngine:
         if done:
             self._swapped.add((name, tag))
         return position, head, done
+
+    def _finish(self, conn: sqlite3.Connection, p: Projection, tag: str, position: int) -> None:
+        """A caught-up rebuild's deferred rows (``Projection.finish``) and read-side indexes."""
+        (cache_size,) = conn.execute("PRAGMA cache_size").fetchone()
+        # CREATE INDEX and ORDER BY sort with a helper thread; sorting in runs that fit
+        # the CPU's caches is faster than in runs the size of the whole page cache.
+        conn.execute("PRAGMA threads = 2")
+        conn.execute(f"PRAGMA cache_size = -{FINISH_CACHE_KIB}")
+        try:
+            if self._deferred(p.name, tag):
+                p.finish(conn, tag, position)
+            p.create_indexes(conn, tag)
+            conn.execute("UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?", (time.time(), p.name))
+        finally:
+            conn.execute("PRAGMA threads = 0")
+            conn.execute(f"PRAGMA cache_size = {cache_size}")
+
+    def _read_checkpoints(self, conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+        return read_checkpoints(conn)
 
     def rebuild(
         self,
@@ -639,10 +650,13 @@ class ProjectionEngine:
         return [c["name"] for c in self.checkpoints().values() if c["rebuild_tag"] and not rebuild_alive(c)]
 
 
-def read_checkpoints(conn: sqlite3.Connection, schema: str = "main") -> dict[str, dict[str, Any]]:
+def read_checkpoints(conn: Any, schema: str = "main") -> dict[str, dict[str, Any]]:
+    """The checkpoint rows (of the tables in ``schema``; ``""``: the connection's own, as on
+    PostgreSQL, where they are in the store's schema)."""
+    table = f"{schema}.projection_checkpoints" if schema else "projection_checkpoints"
     out = {}
     for name, version, position, state, tag, r_tag, r_version, r_position, r_beat, r_owner in conn.execute(
-        f"SELECT {CHECKPOINT_COLUMNS} FROM {schema}.projection_checkpoints ORDER BY name"
+        f"SELECT {CHECKPOINT_COLUMNS} FROM {table} ORDER BY name"
     ):
         out[name] = {
             "name": name, "version": version, "position": position, "state": state, "tag": tag,

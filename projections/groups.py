@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 LINKS, GROUPS, SETS = "_links", "_groups", "_sets"
 
@@ -70,7 +72,23 @@ class Regrouped:
 
 
 class Groups:
-    """The group tables of one projection (``prefix``) and tag."""
+    """The group tables of one projection (``prefix``) and tag.
+
+    Its statements are plain SQL that SQLite and PostgreSQL both run, but for a few marked as
+    the database's (``ID``, ``in_ids``, ``stored_declarations``): ``projections.pg.groups``."""
+
+    #: an id given as a parameter where its type must be known (a recursive query's first term)
+    ID = "?"
+
+    @staticmethod
+    def in_ids(expr: str) -> str:
+        """SQL: ``expr`` is one of the values given as the one parameter ``ids(values)``."""
+        return f"{expr} IN (SELECT value FROM json_each(?))"
+
+    @staticmethod
+    def ids(values: Iterable[Any]) -> Any:
+        """The parameter of ``in_ids``."""
+        return json.dumps(sorted(values))
 
     def __init__(self, conn: sqlite3.Connection, prefix: str, tag: str) -> None:
         self.conn = conn
@@ -142,7 +160,7 @@ class Groups:
         return [
             r[0]
             for r in self.conn.execute(
-                f"""WITH RECURSIVE t(id) AS (SELECT ?1 UNION ALL
+                f"""WITH RECURSIVE t(id) AS (SELECT {self.ID} UNION ALL
                         SELECT l.alias FROM {self.links} l JOIN t ON l.canonical = t.id)
                     SELECT id FROM t""",
                 (root,),
@@ -152,7 +170,7 @@ class Groups:
     def _root(self, entity_id: str) -> str:
         """Where ``entity_id``'s chain ends (a re-declaration's rare path: walks the links)."""
         (root,) = self.conn.execute(
-            f"""WITH RECURSIVE up(id, n) AS (SELECT ?1, 0 UNION ALL
+            f"""WITH RECURSIVE up(id, n) AS (SELECT {self.ID}, 0 UNION ALL
                     SELECT l.canonical, up.n + 1 FROM {self.links} l JOIN up ON l.alias = up.id)
                 SELECT id FROM up ORDER BY n DESC LIMIT 1""",
             (entity_id,),
@@ -196,9 +214,12 @@ class Groups:
         if not entity_ids:
             return {}
         return dict(self.conn.execute(
-            f"SELECT entity_id, set_id FROM {self.groups} WHERE entity_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(entity_ids)),),
+            f"SELECT entity_id, set_id FROM {self.groups} WHERE {self.in_ids('entity_id')}", (self.ids(entity_ids),)
         ).fetchall())
+
+    def stored_declarations(self, upto: int) -> list[tuple[int, str, str]]:
+        """Every alias declaration the store holds up to a position (``stored_declarations``)."""
+        return stored_declarations(self.conn, upto)
 
 
 def declarations(events: list) -> list[tuple[int, str, str]]:

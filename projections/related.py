@@ -86,6 +86,28 @@ class RelatedProjection(Projection):
     }
     indexes = {MEMBERS: ["CREATE INDEX IF NOT EXISTS {t}_entity ON {t}(entity_id)"]}
 
+    # The statements that differ between databases (``projections.pg.related``)
+    members_insert = staticmethod(members.insert_sql)
+
+    @staticmethod
+    def merge(pairs_t: str) -> str:
+        return MERGE
+
+    @staticmethod
+    def group_merge(group_pairs_t: str) -> str:
+        return GROUP_MERGE
+
+    packed = staticmethod(members.packed)
+    packed_key = staticmethod(members.packed_key)
+    packed_position = staticmethod(members.packed_position)
+    # The groups' statements below are plain SQL that SQLite and PostgreSQL both run but for
+    # these hooks (``projections.pg.related``).
+    groups_class: type[Groups] = Groups
+
+    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
+        """The group tables of a tag (``projections.groups``)."""
+        return self.groups_class(conn, PREFIX, tag)
+
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         members.fill_plain(conn, members_t, low, high)
@@ -119,24 +141,24 @@ class RelatedProjection(Projection):
                 SELECT DISTINCT g.set_id, e.position, e.start_key, e.occurred_at
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {sets} g ON g.entity_id = m.entity_id
-                WHERE e.position > ? AND e.position <= ? AND e.plain""",
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0""",
             (low, high),
         )
         conn.execute(
             f"""INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)
-                SELECT t.set_id, t.other_id, t.cnt, {members.packed_key('t.lc')}, {members.packed_position('t.lc')},
+                SELECT t.set_id, t.other_id, t.cnt, {self.packed_key('t.lc')}, {self.packed_position('t.lc')},
                        (SELECT x.occurred_at FROM {group_members} x
-                        WHERE x.set_id = t.set_id AND x.position = {members.packed_position('t.lc')})
+                        WHERE x.set_id = t.set_id AND x.position = {self.packed_position('t.lc')})
                 FROM (SELECT g0.set_id, COALESCE(g.set_id, m.entity_id) AS other_id,
-                             COUNT(DISTINCT e.position) AS cnt, MAX({members.packed('e')}) AS lc
+                             COUNT(DISTINCT e.position) AS cnt, MAX({self.packed('e')}) AS lc
                       FROM event_meta e JOIN event_entities m0 ON m0.position = e.position
                       JOIN {sets} g0 ON g0.entity_id = m0.entity_id
                       JOIN event_entities m ON m.position = e.position
                       LEFT JOIN {sets} g ON g.entity_id = m.entity_id
-                      WHERE e.position > ? AND e.position <= ? AND e.plain
+                      WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
                       AND COALESCE(g.set_id, m.entity_id) <> g0.set_id
                       GROUP BY g0.set_id, COALESCE(g.set_id, m.entity_id)) t
-                WHERE true {GROUP_MERGE}""",
+                WHERE true {self.group_merge(group_pairs)}""",
             (low, high),
         )
 
@@ -148,7 +170,7 @@ class RelatedProjection(Projection):
         as ``gm``, filtered by ``where``) against each side they name: one row a (set, side)."""
         group_members, _, sets = self._group_tables(tag)
         return f"""SELECT gm.set_id, COALESCE(g.set_id, m.entity_id) AS other_id,
-                          COUNT(DISTINCT gm.position) AS cnt, MAX({members.packed('gm')}) AS lc
+                          COUNT(DISTINCT gm.position) AS cnt, MAX({self.packed('gm')}) AS lc
                    FROM {group_members} gm JOIN {self.table(MEMBERS, tag)} m ON m.position = gm.position
                    LEFT JOIN {sets} g ON g.entity_id = m.entity_id
                    WHERE COALESCE(g.set_id, m.entity_id) <> gm.set_id {where}
@@ -168,9 +190,9 @@ class RelatedProjection(Projection):
         )
         conn.execute(
             f"""INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)
-                SELECT t.set_id, t.other_id, t.cnt, {members.packed_key('t.lc')}, {members.packed_position('t.lc')},
+                SELECT t.set_id, t.other_id, t.cnt, {self.packed_key('t.lc')}, {self.packed_position('t.lc')},
                        (SELECT x.occurred_at FROM {group_members} x
-                        WHERE x.set_id = t.set_id AND x.position = {members.packed_position('t.lc')})
+                        WHERE x.set_id = t.set_id AND x.position = {self.packed_position('t.lc')})
                 FROM ({self._side_counts(tag, "")}) t ORDER BY 1, 2"""
         )
 
@@ -201,7 +223,7 @@ class RelatedProjection(Projection):
         """Each declaration joins or regroups sets (``projections.groups``); the pairs follow: a
         merged set's events join the set it joined (those it did not have yet, each counted once
         against every side it names), and its rows go; a re-declaration files every group anew."""
-        table = Groups(conn, PREFIX, tag)
+        table = self.groups(conn, tag)
         for declaration in declarations:
             done = table.declare([declaration])
             if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
@@ -237,7 +259,7 @@ class RelatedProjection(Projection):
         fresh = f"NOT EXISTS (SELECT 1 FROM {group_members} k WHERE k.set_id = ? AND k.position = src.position)"
         counted = conn.execute(
             f"""SELECT COALESCE(g.set_id, m.entity_id), g.set_id IS NOT NULL, COUNT(DISTINCT src.position),
-                       MAX({members.packed('src')})
+                       MAX({self.packed('src')})
                 FROM ({source}) src JOIN {self.table(MEMBERS, tag)} m ON m.position = src.position
                 LEFT JOIN {sets} g ON g.entity_id = m.entity_id
                 WHERE COALESCE(g.set_id, m.entity_id) <> ? AND {fresh}
@@ -255,7 +277,7 @@ class RelatedProjection(Projection):
                 rows.append((other, keep, count, last_key, position, occurred_at))
         conn.executemany(
             f"INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?) {GROUP_MERGE}",
+            f" VALUES (?, ?, ?, ?, ?, ?) {self.group_merge(group_pairs)}",
             rows,
         )
         conn.execute(
@@ -291,7 +313,7 @@ class RelatedProjection(Projection):
         # pair -> the (start key, position) of each shared event a change took away
         removed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
-        insert = members.insert_sql(members_t)
+        insert = self.members_insert(members_t)
         # position -> [ids it counted for before the batch, (ids, start key, date) after]: the groups'
         # rows follow the difference (``_apply_groups``)
         touched: dict[int, list[Any]] = {}
@@ -342,7 +364,7 @@ class RelatedProjection(Projection):
             return  # ``finish`` derives the pairs from the members
         conn.executemany(
             f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?) {MERGE}",
+            f" VALUES (?, ?, ?, ?, ?, ?) {self.merge(pairs_t)}",
             list(adds.values()),
         )
         for (a, b), gone in removed.items():
@@ -356,7 +378,7 @@ class RelatedProjection(Projection):
         joins those of its version now."""
         group_members, group_pairs, _ = self._group_tables(tag)
         ids = {i for before, after in touched.values() for i in (before or []) + (after[0] if after else [])}
-        sets = Groups(conn, PREFIX, tag).sets_of(ids)
+        sets = self.groups(conn, tag).sets_of(ids)
         if not sets:
             return
         set_ids = set(sets.values())
@@ -391,7 +413,7 @@ class RelatedProjection(Projection):
                 )
                 conn.executemany(
                     f"INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)"
-                    f" VALUES (?, ?, 1, ?, ?, ?) {GROUP_MERGE}",
+                    f" VALUES (?, ?, 1, ?, ?, ?) {self.group_merge(group_pairs)}",
                     [(set_id, other, start_key, position, occurred_at) for other in sorted(sides - {set_id})],
                 )
         for set_id, other in sorted(recompute):
@@ -401,14 +423,15 @@ class RelatedProjection(Projection):
         """Its members go; each pair it counted is recomputed from what is left (and goes if
         nothing is). A rebuild that has not derived its pairs yet (``finish``) has none to fix."""
         if gone.kind == "entity_alias":  # the groups as if it had never been declared
-            Groups(conn, PREFIX, tag).replay(groups.stored_declarations(conn, reached))
+            table = self.groups(conn, tag)
+            table.replay(table.stored_declarations(reached))
             self._file_all(conn, tag)
             return
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         ids = [row[0] for row in conn.execute(f"SELECT entity_id FROM {members_t} WHERE position = ?", (gone.position,))]
         conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))
         group_members, group_pairs, _ = self._group_tables(tag)
-        sets = Groups(conn, PREFIX, tag).sets_of(ids)
+        sets = self.groups(conn, tag).sets_of(ids)
         sides = {sets.get(i, i) for i in ids}
         for set_id in sides & set(sets.values()):
             conn.execute(f"DELETE FROM {group_members} WHERE set_id = ? AND position = ?", (set_id, gone.position))

@@ -129,10 +129,53 @@ class _Term:
 class _Near:
     terms: list[_Term]
     distance: int | None
+    column: str | None = None
 
     def render(self) -> str:
         phrases = " ".join(t.render() for t in self.terms)
-        return f"NEAR({phrases}, {self.distance})" if self.distance is not None else f"NEAR({phrases})"
+        near = f"NEAR({phrases}, {self.distance})" if self.distance is not None else f"NEAR({phrases})"
+        return f"{self.column} : {near}" if self.column else near
+
+
+# The parsed query: terms and NEAR groups combined by these. ``_Query.render`` writes the FTS5
+# expression; another database's search renders the same tree its own way (projections.pg.search).
+
+
+@dataclass
+class _All:
+    """Every item; ``grouped``: each item in parentheses even when there is one (a run of words)."""
+
+    items: list["_Node"]
+    grouped: bool = True
+
+
+@dataclass
+class _Any:
+    items: list["_Node"]
+
+
+@dataclass
+class _Without:
+    wanted: "_Node"
+    unwanted: "_Node"
+
+
+_Node = _Term | _Near | _All | _Any | _Without
+
+
+def render(node: _Node) -> str:
+    """The FTS5 expression of a parsed query."""
+    if isinstance(node, (_Term, _Near)):
+        return node.render()
+    if isinstance(node, _All):
+        if len(node.items) == 1 and not node.grouped:
+            return render(node.items[0])
+        return " AND ".join(_group(render(i)) for i in node.items)
+    if isinstance(node, _Any):
+        if len(node.items) == 1:
+            return render(node.items[0])
+        return " OR ".join(_group(render(i)) for i in node.items)
+    return f"({render(node.wanted)}) NOT ({render(node.unwanted)})"
 
 
 def _has_word(text: str) -> bool:
@@ -181,31 +224,32 @@ class _Parser:
     def peek(self) -> str | None:
         return self.tokens[self.i][0] if self.i < len(self.tokens) else None
 
-    def parse(self) -> str | None:
+    def parse(self) -> _Node | None:
         parts = []
         while self.i < len(self.tokens):
             parts.append(self.either(0))
             if self.peek() == ")":  # a ")" that closes nothing: read on, as if it were not there
                 self.i += 1
         kept = [p for p in parts if p]
-        return " AND ".join(_group(p) for p in kept) if len(kept) > 1 else (kept or [None])[0]
+        return _All(kept, grouped=False) if kept else None
 
-    def either(self, depth: int) -> str | None:
+    def either(self, depth: int) -> _Node | None:
         branches = [self.both(depth)]
         while self.peek() == "OR":
             self.i += 1
             branches.append(self.both(depth))
-        return _join_or([b for b in branches if b])
+        kept = [b for b in branches if b]
+        return _Any(kept) if kept else None
 
-    def both(self, depth: int) -> str | None:
-        wanted: list[str | _Term] = []
-        unwanted: list[str | _Term] = []
+    def both(self, depth: int) -> _Node | None:
+        wanted: list[_Node] = []
+        unwanted: list[_Node] = []
         negate = False
         column: str | None = None
         while (kind := self.peek()) not in (None, ")", "OR"):
             kind, text, prefix = self.tokens[self.i]
             self.i += 1
-            item: str | _Term | None = None
+            item: _Node | None = None
             if kind in ("NOT", "-"):
                 negate = not negate
                 continue
@@ -241,12 +285,12 @@ class _Parser:
                     " e.g. 'refugees NOT lesbos'"
                 )
             return None
-        expr = " AND ".join(_group(_render(w)) for w in wanted)
+        expr: _Node = _All(wanted)
         if unwanted:
-            expr = f"({expr}) NOT ({_join_or([_render(u) for u in unwanted])})"
+            expr = _Without(expr, _Any(unwanted))
         return expr
 
-    def near(self, column: str | None) -> str | None:
+    def near(self, column: str | None) -> _Node | None:
         """The inside of ``NEAR(`` (consumed): words and phrases, then ``, N`` or ``,N``."""
         self.i += 1  # the "("
         terms: list[_Term] = []
@@ -272,28 +316,16 @@ class _Parser:
         if not terms:
             return None
         if len(terms) == 1:
-            return _Term(terms[0].text, terms[0].prefix, column).render()
-        near = _Near(terms, distance).render()
-        return f"{column} : {near}" if column else near
-
-
-def _render(item: str | _Term) -> str:
-    return item.render() if isinstance(item, _Term) else item
+            return _Term(terms[0].text, terms[0].prefix, column)
+        return _Near(terms, distance, column)
 
 
 def _group(expr: str) -> str:
     return expr if expr.startswith('"') and expr.count('"') == 2 else f"({expr})"
 
 
-def _join_or(branches: list[str | None]) -> str | None:
-    kept = [b for b in branches if b]
-    if not kept:
-        return None
-    return kept[0] if len(kept) == 1 else " OR ".join(_group(b) for b in kept)
-
-
-def match_expression(q: str) -> str:
-    """The FTS5 expression for what a user typed in ``q`` (the language above).
+def parse_query(q: str) -> _Node:
+    """What a user typed in ``q``, parsed (the language above).
 
     Raises ``SearchSyntaxError`` when there is nothing to look for, or more than ``MAX_WORDS`` words.
     """
@@ -306,3 +338,11 @@ def match_expression(q: str) -> str:
             f"at most {MAX_WORDS} words (a phrase's words and excluded words count): this query has {parser.words}"
         )
     return expr
+
+
+def match_expression(q: str) -> str:
+    """The FTS5 expression for what a user typed in ``q`` (the language above).
+
+    Raises ``SearchSyntaxError`` when there is nothing to look for, or more than ``MAX_WORDS`` words.
+    """
+    return render(parse_query(q))

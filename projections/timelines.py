@@ -146,14 +146,28 @@ class TimelinesProjection(Projection):
         )
         if not deferred:
             self._entries(conn, tag, low, high)
-            conn.execute(
-                f"""INSERT OR IGNORE INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)
-                    SELECT g.set_id, e.start_key, e.position, e.position, {RANK_SQL}
-                    FROM event_meta e JOIN event_entities m ON m.position = e.position
-                    JOIN {self.table(PREFIX + groups.GROUPS, tag)} g ON g.entity_id = m.entity_id
-                    WHERE e.position > ? AND e.position <= ? AND e.plain""",
-                (low, high),
-            )
+            self._group_bulk(conn, tag, low, high)
+
+    # The statements of the groups' rows below are plain SQL that SQLite and PostgreSQL both run
+    # (``projections.pg.timelines`` gives the tables' DDL and ``groups_class``).
+    groups_class: type[Groups] = Groups
+
+    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
+        """The group tables of a tag (``projections.groups``)."""
+        return self.groups_class(conn, PREFIX, tag)
+
+    def _group_bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+        """The entries of the plain news events of ``low < position <= high`` filed under the sets
+        of the members they name."""
+        conn.execute(
+            f"""INSERT INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)
+                SELECT g.set_id, e.start_key, e.position, e.position, {RANK_SQL}
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                JOIN {self.table(PREFIX + groups.GROUPS, tag)} g ON g.entity_id = m.entity_id
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                ON CONFLICT DO NOTHING""",
+            (low, high),
+        )
 
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
         self._entries(conn, tag, 0, position)
@@ -164,10 +178,11 @@ class TimelinesProjection(Projection):
         group_entries = self.table(GROUP_ENTRIES, tag)
         conn.execute(f"DELETE FROM {group_entries}")
         conn.execute(
-            f"""INSERT OR IGNORE INTO {group_entries} (set_id, start_key, position, valid_from, rank)
+            f"""INSERT INTO {group_entries} (set_id, start_key, position, valid_from, rank)
                 SELECT g.set_id, en.start_key, en.position, en.valid_from, en.rank
                 FROM {self.table(PREFIX + groups.GROUPS, tag)} g JOIN {self.table(ENTRIES, tag)} en ON en.entity_id = g.entity_id
-                ORDER BY 1, 2, 3, 4, 5"""
+                WHERE true ORDER BY 1, 2, 3, 4, 5
+                ON CONFLICT DO NOTHING"""
         )
 
     def declare(
@@ -176,7 +191,7 @@ class TimelinesProjection(Projection):
         """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
         a merged set's rows move to the set it joined (the smaller set's: each row moves at most
         log2(n) times), a lone id's are copied from its entries, a regrouped set's filed anew."""
-        table = Groups(conn, PREFIX, tag)
+        table = self.groups(conn, tag)
         for declaration in declarations:
             done = table.declare([declaration])
             if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
@@ -185,7 +200,10 @@ class TimelinesProjection(Projection):
     def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
         group_entries, entries = self.table(GROUP_ENTRIES, tag), self.table(ENTRIES, tag)
         columns = "start_key, position, valid_from, rank"
-        copy = f"INSERT OR IGNORE INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {entries} WHERE entity_id = ?"
+        copy = (
+            f"INSERT INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {entries} WHERE entity_id = ?"
+            " ON CONFLICT DO NOTHING"
+        )
         for gone, gone_lone, keep, keep_lone in done.merged:
             if keep_lone:
                 conn.execute(copy, (keep, keep))
@@ -193,8 +211,8 @@ class TimelinesProjection(Projection):
                 conn.execute(copy, (keep, gone))
             else:
                 conn.execute(
-                    f"INSERT OR IGNORE INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {group_entries}"
-                    " WHERE set_id = ?",
+                    f"INSERT INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {group_entries}"
+                    " WHERE set_id = ? ON CONFLICT DO NOTHING",
                     (keep, gone),
                 )
                 conn.execute(f"DELETE FROM {group_entries} WHERE set_id = ?", (gone,))
@@ -202,10 +220,10 @@ class TimelinesProjection(Projection):
             conn.execute(f"DELETE FROM {group_entries} WHERE set_id = ?", (set_id,))
         for set_id in done.created:
             conn.execute(
-                f"""INSERT OR IGNORE INTO {group_entries} (set_id, {columns})
+                f"""INSERT INTO {group_entries} (set_id, {columns})
                     SELECT g.set_id, en.start_key, en.position, en.valid_from, en.rank
                     FROM {self.table(PREFIX + groups.GROUPS, tag)} g JOIN {entries} en ON en.entity_id = g.entity_id
-                    WHERE g.set_id = ?""",
+                    WHERE g.set_id = ? ON CONFLICT DO NOTHING""",
                 (set_id,),
             )
 
@@ -272,26 +290,27 @@ class TimelinesProjection(Projection):
             filed.extend(rows)
         self._flush(conn, events_t, entries_t, event_rows, entry_rows)
         if filed and not deferred:  # a deferred rebuild files every group's rows in ``finish``
-            sets = Groups(conn, PREFIX, tag).sets_of({row[0] for row in filed})
+            sets = self.groups(conn, tag).sets_of({row[0] for row in filed})
             if sets:
                 conn.executemany(
-                    f"INSERT OR IGNORE INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(sets[row[0]], *row[1:]) for row in filed if row[0] in sets],
                 )
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         if gone.kind == "entity_alias":  # the groups as if it had never been declared
-            Groups(conn, PREFIX, tag).replay(groups.stored_declarations(conn, reached))
+            table = self.groups(conn, tag)
+            table.replay(table.stored_declarations(reached))
             self._file_all(conn, tag)
             return
-        for set_id in set(Groups(conn, PREFIX, tag).sets_of(gone.entities).values()):
+        for set_id in set(self.groups(conn, tag).sets_of(gone.entities).values()):
             conn.execute(
                 f"DELETE FROM {self.table(GROUP_ENTRIES, tag)} WHERE set_id = ? AND position = ?", (set_id, gone.position)
             )
         removals = self.table(REMOVALS, tag)
         live = _live(conn, self.name)
-        if live is not None and _exists(conn, removals):
+        if live is not None and self._exists(conn, removals):
             self._tell_removal(conn, tag, gone, live)
         for base in (EVENTS, ENTRIES):
             conn.execute(f"DELETE FROM {self.table(base, tag)} WHERE position = ?", (gone.position,))
@@ -300,7 +319,7 @@ class TimelinesProjection(Projection):
         conn.executemany(
             f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
         )
-        if live is not None and _exists(conn, removals):
+        if live is not None and self._exists(conn, removals):
             self._forget_vanished(conn, removals, self.table(ENTRIES, live[0]), gone.entities)
 
     @staticmethod
@@ -324,7 +343,7 @@ class TimelinesProjection(Projection):
         live_tag, reached = live
         if tag != live_tag:
             live_removals = self.table(REMOVALS, live_tag)
-            if _exists(conn, live_removals):
+            if self._exists(conn, live_removals):
                 conn.execute(
                     f"INSERT OR IGNORE INTO {removals} SELECT * FROM {live_removals} WHERE seq = ?", (gone.seq,)
                 )
@@ -344,8 +363,12 @@ class TimelinesProjection(Projection):
 
     def carry(self, conn: sqlite3.Connection, old: str, new: str) -> None:
         old_t, new_t = self.table(REMOVALS, old), self.table(REMOVALS, new)
-        if _exists(conn, old_t):
+        if self._exists(conn, old_t):
             conn.execute(f"INSERT OR IGNORE INTO {new_t} SELECT * FROM {old_t}")
+
+    @staticmethod
+    def _exists(conn: sqlite3.Connection, table: str) -> bool:
+        return _exists(conn, table)
 
     @staticmethod
     def _flush(conn: sqlite3.Connection, events_t: str, entries_t: str, event_rows: list, entry_rows: list) -> None:

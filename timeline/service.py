@@ -23,8 +23,7 @@ from typing import Any
 from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
 from events.backend import open_store
 from events.store import Candidate, EventStore
-from projections import ProjectionEngine, default_projections
-from projections.queries import Queries
+from projections import ProjectionEngine, default_projections, open_engine, open_queries
 
 from .settings import Settings
 
@@ -248,11 +247,11 @@ class TimelineService:
             # Live catch-up batches of up to 20,000 events: under load, the projector takes what was
             # stored meanwhile in one transaction (a page of a projection table is written once per
             # batch, so the cost per event falls as batches grow; docs/performance.md has the figures).
-            self.engine = ProjectionEngine(self.store, default_projections(), batch_size=20_000)
+            self.engine = open_engine(self.store, batch_size=20_000)
             #: projections whose code version differs from their tables': rebuilt in the background
             self.outdated = self.engine.setup()
             self.projection_names = list(self.engine.projections)
-        self.queries = Queries(str(settings.db), names=self.projection_names, read_only=self.read_only)
+        self.queries = open_queries(str(settings.db), names=self.projection_names, read_only=self.read_only)
 
     def writer(self) -> ProjectionEngine:
         """The projection engine, on a node that writes; ``ReadOnlyNode`` on a read-only one."""

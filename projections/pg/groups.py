@@ -1,0 +1,56 @@
+"""``projections.groups`` on PostgreSQL: the group tables' DDL and the statements whose SQL
+differs (the rest of ``Groups`` runs as it is).
+
+- an id list is one ``text[]`` (or ``bigint[]``) parameter (``= ANY(?)``), not JSON;
+- a recursive query's first term names its id's type and collation (PostgreSQL infers them from
+  it, and ids compare byte by byte, ``COLLATE "C"``, as on SQLite);
+- an alias declaration's ids are read from the stored body (``text``) as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..groups import GROUPS, LINKS, SETS, Groups
+
+C = 'COLLATE "C"'
+
+
+def schema(prefix: str) -> dict[str, list[str]]:
+    """``projections.groups.schema`` on PostgreSQL."""
+    return {
+        f"{prefix}{LINKS}": [
+            f"CREATE TABLE {{t}} (alias TEXT {C} PRIMARY KEY, canonical TEXT {C} NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS {t}_canonical ON {t}(canonical)",
+        ],
+        f"{prefix}{GROUPS}": [
+            f"CREATE TABLE {{t}} (entity_id TEXT {C} PRIMARY KEY, set_id TEXT {C} NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS {t}_set ON {t}(set_id)",
+        ],
+        f"{prefix}{SETS}": [
+            f"CREATE TABLE {{t}} (set_id TEXT {C} PRIMARY KEY, root TEXT {C} NOT NULL, size INTEGER NOT NULL)",
+        ],
+    }
+
+
+class PgGroups(Groups):
+    ID = f"CAST(? AS TEXT) {C}"
+
+    @staticmethod
+    def in_ids(expr: str) -> str:
+        return f"{expr} = ANY(?)"
+
+    @staticmethod
+    def ids(values: Iterable[Any]) -> Any:
+        return sorted(values)
+
+    def stored_declarations(self, upto: int) -> list[tuple[int, str, str]]:
+        return [
+            (position, alias, canonical)
+            for position, alias, canonical in self.conn.execute(
+                "SELECT position, body::json -> 'details' ->> 'alias', body::json -> 'details' ->> 'canonical'"
+                " FROM events WHERE kind = 'entity_alias' AND position <= ? AND body <> '' ORDER BY position",
+                (upto,),
+            )
+        ]

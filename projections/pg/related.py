@@ -1,0 +1,136 @@
+"""The related-entities projection on PostgreSQL: ``projections.related`` (its rows, its rules, its
+``apply``), with PostgreSQL's DDL and the statements whose SQL differs (SQLite takes a bare
+column from the row that gives a MAX; PostgreSQL joins that row)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..related import (
+    GROUP_MEMBERS, GROUP_PAIRS, MEMBERS, PAIRS, PREFIX, RECOMPUTE_PROBE, RECOMPUTE_SMALL, RelatedProjection,
+)
+from . import groups
+from .groups import PgGroups
+from .members import MEMBERS_SCHEMA, fill_plain, members_insert, packed, packed_key, packed_position
+from ..members import unpack
+
+C = 'COLLATE "C"'
+
+
+def merge(t: str, key: str = "entity_id, other_id") -> str:
+    """``projections.related.MERGE`` (``GROUP_MERGE``: ``key`` ``set_id, other_id``) with the
+    updated row named by its table."""
+    later = f"(excluded.last_key, excluded.last_position) > ({t}.last_key, {t}.last_position)"
+    sets = [f"count = {t}.count + excluded.count"]
+    for column in ("last_at", "last_position", "last_key"):
+        sets.append(f"{column} = CASE WHEN {later} THEN excluded.{column} ELSE {t}.{column} END")
+    return f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(sets)
+
+
+def group_merge(t: str) -> str:
+    return merge(t, "set_id, other_id")
+
+
+class PgRelatedProjection(RelatedProjection):
+    schema = {
+        **groups.schema(PREFIX),
+        GROUP_MEMBERS: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, position BIGINT NOT NULL, start_key TEXT {C} NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
+            )""",
+        ],
+        GROUP_PAIRS: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, other_id TEXT {C} NOT NULL, count BIGINT NOT NULL,
+                last_key TEXT {C} NOT NULL, last_position BIGINT NOT NULL, last_at TEXT NOT NULL,
+                PRIMARY KEY (set_id, other_id)
+            )""",
+            "CREATE INDEX IF NOT EXISTS {t}_other ON {t}(other_id)",
+        ],
+        PAIRS: [
+            f"""CREATE TABLE {{t}} (
+                entity_id TEXT {C} NOT NULL, other_id TEXT {C} NOT NULL, count BIGINT NOT NULL,
+                last_key TEXT {C}, last_position BIGINT, last_at TEXT, PRIMARY KEY (entity_id, other_id)
+            )""",
+        ],
+        MEMBERS: [MEMBERS_SCHEMA],
+    }
+    members_insert = staticmethod(members_insert)
+    merge = staticmethod(merge)
+    group_merge = staticmethod(group_merge)
+    packed = staticmethod(packed)
+    packed_key = staticmethod(packed_key)
+    packed_position = staticmethod(packed_position)
+    groups_class = PgGroups
+
+    def bulk(self, conn: Any, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
+        pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
+        fill_plain(conn, members_t, low, high)
+        if deferred:
+            return
+        conn.execute(
+            f"""WITH k AS MATERIALIZED (
+                    SELECT position, {packed()} AS sk
+                    FROM event_meta WHERE position > ? AND position <= ? AND plain <> 0)
+                INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+                SELECT p.entity_id, p.other_id, p.cnt, {packed_key('p.lc')}, l.position, l.occurred_at
+                FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt, MAX(k.sk) AS lc
+                      FROM k
+                      JOIN event_entities a ON a.position = k.position
+                      JOIN event_entities b ON b.position = k.position AND b.entity_id != a.entity_id
+                      GROUP BY a.entity_id, b.entity_id) p
+                JOIN event_meta l ON l.position = {packed_position('p.lc')}
+                {merge(pairs_t)}""",
+            (low, high),
+        )
+        self._bulk_groups(conn, tag, low, high)
+
+    def finish(self, conn: Any, tag: str, position: int) -> None:
+        pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
+        conn.execute(
+            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+                SELECT p.entity_id, p.other_id, p.cnt, {packed_key('p.lc')}, l.position, l.occurred_at
+                FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt, MAX({packed('a')}) AS lc
+                      FROM {members_t} a JOIN {members_t} b ON b.position = a.position AND b.entity_id > a.entity_id
+                      GROUP BY a.entity_id, b.entity_id) p
+                JOIN {members_t} l ON l.position = {packed_position('p.lc')} AND l.entity_id = p.entity_id"""
+        )
+        conn.execute(
+            f"""INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)
+                SELECT other_id, entity_id, count, last_key, last_position, last_at FROM {pairs_t}
+                WHERE entity_id < other_id"""
+        )
+        self._file_all(conn, tag)
+
+    @staticmethod
+    def _recompute(conn: Any, pairs_t: str, members_t: str, a: str, b: str) -> None:
+        capped = f"SELECT COUNT(*) FROM (SELECT 1 FROM {members_t} WHERE entity_id = ? LIMIT ?) x"
+
+        def size(entity: str, cap: int) -> int:
+            return int(conn.execute(capped, (entity, cap)).fetchone()[0])
+
+        size_a, size_b = size(a, RECOMPUTE_SMALL), size(b, RECOMPUTE_SMALL)
+        if size_a == size_b == RECOMPUTE_SMALL:
+            size_a = size(a, RECOMPUTE_PROBE)
+            size_b = size(b, size_a + 1)
+        outer, inner = (a, b) if size_a <= size_b else (b, a)
+        count, lc = conn.execute(
+            f"SELECT COUNT(*), MAX({packed('m1')})"
+            f" FROM {members_t} m1 JOIN {members_t} m2 ON m2.position = m1.position AND m2.entity_id = ?"
+            " WHERE m1.entity_id = ?",
+            (inner, outer),
+        ).fetchone()
+        if count == 0:
+            conn.execute(f"DELETE FROM {pairs_t} WHERE entity_id = ? AND other_id = ?", (a, b))
+            return
+        last_key, position = unpack(lc)
+        (occurred_at,) = conn.execute(
+            f"SELECT occurred_at FROM {members_t} WHERE position = ? AND entity_id = ?", (position, outer)
+        ).fetchone()
+        conn.execute(
+            f"INSERT INTO {pairs_t} (entity_id, other_id, count, last_key, last_position, last_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (entity_id, other_id) DO UPDATE SET count = excluded.count,"
+            " last_key = excluded.last_key, last_position = excluded.last_position, last_at = excluded.last_at",
+            (a, b, count, last_key, position, occurred_at),
+        )
