@@ -37,7 +37,7 @@ from .directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS, group_nami
 from .engine import projection_path, read_checkpoints, status_row
 from .members import KEY_WIDTH, packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
-from .related import PAIRS
+from .related import GROUP_PAIRS, PAIRS
 from .search import SEARCH, SearchSyntaxError, match_expression
 from .timelines import ENTRIES, EVENTS, GROUP_ENTRIES
 
@@ -124,7 +124,7 @@ _KEY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]
 BOUND = ("entity", "order", "since", "until", "kind", "role", "q", "as_of", "include_retracted")
 GLOBAL = "*"  # the ``entity`` of /timeline
 # The prefix of each projection's group tables (``projections.groups``).
-GROUP_PREFIX = {"timelines": "tl", "entities": "ent"}
+GROUP_PREFIX = {"timelines": "tl", "entities": "ent", "related": "rel"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,6 +688,41 @@ class Queries:
             return None
         return row[0]
 
+    def _related_set(self, conn: sqlite3.Connection, canonical: str, upto: int) -> str | None:
+        """The set under which the related projection keeps the pairs of ``canonical``'s group,
+        when they are the group's now and so are the sides they name: the group's rows are
+        (``_set``) and the projection has applied every declaration the alias index knows (a side
+        that is a set is named by its root, an id in no group by itself). None otherwise: the
+        members are asked one by one."""
+        if not self._related_ready(conn):
+            return None
+        return self._set(conn, "related", canonical, upto)
+
+    def _related_ready(self, conn: sqlite3.Connection) -> bool:
+        """Whether the related projection's groups are the alias index's: it has applied every
+        declaration the index knows."""
+        projected, _ = self._checkpoint(conn, "related")
+        return self.aliases.seen <= projected
+
+    def _group_sides(self, conn: sqlite3.Connection, tag: str, entity_id: str) -> dict[str, list[Any]] | None:
+        """``{canonical id: [count, last_key, last_at]}`` of the groups that share events with an id
+        in no group, from the related projection's pairs per set; None when those are not the
+        alias index's groups (``_related_ready``) or the tables are from before them."""
+        if not self._related_ready(conn):
+            return None
+        prefix = GROUP_PREFIX["related"]
+        try:
+            rows = conn.execute(
+                f"SELECT s.root, p.count, p.last_key, p.last_at FROM {GROUP_PAIRS}{tag} p"
+                f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = p.set_id WHERE p.other_id = ?",
+                (entity_id,),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # the tables of a version from before the groups
+            if "no such table" not in str(exc):
+                raise
+            return None
+        return {root: [count, last_key, last_at] for root, count, last_key, last_at in rows}
+
     def _group(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[list[str], list[str]]:
         """``canonical`` and the ids that resolve to it as of ``upto``; and those of them that the
         directory knows (that any event names), canonical first: the ones reads ask about."""
@@ -966,49 +1001,67 @@ class Queries:
             entity = self._entity(conn, canonical, upto, group=group)
             if entity is None:
                 raise NotFound(f"no entity {entity_id!r}")
-            members = aliases.members(canonical, upto) if group is None else group[1]
             bound = list_binding(list="related", entity=canonical)
             after = decode_list_cursor(cursor, bound, (int, str, str)) if cursor else None
             counted: dict[str, list[Any]] = {}  # other -> [count, last_key, last_at]
-            # (one id that events name: its pairs; it may be an alias of a canonical id none names)
-            pairs = conn.execute(
-                f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
-                " ORDER BY count DESC, last_key DESC, other_id",
-                (members[0] if len(members) == 1 else canonical,),
-            ).fetchall()
-            if len(members) == 1 and not any(row[0] in aliases.groups or aliases.is_alias(row[0], upto) for row in pairs):
-                counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
-            else:  # aliases on either side: count distinct shared events exactly
-                mine, mine_args = self._in("m1.entity_id", members)
-                others, others_args = self._in("m2.entity_id", members, negate=True)
-                shares = (
-                    f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
-                    f" WHERE {mine} AND {others}"
-                )
-                # each other id's shared events counted in SQL (one row an id, not one an event);
-                # the ids resolved here, and merged by event only when two resolve to one entity
-                by_id = conn.execute(
-                    f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), {self._text_max('m1.start_key || m1.occurred_at')}"
-                    f"{shares} GROUP BY m2.entity_id",
-                    [*mine_args, *others_args],
+            set_id = self._related_set(conn, canonical, upto)
+            if set_id is not None:  # the pairs the related projection keeps for the group's set
+                counted = {
+                    root or other: [count, last_key, last_at]
+                    for other, root, count, last_key, last_at in conn.execute(
+                        f"SELECT p.other_id, s.root, p.count, p.last_key, p.last_at FROM {GROUP_PAIRS}{tag} p"
+                        f" LEFT JOIN {GROUP_PREFIX['related']}{groups.SETS}{tag} s ON s.set_id = p.other_id WHERE p.set_id = ?",
+                        (set_id,),
+                    )
+                }
+            else:  # the members asked one by one
+                members = aliases.members(canonical, upto) if group is None else group[1]
+                # (one id that events name: its pairs; it may be an alias of a canonical id none names)
+                pairs = conn.execute(
+                    f"SELECT other_id, count, last_key, last_at FROM {PAIRS}{tag} WHERE entity_id = ?"
+                    " ORDER BY count DESC, last_key DESC, other_id",
+                    (members[0] if len(members) == 1 else canonical,),
                 ).fetchall()
-                resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
-                if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
-                    counted = {
-                        resolved[other]: [count, last[:KEY_WIDTH], last[KEY_WIDTH:]] for other, count, last in by_id
-                    }
-                else:  # two of the other ids are one entity: their shared events merged by event
-                    shared: dict[str, dict[int, tuple[str, str]]] = {}
-                    for other, position, start_key, occurred_at in conn.execute(  # one event, one position
-                        f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at{shares}",
+                grouped = {row[0] for row in pairs if row[0] in aliases.groups or aliases.is_alias(row[0], upto)}
+                alone = len(members) == 1 and canonical not in aliases.groups
+                if len(members) == 1 and not grouped:
+                    counted = {row[0]: [row[1], row[2], row[3]] for row in pairs}
+                elif alone and (sides := self._group_sides(conn, tag, canonical)) is not None:
+                    # an id in no group: its pairs with the ids in no group, and the groups' rows
+                    # against it (each group's shared events counted once), not its events
+                    counted = {row[0]: [row[1], row[2], row[3]] for row in pairs if row[0] not in grouped}
+                    counted.update(sides)
+                else:  # aliases on either side: count distinct shared events exactly
+                    mine, mine_args = self._in("m1.entity_id", members)
+                    others, others_args = self._in("m2.entity_id", members, negate=True)
+                    shares = (
+                        f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
+                        f" WHERE {mine} AND {others}"
+                    )
+                    # each other id's shared events counted in SQL (one row an id, not one an event);
+                    # the ids resolved here, and merged by event only when two resolve to one entity
+                    by_id = conn.execute(
+                        f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), {self._text_max('m1.start_key || m1.occurred_at')}"
+                        f"{shares} GROUP BY m2.entity_id",
                         [*mine_args, *others_args],
-                    ):
-                        shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
-                    for other, events in shared.items():
-                        if other == canonical:
-                            continue
-                        last = max(events.values())
-                        counted[other] = [len(events), last[0], last[1]]
+                    ).fetchall()
+                    resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
+                    if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
+                        counted = {
+                            resolved[other]: [count, last[:KEY_WIDTH], last[KEY_WIDTH:]] for other, count, last in by_id
+                        }
+                    else:  # two of the other ids are one entity: their shared events merged by event
+                        shared: dict[str, dict[int, tuple[str, str]]] = {}
+                        for other, position, start_key, occurred_at in conn.execute(  # one event, one position
+                            f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at{shares}",
+                            [*mine_args, *others_args],
+                        ):
+                            shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
+                        for other, events in shared.items():
+                            if other == canonical:
+                                continue
+                            last = max(events.values())
+                            counted[other] = [len(events), last[0], last[1]]
             def rank(other: str, count: int, last_key: str) -> tuple[Any, ...]:
                 return (-count, _desc(last_key), other)
 

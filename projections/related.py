@@ -18,11 +18,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from .changes import Change
-from . import members
+from . import groups, members
 from .engine import Projection
 from .erasure import Erased
+from .groups import Groups, Regrouped
 
 PAIRS = "rel_pairs"
+PREFIX = "rel"  # of the group tables (``projections.groups``): rel_links, rel_groups, rel_sets
+GROUP_MEMBERS = "rel_group_members"
+GROUP_PAIRS = "rel_group_pairs"
+GROUP_MERGE = """
+ON CONFLICT(set_id, other_id) DO UPDATE SET
+  count = count + excluded.count,
+  last_at = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
+                 THEN excluded.last_at ELSE last_at END,
+  last_position = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
+                 THEN excluded.last_position ELSE last_position END,
+  last_key = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
+                 THEN excluded.last_key ELSE last_key END
+"""
 
 MERGE = """
 ON CONFLICT(entity_id, other_id) DO UPDATE SET
@@ -43,8 +57,25 @@ RECOMPUTE_PROBE = 1_000_000
 
 class RelatedProjection(Projection):
     name = "related"
-    version = 4
+    # 5: alias groups (rel_links, rel_groups, rel_sets) and pairs per set (rel_group_*)
+    version = 5
     schema = {
+        **groups.schema(PREFIX),
+        GROUP_MEMBERS: [
+            """CREATE TABLE {t} (
+                set_id TEXT NOT NULL, position INTEGER NOT NULL, start_key TEXT NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
+            ) WITHOUT ROWID""",
+        ],
+        GROUP_PAIRS: [
+            """CREATE TABLE {t} (
+                set_id TEXT NOT NULL, other_id TEXT NOT NULL, count INTEGER NOT NULL,
+                last_key TEXT NOT NULL, last_position INTEGER NOT NULL, last_at TEXT NOT NULL,
+                PRIMARY KEY (set_id, other_id)
+            ) WITHOUT ROWID""",
+            # a merge finds the rows of the sets that shared events with the id or set that went
+            "CREATE INDEX IF NOT EXISTS {t}_other ON {t}(other_id)",
+        ],
         PAIRS: [
             """CREATE TABLE {t} (
                 entity_id TEXT NOT NULL, other_id TEXT NOT NULL, count INTEGER NOT NULL,
@@ -61,6 +92,21 @@ class RelatedProjection(Projection):
     @staticmethod
     def merge(pairs_t: str) -> str:
         return MERGE
+
+    @staticmethod
+    def group_merge(group_pairs_t: str) -> str:
+        return GROUP_MERGE
+
+    packed = staticmethod(members.packed)
+    packed_key = staticmethod(members.packed_key)
+    packed_position = staticmethod(members.packed_position)
+    # The groups' statements below are plain SQL that SQLite and PostgreSQL both run but for
+    # these hooks (``projections.pg.related``).
+    groups_class: type[Groups] = Groups
+
+    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
+        """The group tables of a tag (``projections.groups``)."""
+        return self.groups_class(conn, PREFIX, tag)
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -84,6 +130,161 @@ class RelatedProjection(Projection):
                 WHERE true {MERGE}""",
             (low, high),
         )
+        self._bulk_groups(conn, tag, low, high)
+
+    def _bulk_groups(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
+        """The group rows of the plain news events of ``low < position <= high``: each event joins
+        the sets of the members it names, once a set, and counts once for each (set, side)."""
+        group_members, group_pairs, sets = self._group_tables(tag)
+        conn.execute(
+            f"""INSERT INTO {group_members} (set_id, position, start_key, occurred_at)
+                SELECT DISTINCT g.set_id, e.position, e.start_key, e.occurred_at
+                FROM event_meta e JOIN event_entities m ON m.position = e.position
+                JOIN {sets} g ON g.entity_id = m.entity_id
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0""",
+            (low, high),
+        )
+        conn.execute(
+            f"""INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)
+                SELECT t.set_id, t.other_id, t.cnt, {self.packed_key('t.lc')}, {self.packed_position('t.lc')},
+                       (SELECT x.occurred_at FROM {group_members} x
+                        WHERE x.set_id = t.set_id AND x.position = {self.packed_position('t.lc')})
+                FROM (SELECT g0.set_id, COALESCE(g.set_id, m.entity_id) AS other_id,
+                             COUNT(DISTINCT e.position) AS cnt, MAX({self.packed('e')}) AS lc
+                      FROM event_meta e JOIN event_entities m0 ON m0.position = e.position
+                      JOIN {sets} g0 ON g0.entity_id = m0.entity_id
+                      JOIN event_entities m ON m.position = e.position
+                      LEFT JOIN {sets} g ON g.entity_id = m.entity_id
+                      WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                      AND COALESCE(g.set_id, m.entity_id) <> g0.set_id
+                      GROUP BY g0.set_id, COALESCE(g.set_id, m.entity_id)) t
+                WHERE true {self.group_merge(group_pairs)}""",
+            (low, high),
+        )
+
+    def _group_tables(self, tag: str) -> tuple[str, str, str]:
+        return self.table(GROUP_MEMBERS, tag), self.table(GROUP_PAIRS, tag), self.table(PREFIX + groups.GROUPS, tag)
+
+    def _side_counts(self, tag: str, where: str) -> str:
+        """SQL: ``(set_id, other_id, count, packed latest)`` of the sets' events (``rel_group_members``
+        as ``gm``, filtered by ``where``) against each side they name: one row a (set, side)."""
+        group_members, _, sets = self._group_tables(tag)
+        return f"""SELECT gm.set_id, COALESCE(g.set_id, m.entity_id) AS other_id,
+                          COUNT(DISTINCT gm.position) AS cnt, MAX({self.packed('gm')}) AS lc
+                   FROM {group_members} gm JOIN {self.table(MEMBERS, tag)} m ON m.position = gm.position
+                   LEFT JOIN {sets} g ON g.entity_id = m.entity_id
+                   WHERE COALESCE(g.set_id, m.entity_id) <> gm.set_id {where}
+                   GROUP BY gm.set_id, COALESCE(g.set_id, m.entity_id)"""
+
+    def _file_all(self, conn: sqlite3.Connection, tag: str) -> None:
+        """Every group's rows from the members and the groups (a rebuild's finish, a re-declaration,
+        an erased declaration)."""
+        group_members, group_pairs, sets = self._group_tables(tag)
+        conn.execute(f"DELETE FROM {group_members}")
+        conn.execute(f"DELETE FROM {group_pairs}")
+        conn.execute(
+            f"""INSERT INTO {group_members} (set_id, position, start_key, occurred_at)
+                SELECT DISTINCT g.set_id, m.position, m.start_key, m.occurred_at
+                FROM {sets} g JOIN {self.table(MEMBERS, tag)} m ON m.entity_id = g.entity_id
+                ORDER BY 1, 2"""
+        )
+        conn.execute(
+            f"""INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)
+                SELECT t.set_id, t.other_id, t.cnt, {self.packed_key('t.lc')}, {self.packed_position('t.lc')},
+                       (SELECT x.occurred_at FROM {group_members} x
+                        WHERE x.set_id = t.set_id AND x.position = {self.packed_position('t.lc')})
+                FROM ({self._side_counts(tag, "")}) t ORDER BY 1, 2"""
+        )
+
+    def _recompute_group(self, conn: sqlite3.Connection, tag: str, set_id: str, other: str) -> None:
+        """A (set, side) row from the set's events (time in their number)."""
+        group_members, group_pairs, _ = self._group_tables(tag)
+        row = conn.execute(
+            f"SELECT t.cnt, t.lc FROM ({self._side_counts(tag, 'AND gm.set_id = ? AND COALESCE(g.set_id, m.entity_id) = ?')}) t",
+            (set_id, other),
+        ).fetchone()
+        if row is None:
+            conn.execute(f"DELETE FROM {group_pairs} WHERE set_id = ? AND other_id = ?", (set_id, other))
+            return
+        last_key, position = members.unpack(row[1])
+        (occurred_at,) = conn.execute(
+            f"SELECT occurred_at FROM {group_members} WHERE set_id = ? AND position = ?", (set_id, position)
+        ).fetchone()
+        conn.execute(
+            f"INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(set_id, other_id) DO UPDATE SET count = excluded.count,"
+            " last_key = excluded.last_key, last_position = excluded.last_position, last_at = excluded.last_at",
+            (set_id, other, row[0], last_key, position, occurred_at),
+        )
+
+    def declare(
+        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+    ) -> None:
+        """Each declaration joins or regroups sets (``projections.groups``); the pairs follow: a
+        merged set's events join the set it joined (those it did not have yet, each counted once
+        against every side it names), and its rows go; a re-declaration files every group anew."""
+        table = self.groups(conn, tag)
+        for declaration in declarations:
+            done = table.declare([declaration])
+            if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
+                self._file(conn, tag, done)
+
+    def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
+        if done.dissolved or done.created:  # a re-declaration (rare): every group filed anew
+            self._file_all(conn, tag)
+            return
+        group_members, group_pairs, _ = self._group_tables(tag)
+        own = f"SELECT position, start_key, occurred_at FROM {self.table(MEMBERS, tag)} WHERE entity_id = ?"
+        for gone, gone_lone, keep, keep_lone in done.merged:
+            if keep_lone:  # a new set: its own events (the sets' rows against it already count them)
+                self._absorb(conn, tag, keep, own, keep, mirror=False)
+            if gone_lone:
+                self._absorb(conn, tag, keep, own, gone, mirror=True)
+            else:
+                self._absorb(
+                    conn, tag, keep, f"SELECT position, start_key, occurred_at FROM {group_members} WHERE set_id = ?",
+                    gone, mirror=True,
+                )
+                conn.execute(f"DELETE FROM {group_members} WHERE set_id = ?", (gone,))
+                conn.execute(f"DELETE FROM {group_pairs} WHERE set_id = ?", (gone,))
+            conn.execute(f"DELETE FROM {group_pairs} WHERE other_id = ?", (gone,))
+
+    def _absorb(
+        self, conn: sqlite3.Connection, tag: str, keep: str, source: str, arg: str, *, mirror: bool
+    ) -> None:
+        """The events of ``source`` (``position, start_key, occurred_at`` rows) that set ``keep``
+        does not have yet join it: each adds one to (keep, side) for every side it names other than
+        ``keep`` (and, ``mirror``, to (side, keep) for a side that is a set)."""
+        group_members, group_pairs, sets = self._group_tables(tag)
+        fresh = f"NOT EXISTS (SELECT 1 FROM {group_members} k WHERE k.set_id = ? AND k.position = src.position)"
+        counted = conn.execute(
+            f"""SELECT COALESCE(g.set_id, m.entity_id), g.set_id IS NOT NULL, COUNT(DISTINCT src.position),
+                       MAX({self.packed('src')})
+                FROM ({source}) src JOIN {self.table(MEMBERS, tag)} m ON m.position = src.position
+                LEFT JOIN {sets} g ON g.entity_id = m.entity_id
+                WHERE COALESCE(g.set_id, m.entity_id) <> ? AND {fresh}
+                GROUP BY COALESCE(g.set_id, m.entity_id), g.set_id IS NOT NULL""",
+            (arg, keep, keep),
+        ).fetchall()
+        rows = []
+        for other, grouped, count, lc in counted:
+            last_key, position = members.unpack(lc)
+            (occurred_at,) = conn.execute(
+                f"SELECT occurred_at FROM {self.table(MEMBERS, tag)} WHERE position = ? LIMIT 1", (position,)
+            ).fetchone()
+            rows.append((keep, other, count, last_key, position, occurred_at))
+            if mirror and grouped:
+                rows.append((other, keep, count, last_key, position, occurred_at))
+        conn.executemany(
+            f"INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?) {self.group_merge(group_pairs)}",
+            rows,
+        )
+        conn.execute(
+            f"INSERT INTO {group_members} (set_id, position, start_key, occurred_at)"
+            f" SELECT ?, src.position, src.start_key, src.occurred_at FROM ({source}) src WHERE {fresh}",
+            (keep, arg, keep),
+        )
 
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:
         # Before the members' entity index exists: the self-join reads them in store order. A
@@ -104,6 +305,7 @@ class RelatedProjection(Projection):
                 SELECT other_id, entity_id, count, last_key, last_position, last_at FROM {pairs_t}
                 WHERE entity_id < other_id ORDER BY other_id, entity_id"""
         )
+        self._file_all(conn, tag)
 
     def apply(self, conn: sqlite3.Connection, changes: Sequence[Change], tag: str, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -112,8 +314,20 @@ class RelatedProjection(Projection):
         removed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         member_rows: list[tuple[Any, ...]] = []
         insert = self.members_insert(members_t)
+        # position -> [ids it counted for before the batch, (ids, start key, date) after]: the groups'
+        # rows follow the difference (``_apply_groups``)
+        touched: dict[int, list[Any]] = {}
         for change in changes:
             old, new = change.old, change.new
+            event = old if old is not None else new
+            if event is not None:
+                slot = touched.setdefault(
+                    event.position, [[e["id"] for e in old.entities] if old is not None and old.counted else None, None]
+                )
+                slot[1] = (
+                    ([e["id"] for e in new.entities], new.start_key, new.body["occurred_at"])
+                    if new is not None and new.counted else None
+                )
             if old is not None and old.counted:
                 if member_rows:
                     conn.executemany(insert, member_rows)
@@ -155,15 +369,77 @@ class RelatedProjection(Projection):
         )
         for (a, b), gone in removed.items():
             self._take_away(conn, pairs_t, members_t, a, b, gone)
+        if touched:
+            self._apply_groups(conn, tag, touched)
+
+    def _apply_groups(self, conn: sqlite3.Connection, tag: str, touched: dict[int, list[Any]]) -> None:
+        """The sets' rows of the events a batch changed: each leaves the sets it counted for (their
+        counts against its sides fall by one; a row whose latest event it was is recomputed) and
+        joins those of its version now."""
+        group_members, group_pairs, _ = self._group_tables(tag)
+        ids = {i for before, after in touched.values() for i in (before or []) + (after[0] if after else [])}
+        sets = self.groups(conn, tag).sets_of(ids)
+        if not sets:
+            return
+        set_ids = set(sets.values())
+        recompute: set[tuple[str, str]] = set()
+        for position, (before, after) in touched.items():
+            sides = {sets.get(i, i) for i in before or ()}
+            for set_id in sides & set_ids:
+                conn.execute(f"DELETE FROM {group_members} WHERE set_id = ? AND position = ?", (set_id, position))
+                for other in sides - {set_id}:
+                    row = conn.execute(
+                        f"SELECT count, last_position FROM {group_pairs} WHERE set_id = ? AND other_id = ?",
+                        (set_id, other),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    if row[0] <= 1:
+                        conn.execute(f"DELETE FROM {group_pairs} WHERE set_id = ? AND other_id = ?", (set_id, other))
+                    elif row[1] == position:
+                        recompute.add((set_id, other))
+                    else:
+                        conn.execute(
+                            f"UPDATE {group_pairs} SET count = count - 1 WHERE set_id = ? AND other_id = ?", (set_id, other)
+                        )
+            if after is None:
+                continue
+            now, start_key, occurred_at = after
+            sides = {sets.get(i, i) for i in now}
+            for set_id in sides & set_ids:
+                conn.execute(
+                    f"INSERT INTO {group_members} (set_id, position, start_key, occurred_at) VALUES (?, ?, ?, ?)",
+                    (set_id, position, start_key, occurred_at),
+                )
+                conn.executemany(
+                    f"INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)"
+                    f" VALUES (?, ?, 1, ?, ?, ?) {self.group_merge(group_pairs)}",
+                    [(set_id, other, start_key, position, occurred_at) for other in sorted(sides - {set_id})],
+                )
+        for set_id, other in sorted(recompute):
+            self._recompute_group(conn, tag, set_id, other)
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         """Its members go; each pair it counted is recomputed from what is left (and goes if
         nothing is). A rebuild that has not derived its pairs yet (``finish``) has none to fix."""
-        if gone.kind == "entity_alias":
-            return  # aliases are merged when reading: no rows of this projection
+        if gone.kind == "entity_alias":  # the groups as if it had never been declared
+            table = self.groups(conn, tag)
+            table.replay(table.stored_declarations(reached))
+            self._file_all(conn, tag)
+            return
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         ids = [row[0] for row in conn.execute(f"SELECT entity_id FROM {members_t} WHERE position = ?", (gone.position,))]
         conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))
+        group_members, group_pairs, _ = self._group_tables(tag)
+        sets = self.groups(conn, tag).sets_of(ids)
+        sides = {sets.get(i, i) for i in ids}
+        for set_id in sides & set(sets.values()):
+            conn.execute(f"DELETE FROM {group_members} WHERE set_id = ? AND position = ?", (set_id, gone.position))
+            for other in sorted(sides - {set_id}):
+                exists = conn.execute(
+                    f"SELECT 1 FROM {group_pairs} WHERE set_id = ? AND other_id = ?", (set_id, other)).fetchone()
+                if exists:
+                    self._recompute_group(conn, tag, set_id, other)
         for a in ids:
             for b in ids:
                 exists = conn.execute(

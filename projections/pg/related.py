@@ -6,24 +6,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..related import MEMBERS, PAIRS, RECOMPUTE_PROBE, RECOMPUTE_SMALL, RelatedProjection
+from ..related import (
+    GROUP_MEMBERS, GROUP_PAIRS, MEMBERS, PAIRS, PREFIX, RECOMPUTE_PROBE, RECOMPUTE_SMALL, RelatedProjection,
+)
+from . import groups
+from .groups import PgGroups
 from .members import MEMBERS_SCHEMA, fill_plain, members_insert, packed, packed_key, packed_position
 from ..members import unpack
 
 C = 'COLLATE "C"'
 
 
-def merge(t: str) -> str:
-    """``projections.related.MERGE`` with the updated row named by its table."""
+def merge(t: str, key: str = "entity_id, other_id") -> str:
+    """``projections.related.MERGE`` (``GROUP_MERGE``: ``key`` ``set_id, other_id``) with the
+    updated row named by its table."""
     later = f"(excluded.last_key, excluded.last_position) > ({t}.last_key, {t}.last_position)"
     sets = [f"count = {t}.count + excluded.count"]
     for column in ("last_at", "last_position", "last_key"):
         sets.append(f"{column} = CASE WHEN {later} THEN excluded.{column} ELSE {t}.{column} END")
-    return "ON CONFLICT (entity_id, other_id) DO UPDATE SET " + ", ".join(sets)
+    return f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(sets)
+
+
+def group_merge(t: str) -> str:
+    return merge(t, "set_id, other_id")
 
 
 class PgRelatedProjection(RelatedProjection):
     schema = {
+        **groups.schema(PREFIX),
+        GROUP_MEMBERS: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, position BIGINT NOT NULL, start_key TEXT {C} NOT NULL,
+                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
+            )""",
+        ],
+        GROUP_PAIRS: [
+            f"""CREATE TABLE {{t}} (
+                set_id TEXT {C} NOT NULL, other_id TEXT {C} NOT NULL, count BIGINT NOT NULL,
+                last_key TEXT {C} NOT NULL, last_position BIGINT NOT NULL, last_at TEXT NOT NULL,
+                PRIMARY KEY (set_id, other_id)
+            )""",
+            "CREATE INDEX IF NOT EXISTS {t}_other ON {t}(other_id)",
+        ],
         PAIRS: [
             f"""CREATE TABLE {{t}} (
                 entity_id TEXT {C} NOT NULL, other_id TEXT {C} NOT NULL, count BIGINT NOT NULL,
@@ -34,6 +58,11 @@ class PgRelatedProjection(RelatedProjection):
     }
     members_insert = staticmethod(members_insert)
     merge = staticmethod(merge)
+    group_merge = staticmethod(group_merge)
+    packed = staticmethod(packed)
+    packed_key = staticmethod(packed_key)
+    packed_position = staticmethod(packed_position)
+    groups_class = PgGroups
 
     def bulk(self, conn: Any, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -55,6 +84,7 @@ class PgRelatedProjection(RelatedProjection):
                 {merge(pairs_t)}""",
             (low, high),
         )
+        self._bulk_groups(conn, tag, low, high)
 
     def finish(self, conn: Any, tag: str, position: int) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -71,6 +101,7 @@ class PgRelatedProjection(RelatedProjection):
                 SELECT other_id, entity_id, count, last_key, last_position, last_at FROM {pairs_t}
                 WHERE entity_id < other_id"""
         )
+        self._file_all(conn, tag)
 
     @staticmethod
     def _recompute(conn: Any, pairs_t: str, members_t: str, a: str, b: str) -> None:

@@ -355,6 +355,7 @@ GROUP_TABLES = (
     "timelines.tl_links", "timelines.tl_groups", "timelines.tl_sets", "timelines.tl_group_entries",
     "entities.ent_links", "entities.ent_groups", "entities.ent_sets", "entities.ent_group_members",
     "entities.ent_group_said", "entities.ent_group_stats",
+    "related.rel_links", "related.rel_groups", "related.rel_sets", "related.rel_group_members", "related.rel_group_pairs",
 )
 
 
@@ -362,7 +363,7 @@ def test_alias_groups_rows_equal_sqlite_rows_through_redeclarations_and_erasures
     """Declarations merge sets (union by size), a re-declaration moves a subtree to another group,
     corrections and retractions change a group's count, dates and names, late events join a
     group, an erased declaration splits one again: after each step PostgreSQL's rows (the group
-    tables and ``ent_stats.grouped``) are SQLite's, and a rebuild (set-based, then per change)
+    tables, ``ent_stats.grouped``, the related pairs per set) are SQLite's, and a rebuild (set-based, then per change)
     makes them again."""
     from helpers import alias, correction, ent, news, retraction
 
