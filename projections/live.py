@@ -98,6 +98,10 @@ class _Move:
 def checkpoint(queries: Queries) -> tuple[int, int]:
     """What streams have read up to: the timelines projection's checkpoint, and its last erasure
     told to streams (``tl_removals.seq``; an erasure does not move the checkpoint)."""
+    return queries.reread(_checkpoint, queries)
+
+
+def _checkpoint(queries: Queries) -> tuple[int, int]:
     with queries.snapshot() as conn:
         position, tag = queries._checkpoint(conn, "timelines")
         return position, _last_removal(queries, conn, tag)
@@ -115,6 +119,10 @@ def opening(queries: Queries, entity_id: str | None) -> tuple[int, int]:
     the timelines projection's checkpoint and the store's head."""
     if entity_id is not None:
         queries.entity(entity_id)
+    return queries.reread(_opening, queries)
+
+
+def _opening(queries: Queries) -> tuple[int, int]:
     with queries.snapshot() as conn:
         position, tag = queries._checkpoint(conn, "timelines")
         _require_log(queries, conn, tag)
@@ -131,6 +139,10 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
     when ``entity_id`` is None), read in one snapshot."""
     if filters.role is not None and entity_id is None:
         raise QueryError("role", "only an entity's timeline has roles")
+    return queries.reread(_changes, queries, entity_id, cursor, filters, limit)
+
+
+def _changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int) -> ChangePage:
     aliases = queries._refresh()  # dropped and read again after an erasure
     with queries.snapshot() as conn:
         upto, tag = queries._checkpoint(conn, "timelines")

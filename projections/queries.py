@@ -465,6 +465,12 @@ class Queries:
     DISTINCT = "IS NOT"  # one value differs from another, NULL a value like any
 
     @staticmethod
+    def reread(read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)``, read again if a rebuild's swap dropped the tables it read (on
+        PostgreSQL; SQLite's snapshot keeps them)."""
+        return read(*args)
+
+    @staticmethod
     def _has_table(conn: Any, projection: str, table: str) -> bool:
         """Whether a projection's table exists (in the snapshot's view)."""
         return conn.execute(f"SELECT 1 FROM p_{projection}.sqlite_master WHERE name = ?", (table,)).fetchone() is not None

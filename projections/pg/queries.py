@@ -132,6 +132,10 @@ class PgQueries(Queries):
     DISTINCT = "IS DISTINCT FROM"
 
     @staticmethod
+    def reread(read: Callable[..., Any], *args: Any) -> Any:
+        return _swapped(lambda _self, *a: read(*a))(None, *args)
+
+    @staticmethod
     def _has_table(conn: Any, projection: str, table: str) -> bool:
         (found,) = conn.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
         return bool(found)
