@@ -35,6 +35,7 @@ from events.pg.store import PgEventStore
 from ..engine import read_checkpoints, status_row
 from ..queries import LaterChanges, Queries, QueryError, ReadTimeout
 from ..search import SearchSyntaxError
+from ..directory import OPEN
 from .directory import naming
 from .members import packed
 from .search import CONFIG, tsquery_expression
@@ -58,7 +59,7 @@ class PgLaterChanges(LaterChanges):
         )
 
 
-def group_naming(conn: Any, said_t: str, set_id: str, root: str, upto: int = 2**62) -> tuple[str, str] | None:
+def group_naming(conn: Any, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
     """``projections.directory.group_naming`` (its statement with positional marks)."""
 
     def latest(condition: str, *args: Any) -> tuple[Any, ...] | None:
@@ -84,14 +85,15 @@ def _object(body: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def _swapped(read: Callable[..., Any]) -> Callable[..., Any]:
-    """A read that reads again when a rebuild's swap dropped the tables its snapshot named."""
+    """A read that reads again when a rebuild's swap dropped the tables its snapshot named (or
+    deadlocked with it: the read held an old table the swap drops and waited for another)."""
 
     @functools.wraps(read)
     def again(self: Any, *args: Any, **kwargs: Any) -> Any:
         for attempt in range(SWAP_RETRIES):
             try:
                 return read(self, *args, **kwargs)
-            except psycopg.errors.UndefinedTable:
+            except (psycopg.errors.UndefinedTable, psycopg.errors.DeadlockDetected):
                 if attempt == SWAP_RETRIES - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
