@@ -1,6 +1,6 @@
-"""The read side's plumbing on PostgreSQL (projections.pg.queries): the same answers as on SQLite
-for what it reads so far (an event, as of a time, erased; the projections' status), and reads
-stopped at their time limit."""
+"""The read side on PostgreSQL (projections.pg.queries): the same answers as on SQLite for every
+read (events, status, timelines, cards, the directory, related entities, search, live streams)
+over the same events, reads stopped at their time limit, and reads that go on through swaps."""
 
 from __future__ import annotations
 
