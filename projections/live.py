@@ -98,16 +98,20 @@ class _Move:
 def checkpoint(queries: Queries) -> tuple[int, int]:
     """What streams have read up to: the timelines projection's checkpoint, and its last erasure
     told to streams (``tl_removals.seq``; an erasure does not move the checkpoint)."""
+    return queries.reread(_checkpoint, queries)
+
+
+def _checkpoint(queries: Queries) -> tuple[int, int]:
     with queries.snapshot() as conn:
         position, tag = queries._checkpoint(conn, "timelines")
-        return position, _last_removal(conn, tag)
+        return position, _last_removal(queries, conn, tag)
 
 
-def _last_removal(conn: Any, tag: str) -> int:
+def _last_removal(queries: Queries, conn: Any, tag: str) -> int:
     table = f"{REMOVALS}{tag}"
-    if not conn.execute("SELECT 1 FROM p_timelines.sqlite_master WHERE name = ?", (table,)).fetchone():
+    if not queries._has_table(conn, "timelines", table):
         return 0  # tables of a version without it, being rebuilt
-    return conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM p_timelines.{table}").fetchone()[0]
+    return conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {queries._in_file('timelines', table)}").fetchone()[0]
 
 
 def opening(queries: Queries, entity_id: str | None) -> tuple[int, int]:
@@ -115,14 +119,18 @@ def opening(queries: Queries, entity_id: str | None) -> tuple[int, int]:
     the timelines projection's checkpoint and the store's head."""
     if entity_id is not None:
         queries.entity(entity_id)
+    return queries.reread(_opening, queries)
+
+
+def _opening(queries: Queries) -> tuple[int, int]:
     with queries.snapshot() as conn:
         position, tag = queries._checkpoint(conn, "timelines")
-        _require_log(conn, tag)
+        _require_log(queries, conn, tag)
         return position, queries.store.head()
 
 
-def _require_log(conn: Any, tag: str) -> None:
-    if not conn.execute("SELECT 1 FROM p_timelines.sqlite_master WHERE name = ?", (f"{CHANGES}{tag}",)).fetchone():
+def _require_log(queries: Queries, conn: Any, tag: str) -> None:
+    if not queries._has_table(conn, "timelines", f"{CHANGES}{tag}"):
         raise NotLive("the timelines projection is being rebuilt with its change log: streams open once it is live")
 
 
@@ -131,10 +139,14 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
     when ``entity_id`` is None), read in one snapshot."""
     if filters.role is not None and entity_id is None:
         raise QueryError("role", "only an entity's timeline has roles")
+    return queries.reread(_changes, queries, entity_id, cursor, filters, limit)
+
+
+def _changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int) -> ChangePage:
     aliases = queries._refresh()  # dropped and read again after an erasure
     with queries.snapshot() as conn:
         upto, tag = queries._checkpoint(conn, "timelines")
-        _require_log(conn, tag)
+        _require_log(queries, conn, tag)
         reader = _Reader(queries, conn, tag, upto, entity_id, filters)
         page = ChangePage(cursor=cursor, upto=upto)
         if not reader.removals(page, limit):
@@ -210,10 +222,11 @@ class _Reader:
             if row is not None:
                 bound, done = row[0], False
         by_position: dict[int, list[tuple[Any, ...]]] = {}
+        among, among_args = self.queries._in("entity_id", members)
         for row in self.conn.execute(
             f"SELECT position, old_rank, rank, old_status FROM {changes_t}"
-            " WHERE entity_id IN (SELECT value FROM json_each(?)) AND position > ? AND position <= ? ORDER BY position",
-            (compact_json(members), low, bound),
+            f" WHERE {among} AND position > ? AND position <= ? ORDER BY position",
+            [*among_args, low, bound],
         ):
             by_position.setdefault(row[0], []).append(row)
         versions = self._versions(list(by_position))
@@ -262,7 +275,7 @@ class _Reader:
         (a version of the event there, filed under its entity, in its filters), as ``remove``
         messages with that position as their id, up to ``limit``; True once all are read."""
         table = f"{REMOVALS}{self.tag}"
-        last = page.erased = _last_removal(self.conn, self.tag)
+        last = page.erased = _last_removal(self.queries, self.conn, self.tag)
         cursor = page.cursor
         seen = cursor.seen
         if seen is None:  # resuming: erasures made before the tables reached the position were told then
@@ -273,11 +286,12 @@ class _Reader:
             page.cursor = StreamCursor(cursor.position, cursor.moved, seen)
             return True
         f, at = self.filters, cursor.position
-        where = ["seq > ?", "entity_id IN (SELECT value FROM json_each(?))", "valid_from <= ?", "valid_to > ?"]
         members = self.members(at)
         if any(m != GLOBAL and not self._has_entries(m) for m in members):
             members = [*members, VANISHED]  # rows of entities only erased events named: no id left
-        args: list[Any] = [seen, compact_json(members), at, at]
+        among, among_args = self.queries._in("entity_id", members)
+        where = ["seq > ?", among, "valid_from <= ?", "valid_to > ?"]
+        args: list[Any] = [seen, *among_args, at, at]
         if self.rank is not None:
             where.append(f"(rank = {self.rank} OR rank IS NULL)")
         if not f.include_retracted:
@@ -310,8 +324,9 @@ class _Reader:
         it (``remove``), or whose best role in it it changed (``update``), in timeline order
         from ``page.cursor.moved`` on, into ``page``; True once all of them are read."""
         f = self.filters
-        where = ["en.entity_id IN (SELECT value FROM json_each(?))", "en.valid_from <= ?", "v.valid_to > ?"]
-        args: list[Any] = [compact_json(move.moved), move.position, move.position]
+        among, among_args = self.queries._in("en.entity_id", move.moved)
+        where = [among, "en.valid_from <= ?", "v.valid_to > ?"]
+        args: list[Any] = [*among_args, move.position, move.position]
         if not f.include_retracted:
             where.append("v.status != 'retracted'")
         if f.kinds:
@@ -323,7 +338,7 @@ class _Reader:
         role = "" if self.rank is None else f" AND o.rank = {self.rank}"
         # a version's best rank among some members (NULL: filed under none of them)
         best = (
-            f"(SELECT MIN(o.rank) FROM {ENTRIES}{self.tag} o WHERE o.entity_id IN (SELECT value FROM json_each(?))"
+            f"(SELECT MIN(o.rank) FROM {ENTRIES}{self.tag} o WHERE {self.queries._in('o.entity_id', [])[0]}"
             f" AND o.start_key = m.start_key AND o.position = m.position AND o.valid_from = m.valid_from{role})"
         )
         sql = (
@@ -332,9 +347,9 @@ class _Reader:
             f" (SELECT DISTINCT en.start_key, en.position, en.valid_from FROM {ENTRIES}{self.tag} en"
             f" JOIN {EVENTS}{self.tag} v ON v.valid_from = en.valid_from WHERE {' AND '.join(where)}) m) m"
             f" JOIN {EVENTS}{self.tag} v ON v.valid_from = m.valid_from"
-            " WHERE m.was IS NOT m.now ORDER BY m.start_key, m.position LIMIT ?"
+            f" WHERE m.was {self.queries.DISTINCT} m.now ORDER BY m.start_key, m.position LIMIT ?"
         )
-        best_args = [compact_json(move.before), compact_json(move.after)]
+        best_args = [*self.queries._in("", move.before)[1], *self.queries._in("", move.after)[1]]
         rows = self.conn.execute(sql, [*best_args, *args, limit + 1]).fetchall()
         done = len(rows) <= limit
         rows = rows[:limit]

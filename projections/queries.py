@@ -393,16 +393,7 @@ class LaterChanges:
             (head,) = conn.execute("SELECT coalesce(MAX(position), 0) FROM events").fetchone()
             if self.seen is not None and head <= self.seen:
                 return
-            # cold: the whole index of targets; warm: the events stored since (by position)
-            source = "events c INDEXED BY events_target" if self.seen is None else "events c"
-            rows = conn.execute(
-                f"SELECT c.position, t.position, c.body -> '$.details.changes.entities',"
-                " (SELECT json_group_array(entity_id) FROM event_entities e WHERE e.position = t.position)"
-                f" FROM {source} CROSS JOIN events t ON t.event_id = c.target_id"
-                " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ?"
-                " AND t.position < c.position AND c.body <> '' AND t.body <> '' ORDER BY c.position",
-                (self.seen or 0, head),
-            ).fetchall()
+            rows = conn.execute(self.statement(cold=self.seen is None), (self.seen or 0, head)).fetchall()
             for position, target, moved, stored in rows:
                 self.positions.append(position)
                 self.targets.append(target)
@@ -411,6 +402,20 @@ class LaterChanges:
                 if moved:
                     filed.update(e["id"] for e in json.loads(moved))
             self.seen = head
+
+    @staticmethod
+    def statement(*, cold: bool) -> str:
+        """The corrections and retractions stored in ``(?, ?]``: each one's position, its target's,
+        the entities it moved (JSON or NULL) and those its target was stored with (a JSON list)."""
+        # cold: the whole index of targets; warm: the events stored since (by position)
+        source = "events c INDEXED BY events_target" if cold else "events c"
+        return (
+            "SELECT c.position, t.position, c.body -> '$.details.changes.entities',"
+            " (SELECT json_group_array(entity_id) FROM event_entities e WHERE e.position = t.position)"
+            f" FROM {source} CROSS JOIN events t ON t.event_id = c.target_id"
+            " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ?"
+            " AND t.position < c.position AND c.body <> '' AND t.body <> '' ORDER BY c.position"
+        )
 
     def between(self, p: int, upto: int, members: Sequence[str]) -> list[tuple[int, int]]:
         """``(position, version at p)`` of the events stored up to ``p``, ever filed under one of
@@ -427,12 +432,106 @@ class LaterChanges:
 
 
 class Queries:
+    # --- the dialect: what the reads' SQL says differently on PostgreSQL -------------------
+    # (``projections.pg.queries.PgQueries`` overrides these and nothing of the reads themselves)
+    later_class = LaterChanges
+    naming = staticmethod(naming)
+    group_naming = staticmethod(group_naming)
+    packed = staticmethod(packed)
+    NO_LIMIT: Any = -1  # ``LIMIT`` without a bound
+    # an entity's rows filed under several of its ids, once an event (one version an event at p)
+    BY_EVENT = " GROUP BY v.position"
+    BY_HIT = BY_EVENT  # the same, of a search's hits ``h`` (each with its score)
+
+    @staticmethod
+    def _in(expr: str, values: Sequence[Any], *, negate: bool = False) -> tuple[str, list[Any]]:
+        """SQL: ``expr`` is (``negate``: is not) one of ``values``; and its arguments."""
+        return f"{expr} {'NOT ' if negate else ''}IN (SELECT value FROM json_each(?))", [compact_json(list(values))]
+
+    @staticmethod
+    def _ordered(values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """SQL: a table ``(value, key)`` of ``values`` with their index; and its arguments."""
+        return "SELECT value, key FROM json_each(?)", [compact_json(list(values))]
+
+    @staticmethod
+    def _pairs(pairs: Sequence[tuple[int, int]]) -> tuple[str, list[Any]]:
+        """SQL: a table ``(position, version)`` of integer pairs; and its arguments."""
+        return "SELECT value ->> 0, value ->> 1 FROM json_each(?)", [json.dumps(pairs)]
+
+    @staticmethod
+    def _contains(column: str) -> str:
+        return f"instr({column}, ?)"
+
+    DISTINCT = "IS NOT"  # one value differs from another, NULL a value like any
+
+    @staticmethod
+    def reread(read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)``, read again if a rebuild's swap dropped the tables it read (on
+        PostgreSQL; SQLite's snapshot keeps them)."""
+        return read(*args)
+
+    @staticmethod
+    def _has_table(conn: Any, projection: str, table: str) -> bool:
+        """Whether a projection's table exists (in the snapshot's view)."""
+        return conn.execute(f"SELECT 1 FROM p_{projection}.sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+    @staticmethod
+    def _in_file(projection: str, table: str) -> str:
+        """A projection's table as a statement names it."""
+        return f"p_{projection}.{table}"
+
+    @staticmethod
+    def _text_max(expr: str) -> str:
+        return f"MAX({expr})"
+
+    @staticmethod
+    def _stored_rows(conn: Any, positions: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        """``(position, event_id, recorded_at, dates, texts, entities)`` of stored events: their
+        dates and headline, and their sources and details, as JSON objects (``STORED_FIELDS``),
+        their entities as JSON text."""
+        return conn.execute(
+            f"SELECT position, event_id, recorded_at, {STORED_FIELDS}, body -> '$.entities' FROM events"
+            f" WHERE position IN ({','.join('?' * len(positions))}) AND body <> ''",
+            positions,
+        )
+
+    @staticmethod
+    def _entities_at(conn: Any, versions: Sequence[tuple[int, int]]) -> Iterator[tuple[int, str | None]]:
+        """``(position, entities as JSON)`` of events at versions: the latest change to each up to
+        the version's start."""
+        return conn.execute(
+            "SELECT d.value ->> 0, (SELECT s.body -> '$.entities' FROM event_states s"
+            "  WHERE s.target_id = (SELECT event_id FROM events WHERE position = d.value ->> 0)"
+            "  AND s.position <= d.value ->> 1 ORDER BY s.position DESC LIMIT 1)"
+            " FROM json_each(?) d",
+            (compact_json(versions),),
+        )
+
+    def _match(self, q: str, expression: str) -> str:
+        """What a user typed in ``q`` in the index's language (``expression``: as FTS5's, what a
+        cursor is bound to on either database)."""
+        return expression
+
+    @staticmethod
+    def _search_join(fts: str) -> tuple[str, str, str]:
+        """SQL joining the search index ``s`` to the versions ``v``: what goes in FROM (with the
+        query's argument, if it takes it there), the condition in WHERE (or there), and a
+        version's score (lower first)."""
+        return f" JOIN {fts} s", f"s.rowid = v.valid_from AND {fts} MATCH ?", f"bm25({fts})"
+
+    @staticmethod
+    def _hits(fts: str, score: str, within: str) -> str:
+        """SQL: ``(id, score)`` of the index's matches (the query's argument first) among the
+        versions ``within`` selects."""
+        # ``+rowid``: not a constraint the index would be asked with once per value
+        return f"SELECT rowid AS id, {score} AS score FROM {fts} WHERE {fts} MATCH ? AND +rowid IN ({within})"
+
     def __init__(self, path: str, names: Sequence[str] = PROJECTIONS, *, read_only: bool = False) -> None:
         self.path = path
         self.read_only = read_only  # a read-only node's: every connection opened so that it cannot write
         self.names = tuple(names)  # the projections whose files readers attach
         self.aliases = AliasIndex()
-        self.later = LaterChanges()
+        self.later = self.later_class()
         self.cards = StoredCards()
         self._kept_names: tuple[tuple[int, str] | None, dict[str, str]] = (None, {})  # ``_directory_names``
         self._kept_entities: tuple[tuple[Any, ...] | None, dict[int, str]] = (None, {})  # ``_involved``
@@ -451,7 +550,7 @@ class Queries:
         store = self.store
         erased = erasure_count(store.conn)
         if erased != self._erasures:
-            self.aliases, self.later, self.cards = AliasIndex(), LaterChanges(), StoredCards()
+            self.aliases, self.later, self.cards = AliasIndex(), self.later_class(), StoredCards()
             self._erasures = erased
         self.aliases.refresh(store)
         return self.aliases
@@ -637,12 +736,13 @@ class Queries:
         if len(members) == 1:
             return members, members
         _, tag = self._checkpoint(conn, "entities")
+        ordered, args = self._ordered(members)
         known = [
             row[0]
             for row in conn.execute(
-                f"SELECT j.value FROM json_each(?) j WHERE EXISTS (SELECT 1 FROM {STATS}{tag} s WHERE s.id = j.value)"
+                f"SELECT j.value FROM ({ordered}) j WHERE EXISTS (SELECT 1 FROM {STATS}{tag} s WHERE s.id = j.value)"
                 " ORDER BY j.key",
-                (compact_json(members),),
+                args,
             )
         ]
         return members, known
@@ -672,12 +772,12 @@ class Queries:
                 return None
             name, kind, count, first_at, last_at = row
         else:
-            ids = compact_json(known)
+            among, args = self._in("entity_id", known)
             # One event, one position: an event filed under several members counts once.
             count, first, last = conn.execute(
-                f"SELECT COUNT(DISTINCT position), MIN({packed()}), MAX({packed()}) FROM {MEMBERS}{tag}"
-                " WHERE entity_id IN (SELECT value FROM json_each(?))",
-                (ids,),
+                f"SELECT COUNT(DISTINCT position), MIN({self.packed()}), MAX({self.packed()}) FROM {MEMBERS}{tag}"
+                f" WHERE {among}",
+                args,
             ).fetchone()
             first_at = last_at = None
             if count:
@@ -687,7 +787,7 @@ class Queries:
                     ).fetchone()[0]
                     for value in (first, last)
                 )
-            named = naming(conn, f"{SAID}{tag}", known)
+            named = self.naming(conn, f"{SAID}{tag}", known)
             name, kind = named[:2] if named is not None else (canonical, "other")
         return {
             "id": canonical,
@@ -702,7 +802,7 @@ class Queries:
     def _group_entity(self, conn: sqlite3.Connection, canonical: str, upto: int, tag: str, set_id: str) -> dict[str, Any] | None:
         """The card of an entity with aliases from the rows the directory files under its set: a
         few indexed reads, whatever the number of its members."""
-        named = group_naming(conn, f"{GROUP_SAID}{tag}", set_id, canonical)
+        named = self.group_naming(conn, f"{GROUP_SAID}{tag}", set_id, canonical)
         if named is None:
             return None  # no event names any of its ids
         count, first_at, last_at = conn.execute(
@@ -753,8 +853,9 @@ class Queries:
         self.later.refresh(conn)
         changed = self.later.between(p, projected, members)
         if changed:  # each counted now as it stands now, and at p as its version then says
+            pairs, pairs_args = self._pairs(changed)
             now, then = conn.execute(
-                f"""WITH d(position, version) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+                f"""WITH d(position, version) AS ({pairs})
                     SELECT (SELECT COUNT(*) FROM d WHERE EXISTS (SELECT 1 FROM {MEMBERS}{tag} m
                               WHERE m.position = d.position AND m.entity_id IN ({marks}))),
                            (SELECT COUNT(*) FROM d JOIN {EVENTS}{ttag} v ON v.valid_from = d.version
@@ -762,11 +863,11 @@ class Queries:
                               SELECT 1 FROM {ENTRIES}{ttag} en WHERE en.entity_id IN ({marks})
                               AND en.start_key = v.start_key AND en.position = d.position
                               AND en.valid_from = d.version))""",
-                [json.dumps(changed), *members, p, *members],
+                [*pairs_args, *members, p, *members],
             ).fetchone()
             count += then - now
         # Names and types as the store knew them: its statements in force then (docs/entities.md).
-        named = naming(conn, f"{SAID}{tag}", members, p)
+        named = self.naming(conn, f"{SAID}{tag}", members, p)
         if named is None and not count:
             return None  # not known by then
         return {
@@ -884,10 +985,9 @@ class Queries:
     def _matches(self, conn: sqlite3.Connection, tag: str, entity: dict[str, Any], folded: str) -> bool:
         if folded in fold(entity["name"]) or any(folded in fold(a) for a in [entity["id"], *entity["aliases"]]):
             return True
-        ids = compact_json([entity["id"], *entity["aliases"]])
+        among, args = self._in("id", [entity["id"], *entity["aliases"]])
         row = conn.execute(
-            f"SELECT 1 FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?)) AND instr(search, ?) LIMIT 1",
-            (ids, folded),
+            f"SELECT 1 FROM {STATS}{tag} WHERE {among} AND {self._contains('search')} LIMIT 1", [*args, folded]
         ).fetchone()
         return row is not None
 
@@ -938,15 +1038,18 @@ class Queries:
                     counted = {row[0]: [row[1], row[2], row[3]] for row in pairs if row[0] not in grouped}
                     counted.update(sides)
                 else:  # aliases on either side: count distinct shared events exactly
-                    ids = compact_json(members)
+                    mine, mine_args = self._in("m1.entity_id", members)
+                    others, others_args = self._in("m2.entity_id", members, negate=True)
+                    shares = (
+                        f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
+                        f" WHERE {mine} AND {others}"
+                    )
                     # each other id's shared events counted in SQL (one row an id, not one an event);
                     # the ids resolved here, and merged by event only when two resolve to one entity
                     by_id = conn.execute(
-                        f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), MAX(m1.start_key || m1.occurred_at)"
-                        f" FROM {RELATED_MEMBERS}{tag} m1 JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
-                        " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
-                        " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1)) GROUP BY m2.entity_id",
-                        (ids,),
+                        f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), {self._text_max('m1.start_key || m1.occurred_at')}"
+                        f"{shares} GROUP BY m2.entity_id",
+                        [*mine_args, *others_args],
                     ).fetchall()
                     resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
                     if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
@@ -956,11 +1059,8 @@ class Queries:
                     else:  # two of the other ids are one entity: their shared events merged by event
                         shared: dict[str, dict[int, tuple[str, str]]] = {}
                         for other, position, start_key, occurred_at in conn.execute(  # one event, one position
-                            f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at FROM {RELATED_MEMBERS}{tag} m1"
-                            f" JOIN {RELATED_MEMBERS}{tag} m2 ON m2.position = m1.position"
-                            " WHERE m1.entity_id IN (SELECT value FROM json_each(?1))"
-                            " AND m2.entity_id NOT IN (SELECT value FROM json_each(?1))",
-                            (ids,),
+                            f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at{shares}",
+                            [*mine_args, *others_args],
                         ):
                             shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
                         for other, events in shared.items():
@@ -1005,11 +1105,7 @@ class Queries:
                 stored[position] = card
         for i in range(0, len(missing), 900):
             chunk = missing[i : i + 900]
-            for position, *rest in conn.execute(
-                f"SELECT position, event_id, recorded_at, {STORED_FIELDS}, body -> '$.entities' FROM events"
-                f" WHERE position IN ({','.join('?' * len(chunk))}) AND body <> ''",
-                chunk,
-            ):
+            for position, *rest in self._stored_rows(conn, chunk):
                 event_id, recorded_at, dated, described, entities = rest
                 card = stored[position] = (
                     compact_json(event_id), recorded_at, dated[1:-1], described[1:-1], _mentions(entities),
@@ -1060,13 +1156,7 @@ class Queries:
                 listed[row[POSITION]] = stored[row[POSITION]][4]
         if corrected:
             # the event's state at the version: the latest change to it up to the version's start
-            for position, entities in conn.execute(
-                "SELECT d.value ->> 0, (SELECT s.body -> '$.entities' FROM event_states s"
-                "  WHERE s.target_id = (SELECT event_id FROM events WHERE position = d.value ->> 0)"
-                "  AND s.position <= d.value ->> 1 ORDER BY s.position DESC LIMIT 1)"
-                " FROM json_each(?) d",
-                (compact_json(corrected),),
-            ):
+            for position, entities in self._entities_at(conn, corrected):
                 listed[position] = _mentions(entities)
         aliases = self.aliases
         canonical = {i: i for entities in listed.values() for i, _, _ in entities}
@@ -1084,14 +1174,11 @@ class Queries:
             ) + "]"
         return out
 
-    @staticmethod
-    def _changed_at(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> dict[int, str]:
+    def _changed_at(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> dict[int, str]:
         """``{valid_from: recorded_at}``: when the change that made each version was recorded
         (the event's own recording, or its correction's or retraction's)."""
-        return dict(conn.execute(
-            "SELECT position, recorded_at FROM events WHERE position IN (SELECT value FROM json_each(?))",
-            (compact_json(sorted({row[VALID_FROM] for row in rows})),),
-        ).fetchall())
+        among, args = self._in("position", sorted({row[VALID_FROM] for row in rows}))
+        return dict(conn.execute(f"SELECT position, recorded_at FROM events WHERE {among}", args).fetchall())
 
     def render_rows(
         self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], p: int, *, by_entity: bool,
@@ -1124,10 +1211,8 @@ class Queries:
             self._kept_names = ((projected, tag), kept)
         missing = [i for i in ids if i not in kept]
         if missing:
-            kept.update(conn.execute(
-                f"SELECT id, name FROM {STATS}{tag} WHERE id IN (SELECT value FROM json_each(?))",
-                (compact_json(missing),),
-            ).fetchall())
+            among, args = self._in("id", missing)
+            kept.update(conn.execute(f"SELECT id, name FROM {STATS}{tag} WHERE {among}", args).fetchall())
         return {i: kept[i] for i in ids if i in kept}
 
     def _names(self, conn: sqlite3.Connection, ids: set[str], p: int, *, as_of: bool) -> dict[str, str]:
@@ -1148,10 +1233,10 @@ class Queries:
                 # a group's statements filed under its set (as of p: its members then are those of now)
                 set_id = self._set(conn, "entities", entity_id, p) if entity_id in grouped else None
                 if set_id is not None:
-                    said = group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p)
+                    said = self.group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p)
                 else:
                     members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
-                    said = naming(conn, f"{SAID}{tag}", members, p)
+                    said = self.naming(conn, f"{SAID}{tag}", members, p)
                 named = said[0] if said is not None else None
             if named is not None:
                 names[entity_id] = named
@@ -1174,7 +1259,8 @@ class Queries:
             raise QueryError("role", "only an entity's timeline has roles")
         if query.order == "relevance" and not query.q:
             raise QueryError("order", "order=relevance ranks full-text matches: it needs q")
-        match = fts_query(query.q) if query.q else None
+        expression = fts_query(query.q) if query.q else None
+        match = self._match(query.q, expression) if query.q and expression else None
         since = _partial("since", query.since).start_key if query.since else None
         until = _partial("until", query.until).end_key if query.until else None
         as_of = as_of_key(query.as_of) if query.as_of else None
@@ -1216,7 +1302,7 @@ class Queries:
             scope = target if entity_id is not None else GLOBAL
             bound = lambda: binding({  # noqa: E731 - only a page with a cursor, in or out, needs it
                 "entity": scope, "order": query.order, "since": since, "until": until,
-                "kind": ",".join(sorted(set(query.kinds))) or None, "role": query.role, "q": match,
+                "kind": ",".join(sorted(set(query.kinds))) or None, "role": query.role, "q": expression,
                 "as_of": as_of, "include_retracted": "true" if query.include_retracted else None,
             })
             if after is not None:
@@ -1297,8 +1383,9 @@ class Queries:
             keyed.insert(0, "en.entity_id = ?")
             keyed_args[0:0] = members
         elif by_entity:
-            keyed.insert(0, "en.entity_id IN (SELECT value FROM json_each(?))")
-            keyed_args[0:0] = [compact_json(members)]
+            among, among_args = self._in("en.entity_id", members)
+            keyed.insert(0, among)
+            keyed_args[0:0] = among_args
         if not query.include_retracted:
             versioned.append("v.status != 'retracted'")
         if query.kinds:
@@ -1324,12 +1411,14 @@ class Queries:
             return self._search_entity(conn, tag, search_tag, members, query, keyed, keyed_args,
                                        versioned, versioned_args, order, after, match, count)
         where, args = keyed + versioned, keyed_args + versioned_args
+        joined, joined_args = "", []
         if match is not None:
-            # bm25 over the version's headline and summary; rowid of the index = the version's id
-            where.append(f"s.rowid = v.valid_from AND {SEARCH}{search_tag} MATCH ?")
-            args.append(match)
+            # the version's headline and summary ranked; the index's row = the version's id
+            joined, matches, score = self._search_join(f"{SEARCH}{search_tag}")
+            where.append(matches)
+            (args if "?" in matches else joined_args).append(match)
             if relevance:
-                order = f"ORDER BY bm25({SEARCH}{search_tag}), {alias}.start_key, {alias}.position"
+                order = f"ORDER BY {score}, {alias}.start_key, {alias}.position"
         if by_entity:
             # An entry row belongs to the version that shares its valid_from.
             join = f"JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from"
@@ -1341,15 +1430,15 @@ class Queries:
             elif len(members) > 1:  # an event filed under several of the members: once, its best role
                 sql = (
                     f"SELECT {ENTRY_COLUMNS}, MIN(en.rank) FROM {ENTRIES}{tag} en {join}"
-                    f" WHERE {' AND '.join(where)} GROUP BY v.position {order} LIMIT ?"
+                    f" WHERE {' AND '.join(where)}{self.BY_EVENT} {order} LIMIT ?"
                 )
             else:
                 sql = f"SELECT {ENTRY_COLUMNS}, en.rank FROM {ENTRIES}{tag} en {join} WHERE {' AND '.join(where)} {order} LIMIT ?"
         else:
-            source = f"{EVENTS}{tag} v" + (f" JOIN {SEARCH}{search_tag} s" if match is not None else "")
-            sql = f"SELECT {ENTRY_COLUMNS} FROM {source} WHERE {' AND '.join(where)} {order} LIMIT ?"
+            sql = f"SELECT {ENTRY_COLUMNS} FROM {EVENTS}{tag} v{joined} WHERE {' AND '.join(where)} {order} LIMIT ?"
+            args = joined_args + args
         if count:
-            return _execute(conn, f"SELECT COUNT(*) FROM ({sql})", [*args, -1])
+            return _execute(conn, f"SELECT COUNT(*) FROM ({sql}) AS page", [*args, self.NO_LIMIT])
         args.append(query.limit + 1)
         if relevance:
             sql += " OFFSET ?"
@@ -1383,6 +1472,8 @@ class Queries:
         frequent word at once: kept when that page is complete, or the walk saw every row.
         """
         fts = f"{SEARCH}{search_tag}"
+        joined, matches, score = self._search_join(fts)
+        join_args, match_args = ([], [match]) if "?" in matches else ([match], [])
         keyed_sql, versioned_sql = " AND ".join(keyed), " AND ".join(versioned)
         relevance = query.order == "relevance"
         limit = query.limit + 1
@@ -1391,27 +1482,26 @@ class Queries:
                 conn,
                 f"SELECT {ENTRY_COLUMNS}, en.rank"
                 f" FROM (SELECT * FROM {ENTRIES}{tag} en WHERE {keyed_sql} {order} LIMIT ?) en"
-                f" JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from JOIN {fts} s"
-                f" WHERE {versioned_sql} AND s.rowid = v.valid_from AND {fts} MATCH ? {order} LIMIT ?",
-                [*keyed_args, WALK_FIRST, *versioned_args, match, limit],
+                f" JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from{joined}"
+                f" WHERE {versioned_sql} AND {matches} {order} LIMIT ?",
+                [*keyed_args, WALK_FIRST, *join_args, *versioned_args, *match_args, limit],
             )
             if len(rows) >= limit:
                 return rows
             (seen,) = conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {ENTRIES}{tag} en WHERE {keyed_sql} LIMIT ?)",
+                f"SELECT count(*) FROM (SELECT 1 FROM {ENTRIES}{tag} en WHERE {keyed_sql} LIMIT ?) AS walked",
                 [*keyed_args, WALK_FIRST],
             ).fetchone()
             if seen < WALK_FIRST:
                 return rows
-        score = f"bm25({fts})" if relevance and not count else "0"
+        score = score if relevance and not count else "0"
         rank = "MIN(en.rank)" if len(members) > 1 else "en.rank"
-        group = " GROUP BY v.position" if len(members) > 1 else ""  # filed under several members: once
+        group = self.BY_HIT if len(members) > 1 else ""  # filed under several members: once
         if relevance:
             order = "ORDER BY h.score, en.start_key, en.position"
-        # ``+rowid``: not a constraint the index would be asked with once per value
+        hits = self._hits(fts, score, f"SELECT en.valid_from FROM {ENTRIES}{tag} en WHERE {keyed_sql}")
         sql = (
-            f"WITH h AS MATERIALIZED (SELECT rowid AS id, {score} AS score FROM {fts}"
-            f" WHERE {fts} MATCH ? AND +rowid IN (SELECT en.valid_from FROM {ENTRIES}{tag} en WHERE {keyed_sql}))"
+            f"WITH h AS MATERIALIZED ({hits})"
             f" SELECT {ENTRY_COLUMNS}, {rank} FROM h JOIN {EVENTS}{tag} v ON v.valid_from = h.id"
             # the version's own key: each entry is one lookup, not a walk of the entity's rows
             f" JOIN {ENTRIES}{tag} en ON en.start_key = v.start_key AND en.position = v.position"
@@ -1420,7 +1510,7 @@ class Queries:
         )
         args = [match, *keyed_args, *keyed_args, *versioned_args]
         if count:
-            return _execute(conn, f"SELECT COUNT(*) FROM ({sql})", [*args, -1])
+            return _execute(conn, f"SELECT COUNT(*) FROM ({sql}) AS page", [*args, self.NO_LIMIT])
         args.append(limit)
         if relevance:
             sql += " OFFSET ?"

@@ -134,3 +134,47 @@ def backup(source: Path, dest: Path, *, force: bool = False) -> BackupResult:
     return BackupResult(
         dest, report.head_position, report.head, dest.stat().st_size, time.perf_counter() - started, report
     )
+
+
+def backup_postgres(url: str, dest: Path, *, force: bool = False) -> BackupResult:
+    """A PostgreSQL store (``url``) backed up into the SQLite file ``dest``: ``timeline copy-store``
+    (events.copy: one snapshot of the source, the chain verified on arrival, the copy checked
+    whole), written to ``DEST.partial`` and renamed in once verified, as a SQLite backup is.
+
+    The copy is a store of its own: ``timeline serve`` runs on it, and ``timeline copy-store``
+    brings it back to PostgreSQL. PostgreSQL's own tools (pg_dump, base backups with WAL
+    archiving) back up the whole database instead: docs/postgresql.md#backups."""
+    from events.copy import CopyError, copy_store as copy
+
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        raise BackupError(f"the folder {dest.parent} does not exist: create it first")
+    if dest.is_dir():
+        raise BackupError(f"{dest} is a folder: name the copy's file (say {dest / 'timeline.db'})")
+    found = leftovers(dest)
+    if found and not force:
+        raise BackupError(f"{found[0]} exists: not overwritten (--force replaces it)")
+    partial = Path(f"{dest}.partial")
+    _remove(leftovers(partial))
+    started = time.perf_counter()
+    try:
+        result = copy(url, partial)
+        conn = sqlite3.connect(partial, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")  # the copy stands alone: no log beside it
+        finally:
+            conn.close()
+    except CopyError as exc:
+        _remove(leftovers(partial))
+        raise BackupError(str(exc) if exc.status == 2 else f"the copy does not verify: {exc}") from None
+    except BaseException:
+        _remove(leftovers(partial))
+        raise
+    assert result.verified is not None
+    _fsync(partial)
+    if force:
+        _remove(leftovers(dest))
+    partial.rename(dest)
+    _fsync(dest.parent)
+    return BackupResult(dest, result.events, result.head_hash, dest.stat().st_size, time.perf_counter() - started,
+                        result.verified)

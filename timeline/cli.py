@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.text import Text
 from rich.table import Table
 
+from . import stores
 from .settings import Settings
 
 app = typer.Typer(
@@ -100,7 +101,8 @@ def serve(
     from .service import ReadOnlyNode
 
     try:
-        runtime = Runtime(settings)
+        with _store_unavailable_exits(settings):
+            runtime = Runtime(settings)
     except ReadOnlyNode as exc:  # no store yet, or one not migrated to this version: one line
         err.print(f"[red]cannot serve read-only:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -120,7 +122,7 @@ def serve(
             where = ", ".join(_http_address(a[0], a[1]) for a in bound) or _http_address(host, port)
             _say(f"listening on {where}")
             _say(f"redis: {_redis_line(runtime)}")
-            _say(f"store: {_store_label(settings)}" + (" (read-only node)" if settings.read_only else ""))
+            _say(f"store: {stores.describe(settings)}" + (" (read-only node)" if settings.read_only else ""))
 
     with _redis_not_ready_exits():
         try:
@@ -182,6 +184,25 @@ def _redis_line(runtime: Any) -> str:
     shared = "" if embedded.owner else ", started by another timeline process"
     port = url.rsplit(":", 1)[-1].split("/", 1)[0]
     return f"{url} (embedded, port {port}, data in {embedded.data_dir.resolve()}{shared})"
+
+
+@contextlib.contextmanager
+def _store_unavailable_exits(settings: Settings) -> Iterator[None]:
+    """The store cannot be opened (PostgreSQL not answering, say): one line, exit status 2."""
+    try:
+        with stores.reachable(settings):
+            yield
+    except stores.StoreUnavailable as exc:
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _store_or_exit(settings: Settings, hint: str = "") -> None:
+    """Exit 2 with one line when there is no store to read (or its PostgreSQL does not answer)."""
+    problem = stores.missing(settings)
+    if problem is not None:
+        err.print(f"[red]{escape(problem)}[/]{hint}", soft_wrap=True)
+        raise typer.Exit(2)
 
 
 @contextlib.contextmanager
@@ -403,10 +424,9 @@ def show(
         err.print(f"[red]kind: {unknown[0]!r} is not a kind[/]; the kinds are {', '.join(KINDS)}")
         raise typer.Exit(2)
     settings = _settings()
-    if _no_store(settings):
-        err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
-        raise typer.Exit(2)
-    service = TimelineService(settings)
+    _store_or_exit(settings, ": run `timeline serve` or `timeline demo` first")
+    with _store_unavailable_exits(settings):
+        service = TimelineService(settings)
     query = TimelineQuery(
         since=since, until=until, as_of=as_of, kinds=tuple(kind or ()), limit=500 if show_all else limit, cursor=cursor
     )
@@ -489,9 +509,7 @@ def export(
             err.print(f"[red]{escape(message)}[/]")
             raise typer.Exit(2)
     settings = _settings()
-    if _no_store(settings):
-        err.print(f"[red]no store at {settings.db}[/]: run `timeline serve` or `timeline demo` first")
-        raise typer.Exit(2)
+    _store_or_exit(settings, ": run `timeline serve` or `timeline demo` first")
     query = TimelineQuery(
         since=since, until=until, kinds=tuple(kind or ()), role=role, q=q, order=order, as_of=as_of,
         include_retracted=reads_retracted(fmt, include_retracted),
@@ -502,7 +520,8 @@ def export(
     except QueryError as exc:
         err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None
-    service = TimelineService(settings)
+    with _store_unavailable_exits(settings):
+        service = TimelineService(settings)
     partial = output.with_name(output.name + ".partial") if output is not None else None
     sink = partial.open("w", encoding="utf-8", newline="") if partial is not None else sys.stdout
     try:
@@ -566,7 +585,8 @@ def rebuild(
     from .service import TimelineService
 
     settings = _settings(writes="rebuilds the projections")
-    service = TimelineService(settings)
+    with _store_unavailable_exits(settings):
+        service = TimelineService(settings)
     try:
         names = [name] if name else sorted(service.engine.projections)
         unknown = [n for n in names if n not in service.engine.projections]
@@ -611,10 +631,9 @@ def erase(
     from .service import TimelineService
 
     settings = _settings(writes="erases from the store")
-    if _no_store(settings):
-        err.print(f"[red]no store at {settings.db}[/]")
-        raise typer.Exit(2)
-    service = TimelineService(settings)
+    _store_or_exit(settings)
+    with _store_unavailable_exits(settings):
+        service = TimelineService(settings)
     try:
         erasure, already = erase_stored(service, event_id, reason, cli_user())
     except ErasureRefused as exc:
@@ -698,20 +717,6 @@ def verify(
     raise typer.Exit(1)
 
 
-def _store_label(settings: Any) -> str:
-    """The store as printed: a SQLite file's absolute path, or a PostgreSQL URL without its password."""
-    if isinstance(settings.db, str):
-        from events.pg.connect import redact
-
-        return redact(settings.db)
-    return str(settings.db.resolve())
-
-
-def _no_store(settings: Any) -> bool:
-    """Whether the store's SQLite file does not exist (a PostgreSQL store is found when opened)."""
-    return not isinstance(settings.db, str) and not settings.db.is_file()
-
-
 def _verify_postgres(url: str, head: str | None) -> Any:
     """``timeline verify`` of a store on PostgreSQL; exit 2 when it cannot be reached or has no store."""
     import psycopg
@@ -763,17 +768,19 @@ def backup(
 ) -> None:
     """Copy the store consistently, even while the service ingests, and verify the copy.
 
-    Only the store is copied; the projections rebuild when `timeline serve` starts on the copy."""
-    from .backup import BackupError, backup as make_backup
+    Only the store is copied; the projections rebuild when `timeline serve` starts on the copy.
+    A PostgreSQL store is copied into the SQLite file DEST (as `timeline copy-store` does)."""
+    from .backup import BackupError, backup as make_backup, backup_postgres
 
     settings = _settings()
-    if isinstance(settings.db, str):
-        err.print("[red]timeline backup copies a SQLite store[/]; on PostgreSQL, `timeline copy-store URL FILE` makes"
-                  " a verified SQLite copy, or use PostgreSQL's own backups (docs/postgresql.md)", soft_wrap=True)
-        raise typer.Exit(2)
+    if settings.on_postgres:
+        _store_or_exit(settings)
     try:
-        with err.status(f"copying {settings.db} to {dest}"):
-            result = make_backup(settings.db, dest, force=force)
+        with err.status(f"copying {stores.describe(settings)} to {dest}"), _store_unavailable_exits(settings):
+            if settings.on_postgres:  # into a SQLite file, by copy-store (timeline.backup.backup_postgres)
+                result = backup_postgres(str(settings.db), dest, force=force)
+            else:
+                result = make_backup(settings.db, dest, force=force)
     except BackupError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1 if "does not verify" in str(exc) else 2) from None
@@ -811,7 +818,8 @@ def import_(
     if not rejects.parent.resolve().is_dir():
         err.print(f"[red]the folder of {escape(str(rejects))} does not exist[/]")
         raise typer.Exit(2)
-    service = TimelineService(settings)
+    with _store_unavailable_exits(settings):
+        service = TimelineService(settings)
     stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 - closed below
     size = None if source == "-" else Path(source).stat().st_size
     started = time.perf_counter()
@@ -910,12 +918,17 @@ def info(
         redis_line = f"{running} (embedded, running, port {port}, data in {settings.redis_dir.resolve()})"
     else:
         redis_line = f"embedded, not running (data in {settings.redis_dir.resolve()}): `timeline serve` starts it"
-    if isinstance(settings.db, str):
-        store_lines = [f"store: {_store_label(settings)} (PostgreSQL)", "projections: in the store's schema"]
+    if settings.on_postgres:
+        store_lines = [
+            f"store: {stores.describe(settings)}",
+            "projections: in the store's schema, beside its tables",
+        ]
     else:
-        store = settings.db.resolve()
-        store_lines = [f"store: {store}" + ("" if store.exists() else " (not created yet)"),
-                       f"projections: {projections_dir(store)}"]
+        store = Path(settings.db).resolve()
+        store_lines = [
+            f"store: {store}" + ("" if store.exists() else " (not created yet)"),
+            f"projections: {projections_dir(store)}",
+        ]
     lines = [
         *store_lines,
         f"stream: {settings.stream}",
@@ -955,7 +968,7 @@ def demo() -> None:
             console.print(
                 f"published {len(valid)} events about the X outage of May 2025 to [bold]{settings.stream}[/]"
                 f" ({'embedded Redis' if settings.redis_url is None else settings.redis_url});"
-                f" {stored} stored in {settings.db}" + (f", {len(dead)} dead-lettered" if dead else "")
+                f" {stored} stored in {stores.describe(settings)}" + (f", {len(dead)} dead-lettered" if dead else "")
             )
             queries = runtime.service.queries
             return [

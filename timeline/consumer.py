@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from redis.asyncio import Redis
 
 from .backlog import StreamBacklog
 from .lag import Backlog
-from .service import DeadLetter, IngestOutcome, Prepared, TimelineService
+from .service import STORE_ERRORS, DeadLetter, IngestOutcome, Prepared, TimelineService
 from .settings import Settings
 from .settling import SETTLE_SCRIPT, settle
 from .trimming import TRIM_SCRIPT, trim_acknowledged
@@ -210,7 +209,7 @@ class StreamConsumer:
                 pass
             try:  # what the last batches stored, so that a clean stop leaves nothing behind
                 await anyio.to_thread.run_sync(self.service.project)
-            except sqlite3.Error as exc:
+            except STORE_ERRORS as exc:
                 log.warning("projection failed at stop, will catch up at start: %s", exc)
         await self.redis.aclose()
 
@@ -363,7 +362,7 @@ class StreamConsumer:
                 outcome = await anyio.to_thread.run_sync(self.service.append, prepared)
                 self.store_failing = None
                 return outcome
-            except sqlite3.Error as exc:
+            except STORE_ERRORS as exc:
                 self.store_failing = f"store cannot be written: {exc}"
                 log.error("%s; retrying in %.1fs (%d entries stay pending)", self.store_failing, delay, len(prepared.ids))
                 if self._stopping:

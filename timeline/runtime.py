@@ -42,6 +42,7 @@ HEALTH_PING_SECONDS = 2.0
 BACKLOG_SECONDS = 1.0  # /health's backlog is at most this old
 BACKLOG_FRESH_SECONDS = 0.1  # ... and this old while the consumer settles entries
 READ_ONLY_WAIT_POLL = 0.1  # a read-only node's ?wait=true reads the writer's progress this often
+LEASE_WATCH_SECONDS = 1.0  # PostgreSQL: how often a node looks for rebuilds that are its to run
 LAG_READ_SECONDS = 2.0  # the projections' lag is left out of /health and /metrics if slower to read
 Outcome = tuple[str, Any, Any] | None  # ("stored", position, None) | ("dead", reason, error) | None
 
@@ -72,6 +73,7 @@ class Runtime:
         if self.tracing is not None:
             self.service.store.observers.append(self.tracing.appended)
         self.rebuilding: set[str] = set()  # projections a rebuild of this process is running for
+        self._lease_watch: asyncio.Task[None] | None = None  # PostgreSQL: rebuilds to take over
 
     def connect_redis(self) -> str:
         """Start the embedded Redis when there is no ``REDIS_URL``, then wait (at most
@@ -124,9 +126,46 @@ class Runtime:
             await self.observe()  # the first look: "not moved" is counted from here at the latest
             # A new projection version, or a rebuild that died with its process: rebuild in the
             # background while the live tables keep answering.
-            resume = sorted(set(self.service.outdated) | set(self.service.writer().abandoned_rebuilds()))
+            engine = self.service.writer()
+            outdated = self.service.outdated
+            if self.service.on_postgres:  # the lease holder rebuilds (the others wait for its swap)
+                outdated = [n for n in outdated if engine.lease(n)]  # type: ignore[attr-defined]
+            resume = sorted(set(outdated) | set(engine.abandoned_rebuilds()))
             if resume:
                 await self.rebuild(resume, force=True)
+            if self.service.on_postgres:
+                self._lease_watch = asyncio.create_task(self._watch_leases(), name="lease watch")
+
+    async def _watch_leases(self) -> None:
+        """PostgreSQL, many nodes: every ``LEASE_WATCH_SECONDS``, take over the rebuilds of the
+        projections whose lease this node holds and that no rebuild of this node runs: one asked
+        for on another node (recorded in the checkpoint, for the holder to run), one whose node
+        died (this node took the lease over at its projector's last step), or one this code's
+        version needs (``_rebuilds_to_take_over``). Reads keep answering from the live tables
+        until the swap, on every node."""
+        while True:
+            await asyncio.sleep(LEASE_WATCH_SECONDS)
+            try:
+                names = await anyio.to_thread.run_sync(self._rebuilds_to_take_over)
+                if names:
+                    log.info("taking over the rebuild of %s (this node holds the lease)", ", ".join(names))
+                    await self.rebuild(names, force=True)
+            except Exception as exc:  # noqa: BLE001 - looked at again in a moment
+                log.warning("rebuilds to take over not read: %s", _describe(exc))
+
+    def _rebuilds_to_take_over(self) -> list[str]:
+        """Of the projections this node holds the lease of: the rebuilds recorded and not run
+        here, and those whose tables are of another version than this code's with no rebuild to
+        this version under way (a node of a newer version that took the lease over from an older
+        one, during a rolling upgrade)."""
+        engine = self.service.writer()
+        names = set(engine.abandoned_rebuilds())
+        for name, cp in engine.checkpoints().items():
+            version = engine.projections[name].version
+            behind = cp["version"] != version and (not cp["rebuild_tag"] or cp["rebuild_version"] != version)
+            if behind and name not in self.rebuilding and engine.lease(name):  # type: ignore[attr-defined]
+                names.add(name)
+        return sorted(names)
 
     async def rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
         """Start a rebuild (state ``rebuilding`` on return) and run it in the background.
@@ -179,6 +218,9 @@ class Runtime:
         loop.call_soon_threadsafe(lambda: loop.create_task(consumer.stop_reading()))
 
     async def stop(self) -> None:
+        watch, self._lease_watch = self._lease_watch, None
+        if watch is not None:
+            watch.cancel()
         for task in list(self.rebuilds):
             task.cancel()
         if self.consumer is not None:
@@ -370,6 +412,10 @@ class Runtime:
             report["consumer"] = {
                 "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries
             }
+        if self.service.on_postgres and consumer is not None:
+            # Many nodes: the projections this node advances (it holds their leases); another
+            # node advances the rest (docs/postgresql-nodes.md)
+            report["leases"] = self.service.writer().leases()  # type: ignore[attr-defined]
         if failing:
             report["error"] = "; ".join(f"{name}: {checks[name]}" for name in failing)
             report["failing"] = failing

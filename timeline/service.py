@@ -1,9 +1,15 @@
 """The one service object that the stream consumer, the HTTP API and the CLI share.
 
-It owns the store's writer connection, the projection engine (a file and a connection per
-projection) and the readers. Appends happen on one thread at a time (``_append_lock``), each
-projection's batches on one thread at a time (the engine's locks); appends and projection
-batches run side by side. Reads run on any thread, each with its own connection.
+It owns the store's writer connection, the projection engine (a connection per projection) and
+the readers. Appends happen on one thread at a time (``_append_lock``), each projection's batches
+on one thread at a time (the engine's locks); appends and projection batches run side by side.
+Reads run on any thread, each with its own connection.
+
+``TIMELINE_DB`` picks the backend (``events.backend``): a SQLite path opens the SQLite store, the
+projection engine with a file per projection and the SQLite read side; a ``postgresql://`` URL
+opens the PostgreSQL store, the PostgreSQL engine (``projections.pg``: tables beside the store's,
+each projection advanced by the node that holds its lease) and the PostgreSQL read side. Nothing
+else in the service differs: the consumer, the API and the CLI call the same methods.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,14 +27,23 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
+import psycopg
+
 from events.backend import open_store
+from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections, open_engine, open_queries
 
 from .settings import Settings
 
 log = logging.getLogger("timeline.service")
+
+#: what a store or projection write raises when the database cannot take it now (a locked or full
+#: disk, a PostgreSQL server that restarts or drops the connection): retried, never dead-lettered
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
+#: on PostgreSQL, how long a node that waits for another node's work (a rebuild that the lease
+#: holder runs) sleeps between looks
+LEASE_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,12 +260,17 @@ class TimelineService:
             self.projection_names = [p.name for p in default_projections()]
         else:
             self.store = open_store(settings.db)
-            # Live catch-up batches of up to 20,000 events: under load, the projector takes what was
-            # stored meanwhile in one transaction (a page of a projection table is written once per
-            # batch, so the cost per event falls as batches grow; docs/performance.md has the figures).
-            self.engine = open_engine(self.store, batch_size=20_000)
-            #: projections whose code version differs from their tables': rebuilt in the background
-            self.outdated = self.engine.setup()
+            try:
+                # Live catch-up batches of up to 20,000 events: under load, the projector takes
+                # what was stored meanwhile in one transaction (a page of a projection table is
+                # written once per batch, so the cost per event falls as batches grow;
+                # docs/performance.md has the figures).
+                self.engine = open_engine(self.store, batch_size=20_000)
+                #: projections whose code version differs from their tables': rebuilt in the background
+                self.outdated = self._setup(self.engine)
+            except BaseException:
+                self.store.close()
+                raise
             self.projection_names = list(self.engine.projections)
         self.queries = open_queries(str(settings.db), names=self.projection_names, read_only=self.read_only)
 
@@ -258,6 +279,20 @@ class TimelineService:
         if self.engine is None:
             raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what="project or rebuild"))
         return self.engine
+
+    def _setup(self, engine: ProjectionEngine) -> list[str]:
+        """The engine's ``setup``, except on a PostgreSQL store where every projection is set up
+        already (another node did): its checkpoints are read without the projections' write
+        locks, so a node starting beside busy ones does not wait for their batches to commit."""
+        if self.store.backend == "postgres":
+            checkpoints = engine.checkpoints()
+            if set(checkpoints) == set(engine.projections):
+                return [n for n, cp in checkpoints.items() if cp["version"] != engine.projections[n].version]
+        return engine.setup()
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.store.backend == "postgres"
 
     @property
     def append_lock(self) -> threading.Lock:
@@ -282,6 +317,8 @@ class TimelineService:
         if self.read_only:
             raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what="store events"))
         with self._append_lock:
+            # A lost PostgreSQL connection fails this batch (it stays pending, the consumer
+            # retries) and the store opens a new one at the next try (PgEventStore.revive).
             results = self.store.append(prepared.candidates)
         for source_id, candidate, result in zip(prepared.sources, prepared.candidates, results):
             if result.status == "stored":
@@ -302,18 +339,52 @@ class TimelineService:
 
     def project_step(self) -> tuple[int, int]:
         """One batch (up to the engine's batch size) for each projection behind, side by side;
-        return the lowest checkpoint and the store's head. Under load the caller lets the store
-        get a full batch ahead between steps: a batch costs less per event the larger it is."""
+        return the lowest checkpoint of the projections this process advances, and the store's
+        head. Under load the caller lets the store get a full batch ahead between steps: a batch
+        costs less per event the larger it is.
+
+        On PostgreSQL a projection is advanced by the node that holds its lease: the others'
+        checkpoints are not this node's to wait for (it would step again at once, for nothing),
+        so a node holding no lease answers the head; it tries the leases again at its next step
+        (at least every second), which is how it takes over from a node that died."""
         engine = self.writer()
         engine.step()
-        return engine.lowest(), engine.head()
+        head = engine.head()
+        checkpoints = engine.checkpoints()
+        mine = [cp for name, cp in checkpoints.items() if self._advances(name) and engine._current(cp)]
+        return (min(cp["position"] for cp in mine) if mine else head), head
+
+    def _advances(self, name: str) -> bool:
+        """Whether this process advances the projection (always on SQLite; on PostgreSQL, while
+        it holds the projection's lease)."""
+        return not self.on_postgres or name in self.writer().leases()  # type: ignore[attr-defined]
 
     def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
         return self.writer().start_rebuild(names, force=force)
 
     def rebuild_step(self, names: list[str]) -> tuple[int, int, bool]:
-        """One committed batch of each rebuild, between live batches."""
-        return self.writer().rebuild_step(names)
+        """One committed batch of each rebuild, between live batches.
+
+        On PostgreSQL only the lease holder fills a projection's rebuild: a rebuild asked for on
+        another node was recorded in the checkpoint (``start_rebuild``), the holder takes it over
+        (``Runtime``'s watch of ``abandoned_rebuilds``), and this node waits for the swap (the
+        checkpoint names no rebuild any more), looking every ``LEASE_POLL_SECONDS``."""
+        if not self.on_postgres:
+            return self.writer().rebuild_step(names)
+        engine = self.writer()
+        held = [n for n in names if engine.lease(n)]  # type: ignore[attr-defined]
+        waiting = [n for n in names if n not in held]
+        position, head, done = engine.rebuild_step(held) if held else (None, engine.head(), True)
+        if waiting:
+            checkpoints = engine.checkpoints()
+            pending = [n for n in waiting if (checkpoints.get(n) or {}).get("rebuild_tag")]
+            if pending:
+                reached = min(checkpoints[n]["rebuild_position"] or 0 for n in pending)
+                position = reached if position is None else min(position, reached)
+                done = False
+                if not held:
+                    time.sleep(LEASE_POLL_SECONDS)
+        return (head if position is None else position), head, done
 
 
 def _served_store(settings: Settings) -> EventStore:

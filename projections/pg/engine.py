@@ -201,6 +201,10 @@ class PgProjectionEngine(ProjectionEngine):
         try:
             if self.lease(name):
                 return super()._rebuild_step_one(name)
+        except psycopg.errors.DeadlockDetected:
+            # the swap's DROPs against a read that holds one old table and waits for another:
+            # PostgreSQL rolled the step back whole; the next step swaps again
+            pass
         except psycopg.OperationalError:
             if not self._lost(name):
                 raise

@@ -9,33 +9,199 @@ PostgreSQL, and the reads that need no projection SQL of their own.
 - **Time limits.** ``time_limit`` yields the connection's cancel (callable from any thread, as
   SQLite's ``interrupt``): the statement running is cancelled and the read raises
   ``ReadTimeout``; its transaction is rolled back.
-- **Reads.** ``projections()`` (status, lag) and ``event()`` (the store's state of an event, as
-  of a time; 410 for an erased one) answer as on SQLite. The reads of the projections' tables
-  (timelines, entities, the directory, related entities, search) are written in SQLite's SQL in
-  ``projections.queries`` and are not yet written for PostgreSQL: they raise ``NotOnPostgres``
-  (docs/postgresql-projections.md).
+- **Reads.** Every read is ``projections.queries``' own: only its dialect differs (the
+  ``Queries`` members under "the dialect"): lists as arrays (``= ANY``, ``unnest``) where SQLite
+  reads JSON (``json_each``), stored events' fields taken from their JSON in Python where SQLite
+  renders them in SQL, the search index as a ``tsquery`` (``projections.pg.search``), grouped
+  rows grouped by the version's key.
+- **Swaps.** A rebuild's swap drops the old tables: a read that read the checkpoint's tag just
+  before finds them gone (``UndefinedTable``) and reads again, from a new snapshot.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+import functools
+import json
 
 import psycopg
 
 from events.pg.store import PgEventStore
 
 from ..engine import read_checkpoints, status_row
-from ..queries import Queries, ReadTimeout
+from ..queries import LaterChanges, Queries, QueryError, ReadTimeout
+from ..search import SearchSyntaxError
+from ..directory import OPEN
+from .directory import naming
+from .members import packed
+from .search import CONFIG, tsquery_expression
+
+SWAP_RETRIES = 5  # reads again after a swap dropped the tables it was about to read
 
 
 class NotOnPostgres(NotImplementedError):
-    """A read of the projections' tables that the PostgreSQL read side does not answer yet."""
+    """A read of the projections' tables that the PostgreSQL read side does not answer."""
+
+
+class PgLaterChanges(LaterChanges):
+    @staticmethod
+    def statement(*, cold: bool) -> str:
+        return (
+            "SELECT c.position, t.position, (c.body::json #> '{details,changes,entities}')::text,"
+            " (SELECT coalesce(json_agg(entity_id), '[]')::text FROM event_entities e WHERE e.position = t.position)"
+            " FROM events c JOIN events t ON t.event_id = c.target_id"
+            " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ?"
+            " AND t.position < c.position AND c.body <> '' AND t.body <> '' ORDER BY c.position"
+        )
+
+
+def group_naming(conn: Any, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
+    """``projections.directory.group_naming`` (its statement with positional marks)."""
+
+    def latest(condition: str, *args: Any) -> tuple[Any, ...] | None:
+        return conn.execute(
+            f"SELECT name, type FROM {said_t} WHERE set_id = ? AND said_at <= ? {condition}"
+            " ORDER BY said_at DESC, entity_id <> ?, entity_id LIMIT 1",
+            (set_id, upto, *args, root),
+        ).fetchone()
+
+    named = latest("AND died_at > ?", upto)
+    if named is not None:
+        typed = latest("AND type != 'other' AND died_at > ?", upto)
+    else:
+        named = latest("")
+        if named is None:
+            return None
+        typed = latest("AND type != 'other'")
+    return named[0], typed[1] if typed is not None else "other"
+
+
+def _object(body: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return json.dumps({k: body.get(k) for k in keys}, ensure_ascii=False, separators=(",", ":"))[1:-1]
+
+
+def _swapped(read: Callable[..., Any]) -> Callable[..., Any]:
+    """A read that reads again when a rebuild's swap dropped the tables its snapshot named (or
+    deadlocked with it: the read held an old table the swap drops and waited for another)."""
+
+    @functools.wraps(read)
+    def again(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(SWAP_RETRIES):
+            try:
+                return read(self, *args, **kwargs)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.DeadlockDetected):
+                if attempt == SWAP_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return again
 
 
 class PgQueries(Queries):
+    # --- the dialect (``Queries``' own SQL, PostgreSQL's way) ------------------------------
+    later_class = PgLaterChanges
+    naming = staticmethod(naming)
+    group_naming = staticmethod(group_naming)
+    packed = staticmethod(packed)
+    NO_LIMIT = None
+    # one version an event at p: grouped by the version's key (its columns then are its own)
+    BY_EVENT = " GROUP BY v.valid_from, en.start_key, en.position"
+    BY_HIT = BY_EVENT + ", h.score"
+
+    @staticmethod
+    def _in(expr: str, values: Sequence[Any], *, negate: bool = False) -> tuple[str, list[Any]]:
+        values = list(values)
+        cast = "bigint[]" if values and all(type(v) is int for v in values) else "text[]"
+        return f"{'NOT ' if negate else ''}({expr} = ANY(?::{cast}))", [values]
+
+    @staticmethod
+    def _ordered(values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return "SELECT value, key FROM unnest(?::text[]) WITH ORDINALITY AS u(value, key)", [list(values)]
+
+    @staticmethod
+    def _pairs(pairs: Sequence[tuple[int, int]]) -> tuple[str, list[Any]]:
+        return "SELECT * FROM unnest(?::bigint[], ?::bigint[])", [[a for a, _ in pairs], [b for _, b in pairs]]
+
+    @staticmethod
+    def _contains(column: str) -> str:
+        return f"strpos({column}, ?) > 0"
+
+    DISTINCT = "IS DISTINCT FROM"
+
+    @staticmethod
+    def reread(read: Callable[..., Any], *args: Any) -> Any:
+        return _swapped(lambda _self, *a: read(*a))(None, *args)
+
+    @staticmethod
+    def _has_table(conn: Any, projection: str, table: str) -> bool:
+        (found,) = conn.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
+        return bool(found)
+
+    @staticmethod
+    def _in_file(projection: str, table: str) -> str:
+        return table
+
+    @staticmethod
+    def _text_max(expr: str) -> str:
+        return f'MAX(({expr}) COLLATE "C")'
+
+    @staticmethod
+    def _stored_rows(conn: Any, positions: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        # SQLite renders these in SQL (``STORED_FIELDS``); PostgreSQL's JSON functions space
+        # their output and ``jsonb`` reorders keys: taken from the body here, the same text
+        for position, event_id, recorded_at, text in conn.execute(
+            "SELECT position, event_id, recorded_at, body FROM events WHERE position = ANY(?::bigint[]) AND body <> ''",
+            (list(positions),),
+        ):
+            body = json.loads(text)
+            dated = "{" + _object(body, ("occurred_at", "ended_at", "headline", "summary")) + "}"
+            described = json.dumps(
+                {"sources": body.get("sources", []), "details": body.get("details", {})},
+                ensure_ascii=False, separators=(",", ":"),
+            )
+            entities = body.get("entities")
+            yield position, event_id, recorded_at, dated, described, (
+                None if entities is None else json.dumps(entities, ensure_ascii=False)
+            )
+
+    @staticmethod
+    def _entities_at(conn: Any, versions: Sequence[tuple[int, int]]) -> Iterator[tuple[int, str | None]]:
+        return conn.execute(
+            "SELECT d.position, (SELECT (s.body::json -> 'entities')::text FROM event_states s"
+            "  WHERE s.target_id = (SELECT event_id FROM events WHERE position = d.position)"
+            "  AND s.position <= d.version ORDER BY s.position DESC LIMIT 1)"
+            " FROM unnest(?::bigint[], ?::bigint[]) AS d(position, version)",
+            ([a for a, _ in versions], [b for _, b in versions]),
+        )
+
+    def _match(self, q: str, expression: str) -> str:
+        try:
+            return tsquery_expression(q)
+        except SearchSyntaxError as exc:
+            raise QueryError("q", str(exc)) from None
+
+    @staticmethod
+    def _search_join(fts: str) -> tuple[str, str, str]:
+        return (
+            f" JOIN {fts} s ON s.version = v.valid_from CROSS JOIN to_tsquery('{CONFIG}', ?) tq",
+            "s.doc @@ tq",
+            "-ts_rank(s.doc, tq)",
+        )
+
+    @staticmethod
+    def _hits(fts: str, score: str, within: str) -> str:
+        return (
+            f"SELECT s.version AS id, {score} AS score FROM {fts} s CROSS JOIN to_tsquery('{CONFIG}', ?) tq"
+            f" WHERE s.doc @@ tq AND s.version IN ({within})"
+        )
+
+    # --- plumbing --------------------------------------------------------------------------
+
     @property
     def store(self) -> PgEventStore:  # type: ignore[override]
         store = getattr(self._local, "store", None)
@@ -84,9 +250,9 @@ class PgQueries(Queries):
         found = {n: cp["position"] for n, cp in read_checkpoints(conn, "").items() if n in self.names}
         return min(found.values()) if len(found) == len(self.names) else 0
 
-    # --- not yet on PostgreSQL ------------------------------------------------------------
+    # --- the reads: ``Queries``' own, read again after a swap ------------------------------
 
-    def _not_yet(self, *_: Any, **__: Any) -> Any:
-        raise NotOnPostgres("this read of the projections is not written for PostgreSQL yet")
-
-    entity = entities = directory = related = timeline = render_rows = _not_yet  # type: ignore[assignment]
+    entity = _swapped(Queries.entity)
+    directory = _swapped(Queries.directory)
+    related = _swapped(Queries.related)
+    timeline = _swapped(Queries.timeline)

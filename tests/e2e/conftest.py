@@ -7,6 +7,11 @@ answers 200 (at most 60 s; otherwise fails with the process's stderr) and hands 
 ``restart()``). Every server a test starts is killed (SIGKILL) when it ends: a test that checks
 how ``serve`` stops calls ``terminate()`` itself. ``serve_module`` is the same for servers that
 a module's read-only tests share (module scope, a stream of the module's own).
+
+A test that also asks for the ``backend`` fixture (tests/conftest.py) runs once per backend: on
+PostgreSQL, its servers' ``TIMELINE_DB`` is the test's own schema (``pg_db``) unless it names one.
+The guarantees' tests do (SIGKILL during ingest and rebuild, two consumers, poison, Redis
+restarts); the API's tests run on SQLite only, so the tier does not take twice as long.
 """
 
 from __future__ import annotations
@@ -18,19 +23,44 @@ from uuid import uuid4
 
 import pytest
 
-from e2e_support import PROJECT_ROOT, Server
+from e2e_support import PROJECT_ROOT, Server, pg_reads_written
+from events.backend import is_postgres
 
 ServeFactory = Callable[..., Server]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "reads_projections: reads timelines or entities over HTTP (on PostgreSQL: needs its read side)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the ``postgres`` backend, a test that reads the projections over HTTP is expected to
+    fail (strictly) while the PostgreSQL read side does not answer those reads; once it does,
+    the mark goes away by itself and the test runs as on SQLite."""
+    if pg_reads_written():
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = (callspec is not None and callspec.params.get("backend") == "postgres") or (
+            "pg_db" in getattr(item, "fixturenames", ()) and "backend" not in getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("reads_projections") and on_postgres:
+            item.add_marker(pytest.mark.xfail(
+                strict=True, reason="the PostgreSQL read side does not answer the projections' reads yet (NotOnPostgres)"
+            ))
+
+
 class Servers:
     """Starts ``timeline serve`` processes on ``redis_url`` with the stream ``stream_name``, files
-    under ``workdir``; :meth:`close` stops every one it started."""
+    under ``workdir`` (the store in ``shared_db`` when given: a PostgreSQL schema); :meth:`close`
+    stops every one it started."""
 
-    def __init__(self, redis_url: str, stream_name: str, workdir: Path) -> None:
+    def __init__(self, redis_url: str, stream_name: str, workdir: Path, shared_db: str | None = None) -> None:
         self.default_url = redis_url
         self.stream_name = stream_name
         self.workdir = workdir
+        self.shared_db = shared_db
         self.servers: list[Server] = []
 
     def __call__(
@@ -40,16 +70,19 @@ class Servers:
         redis_url: str | None = None,
         consumer: str | None = None,
         stream: str | None = None,
-        db: Path | None = None,
+        db: Path | str | None = None,
         autostart: bool = True,
+        workdir: Path | None = None,
         **extra: str,
     ) -> Server:
+        """``workdir``: the process's working folder, where its stderr goes (default the
+        test's folder)."""
         name = f"serve{len(self.servers)}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIMELINE_")}
         env.update(
             {
                 "REDIS_URL": redis_url or self.default_url,
-                "TIMELINE_DB": str(db or self.workdir / f"{name}" / "timeline.db"),
+                "TIMELINE_DB": str(db or self.shared_db or self.workdir / f"{name}" / "timeline.db"),
                 "TIMELINE_STREAM": stream or self.stream_name,
                 "TIMELINE_CLAIM_IDLE_SECONDS": "1",
                 "TIMELINE_CONSUMER": consumer or f"e2e-{uuid4().hex[:12]}",
@@ -60,8 +93,11 @@ class Servers:
         if token is not None:
             env["TIMELINE_API_TOKEN"] = token
         env.update(extra)
-        Path(env["TIMELINE_DB"]).parent.mkdir(parents=True, exist_ok=True)
-        server = Server(env, self.workdir, name)
+        if not is_postgres(env["TIMELINE_DB"]):
+            Path(env["TIMELINE_DB"]).parent.mkdir(parents=True, exist_ok=True)
+        if workdir is not None:  # a folder of its own (another machine's, as far as it can tell)
+            workdir.mkdir(parents=True, exist_ok=True)
+        server = Server(env, workdir or self.workdir, name)
         self.servers.append(server)
         if autostart:
             server.start()
@@ -73,9 +109,15 @@ class Servers:
 
 
 @pytest.fixture
-def serve(redis_url: str, stream_name: str, tmp_path: Path) -> Iterator[ServeFactory]:
-    """Factory: ``serve(token=None, redis_url=None, consumer=None, **extra_env) -> Server``."""
-    servers = Servers(redis_url, stream_name, tmp_path)
+def serve(redis_url: str, stream_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServeFactory]:
+    """Factory: ``serve(token=None, redis_url=None, consumer=None, stream=None, db=None,
+    autostart=True, workdir=None, **extra_env) -> Server``."""
+    shared_db: str | None = None  # PostgreSQL (the ``backend`` fixture): the test's schema
+    if "backend" in request.fixturenames:
+        chosen = request.getfixturevalue("backend")
+        if is_postgres(chosen):
+            shared_db = chosen
+    servers = Servers(redis_url, stream_name, tmp_path, shared_db)
     try:
         yield servers
     finally:

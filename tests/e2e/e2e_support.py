@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import redis
+
+from events.backend import is_postgres
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0  # a bound, not a speed check: under -n 2 on a machine shared with others a start took > 20 s
@@ -64,8 +67,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def db(self) -> Path:
-        return Path(self.env["TIMELINE_DB"])
+    def db(self) -> Path | str:
+        """The store: a SQLite file's path, or a PostgreSQL URL (kept a string)."""
+        db = self.env["TIMELINE_DB"]
+        return db if is_postgres(db) else Path(db)
 
     @property
     def stream(self) -> str:
@@ -192,6 +197,16 @@ class Server:
 # --------------------------------------------------------------------------------------------
 
 
+def pg_reads_written() -> bool:
+    """Whether the PostgreSQL read side answers the reads of the projections' tables (timelines,
+    entities, search): until it does, they raise ``NotOnPostgres`` (projections/pg/queries.py)."""
+    from projections.pg.queries import PgQueries
+
+    not_yet = getattr(PgQueries, "_not_yet", None)
+    return not_yet is None or PgQueries.timeline is not not_yet
+
+
+
 def group_info(client: redis.Redis, stream: str) -> dict[str, Any] | None:
     try:
         groups = client.xinfo_groups(stream)
@@ -254,23 +269,29 @@ def settle(server: Server, client: redis.Redis, timeout: float = 60.0) -> list[d
     raise ServerFailed(f"not settled within {timeout} s: {state}; stderr:\n{server.stderr()}")
 
 
-def store_counts(db: Path) -> tuple[int, int, int, int]:
-    """``(count, distinct ids, min position, max position)`` read straight from the SQLite file."""
+def store_rows(db: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query read straight from the store: the SQLite file (read-only), or the
+    PostgreSQL schema the URL names."""
+    if is_postgres(db):
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            return [tuple(r) for r in pg.execute(sql).fetchall()]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        count, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events").fetchone()
-        low, high = conn.execute("SELECT MIN(position), MAX(position) FROM events").fetchone()
-        return count, distinct, low or 0, high or 0
+        return list(conn.execute(sql))
     finally:
         conn.close()
 
 
-def store_positions(db: Path) -> list[int]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return [r[0] for r in conn.execute("SELECT position FROM events ORDER BY position")]
-    finally:
-        conn.close()
+def store_counts(db: Path | str) -> tuple[int, int, int, int]:
+    """``(count, distinct ids, min position, max position)`` read straight from the store."""
+    ((count, distinct, low, high),) = store_rows(
+        db, "SELECT COUNT(*), COUNT(DISTINCT event_id), MIN(position), MAX(position) FROM events"
+    )
+    return count, distinct, low or 0, high or 0
+
+
+def store_positions(db: Path | str) -> list[int]:
+    return [r[0] for r in store_rows(db, "SELECT position FROM events ORDER BY position")]
 
 
 def dead_letters(client: redis.Redis, stream: str) -> list[dict[str, bytes]]:

@@ -57,7 +57,7 @@ def consumer_pending(client: redis.Redis, stream: str, consumer: str) -> int:
     return 0
 
 
-def stored(db: Path) -> int:
+def stored(db: Path | str) -> int:
     try:
         return store_counts(db)[0]
     except Exception:  # noqa: BLE001 - the file may not be there yet
@@ -169,12 +169,13 @@ def test_sigkill_while_a_publisher_process_publishes(
         assert consumer_pending(redis_client, stream_name, first_consumer) == 0
 
 
+@pytest.mark.reads_projections
 @pytest.mark.parametrize("same_name", [False, True], ids=["new-consumer", "same-consumer"])
 def test_sigkill_at_several_points(
-    serve, redis_client: redis.Redis, redis_url: str, stream_name: str, same_name: bool
+    serve, backend: str, redis_client: redis.Redis, redis_url: str, stream_name: str, same_name: bool
 ) -> None:
     """Published in four chunks; after each of the first three, killed with entries pending,
-    restarted (taking the dead consumer's entries over), then the next chunk."""
+    restarted (taking the dead consumer's entries over), then the next chunk. On both backends."""
     server = serve()
     events = crash_events()
     chunk = N // 4
@@ -195,7 +196,10 @@ def test_sigkill_at_several_points(
     assert len(consumers) == (1 if same_name else 4), consumers
 
 
-def test_sigterm_finishes_the_batch_and_exits_0(serve, redis_client: redis.Redis, redis_url: str, stream_name: str) -> None:
+@pytest.mark.reads_projections
+def test_sigterm_finishes_the_batch_and_exits_0(
+    serve, backend: str, redis_client: redis.Redis, redis_url: str, stream_name: str
+) -> None:
     server = serve()
     n = 3000
     with Publisher(redis_url, stream_name) as publisher:

@@ -408,7 +408,8 @@ def bad_entries() -> list[tuple[str, dict[str, bytes] | None, str | None, str]]:
     ]
 
 
-def test_bad_entries_are_dead_lettered_exactly_once(serve, redis_client: redis.Redis, stream_name: str) -> None:
+@pytest.mark.reads_projections
+def test_bad_entries_are_dead_lettered_exactly_once(serve, backend: str, redis_client: redis.Redis, stream_name: str) -> None:
     server = serve()
     cases = bad_entries()
     sent: dict[str, tuple[str, dict[str, bytes], str | None, str]] = {}

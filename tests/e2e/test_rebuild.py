@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 
 from e2e_support import settle
 from events.models import parse_event
-from events.store import Candidate, EventStore
-from projections import ProjectionEngine, default_projections
+from events.backend import is_postgres
+from events.backend import open_store
+from events.store import Candidate
+from projections import default_projections, open_engine
 from projections.engine import projection_path
 from timeline.publisher import Publisher
 
@@ -49,9 +52,19 @@ def make_events(n: int, *, start: int = 0, year: int | None = None) -> list[dict
     return out
 
 
-def projection_rows(db: Path) -> dict[str, str]:
+def projection_rows(db: Path | str) -> dict[str, str]:
     """A digest of each live projection table's rows."""
     out = {}
+    if is_postgres(db):
+        from projections.pg import default_projections as pg_projections
+
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            for p in pg_projections():
+                (tag,) = pg.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = %s", (p.name,)).fetchone()
+                for base in p.schema:
+                    rows = sorted(map(repr, pg.execute(f"SELECT * FROM {base}{tag}").fetchall()))
+                    out[f"{p.name}.{base}"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        return out
     for p in default_projections():
         conn = sqlite3.connect(projection_path(db, p.name))
         try:
@@ -65,19 +78,39 @@ def projection_rows(db: Path) -> dict[str, str]:
     return out
 
 
-def checkpoints(db: Path) -> dict[str, dict[str, Any]]:
+def table_names(db: Path | str) -> list[str]:
+    """The tables of the store (and, on PostgreSQL, of the projections beside it)."""
+    if is_postgres(db):
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            return [r[0] for r in pg.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            )]
+    conn = sqlite3.connect(db)
+    try:
+        return [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    finally:
+        conn.close()
+
+
+def checkpoints(db: Path | str) -> dict[str, dict[str, Any]]:
+    columns = "name, state, tables_tag, rebuild_tag, rebuild_position"
+    if is_postgres(db):  # beside the store's tables, in its schema
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            rows = pg.execute(f"SELECT {columns} FROM projection_checkpoints").fetchall()
+        return {r[0]: {"state": r[1], "tag": r[2], "rebuild_tag": r[3], "rebuild_position": r[4]} for r in rows}
     out = {}
     for p in default_projections():
         conn = sqlite3.connect(projection_path(db, p.name))
         try:
-            rows = conn.execute("SELECT name, state, tables_tag, rebuild_tag, rebuild_position FROM projection_checkpoints")
+            rows = conn.execute(f"SELECT {columns} FROM projection_checkpoints")
             out.update({r[0]: {"state": r[1], "tag": r[2], "rebuild_tag": r[3], "rebuild_position": r[4]} for r in rows})
         finally:
             conn.close()
     return out
 
 
-def test_rebuild_while_clients_read_and_a_publisher_writes(serve, redis_client: redis.Redis) -> None:
+@pytest.mark.reads_projections
+def test_rebuild_while_clients_read_and_a_publisher_writes(serve, backend: str, redis_client: redis.Redis) -> None:
     server = serve()
     with Publisher(server.redis_url, server.stream) as publisher:
         assert not publisher.publish(make_events(20_000)).rejected
@@ -168,10 +201,10 @@ def test_rebuild_while_clients_read_and_a_publisher_writes(serve, redis_client: 
     http.close()
 
 
-def test_a_rebuild_killed_midway_leaves_the_live_tables_and_a_second_rebuild_completes(tmp_path: Path) -> None:
-    db = tmp_path / "timeline.db"
-    store = EventStore(db)
-    engine = ProjectionEngine(store, default_projections())
+def test_a_rebuild_killed_midway_leaves_the_live_tables_and_a_second_rebuild_completes(backend: str) -> None:
+    db = backend
+    store = open_store(db)
+    engine = open_engine(store, batch_size=5000)
     engine.setup()  # before any event: the projections are live from position 0
     raws = [json.dumps(e).encode() for e in make_events(40_000)]
     for i in range(0, len(raws), 5000):
@@ -215,11 +248,9 @@ def test_a_rebuild_killed_midway_leaves_the_live_tables_and_a_second_rebuild_com
     assert all(cp["state"] == "live" and cp["rebuild_tag"] is None for cp in states.values()), states
     assert projection_rows(db) == before  # the same rows, in the swapped-in tables
     live_tags = {cp["tag"] for cp in states.values()}
-    conn = sqlite3.connect(db)
     leftovers = [
         name
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        for name in table_names(db)
         if (tag := re.search(r"_v\d+(_r\d+)?", name)) and tag.group(0) not in live_tags
     ]
-    conn.close()
     assert leftovers == [], "a killed rebuild's tables were not dropped"

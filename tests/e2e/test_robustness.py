@@ -76,8 +76,9 @@ def test_50000_events_survive_repeated_sigkills(serve, redis_client: redis.Redis
         assert [http.get(f"/entities/k-entity-{i}").json()["event_count"] for i in range(10)] == counts
 
 
-def test_two_consumers_share_the_stream_and_the_store(serve, redis_client: redis.Redis, tmp_path: Path) -> None:
-    db = tmp_path / "shared" / "timeline.db"
+@pytest.mark.reads_projections
+def test_two_consumers_share_the_stream_and_the_store(serve, backend: str, redis_client: redis.Redis) -> None:
+    db = backend  # one SQLite file, or one PostgreSQL schema, for both
     first = serve(db=db, consumer="left")
     second = serve(db=db, consumer="right", TIMELINE_BATCH_SIZE="100")
     errors: list[str] = []
@@ -118,7 +119,7 @@ def test_two_consumers_share_the_stream_and_the_store(serve, redis_client: redis
     assert "locked" not in first.stderr() + second.stderr()
 
 
-def test_redis_restart_mid_ingest_loses_nothing_acknowledged(serve, own_redis) -> None:
+def test_redis_restart_mid_ingest_loses_nothing_acknowledged(serve, backend: str, own_redis) -> None:
     client = redis.Redis.from_url(own_redis.url)
     server = serve(redis_url=own_redis.url)
     pub = publisher_process(own_redis.url, server.stream, 20_000, prefix="rr", chunk=250, pause=0.02)

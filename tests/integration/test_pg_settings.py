@@ -37,9 +37,11 @@ def test_info_names_the_store_without_its_password() -> None:
     assert "(PostgreSQL)" in done.stdout
 
 
-def test_backup_is_for_a_sqlite_file(tmp_path: Path) -> None:
-    done = timeline("backup", str(tmp_path / "copy.db"), db=URL)
-    assert done.returncode == 2 and "copy-store" in done.stderr
+def test_backup_of_an_unreachable_database_says_so(tmp_path: Path) -> None:
+    """(A PostgreSQL store is backed up into a SQLite file: tests/e2e/test_cli_postgres.py.)"""
+    done = timeline("backup", str(tmp_path / "copy.db"), db="postgresql://nobody:s3cret@127.0.0.1:1/none")
+    assert done.returncode == 2 and "cannot reach the store's PostgreSQL" in done.stderr, done.stderr
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "copy.db").exists()
 
 

@@ -1,0 +1,278 @@
+"""Many nodes on one PostgreSQL and one Redis (docs/postgresql.md#many-nodes): real
+``timeline serve`` processes, each in a working folder of its own, sharing nothing but the
+PostgreSQL schema (``TIMELINE_DB``) and the Redis stream.
+
+- Every node consumes (the group spreads the entries), every event is stored exactly once, with
+  gap-free positions, however often a node is SIGKILLed mid-ingest.
+- Each projection is advanced by one node at a time, the holder of its lease (a session advisory
+  lock: one session holds it in ``pg_locks``, one live node reports it in ``GET /health``); when
+  that node dies, another takes every lease within seconds and carries on.
+- Every node answers reads, the same answers once caught up; a rebuild asked of either node runs
+  on the lease holder while both keep answering from the old tables until the swap.
+
+The nodes run on one machine, in separate working folders, not separate network namespaces:
+what they share is what a second machine would share (a TCP connection to each server), and
+nothing of a node's lives outside its process and folder (TIMELINE_DB is a URL, REDIS_URL is
+set, so there is no store file and no embedded Redis).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from e2e_support import (
+    Server, all_pages, dead_letters, pending, pg_reads_written, settle, store_counts, store_positions,
+)
+from events.pg.connect import advisory_key
+
+pytestmark = pytest.mark.e2e
+
+PROJECTIONS = ("entities", "related", "search", "timelines")
+TAKEOVER_SECONDS = 15.0  # a dead node's leases are all held again, by a live node, within this (each takeover's time is printed)
+
+
+def lease_keys(url: str) -> dict[str, tuple[int, int]]:
+    """Each projection's lease as pg_locks shows a 64-bit advisory key: (classid, objid)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        (schema,) = conn.execute("SELECT current_schema()").fetchone()  # type: ignore[misc]
+    out = {}
+    for name in PROJECTIONS:
+        key = advisory_key(schema, f"projection-lease:{name}") & (2**64 - 1)
+        out[name] = (key >> 32, key & 0xFFFFFFFF)
+    return out
+
+
+def lease_sessions(url: str, keys: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """projection -> how many PostgreSQL sessions hold its lease (pg_locks, granted)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+    return {name: sum(1 for row in rows if tuple(row) == key) for name, key in keys.items()}
+
+
+def holders(url: str, keys: dict[str, tuple[int, int]], nodes: list[Server]) -> dict[str, list[str]]:
+    """projection -> the live nodes that say they hold its lease (``GET /health``'s ``leases``),
+    plus ``?`` for each session holding it in PostgreSQL that no live node claims (a dead node's
+    session that the server has not yet ended)."""
+    claimed: dict[str, list[str]] = {name: [] for name in keys}
+    for node in nodes:
+        if node.pid is None:
+            continue
+        try:
+            leases = httpx.get(f"{node.base_url}/health", timeout=10).json().get("leases", [])
+        except httpx.HTTPError:
+            continue
+        for name in leases:
+            claimed[name].append(node.name)
+    sessions = lease_sessions(url, keys)
+    out = {}
+    for name in keys:
+        extra = sessions[name] - len(claimed[name])
+        # "?": a session no live node claims; "!": a node's claim that no session backs
+        out[name] = sorted(claimed[name]) + (["?"] * extra if extra > 0 else ["!"] * -extra)
+    return out
+
+
+def wait_leases_held(url: str, keys: dict[str, tuple[int, int]], nodes: list[Server], by: str | None = None,
+                     timeout: float = TAKEOVER_SECONDS) -> tuple[dict[str, list[str]], float]:
+    """Until every lease is held by exactly one live node (``by`` if given); (holders, seconds)."""
+    started = time.monotonic()
+    seen: dict[str, list[str]] = {}
+    while time.monotonic() - started < timeout:
+        seen = holders(url, keys, nodes)
+        if all(len(h) == 1 and h[0] not in "?!" and (by is None or h[0] == by) for h in seen.values()):
+            return seen, time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"leases not all held by {by or 'a live node'} within {timeout:g} s: {seen}")
+
+
+def publisher_process(url: str, stream: str, n: int, *, prefix: str, chunk: int, pause: float) -> subprocess.Popen[str]:
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from e2e_support import report_event
+from timeline.publisher import Publisher
+with Publisher({url!r}, {stream!r}) as pub:
+    for start in range(0, {n}, {chunk}):
+        report = pub.publish([report_event(i, prefix={prefix!r}) for i in range(start, min(start + {chunk}, {n}))])
+        assert not report.rejected, report.rejected
+        time.sleep({pause})
+print("published", {n}, flush=True)
+"""
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def consumed(node: Server) -> int:
+    """Stream entries the node's consumer has settled since it started (``GET /health``)."""
+    try:
+        return int(httpx.get(f"{node.base_url}/health", timeout=10).json()["consumer"]["entries"])
+    except (httpx.HTTPError, KeyError, TypeError):
+        return 0
+
+
+def status(node: Server, n: int) -> dict[str, Any]:
+    """What a node answers about the store: every projection's checkpoint and a sample of events."""
+    with node.client() as http:
+        out: dict[str, Any] = {"projections": http.get("/projections").json()}
+        for i in range(0, n, n // 50):
+            got = http.get(f"/events/node-{i}")
+            assert got.status_code == 200, got.text
+            out[f"event-{i}"] = got.json()
+    return out
+
+
+def answers(node: Server, n: int) -> dict[str, Any]:
+    """What a node answers from the projections: the whole timeline, each entity and its
+    timeline, searches, the directory."""
+    with node.client() as http:
+        out: dict[str, Any] = {"timeline": all_pages(http, "/timeline", limit=500)}
+        out["entities"] = http.get("/entities", params={"limit": 100}).json()
+        for k in range(10):
+            out[f"entity-{k}"] = http.get(f"/entities/node-entity-{k}").json()
+            out[f"timeline-{k}"] = all_pages(http, f"/entities/node-entity-{k}/timeline", limit=500)
+            out[f"search-{k}"] = http.get("/timeline", params={"q": f"number {k}", "limit": 20}).json()
+    assert len(out["timeline"]) == n
+    return out
+
+
+def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
+    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    n = 30_000
+    rng = random.Random(20)
+    a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}")
+    b = serve(db=pg_db, workdir=tmp_path / "node-b", consumer=f"b-{uuid4().hex[:8]}")
+    nodes = [a, b]
+    keys = lease_keys(pg_db)
+    first, _ = wait_leases_held(pg_db, keys, nodes)
+    # Started first, node a took every lease; node b holds none (one node at a time).
+    assert all(h == [a.name] for h in first.values()), first
+
+    pub = publisher_process(a.redis_url, a.stream, n, prefix="node", chunk=1000, pause=0.5)
+    # (the node killed, events stored when it was, seconds until the survivor held every lease)
+    kills: list[tuple[str, int, float]] = []
+    try:
+        # Both nodes consume: the group spreads the entries between them.
+        deadline = time.monotonic() + 60
+        while not all(consumed(node) > 0 for node in nodes):
+            assert time.monotonic() < deadline and pub.poll() in (None, 0), [consumed(node) for node in nodes]
+            time.sleep(0.05)
+        victim = a
+        while len(kills) < 4:
+            time.sleep(rng.uniform(0.5, 1.5))
+            survivor = b if victim is a else a
+            victim.kill()
+            stored_then = store_counts(pg_db)[0]
+            taken, took = wait_leases_held(pg_db, keys, [survivor], by=survivor.name)
+            kills.append((victim.name, stored_then, round(took, 2)))
+            victim.restart(consumer=f"{victim.name}-{len(kills)}-{uuid4().hex[:6]}")  # a new host-pid name
+            # The lease holder is now the survivor: the next kill is of it (the takeover goes back).
+            victim = survivor
+        print("kills (node, events stored then, seconds until the survivor held every lease):", kills)
+        assert all(stored_then < n for _, stored_then, _ in kills), f"a kill came after the ingest: {kills}"
+        assert pub.wait(timeout=300) == 0, pub.stderr.read() if pub.stderr else ""
+        assert pub.poll() == 0 and kills and len(kills) == 4
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+            pub.wait()
+    for node in nodes:
+        settle(node, redis_client, timeout=300)
+
+    # Every event once, positions gap-free; nothing dead-lettered, nothing pending.
+    assert store_counts(pg_db) == (n, n, 1, n)
+    assert store_positions(pg_db) == list(range(1, n + 1))
+    assert dead_letters(redis_client, a.stream) == []
+    assert pending(redis_client, a.stream) == 0
+    health = [httpx.get(f"{node.base_url}/health", timeout=10).json() for node in nodes]
+    assert all(h["status"] == "ok" for h in health), health
+    # Each lease held by one node; every projection caught up on the survivor and answered alike.
+    wait_leases_held(pg_db, keys, nodes)
+    states = [status(node, n) for node in nodes]
+    assert all(p["position"] == n and p["lag"] == 0 for p in states[0]["projections"]), states[0]["projections"]
+    assert states[0] == states[1]
+    if not pg_reads_written():  # everything above held; what follows needs the projections' reads
+        pytest.xfail("the PostgreSQL read side does not answer the projections' reads yet (NotOnPostgres)")
+    seen = [answers(node, n) for node in nodes]
+    assert seen[0] == seen[1]
+    assert [seen[0][f"entity-{k}"]["event_count"] for k in range(10)] == [n // 10] * 10
+
+
+@pytest.mark.reads_projections
+def test_a_rebuild_asked_of_a_node_without_the_leases_runs_on_the_holder_and_both_keep_answering(
+    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    n = 6000
+    holder = serve(db=pg_db, workdir=tmp_path / "node-a")
+    other = serve(db=pg_db, workdir=tmp_path / "node-b")
+    keys = lease_keys(pg_db)
+    wait_leases_held(pg_db, keys, [holder, other], by=holder.name)
+    pub = publisher_process(holder.redis_url, holder.stream, n, prefix="node", chunk=2000, pause=0.0)
+    assert pub.wait(timeout=120) == 0
+    settle(holder, redis_client, timeout=120)
+    settle(other, redis_client, timeout=120)
+    before = {**status(holder, n), **answers(holder, n)}
+    tags = {name: tag for name, tag in _tags(pg_db).items()}
+
+    failures: list[str] = []
+    reads = 0
+    stop = threading.Event()
+
+    def read(node: Server) -> None:
+        nonlocal reads
+        with node.client(timeout=30) as http:
+            while not stop.is_set():
+                got = http.get("/entities/node-entity-3")
+                if got.status_code != 200 or got.json()["event_count"] != n // 10:
+                    failures.append(f"{node.name}: {got.status_code} {got.text[:200]}")
+                reads += 1
+
+    readers = [threading.Thread(target=read, args=(node,)) for node in (holder, other)]
+    for t in readers:
+        t.start()
+    try:
+        with other.client() as http:  # asked of the node that does not hold the leases
+            assert http.post("/projections/timelines/rebuild").status_code == 202
+            assert http.post("/projections/entities/rebuild").status_code == 202
+            deadline = time.monotonic() + 180
+            while True:
+                states = {node.name: {p["name"]: p["state"] for p in httpx.get(f"{node.base_url}/projections").json()}
+                          for node in (holder, other)}
+                if all(s == "live" for by in states.values() for s in by.values()):
+                    break
+                assert time.monotonic() < deadline, states
+                time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(timeout=60)
+    assert failures == [], failures[:5]
+    assert reads > 10
+    after = _tags(pg_db)
+    assert after["timelines"] != tags["timelines"] and after["entities"] != tags["entities"], (tags, after)
+    assert after["search"] == tags["search"] and after["related"] == tags["related"]
+    after_holder = {**status(holder, n), **answers(holder, n)}
+    assert after_holder == {**status(other, n), **answers(other, n)}
+    assert {k: v for k, v in after_holder.items() if k != "projections"} == {
+        k: v for k, v in before.items() if k != "projections"}
+    # The rebuild ran on the holder: the other node did not take the leases.
+    assert all(h == [holder.name] for h in holders(pg_db, keys, [holder, other]).values())
+
+
+def _tags(url: str) -> dict[str, str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return dict(conn.execute("SELECT name, tables_tag FROM projection_checkpoints").fetchall())  # type: ignore[arg-type]

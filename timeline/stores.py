@@ -1,0 +1,65 @@
+"""What the commands say about the store ``TIMELINE_DB`` names, on either backend.
+
+A SQLite store is a file: it exists or not. A PostgreSQL store is a schema in a database that
+may not answer, or answer without the store's tables: each case is one line for the operator,
+never a traceback (``StoreUnavailable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from events.pg.connect import connect, redact
+
+from .settings import Settings
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened now: the message says why, in one line."""
+
+
+def describe(settings: Settings) -> str:
+    """The store as a line prints it: the file's absolute path, or the URL without its password."""
+    if settings.on_postgres:
+        return f"{redact(str(settings.db))} (PostgreSQL)"
+    assert isinstance(settings.db, Path)
+    return str(settings.db.resolve())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def missing(settings: Settings) -> str | None:
+    """Why there is no store to read (not created yet, PostgreSQL not answering), or None."""
+    if not settings.on_postgres:
+        assert isinstance(settings.db, Path)
+        return None if settings.db.is_file() else f"no store at {settings.db}"
+    url = str(settings.db)
+    try:
+        with connect(url, application_name="timeline-cli") as conn:
+            (schema,) = conn.execute("SELECT current_schema()").fetchone() or (None,)
+            if schema is None:
+                (path,) = conn.execute("SHOW search_path").fetchone() or ("?",)
+                return f"no store in {redact(url)}: no schema of its search_path ({path}) exists"
+            (found,) = conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone() or (False,)
+    except psycopg.Error as exc:
+        return f"cannot reach the store's PostgreSQL ({redact(url)}): {_one_line(exc)}"
+    return None if found else f"no store in {redact(url)} (schema {schema})"
+
+
+@contextmanager
+def reachable(settings: Settings) -> Iterator[None]:
+    """Turn PostgreSQL not answering (while a command opens or uses the store) into
+    ``StoreUnavailable`` with one line that names the server."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(
+            f"cannot reach the store's PostgreSQL ({redact(str(settings.db))}): {_one_line(exc)}"
+        ) from None
