@@ -43,10 +43,6 @@ from .search import CONFIG, tsquery_expression
 SWAP_RETRIES = 5  # reads again after a swap dropped the tables it was about to read
 
 
-class NotOnPostgres(NotImplementedError):
-    """A read of the projections' tables that the PostgreSQL read side does not answer."""
-
-
 class PgLaterChanges(LaterChanges):
     @staticmethod
     def statement(*, cold: bool) -> str:

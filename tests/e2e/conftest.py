@@ -23,32 +23,10 @@ from uuid import uuid4
 
 import pytest
 
-from e2e_support import PROJECT_ROOT, Server, pg_reads_written
+from e2e_support import PROJECT_ROOT, Server
 from events.backend import is_postgres
 
 ServeFactory = Callable[..., Server]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "reads_projections: reads timelines or entities over HTTP (on PostgreSQL: needs its read side)"
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On the ``postgres`` backend, a test that reads the projections over HTTP is expected to
-    fail (strictly) while the PostgreSQL read side does not answer those reads; once it does,
-    the mark goes away by itself and the test runs as on SQLite."""
-    if pg_reads_written():
-        return
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        on_postgres = (callspec is not None and callspec.params.get("backend") == "postgres") or (
-            "pg_db" in getattr(item, "fixturenames", ()) and "backend" not in getattr(item, "fixturenames", ()))
-        if item.get_closest_marker("reads_projections") and on_postgres:
-            item.add_marker(pytest.mark.xfail(
-                strict=True, reason="the PostgreSQL read side does not answer the projections' reads yet (NotOnPostgres)"
-            ))
 
 
 class Servers:

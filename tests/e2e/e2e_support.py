@@ -197,16 +197,6 @@ class Server:
 # --------------------------------------------------------------------------------------------
 
 
-def pg_reads_written() -> bool:
-    """Whether the PostgreSQL read side answers the reads of the projections' tables (timelines,
-    entities, search): until it does, they raise ``NotOnPostgres`` (projections/pg/queries.py)."""
-    from projections.pg.queries import PgQueries
-
-    not_yet = getattr(PgQueries, "_not_yet", None)
-    return not_yet is None or PgQueries.timeline is not not_yet
-
-
-
 def group_info(client: redis.Redis, stream: str) -> dict[str, Any] | None:
     try:
         groups = client.xinfo_groups(stream)

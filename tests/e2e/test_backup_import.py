@@ -203,7 +203,6 @@ def test_import_while_the_service_ingests(serve: Any, redis_url: str, tmp_path: 
         assert http.get("/events/bulk-29999").status_code == 200
 
 
-@pytest.mark.reads_projections
 def test_backup_during_ingest_holds_a_verified_prefix_and_restores(
     serve: Any, backend: str, redis_url: str, tmp_path: Path
 ) -> None:

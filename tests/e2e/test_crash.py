@@ -169,7 +169,6 @@ def test_sigkill_while_a_publisher_process_publishes(
         assert consumer_pending(redis_client, stream_name, first_consumer) == 0
 
 
-@pytest.mark.reads_projections
 @pytest.mark.parametrize("same_name", [False, True], ids=["new-consumer", "same-consumer"])
 def test_sigkill_at_several_points(
     serve, backend: str, redis_client: redis.Redis, redis_url: str, stream_name: str, same_name: bool
@@ -196,7 +195,6 @@ def test_sigkill_at_several_points(
     assert len(consumers) == (1 if same_name else 4), consumers
 
 
-@pytest.mark.reads_projections
 def test_sigterm_finishes_the_batch_and_exits_0(
     serve, backend: str, redis_client: redis.Redis, redis_url: str, stream_name: str
 ) -> None:

@@ -408,7 +408,6 @@ def bad_entries() -> list[tuple[str, dict[str, bytes] | None, str | None, str]]:
     ]
 
 
-@pytest.mark.reads_projections
 def test_bad_entries_are_dead_lettered_exactly_once(serve, backend: str, redis_client: redis.Redis, stream_name: str) -> None:
     server = serve()
     cases = bad_entries()

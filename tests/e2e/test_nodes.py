@@ -33,7 +33,7 @@ import pytest
 import redis
 
 from e2e_support import (
-    Server, all_pages, dead_letters, pending, pg_reads_written, settle, store_counts, store_positions,
+    Server, all_pages, dead_letters, pending, settle, store_counts, store_positions,
 )
 from events.pg.connect import advisory_key
 
@@ -205,14 +205,11 @@ def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
     states = [status(node, n) for node in nodes]
     assert all(p["position"] == n and p["lag"] == 0 for p in states[0]["projections"]), states[0]["projections"]
     assert states[0] == states[1]
-    if not pg_reads_written():  # everything above held; what follows needs the projections' reads
-        pytest.xfail("the PostgreSQL read side does not answer the projections' reads yet (NotOnPostgres)")
     seen = [answers(node, n) for node in nodes]
     assert seen[0] == seen[1]
     assert [seen[0][f"entity-{k}"]["event_count"] for k in range(10)] == [n // 10] * 10
 
 
-@pytest.mark.reads_projections
 def test_a_rebuild_asked_of_a_node_without_the_leases_runs_on_the_holder_and_both_keep_answering(
     serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:

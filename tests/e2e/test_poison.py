@@ -37,7 +37,6 @@ def valid(i: int) -> dict[str, Any]:
     return report(id=f"ok-{i}", headline=f"Valid event {i}", entities=[{"name": f"Entity {i % 3}"}])
 
 
-@pytest.mark.reads_projections
 @pytest.mark.parametrize("validators", ["1", "0"], ids=["validating-process", "in-process"])
 def test_poison_beside_valid_events_is_dead_lettered_once_and_nothing_stays_pending(
     serve, backend: str, redis_client: redis.Redis, stream_name: str, validators: str

@@ -109,7 +109,6 @@ def checkpoints(db: Path | str) -> dict[str, dict[str, Any]]:
     return out
 
 
-@pytest.mark.reads_projections
 def test_rebuild_while_clients_read_and_a_publisher_writes(serve, backend: str, redis_client: redis.Redis) -> None:
     server = serve()
     with Publisher(server.redis_url, server.stream) as publisher:

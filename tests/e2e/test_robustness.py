@@ -76,7 +76,6 @@ def test_50000_events_survive_repeated_sigkills(serve, redis_client: redis.Redis
         assert [http.get(f"/entities/k-entity-{i}").json()["event_count"] for i in range(10)] == counts
 
 
-@pytest.mark.reads_projections
 def test_two_consumers_share_the_stream_and_the_store(serve, backend: str, redis_client: redis.Redis) -> None:
     db = backend  # one SQLite file, or one PostgreSQL schema, for both
     first = serve(db=db, consumer="left")
