@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from events.backend import open_store
+from events.backend import is_postgres, open_store
 from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
 from events.store import Candidate, EventStore
 from projections import ProjectionEngine, default_projections, open_engine, open_queries
@@ -392,6 +392,8 @@ def _served_store(settings: Settings) -> EventStore:
     read-only node migrates nothing: the writer of its version does, when it opens the store)."""
     from events.migrations import pending
 
+    if is_postgres(settings.db):
+        return _served_pg_store(settings)
     if not settings.db.is_file():
         raise ReadOnlyNode(
             f"no store at {settings.db}: a read-only node serves the store another process writes;"
@@ -408,5 +410,30 @@ def _served_store(settings: Settings) -> EventStore:
         raise ReadOnlyNode(
             f"the store at {settings.db} lacks migrations {', '.join(missing)}: a read-only node migrates"
             " nothing; start `timeline serve` (the writer) of this version on it first"
+        )
+    return store
+
+
+def _served_pg_store(settings: Settings) -> Any:
+    """``_served_store`` on PostgreSQL: a reader's connection whose transactions cannot write,
+    on a schema the writer of this version has brought forward."""
+    from events.pg.connect import redact
+    from events.pg.migrations import pending
+    from events.pg.store import PgEventStore
+
+    store = PgEventStore(str(settings.db), reader=True)
+    try:
+        raw = store.conn.raw
+        raw.execute("SET default_transaction_read_only = on")
+        missing = pending(raw)
+    except BaseException:
+        store.close()
+        raise
+    if missing:
+        store.close()
+        raise ReadOnlyNode(
+            f"the store at {redact(str(settings.db))} lacks migrations"
+            f" {', '.join(missing)}: a read-only node migrates nothing; start `timeline serve` (the writer) of this"
+            " version on it first"
         )
     return store

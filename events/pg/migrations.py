@@ -172,6 +172,14 @@ STORE_TABLES = (
 )
 
 
+def pending(conn: psycopg.Connection, migrations: list[tuple[str, str]] = MIGRATIONS) -> list[str]:
+    """The migrations this schema has not seen yet, read without writing (a read-only node's
+    check, as ``events.migrations.pending`` on SQLite)."""
+    known = conn.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()[0]
+    applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")} if known else set()
+    return [name for name, _ in migrations if name not in applied]
+
+
 def migrate(conn: psycopg.Connection, migrations: list[tuple[str, str]] = MIGRATIONS) -> list[str]:
     """Apply the migrations this schema has not seen yet; return their names.
 

@@ -77,3 +77,30 @@ def test_a_writer_service_still_writes(db: Path) -> None:
         assert projection_path(db, "timelines").exists()
     finally:
         service.close()
+
+
+def test_on_postgresql_a_read_only_node_waits_for_the_writer_then_reads_and_cannot_write(
+    pg_db: str, tmp_path: Path
+) -> None:
+    import io
+    import json
+
+    import psycopg
+
+    from timeline.importer import import_events
+
+    with pytest.raises(ReadOnlyNode, match="lacks migrations 0001_store"):  # nothing migrated the schema yet
+        TimelineService(settings(pg_db, TIMELINE_READ_ONLY=True))
+    writer = TimelineService(settings(pg_db))
+    try:
+        line = json.dumps(news("pg-ro-1", "2025-01", ["acme"])).encode()
+        import_events(writer, io.BytesIO(line + b"\n"), tmp_path / "rejects.jsonl", workers=0)
+        reader = TimelineService(settings(pg_db, TIMELINE_READ_ONLY=True))
+        try:
+            assert timeline_ids(reader.queries, "acme") == ["pg-ro-1"]
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                reader.store.conn.raw.execute("CREATE TABLE written_by_a_reader (x int)")
+        finally:
+            reader.close()
+    finally:
+        writer.close()
