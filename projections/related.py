@@ -27,8 +27,13 @@ PAIRS = "rel_pairs"
 PREFIX = "rel"  # of the group tables (``projections.groups``): rel_links, rel_groups, rel_sets
 GROUP_MEMBERS = "rel_group_members"
 GROUP_PAIRS = "rel_group_pairs"
-GROUP_MERGE = """
-ON CONFLICT(set_id, other_id) DO UPDATE SET
+
+
+def _merging(key: str) -> str:
+    """An upsert's tail that adds a pair row's count to the stored one keyed by ``key`` and keeps
+    the later of the two last shared events."""
+    return f"""
+ON CONFLICT({key}) DO UPDATE SET
   count = count + excluded.count,
   last_at = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
                  THEN excluded.last_at ELSE last_at END,
@@ -38,16 +43,10 @@ ON CONFLICT(set_id, other_id) DO UPDATE SET
                  THEN excluded.last_key ELSE last_key END
 """
 
-MERGE = """
-ON CONFLICT(entity_id, other_id) DO UPDATE SET
-  count = count + excluded.count,
-  last_at = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
-                 THEN excluded.last_at ELSE last_at END,
-  last_position = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
-                 THEN excluded.last_position ELSE last_position END,
-  last_key = CASE WHEN (excluded.last_key, excluded.last_position) > (last_key, last_position)
-                 THEN excluded.last_key ELSE last_key END
-"""
+
+GROUP_MERGE = _merging("set_id, other_id")
+MERGE = _merging("entity_id, other_id")
+
 MEMBERS = "rel_members"
 # A pair's recompute scans the members of whichever of its two entities has fewer: each is
 # counted up to RECOMPUTE_SMALL first, and only if both reach it, further (up to RECOMPUTE_PROBE).
