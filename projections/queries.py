@@ -66,6 +66,11 @@ class ReadTimeout(RuntimeError):
     """A read stopped at its time limit, or not started before it (``Queries.time_limit``)."""
 
 
+class StoreUnreachable(RuntimeError):
+    """A read could not reach the store's server (PostgreSQL down, restarting, or cut off by the
+    network): the reader's connection is replaced at its next read (``Queries.time_limit``)."""
+
+
 class RawJson(str):
     """A value already rendered as JSON text (see ``render_json``)."""
 

@@ -19,7 +19,7 @@ from events.erasure import Gone
 from events.models import EventRejected, decode_json, repeated_key_error, repeated_keys
 from projections.engine import RebuildError
 from projections.live import NotLive, StreamFilter
-from projections.queries import NotFound, QueryError, ReadTimeout, TimelineQuery, fts_query, render_json
+from projections.queries import NotFound, QueryError, ReadTimeout, StoreUnreachable, TimelineQuery, fts_query, render_json
 
 from .deadletters_api import DEAD_LETTER_PARAMS, dead_letters_router
 from . import metrics
@@ -60,7 +60,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    503: {"model": ErrorBody, "description": "the read took longer than TIMELINE_READ_TIMEOUT_SECONDS: stopped"},
+    503: {"model": ErrorBody, "description": "the read took longer than TIMELINE_READ_TIMEOUT_SECONDS: stopped;"
+          " or (PostgreSQL) the store's server cannot be reached: retry after Retry-After"},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
@@ -210,6 +211,12 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
                 "detail": {"limit_seconds": limit},
             },
             status_code=503,
+        )
+
+    @app.exception_handler(StoreUnreachable)
+    async def _unreachable(request: Request, exc: StoreUnreachable) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc), "detail": None}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
 
     @app.exception_handler(ReadOnlyNode)

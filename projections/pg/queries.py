@@ -33,7 +33,7 @@ import psycopg
 from events.pg.store import PgEventStore
 
 from ..engine import read_checkpoints, status_row
-from ..queries import LaterChanges, Queries, QueryError, ReadTimeout
+from ..queries import LaterChanges, Queries, QueryError, ReadTimeout, StoreUnreachable
 from ..search import SearchSyntaxError
 from ..directory import OPEN
 from .directory import naming
@@ -201,6 +201,11 @@ class PgQueries(Queries):
     @property
     def store(self) -> PgEventStore:  # type: ignore[override]
         store = getattr(self._local, "store", None)
+        if store is not None and self._local.generation == self._generation and store.revive():
+            # its connection was lost (the server restarted, or the network dropped): a new one
+            self._local.attached = set()
+            if self.read_only:
+                store.conn.raw.execute("SET default_transaction_read_only = on")
         if store is None or self._local.generation != self._generation:
             store = self._local.store = PgEventStore(self.path, reader=True)
             if self.read_only:  # a read-only node's: no transaction of this connection can write
@@ -223,12 +228,14 @@ class PgQueries(Queries):
     def time_limit(self, deadline: float) -> Iterator[Callable[[], None]]:
         if time.monotonic() >= deadline:
             raise ReadTimeout("the read did not start before its time limit")
-        raw = self.store.conn.raw
-        cancel = getattr(raw, "cancel_safe", None) or raw.cancel
         try:
+            raw = self.store.conn.raw
+            cancel = getattr(raw, "cancel_safe", None) or raw.cancel
             yield cancel
         except psycopg.errors.QueryCanceled:
             raise ReadTimeout("the read was stopped at its time limit") from None
+        except psycopg.OperationalError as exc:  # the connection is lost: the next read opens another
+            raise StoreUnreachable(f"the store cannot be reached: {str(exc).splitlines()[0]}") from None
 
     def _checkpoint(self, conn: Any, name: str) -> tuple[int, str]:
         row = conn.execute("SELECT position, tables_tag FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()

@@ -17,6 +17,7 @@ restarts); the API's tests run on SQLite only, so the tier does not take twice a
 from __future__ import annotations
 
 import os
+from typing import Any
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -51,10 +52,13 @@ class Servers:
         db: Path | str | None = None,
         autostart: bool = True,
         workdir: Path | None = None,
+        netns: Any = None,
         **extra: str,
     ) -> Server:
         """``workdir``: the process's working folder, where its stderr goes (default the
-        test's folder)."""
+        test's folder). ``netns``: a tests/e2e/netns.py Namespace to run it in (it reaches Redis
+        and PostgreSQL through forwarders on the namespace's gateway; the test reaches it at the
+        namespace's address)."""
         name = f"serve{len(self.servers)}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIMELINE_")}
         env.update(
@@ -73,9 +77,13 @@ class Servers:
         env.update(extra)
         if not is_postgres(env["TIMELINE_DB"]):
             Path(env["TIMELINE_DB"]).parent.mkdir(parents=True, exist_ok=True)
+        elif netns is not None:
+            env["TIMELINE_DB"] = netns.postgres_url(env["TIMELINE_DB"])
+        if netns is not None:
+            env["REDIS_URL"] = netns.redis_url(env["REDIS_URL"])
         if workdir is not None:  # a folder of its own (another machine's, as far as it can tell)
             workdir.mkdir(parents=True, exist_ok=True)
-        server = Server(env, workdir or self.workdir, name)
+        server = Server(env, workdir or self.workdir, name, netns=netns)
         self.servers.append(server)
         if autostart:
             server.start()

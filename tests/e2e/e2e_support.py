@@ -51,10 +51,11 @@ class ServerFailed(AssertionError):
 class Server:
     """One ``timeline serve`` child process (restartable with the same settings)."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, name: str, netns: Any = None) -> None:
         self.env = env
         self.workdir = workdir
         self.name = name
+        self.netns = netns  # a tests/e2e/netns.py Namespace: the process runs inside it
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -63,8 +64,13 @@ class Server:
     # --- settings ------------------------------------------------------------------------
 
     @property
+    def host(self) -> str:
+        """Where the test reaches the process: the loopback, or its namespace's address."""
+        return "127.0.0.1" if self.netns is None else self.netns.address
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def db(self) -> Path | str:
@@ -97,14 +103,15 @@ class Server:
         assert self.process is None or self.process.poll() is not None, "already running"
         last_error = ""
         for _attempt in range(3):  # a free port can be taken before uvicorn binds it
-            self.port = _free_port()
+            self.port = _free_port() if self.netns is None else 8000  # a namespace's ports are its own
             self.starts += 1
             with open(self.stderr_path, "ab") as err:
                 err.write(f"\n----- start #{self.starts} on port {self.port} as {self.consumer} -----\n".encode())
                 err.flush()
                 offset = err.tell()
+                argv = [*_command(), "serve", "--host", self.host, "--port", str(self.port)]
                 self.process = subprocess.Popen(  # noqa: S603
-                    [*_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                    argv if self.netns is None else self.netns.command(argv),
                     env=self.env,
                     cwd=str(self.workdir),
                     stdin=subprocess.DEVNULL,

@@ -10,9 +10,12 @@ PostgreSQL schema (``TIMELINE_DB``) and the Redis stream.
 - Every node answers reads, the same answers once caught up; a rebuild asked of either node runs
   on the lease holder while both keep answering from the old tables until the swap.
 
-The nodes run on one machine, in separate working folders, not separate network namespaces:
-what they share is what a second machine would share (a TCP connection to each server), and
-nothing of a node's lives outside its process and folder (TIMELINE_DB is a URL, REDIS_URL is
+The nodes run on one machine, each in a working folder of its own and, where the machine allows
+it (root and iproute2: tests/e2e/netns.py), a network namespace of its own: a node there reaches
+nothing of the host's network but PostgreSQL and Redis, through a forwarder on its namespace's
+gateway, and the test reaches it at its namespace's address, as a second machine would be reached.
+Where namespaces cannot be made, the nodes share the host's loopback (the test prints which); in
+both, nothing of a node's lives outside its process and folder (TIMELINE_DB is a URL, REDIS_URL is
 set, so there is no store file and no embedded Redis).
 """
 
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -36,11 +40,25 @@ from e2e_support import (
     Server, all_pages, dead_letters, pending, settle, store_counts, store_positions,
 )
 from events.pg.connect import advisory_key
+from netns import Namespace, available, namespaces
 
 pytestmark = pytest.mark.e2e
 
 PROJECTIONS = ("entities", "related", "search", "timelines")
 TAKEOVER_SECONDS = 15.0  # a dead node's leases are all held again, by a live node, within this (each takeover's time is printed)
+
+
+@pytest.fixture
+def machines() -> Iterator[list[Namespace | None]]:
+    """Two places to run a node: two network namespaces where the machine allows it, else the
+    host's loopback twice."""
+    if not available():
+        print("network namespaces unavailable here (needs root and iproute2): the nodes share the loopback")
+        yield [None, None]
+        return
+    with namespaces(2) as made:
+        print("nodes in network namespaces:", [(ns.name, ns.address) for ns in made])
+        yield list(made)
 
 
 def lease_keys(url: str) -> dict[str, tuple[int, int]]:
@@ -150,12 +168,12 @@ def answers(node: Server, n: int) -> dict[str, Any]:
 
 
 def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
-    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
+    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path, machines: list[Namespace | None]
 ) -> None:
     n = 30_000
     rng = random.Random(20)
-    a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}")
-    b = serve(db=pg_db, workdir=tmp_path / "node-b", consumer=f"b-{uuid4().hex[:8]}")
+    a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}", netns=machines[0])
+    b = serve(db=pg_db, workdir=tmp_path / "node-b", consumer=f"b-{uuid4().hex[:8]}", netns=machines[1])
     nodes = [a, b]
     keys = lease_keys(pg_db)
     first, _ = wait_leases_held(pg_db, keys, nodes)
@@ -208,6 +226,77 @@ def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
     seen = [answers(node, n) for node in nodes]
     assert seen[0] == seen[1]
     assert [seen[0][f"entity-{k}"]["event_count"] for k in range(10)] == [n // 10] * 10
+
+
+def test_a_node_cut_off_from_postgresql_and_redis_gives_way_and_comes_back_without_a_restart(
+    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """A network failure, not a crash: the lease holder's connections to PostgreSQL and Redis are
+    all reset and new ones refused for a few seconds, mid-ingest, while its process lives on. The
+    other node takes every lease (the holder's sessions ended with its connections). Once the
+    network is back, the other node is SIGKILLed: the cut node, never restarted, must take every
+    lease back and finish the ingest alone, nothing lost or doubled."""
+    if not available():
+        pytest.skip("needs network namespaces (root and iproute2): a node's network cut alone")
+    n = 12_000
+    with namespaces(2) as (ns_a, ns_b):
+        a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}", netns=ns_a)
+        b = serve(db=pg_db, workdir=tmp_path / "node-b", consumer=f"b-{uuid4().hex[:8]}", netns=ns_b)
+        nodes = [a, b]
+        keys = lease_keys(pg_db)
+        wait_leases_held(pg_db, keys, nodes, by=a.name)
+        pub = publisher_process(redis_client_url(redis_client), a.stream, n, prefix="node", chunk=200, pause=0.25)
+        try:
+            deadline = time.monotonic() + 60
+            while not all(consumed(node) > 0 for node in nodes):
+                assert time.monotonic() < deadline and pub.poll() in (None, 0), [consumed(node) for node in nodes]
+                time.sleep(0.05)
+            ns_a.cut()
+            cut_at = time.monotonic()
+            # Its sessions are gone, so are its leases: the other node holds them all, and the
+            # cut node, still running and still answering HTTP, does not claim them.
+            _, took = wait_leases_held(pg_db, keys, nodes, by=b.name)
+            print(f"leases all held by {b.name} {took:.2f} s after the cut")
+            time.sleep(max(0.0, 4.0 - (time.monotonic() - cut_at)))
+            ns_a.restore()
+            b.kill()
+            stored_then = store_counts(pg_db)[0]
+            assert stored_then < n, "the ingest was over before the network came back"
+            _, took = wait_leases_held(pg_db, keys, [a, b], by=a.name)
+            print(f"network back, {b.name} killed with {stored_then} events stored:"
+                  f" {a.name} held every lease {took:.2f} s later")
+            assert pub.wait(timeout=300) == 0, pub.stderr.read() if pub.stderr else ""
+            settle(a, redis_client, timeout=300)  # alone: it claims what the dead node left pending
+        finally:
+            if pub.poll() is None:
+                pub.kill()
+                pub.wait()
+        assert a.starts == 1 and a.pid is not None, "the cut node was restarted"
+        assert store_counts(pg_db) == (n, n, 1, n)
+        assert store_positions(pg_db) == list(range(1, n + 1))
+        assert dead_letters(redis_client, a.stream) == []
+        assert pending(redis_client, a.stream) == 0
+        assert httpx.get(f"{a.base_url}/health", timeout=10).json()["status"] == "ok"
+        b.restart(consumer=f"b-{uuid4().hex[:8]}")
+        settle(b, redis_client, timeout=300)
+        assert status(a, n) == status(b, n)
+        assert answers(a, n) == answers(b, n)
+        assert [answers(a, n)[f"entity-{k}"]["event_count"] for k in range(10)] == [n // 10] * 10
+
+
+def health_text(node: Server) -> str:
+    try:
+        return httpx.get(f"{node.base_url}/health", timeout=10).text
+    except httpx.HTTPError as exc:
+        return repr(exc)
+
+
+def redis_client_url(client: redis.Redis) -> str:
+    """The test's own Redis URL (the host's side, not a namespace's forwarder)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 def test_a_rebuild_asked_of_a_node_without_the_leases_runs_on_the_holder_and_both_keep_answering(

@@ -161,3 +161,42 @@ def test_the_lease_holder_takes_over_recorded_rebuilds_and_other_versions(pg_db:
         for runtime in (b, a):
             runtime.readers.close()
             runtime.service.close()
+
+
+def test_a_read_whose_connection_the_server_ended_answers_503_and_the_next_read_reconnects(pg_db: str) -> None:
+    """PostgreSQL restarted, a failover, the network dropped: a reader's connection is gone. The
+    read that finds it so answers 503 naming the cause (not a 500), and the next read on that
+    reader thread opens a new connection and answers (no restart of the node)."""
+    import psycopg
+
+    from helpers import InProcessApi
+    from timeline.api import create_app
+    from timeline.runtime import Runtime
+
+    writer = node(pg_db, "writer")
+    append(writer, 0, 20)
+    writer.project_step()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIMELINE_DB", pg_db)
+        mp.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+        mp.setenv("TIMELINE_READERS", "1")  # one reader thread: the next read is on the same connection
+        runtime = Runtime(Settings(), consume=False)
+        api = InProcessApi(create_app(runtime, manage=False))
+        try:
+            assert api.get("/entities/e-1/timeline").json()["entries"]
+            readers = [s.pg.info.backend_pid for s in runtime.service.queries._open]
+            assert readers
+            with psycopg.connect(pg_db, autocommit=True) as admin:
+                for pid in readers:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            lost = api.get("/entities/e-1/timeline")
+            assert lost.status_code == 503, lost.text
+            assert "cannot be reached" in lost.json()["error"] and lost.headers["retry-after"]
+            again = api.get("/entities/e-1/timeline")
+            assert again.status_code == 200, again.text
+            assert len(again.json()["entries"]) == 4
+            assert api.get("/projections").status_code == 200
+        finally:
+            api.close()
+            runtime.service.close()
+            writer.close()
