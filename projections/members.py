@@ -15,6 +15,7 @@ from events.dates import MAX_KEY
 # MIN or MAX finds a first or last member: start keys are fixed-width (``events.dates.to_key``),
 # positions zero-padded to 15 digits.
 KEY_WIDTH = len(MAX_KEY)
+PACKED_WIDTH = KEY_WIDTH + 15
 
 
 def packed(alias: str = "") -> str:

@@ -35,7 +35,7 @@ from .changes import RANK
 from . import groups
 from .directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS, group_naming, naming
 from .engine import projection_path, read_checkpoints, status_row
-from .members import KEY_WIDTH, packed, unpack
+from .members import KEY_WIDTH, PACKED_WIDTH, packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import GROUP_PAIRS, PAIRS
 from .search import SEARCH, SearchSyntaxError, match_expression
@@ -1051,28 +1051,31 @@ class Queries:
                     )
                     # each other id's shared events counted in SQL (one row an id, not one an event);
                     # the ids resolved here, and merged by event only when two resolve to one entity
+                    # the latest by (start key, position), as the projection's pairs: its date after
                     by_id = conn.execute(
-                        f"SELECT m2.entity_id, COUNT(DISTINCT m1.position), {self._text_max('m1.start_key || m1.occurred_at')}"
-                        f"{shares} GROUP BY m2.entity_id",
+                        f"SELECT m2.entity_id, COUNT(DISTINCT m1.position),"
+                        f" {self._text_max(self.packed('m1') + ' || m1.occurred_at')}{shares} GROUP BY m2.entity_id",
                         [*mine_args, *others_args],
                     ).fetchall()
                     resolved = {row[0]: aliases.resolve(row[0], upto) for row in by_id}
                     if len(set(resolved.values())) == len(resolved) and canonical not in resolved.values():
                         counted = {
-                            resolved[other]: [count, last[:KEY_WIDTH], last[KEY_WIDTH:]] for other, count, last in by_id
+                            resolved[other]: [count, last[:KEY_WIDTH], last[PACKED_WIDTH:]] for other, count, last in by_id
                         }
                     else:  # two of the other ids are one entity: their shared events merged by event
-                        shared: dict[str, dict[int, tuple[str, str]]] = {}
+                        shared: dict[str, dict[int, tuple[str, int, str]]] = {}
                         for other, position, start_key, occurred_at in conn.execute(  # one event, one position
                             f"SELECT m2.entity_id, m1.position, m1.start_key, m1.occurred_at{shares}",
                             [*mine_args, *others_args],
                         ):
-                            shared.setdefault(aliases.resolve(other, upto), {})[position] = (start_key, occurred_at)
+                            shared.setdefault(aliases.resolve(other, upto), {})[position] = (
+                                start_key, position, occurred_at
+                            )
                         for other, events in shared.items():
                             if other == canonical:
                                 continue
-                            last = max(events.values())
-                            counted[other] = [len(events), last[0], last[1]]
+                            last = max(events.values())  # by (start key, position)
+                            counted[other] = [len(events), last[0], last[2]]
             def rank(other: str, count: int, last_key: str) -> tuple[Any, ...]:
                 return (-count, _desc(last_key), other)
 

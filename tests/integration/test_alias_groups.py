@@ -358,6 +358,42 @@ def test_related_of_a_group_waits_for_the_declarations_the_projection_has_not_ap
     assert used and got == fan_out == [("p", 3, "2024-03-01")]
 
 
+def test_related_latest_of_one_instant_is_the_later_stored_however_read(backend: str) -> None:
+    """Two events shared at one instant written two ways (``16:30+02:00`` stored first, ``14:30Z``
+    after: the later text sorts first): the latest shared event is the one stored later, as the
+    pairs kept per set (and per id) say, also when the members are asked one by one (a declaration
+    stored that the projections have not applied yet). The members were asked for the greatest
+    date text, so a group's related entities showed the other date while the projection was behind."""
+    from events.backend import open_store
+    from projections import open_engine, open_queries
+
+    with open_store(backend) as store:
+        append(
+            store,
+            news("e1", "2025-05-24T16:30:00+02:00", ["twitter", ent("elon-musk", "mentioned")]),
+            news("e2", "2025-05-24T14:30Z", ["x", ent("elon-musk", "mentioned")]),
+            alias("d1", "twitter", "x", name="X Corp"),
+        )
+        with open_engine(store) as engine:
+            engine.rebuild(engine.setup())  # (new projections of a store with events are rebuilt)
+            engine.catch_up()
+        queries = open_queries(backend)
+        try:
+            kept = {asked: _related(queries, asked) for asked in ("twitter", "x", "elon-musk")}
+            with queries.snapshot() as conn:
+                aliases = queries._refresh()
+                assert queries._related_set(conn, "x", aliases.seen) is not None  # the set's pairs
+            assert kept["twitter"] == kept["x"] == [("elon-musk", 2, "2025-05-24T14:30Z")]
+            assert kept["elon-musk"] == [("x", 2, "2025-05-24T14:30Z")]
+            append(store, alias("d2", "tesla", "spacex"))  # stored, not projected
+            with queries.snapshot() as conn:
+                aliases = queries._refresh()
+                assert queries._related_set(conn, "x", aliases.seen) is None  # the members one by one
+            assert {asked: _related(queries, asked) for asked in kept} == kept
+        finally:
+            queries.close()
+
+
 def test_related_of_an_id_in_no_group_reads_the_groups_rows_against_it(queries: Queries, chained: Path) -> None:
     """``o1`` (no aliases) shares 400 events with the chain's members: its related entities take
     the group's row against it, not a pass over its events joined with every id they name."""
