@@ -52,6 +52,9 @@ from .queries import _load
 from .server import ROOT, Server
 
 
+READ_ONLY_BESIDE = "1 + 1 read-only"  # the nodes of the row: the writer and a read-only node beside it
+
+
 def log(message: str) -> None:
     print(f"[bench.backends {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -118,9 +121,41 @@ def _head(db: str) -> int:
         conn.close()
 
 
+def reads(servers: list[Server], *, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` keep-alive connections spread evenly over ``servers``, for ``seconds`` (after a
+    second's warm-up): answers (200) a second summed, latency of the slowest node; or ``error``
+    when a read failed (a status other than 200 and 404, a connection lost) or none answered."""
+
+    async def everyone() -> list[dict[str, float]]:
+        shares = [clients // len(servers) + (1 if i < clients % len(servers) else 0) for i in range(len(servers))]
+        return await asyncio.gather(*(_load(s.url, share, seconds, 1.0, s.cpu_seconds)
+                                      for s, share in zip(servers, shares) if share))
+
+    try:
+        loads = asyncio.run(everyone())
+    except Exception as exc:  # noqa: BLE001 - the ingest figures stand; the table says why reads do not
+        return {"error": f"reads: {type(exc).__name__}: {exc}"}
+    errors, answers = sum(r["errors"] for r in loads), sum(r["requests"] for r in loads)
+    if errors or not answers:
+        return {"error": f"reads: {errors} errors, {answers} answers",
+                "log": "".join(s.tail()[-1500:] for s in servers)}
+    not_found = sum(r["not_found"] for r in loads)
+    return {
+        "read_rps": sum(r["rps"] for r in loads),
+        # per node p50/p99, the worst node's
+        "read_p50_ms": max(r["p50_ms"] for r in loads),
+        "read_p99_ms": max(r["p99_ms"] for r in loads),
+        "read_requests": answers,
+        # the share answered 404 (an entity the store never saw): not in read_rps
+        "read_not_found": not_found / (answers + not_found),
+        "server_cpu": sum(r["server_cpu"] for r in loads),
+    }
+
+
 def ingest_and_read(db: str, nodes: int, n: int, redis_url: str, workdir: Path, *, clients: int,
-                    seconds: float) -> dict[str, Any]:
-    """Start ``nodes`` servers on ``db`` sharing one stream; ingest ``n`` events; then reads."""
+                    seconds: float, beside: bool = False) -> dict[str, Any]:
+    """Start ``nodes`` servers on ``db`` sharing one stream; ingest ``n`` events; then reads. With
+    ``beside`` (one node), then reads again with a read-only node started beside the writer."""
     servers = [Server(db, redis_url, workdir) for _ in range(nodes)]  # type: ignore[arg-type]
     stream = servers[0].stream
     for server in servers:
@@ -158,31 +193,22 @@ def ingest_and_read(db: str, nodes: int, n: int, redis_url: str, workdir: Path, 
             stored_seconds = stored_seconds or ingest_seconds
         publisher.wait(timeout=60)
 
-        async def everyone() -> list[dict[str, float]]:
-            share = max(1, clients // nodes)
-            return await asyncio.gather(*(_load(s.url, share, seconds, 1.0, s.cpu_seconds) for s in servers))
-
         out: dict[str, Any] = {
             "nodes": nodes, "events": n, "ingest_seconds": ingest_seconds, "ingest_rate": n / ingest_seconds,
             # every event in the store (the projections then catch up): the append side's rate
             "stored_rate": n / stored_seconds,
         }
-        try:
-            loads = asyncio.run(everyone())
-        except Exception as exc:  # noqa: BLE001 - the ingest figures stand; the table says why reads do not
-            out["error"] = f"reads: {type(exc).__name__}: {exc}"
-            return out
-        if any(r["errors"] for r in loads) or not sum(r["requests"] for r in loads):
-            out["error"] = f"reads: {sum(r['errors'] for r in loads)} errors, {sum(r['requests'] for r in loads)} answers"
-            return out
-        out.update({
-            "read_rps": sum(r["rps"] for r in loads),
-            # per node p50/p99, the worst node's
-            "read_p50_ms": max(r["p50_ms"] for r in loads),
-            "read_p99_ms": max(r["p99_ms"] for r in loads),
-            "read_requests": sum(r["requests"] for r in loads),
-            "server_cpu": sum(r["server_cpu"] for r in loads),
-        })
+        out.update(reads(servers, clients=clients, seconds=seconds))
+        if beside and nodes == 1:
+            # a read-only node beside the writer, on the store it wrote: reads spread over the two
+            reader = Server(db, redis_url, workdir, stream=stream, env={"TIMELINE_READ_ONLY": "1"})  # type: ignore[arg-type]
+            servers.append(reader)
+            try:
+                reader.start()
+            except RuntimeError as exc:
+                out["beside"] = {"error": f"read-only node: {str(exc).splitlines()[0]}", "log": str(exc)[-3000:]}
+            else:
+                out["beside"] = reads(servers, clients=clients, seconds=seconds)
         return out
     finally:
         if publisher is not None and publisher.poll() is None:
@@ -242,15 +268,22 @@ def run(n: int, redis_url: str, pg_url: str, *, clients: int = 16, seconds: floa
             for nodes in (1, 2):
                 if nodes == 2:
                     row = {"backend": backend, "nodes": 2}
+                beside: dict[str, Any] | None = None
                 with store(backend, pg_url, workdir) as db:
-                    log(f"{backend}, {nodes} node(s): ingest {n:,} events through the stream, then reads")
+                    log(f"{backend}, {nodes} node(s): ingest {n:,} events through the stream, then reads"
+                        + (", then reads with a read-only node beside the writer" if nodes == 1 else ""))
                     try:
-                        row.update(ingest_and_read(db, nodes, n, redis_url, workdir, clients=clients, seconds=seconds))
+                        row.update(ingest_and_read(db, nodes, n, redis_url, workdir, clients=clients, seconds=seconds,
+                                                   beside=nodes == 1))
                     except Exception as exc:  # noqa: BLE001 - the other rows still count; the table says why
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                         log(f"{backend}, {nodes} node(s): {row['error']}")
-                out["rows"].append(row)
-                log(json.dumps(row))
+                    beside = row.pop("beside", None)
+                for done in (row, *([{"backend": backend, "nodes": READ_ONLY_BESIDE, **beside}] if beside else [])):
+                    if "log" in done:
+                        log(f"{done['backend']}, {done['nodes']}: {done['error']}; the servers' log ends:\n{done.pop('log')}")
+                    out["rows"].append(done)
+                    log(json.dumps(done))
     out["load_after"] = os.getloadavg()
     return out
 
@@ -264,16 +297,18 @@ def table(result: dict[str, Any]) -> str:
         f" {result['load_after'][0]:.1f}",
         "",
         "| backend | nodes | stream ingest, projected (events/s) | of which stored (events/s) | import (events/s) |"
-        " rebuild (events/s) | HTTP reads (req/s) | p50 / p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        " rebuild (events/s) | HTTP reads (req/s) | p50 / p99 (ms) | servers' CPU (cores) | 404 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         latency = f"{r['read_p50_ms']:.1f} / {r['read_p99_ms']:.1f}" if "read_p50_ms" in r else "—"
         lines.append(
             f"| {r['backend']} | {r['nodes']} | {num(r, 'ingest_rate')} | {num(r, 'stored_rate')} | {num(r, 'import_rate')} |"
-            f" {num(r, 'rebuild_rate')} | {num(r, 'read_rps')} | {latency} |"
+            f" {num(r, 'rebuild_rate')} | {num(r, 'read_rps')} | {latency} | {num(r, 'server_cpu', '{:.2f}')} |"
+            f" {num(r, 'read_not_found', '{:.0%}')} |"
         )
-    errors = [f"{r['backend']}, {r['nodes']} node(s): {r['error']}" for r in result["rows"] if "error" in r]
+    errors = [f"{r['backend']}, {r['nodes']}{' node(s)' if isinstance(r['nodes'], int) else ''}: {r['error']}"
+              for r in result["rows"] if "error" in r]
     lines += [""] + [f"not measured: {e}" for e in errors] if errors else []
     rows = {(r["backend"], r["nodes"]): r for r in result["rows"]}
     s, p = rows.get(("sqlite", 1), {}), rows.get(("postgres", 1), {})
@@ -283,6 +318,13 @@ def table(result: dict[str, Any]) -> str:
                ("reads", "read_rps")) if key in s and key in p]
     if ratios:
         lines += ["", "PostgreSQL / SQLite, one node: " + ", ".join(ratios)]
+    for backend in ("sqlite", "postgres"):
+        one = rows.get((backend, 1), {}).get("read_rps")
+        more = [f"{label} {rows[(backend, nodes)]['read_rps'] / one:.2f}×" for label, nodes in
+                (("two nodes", 2), ("the writer + a read-only node", READ_ONLY_BESIDE))
+                if one and "read_rps" in rows.get((backend, nodes), {})]
+        if more:
+            lines.append(f"{backend} reads against one node: " + ", ".join(more))
     return "\n".join(lines)
 
 

@@ -113,14 +113,14 @@ async def _load(
 ) -> dict[str, float]:
     ids = _zipf_ids(100_000)
     samples: list[float] = []
-    errors = 0
+    errors = not_found = 0
     counter = 0
     host, port = base_url.removeprefix("http://").split(":")
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup
     stop_at = measure_from + seconds
     async def worker() -> None:
-        nonlocal counter, errors
+        nonlocal counter, errors, not_found
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while True:
@@ -135,7 +135,9 @@ async def _load(
                 if started >= measure_from and ended <= stop_at:
                     if status == 200:
                         samples.append(ended - started)
-                    elif status != 404:  # an entity the store never saw
+                    elif status == 404:  # an entity the store never saw: answered, not counted
+                        not_found += 1
+                    else:
                         errors += 1
         finally:
             writer.close()
@@ -158,6 +160,7 @@ async def _load(
         "p50_ms": percentile(samples, 50) * 1000,
         "p99_ms": percentile(samples, 99) * 1000,
         "errors": errors,
+        "not_found": not_found,
         "client_cpu": cpu[0],  # cores busy in this (client) process while measuring
         "server_cpu": cpu[1],  # cores busy in the server process
     }
