@@ -21,6 +21,16 @@ these rates; else the benchmark's own asyncio client (plain HTTP/1.1 over asynci
 ``bench.queries`` runs it), which costs a tenth to a fifth of the server's CPU a request. Either
 way the generator's CPU is measured and printed beside the servers', with the requests per
 second of server CPU, so that what the generator took from the servers can be read off.
+
+``--backend postgres``: the same over a PostgreSQL store (``--postgres-url`` or ``POSTGRES_URL``,
+a schema of the run's own, dropped after; else a server from the ``pgserver`` package), filled
+by ``timeline import`` of the ``--events`` workload events (not cached). The database server
+does part of each read's work in its own processes (a backend a connection of a node's reader
+pool): their CPU over the measuring window is printed ("database CPU"), read from ``/proc`` for
+the backends ``pg_stat_activity`` shows connected from the nodes' sockets (when the server runs
+on this machine). ``--pin`` pins the nodes, not the database server, which is shared: on two
+cores its backends run on whichever core is free, so the "1 read-only" configuration gets more
+than the one core its process is pinned to.
 """
 
 from __future__ import annotations
@@ -33,9 +43,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from events.backend import is_postgres
 from projections.engine import projection_path
 
 from .queries import _get, _zipf_ids, percentile
@@ -148,29 +161,69 @@ def busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def database_backends(db: str, servers: list[Server]) -> set[int]:
+    """The PostgreSQL server processes (backends) that serve ``servers``' connections: those
+    ``pg_stat_activity`` shows connected from the servers' TCP sockets. Empty unless the database
+    server runs on this machine (its processes' CPU is read from /proc)."""
+    import psutil
+    import psycopg
+
+    ports = set()
+    for server in servers:
+        try:
+            for conn in psutil.Process(server.pid).net_connections(kind="tcp"):
+                if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
+                    ports.add(conn.laddr.port)
+        except psutil.Error:
+            continue
+    if not ports:
+        return set()
+    with psycopg.connect(db, autocommit=True) as pg:
+        pids = {r[0] for r in pg.execute(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND client_addr IS NOT NULL"
+            " AND host(client_addr) IN ('127.0.0.1', '::1')", (sorted(ports),))}
+    return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
+
+
 def measure(
     servers: dict[str, Server], config: list[str], connections: int, seconds: float, workdir: Path,
-    paths: list[str], generator: str,
+    paths: list[str], generator: str, db: str | None = None,
 ) -> dict[str, Any]:
     targets = [servers[name].url for name in config]
     load(targets, connections, 1.0, workdir, paths, generator)  # warm-up: connections, caches
+    backends = database_backends(db, [servers[name] for name in config]) if db else set()
     before = {name: s.cpu_seconds() for name, s in servers.items()}
+    database = {pid: _cpu(pid) for pid in backends}
     machine = busy_seconds()
     started = time.perf_counter()
     figures = load(targets, connections, seconds, workdir, paths, generator)
     wall = time.perf_counter() - started
     figures["server_cores"] = {name: (s.cpu_seconds() - before[name]) / wall for name, s in servers.items()}
+    if db:
+        # backends opened during the window count from their start (their CPU then is all the window's)
+        later = database_backends(db, [servers[name] for name in config]) - backends
+        figures["database_cores"] = (sum(_cpu(pid) - cpu for pid, cpu in database.items())
+                                     + sum(_cpu(pid) for pid in later)) / wall
     figures["generator_cores"] = figures.pop("generator_cpu_seconds") / wall
     # what everything else on the machine took meanwhile (other users' work, the kernel's)
     figures["other_cores"] = max(
         0.0, (busy_seconds() - machine) / wall - sum(figures["server_cores"].values()) - figures["generator_cores"]
+        - figures.get("database_cores", 0.0)
     )
     return figures
 
 
-def known_entities(store: Path, ids: list[str]) -> set[str]:
+def known_entities(store: Path | str, ids: list[str]) -> set[str]:
     """Those of ``ids`` the entity directory holds (the others would be answered 404)."""
     import sqlite3
+
+    if is_postgres(str(store)):
+        import psycopg
+
+        with psycopg.connect(str(store), autocommit=True) as pg:
+            row = pg.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'entities'").fetchone()
+            assert row is not None, "no entity directory in the store"
+            return {r[0] for r in pg.execute(f"SELECT id FROM ent_stats{row[0]} WHERE id = ANY(%s)", (sorted(set(ids)),))}
 
     conn = sqlite3.connect(f"file:{projection_path(store, 'entities')}?mode=ro", uri=True)
     try:
@@ -200,7 +253,7 @@ def generator_in_use() -> str:
 
 
 def run(
-    store: Path, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False,
+    store: Path | str, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False,
     configs: list[str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each configuration (``CONFIGS``, or those named) measured ``rounds`` times, alternating."""
@@ -212,15 +265,16 @@ def run(
         known = known_entities(store, ids)
         paths = [PATH.format(entity) for entity in ids if entity in known]  # every answer a 200
         (work / "paths.txt").write_text("\n".join(paths) + "\n")
-        writer = Server(store, redis_url, work).start()
+        writer = Server(store, redis_url, work).start()  # type: ignore[arg-type]
         servers = {"writer": writer}
         try:
             for cpu, name in enumerate(("read-1", "read-2")):
-                servers[name] = Server(store, redis_url, work, stream=writer.stream, env={"TIMELINE_READ_ONLY": "1"},
+                servers[name] = Server(store, redis_url, work, stream=writer.stream, env={"TIMELINE_READ_ONLY": "1"},  # type: ignore[arg-type]
                                        prefix=["taskset", "-c", str(cpu)] if pin else None).start()
             for _ in range(rounds):
                 for label, config in chosen.items():
-                    results[label].append(measure(servers, config, connections, seconds, work, paths, generator))
+                    results[label].append(measure(servers, config, connections, seconds, work, paths, generator,
+                                                  db=str(store) if is_postgres(str(store)) else None))
         finally:
             for server in reversed(list(servers.values())):
                 server.stop()
@@ -234,13 +288,36 @@ def _autogroup() -> str:
         return "no autogroup"
 
 
+@contextmanager
+def postgres_store(url: str | None, events: int) -> Iterator[str]:
+    """A PostgreSQL store of ``events`` workload events, projections built (``timeline import``),
+    in a schema of its own (dropped after)."""
+    from . import backends
+    from .workload import lines
+
+    with backends.postgres(url) as pg_url, tempfile.TemporaryDirectory(prefix="bench-read-scaling-pg-") as tmp:
+        work = Path(tmp)
+        source = work / "events.jsonl"
+        with open(source, "wb") as fh:
+            for line in lines(events):
+                fh.write(line + b"\n")
+        with backends.store("postgres", pg_url, work) as db:
+            started = time.perf_counter()
+            backends.bulk_import(db, source, events, work)
+            print(f"store: PostgreSQL, {events:,} events imported in {time.perf_counter() - started:.1f} s")
+            yield db
+
+
 def main(argv: list[str] | None = None) -> None:
     from . import rebuild
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.read_scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=200_000, help="stored events (cached in bench/.cache)")
+    parser.add_argument("--events", type=int, default=200_000, help="stored events (SQLite: cached in bench/.cache)")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--postgres-url", default=os.environ.get("POSTGRES_URL") or None,
+                        help="--backend postgres: default POSTGRES_URL, else a server from pgserver for the run")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time of each configuration")
     parser.add_argument("--rounds", type=int, default=3, help="times each configuration is measured, alternating")
@@ -250,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: REDIS_URL, else a private redis-server")
     parser.add_argument("--nice", type=int, default=0,
                         help="run the servers and the generator at this niceness (e.g. -10, as root: on a machine"
-                             " shared with other work, theirs then takes little of the two cores)")
+                             " shared with other work, theirs then takes little of the two cores; not the database"
+                             " server's)")
     parser.add_argument("--pin", action="store_true",
                         help="each read-only process on a core of its own (taskset): one core against two")
     args = parser.parse_args(argv)
@@ -263,42 +341,51 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
     generator = args.generator if args.generator != "auto" else generator_in_use()
-    store = rebuild.CACHE / f"bench-{args.events}.db"
-    if not projection_path(store, "timelines").exists():
-        rebuild.run(args.events)  # fills the store, then builds the projections
-    with redis_url_or_embedded(args.redis_url) as url:
+    with ExitStack() as stack:
+        if args.backend == "postgres":
+            store: Path | str = stack.enter_context(postgres_store(args.postgres_url, args.events))
+        else:
+            store = rebuild.CACHE / f"bench-{args.events}.db"
+            if not projection_path(store, "timelines").exists():
+                rebuild.run(args.events)  # fills the store, then builds the projections
+        url = stack.enter_context(redis_url_or_embedded(args.redis_url))
         print(f"load before: {os.getloadavg()[0]:.2f} (1 min); {os.cpu_count()} cores; generator: {generator};"
-              f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''}")
+              f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''};"
+              f" backend: {args.backend}")
         results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
                       generator=generator, pin=args.pin)
         print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
-    print(f"\nHTTP reads, {args.events:,} events, {args.connections} connections, {args.seconds:g} s each,"
+    pg = args.backend == "postgres"
+    print(f"\nHTTP reads ({args.backend}), {args.events:,} events, {args.connections} connections, {args.seconds:g} s each,"
           f" {args.rounds} rounds alternating (median round)\n")
     print(f"{'configuration':<22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} {'servers CPU':>12}"
-          f" {'generator CPU':>14} {'others CPU':>11} {'req/s per server core':>22}   rounds req/s")
-    medians: dict[str, float] = {}
+          + (f" {'database CPU':>13}" if pg else "")
+          + f" {'generator CPU':>14} {'others CPU':>11} {'req/s per server core':>22}"
+          + (f" {'per server+db core':>19}" if pg else "") + "   rounds req/s")
+    medians: dict[str, dict[str, Any]] = {}
     for label, rows in results.items():
         ordered = sorted(rows, key=lambda r: r["rps"])
-        mid = ordered[len(ordered) // 2]
-        medians[label] = mid["rps"]
-        serving = [name for name in CONFIGS[label]]
-        server_cores = sum(mid["server_cores"][n] for n in serving)
+        mid = medians[label] = ordered[len(ordered) // 2]
+        server_cores = sum(mid["server_cores"][n] for n in CONFIGS[label])
+        database_cores = mid.get("database_cores", 0.0)
         print(
             f"{label:<22} {mid['rps']:>8,.0f} {mid['p50_ms']:>7.1f} {mid['p99_ms']:>7.1f} {mid['non_2xx'] + mid['errors']:>7}"
-            f" {server_cores:>12.2f} {mid['generator_cores']:>14.2f} {mid['other_cores']:>11.2f}"
+            f" {server_cores:>12.2f}" + (f" {database_cores:>13.2f}" if pg else "")
+            + f" {mid['generator_cores']:>14.2f} {mid['other_cores']:>11.2f}"
             f" {mid['rps'] / max(server_cores, 1e-9):>22,.0f}"
-            f"   {', '.join(format(r['rps'], ',.0f') for r in rows)}"
+            + (f" {mid['rps'] / max(server_cores + database_cores, 1e-9):>19,.0f}" if pg else "")
+            + f"   {', '.join(format(r['rps'], ',.0f') for r in rows)}"
         )
     one, two = results["1 read-only"], results["2 read-only"]
     per_round = [b["rps"] / a["rps"] for a, b in zip(one, two)]
-    print(f"\n2 read-only / 1 read-only: {medians['2 read-only'] / medians['1 read-only']:.2f}x"
+    print(f"\n2 read-only / 1 read-only: {medians['2 read-only']['rps'] / medians['1 read-only']['rps']:.2f}x"
           f" (per round: {', '.join(format(r, '.2f') for r in per_round)})")
-    # The same at the better of the two configurations' rates per server core: what the second
-    # process adds in cores alone, whatever the other work on the machine did to each rate.
-    cores = [(sum(r["server_cores"][n] for n in CONFIGS["1 read-only"]), sum(r["server_cores"][n] for n in CONFIGS["2 read-only"]))
-             for r in (sorted(one, key=lambda r: r["rps"])[len(one) // 2], sorted(two, key=lambda r: r["rps"])[len(two) // 2])]
-    print(f"server cores used: 1 read-only {cores[0][0]:.2f}, 2 read-only {cores[1][1]:.2f}:"
-          f" {cores[1][1] / max(cores[0][0], 1e-9):.2f}x (the ratio at equal requests per core)")
+    # The cores the median rounds used: what the second process adds in cores alone, whatever
+    # the other work on the machine did to each rate.
+    used = [sum(medians[label]["server_cores"][n] for n in CONFIGS[label]) + medians[label].get("database_cores", 0.0)
+            for label in ("1 read-only", "2 read-only")]
+    print(f"{'server and database' if pg else 'server'} cores used: 1 read-only {used[0]:.2f}, 2 read-only {used[1]:.2f}:"
+          f" {used[1] / max(used[0], 1e-9):.2f}x (the ratio at equal requests per core)")
 
 
 if __name__ == "__main__":
