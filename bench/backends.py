@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ import psycopg
 from events.pg.connect import with_schema
 
 from .queries import _load
-from .server import ROOT, Server
+from .server import ROOT, Server, database_backends, database_cpu_seconds
 
 
 READ_ONLY_BESIDE = "1 + 1 read-only"  # the nodes of the row: the writer and a read-only node beside it
@@ -60,19 +60,28 @@ def log(message: str) -> None:
 
 
 @contextmanager
-def postgres(url: str | None) -> Iterator[str]:
-    """A PostgreSQL server's URL: the one given, else pgserver's for the run."""
+def postgres(url: str | None, *, niceness: int = 0) -> Iterator[str]:
+    """A PostgreSQL server's URL: the one given, else pgserver's for the run. That one runs at
+    ``niceness`` (its processes and their autogroup, as ``bench.read_scaling --nice`` runs its own):
+    the benchmark's database is then raised with the nodes over the machine's other work."""
     if url:
         yield url
         return
     import shutil
 
     import pgserver  # the test extra
+    import psutil
 
     folder = tempfile.mkdtemp(prefix="bench-pg-")
     os.chmod(folder, 0o755)
     server = pgserver.get_server(os.path.join(folder, "data"), cleanup_mode="stop")
     try:
+        pid = server.get_pid()
+        if niceness and pid:
+            # the backends it forks later inherit both; pg_ctl started it in a session of its own
+            for process in (psutil.Process(pid), *psutil.Process(pid).children()):
+                process.nice(niceness)
+            Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
         yield server.get_uri()
     finally:
         server.cleanup()
@@ -126,9 +135,21 @@ def reads(servers: list[Server], *, clients: int, seconds: float) -> dict[str, A
     second's warm-up): answers (200) a second summed, latency of the slowest node; or ``error``
     when a read failed (a status other than 200 and 404, a connection lost) or none answered."""
 
+    postgres = "://" in str(servers[0].db)
+    readings: list[float] = []  # the database backends' CPU at the window's start and end (PostgreSQL)
+
+    def cpu(server: Server) -> Callable[[], float]:
+        def read() -> float:
+            # the meter reads each node's CPU at the window's start and its end; the first node's
+            # reading takes the database backends' too (serving every node, found anew each time)
+            if postgres and server is servers[0]:
+                readings.append(database_cpu_seconds(database_backends(str(server.db), servers)))
+            return server.cpu_seconds()
+        return read
+
     async def everyone() -> list[dict[str, float]]:
         shares = [clients // len(servers) + (1 if i < clients % len(servers) else 0) for i in range(len(servers))]
-        return await asyncio.gather(*(_load(s.url, share, seconds, 1.0, s.cpu_seconds)
+        return await asyncio.gather(*(_load(s.url, share, seconds, 1.0, cpu(s))
                                       for s, share in zip(servers, shares) if share))
 
     try:
@@ -149,6 +170,7 @@ def reads(servers: list[Server], *, clients: int, seconds: float) -> dict[str, A
         # the share answered 404 (an entity the store never saw): not in read_rps
         "read_not_found": not_found / (answers + not_found),
         "server_cpu": sum(r["server_cpu"] for r in loads),
+        **({"database_cpu": (readings[-1] - readings[0]) / seconds} if len(readings) >= 2 else {}),
     }
 
 
@@ -297,14 +319,19 @@ def table(result: dict[str, Any]) -> str:
         f" {result['load_after'][0]:.1f}",
         "",
         "| backend | nodes | stream ingest, projected (events/s) | of which stored (events/s) | import (events/s) |"
-        " rebuild (events/s) | HTTP reads (req/s) | p50 / p99 (ms) | servers' CPU (cores) | 404 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " rebuild (events/s) | HTTP reads (req/s) | p50 / p99 (ms) | reads' CPU: servers + database (cores) |"
+        " reads per core (req/s) | 404 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         latency = f"{r['read_p50_ms']:.1f} / {r['read_p99_ms']:.1f}" if "read_p50_ms" in r else "—"
+        cores = r.get("server_cpu", 0.0) + r.get("database_cpu", 0.0)
+        used = (f"{r['server_cpu']:.2f}" + (f" + {r['database_cpu']:.2f}" if "database_cpu" in r else "")
+                if "server_cpu" in r else "—")
+        per_core = f"{r['read_rps'] / cores:,.0f}" if "read_rps" in r and cores else "—"
         lines.append(
             f"| {r['backend']} | {r['nodes']} | {num(r, 'ingest_rate')} | {num(r, 'stored_rate')} | {num(r, 'import_rate')} |"
-            f" {num(r, 'rebuild_rate')} | {num(r, 'read_rps')} | {latency} | {num(r, 'server_cpu', '{:.2f}')} |"
+            f" {num(r, 'rebuild_rate')} | {num(r, 'read_rps')} | {latency} | {used} | {per_core} |"
             f" {num(r, 'read_not_found', '{:.0%}')} |"
         )
     errors = [f"{r['backend']}, {r['nodes']}{' node(s)' if isinstance(r['nodes'], int) else ''}: {r['error']}"

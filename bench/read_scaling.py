@@ -28,9 +28,11 @@ by ``timeline import`` of the ``--events`` workload events (not cached). The dat
 does part of each read's work in its own processes (a backend a connection of a node's reader
 pool): their CPU over the measuring window is printed ("database CPU"), read from ``/proc`` for
 the backends ``pg_stat_activity`` shows connected from the nodes' sockets (when the server runs
-on this machine). ``--pin`` pins the nodes, not the database server, which is shared: on two
-cores its backends run on whichever core is free, so the "1 read-only" configuration gets more
-than the one core its process is pinned to.
+on this machine). ``--own-postgres`` starts a server of the run's own (pgserver) even with
+``POSTGRES_URL`` set, so that ``--nice`` raises it with the nodes (its processes and its session's
+autogroup); a shared server keeps its niceness. ``--pin`` pins the nodes, not the database
+server: on two cores its backends run on whichever core is free, so the "1 read-only"
+configuration gets more than the one core its process is pinned to.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from events.backend import is_postgres
 from projections.engine import projection_path
 
 from .queries import _get, _zipf_ids, percentile
-from .server import Server, cpu_seconds, redis_url_or_embedded
+from .server import Server, cpu_seconds, database_backends, redis_url_or_embedded
 
 PATH = "/entities/{}/timeline?limit=50"
 LUA = """
@@ -161,30 +163,6 @@ def busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def database_backends(db: str, servers: list[Server]) -> set[int]:
-    """The PostgreSQL server processes (backends) that serve ``servers``' connections: those
-    ``pg_stat_activity`` shows connected from the servers' TCP sockets. Empty unless the database
-    server runs on this machine (its processes' CPU is read from /proc)."""
-    import psutil
-    import psycopg
-
-    ports = set()
-    for server in servers:
-        try:
-            for conn in psutil.Process(server.pid).net_connections(kind="tcp"):
-                if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
-                    ports.add(conn.laddr.port)
-        except psutil.Error:
-            continue
-    if not ports:
-        return set()
-    with psycopg.connect(db, autocommit=True) as pg:
-        pids = {r[0] for r in pg.execute(
-            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND client_addr IS NOT NULL"
-            " AND host(client_addr) IN ('127.0.0.1', '::1')", (sorted(ports),))}
-    return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
-
-
 def measure(
     servers: dict[str, Server], config: list[str], connections: int, seconds: float, workdir: Path,
     paths: list[str], generator: str, db: str | None = None,
@@ -289,13 +267,14 @@ def _autogroup() -> str:
 
 
 @contextmanager
-def postgres_store(url: str | None, events: int) -> Iterator[str]:
+def postgres_store(url: str | None, events: int, *, niceness: int = 0) -> Iterator[str]:
     """A PostgreSQL store of ``events`` workload events, projections built (``timeline import``),
-    in a schema of its own (dropped after)."""
+    in a schema of its own (dropped after); on the server at ``url``, else on one started for the
+    run (at ``niceness``)."""
     from . import backends
     from .workload import lines
 
-    with backends.postgres(url) as pg_url, tempfile.TemporaryDirectory(prefix="bench-read-scaling-pg-") as tmp:
+    with backends.postgres(url, niceness=niceness) as pg_url, tempfile.TemporaryDirectory(prefix="bench-read-scaling-pg-") as tmp:
         work = Path(tmp)
         source = work / "events.jsonl"
         with open(source, "wb") as fh:
@@ -318,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres-url", default=os.environ.get("POSTGRES_URL") or None,
                         help="--backend postgres: default POSTGRES_URL, else a server from pgserver for the run")
+    parser.add_argument("--own-postgres", action="store_true",
+                        help="--backend postgres: a server from pgserver for the run even with POSTGRES_URL set;"
+                             " with --nice it runs at that niceness too (a shared server keeps its own)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time of each configuration")
     parser.add_argument("--rounds", type=int, default=3, help="times each configuration is measured, alternating")
@@ -343,7 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     generator = args.generator if args.generator != "auto" else generator_in_use()
     with ExitStack() as stack:
         if args.backend == "postgres":
-            store: Path | str = stack.enter_context(postgres_store(args.postgres_url, args.events))
+            store: Path | str = stack.enter_context(postgres_store(
+                None if args.own_postgres else args.postgres_url, args.events, niceness=args.nice))
+            if args.nice and not args.own_postgres and args.postgres_url:
+                print(f"note: --nice {args.nice} raises the nodes and the generator, not the database server"
+                      " (POSTGRES_URL's, shared): --own-postgres to raise a server of the run's own too")
         else:
             store = rebuild.CACHE / f"bench-{args.events}.db"
             if not projection_path(store, "timelines").exists():

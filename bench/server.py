@@ -79,6 +79,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def database_backends(db: str, servers: list[Server]) -> set[int]:
+    """The PostgreSQL server processes (backends) that serve ``servers``' connections: those
+    ``pg_stat_activity`` shows connected from the servers' TCP sockets. Empty unless the database
+    server runs on this machine (its processes' CPU is read from /proc)."""
+    import psutil
+    import psycopg
+
+    ports = set()
+    for server in servers:
+        try:
+            for conn in psutil.Process(server.pid).net_connections(kind="tcp"):
+                if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
+                    ports.add(conn.laddr.port)
+        except psutil.Error:
+            continue
+    if not ports:
+        return set()
+    with psycopg.connect(db, autocommit=True) as pg:
+        pids = {r[0] for r in pg.execute(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND client_addr IS NOT NULL"
+            " AND host(client_addr) IN ('127.0.0.1', '::1')", (sorted(ports),))}
+    return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
+
+
+def database_cpu_seconds(pids: set[int]) -> float:
+    """CPU time the live ones of ``pids`` (database server processes on this machine) used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total
+
+
 class Server:
     def __init__(
         self, db: Path, redis_url: str, workdir: Path, *, batch_size: int | None = None,
