@@ -78,10 +78,11 @@ def postgres(url: str | None, *, niceness: int = 0) -> Iterator[str]:
     try:
         pid = server.get_pid()
         if niceness and pid:
-            # the backends it forks later inherit both; pg_ctl started it in a session of its own
+            # the backends it forks later inherit the niceness; PostgreSQL starts each process in a
+            # session (an autogroup) of its own, whose niceness is set once it runs (read_scaling's)
             for process in (psutil.Process(pid), *psutil.Process(pid).children()):
                 process.nice(niceness)
-            Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+                Path(f"/proc/{process.pid}/autogroup").write_text(str(niceness))
         yield server.get_uri()
     finally:
         server.cleanup()

@@ -29,8 +29,9 @@ does part of each read's work in its own processes (a backend a connection of a 
 pool): their CPU over the measuring window is printed ("database CPU"), read from ``/proc`` for
 the backends ``pg_stat_activity`` shows connected from the nodes' sockets (when the server runs
 on this machine). ``--own-postgres`` starts a server of the run's own (pgserver) even with
-``POSTGRES_URL`` set, so that ``--nice`` raises it with the nodes (its processes and its session's
-autogroup); a shared server keeps its niceness. ``--pin`` pins the nodes, not the database
+``POSTGRES_URL`` set, so that ``--nice`` raises it with the nodes (its processes, and the
+autogroup of each: PostgreSQL starts each process in a session of its own); a shared server
+keeps its niceness. ``--pin`` pins the nodes, not the database
 server: on two cores its backends run on whichever core is free, so the "1 read-only"
 configuration gets more than the one core its process is pinned to.
 """
@@ -165,11 +166,19 @@ def busy_seconds() -> float:
 
 def measure(
     servers: dict[str, Server], config: list[str], connections: int, seconds: float, workdir: Path,
-    paths: list[str], generator: str, db: str | None = None,
+    paths: list[str], generator: str, db: str | None = None, database_niceness: int = 0,
 ) -> dict[str, Any]:
     targets = [servers[name].url for name in config]
     load(targets, connections, 1.0, workdir, paths, generator)  # warm-up: connections, caches
     backends = database_backends(db, [servers[name] for name in config]) if db else set()
+    if database_niceness:
+        # PostgreSQL puts each backend in a session (so an autogroup) of its own: the niceness it
+        # inherited weighs only within that group, the group's own against the machine's others
+        for pid in backends:
+            try:
+                Path(f"/proc/{pid}/autogroup").write_text(str(database_niceness))
+            except OSError:
+                pass
     before = {name: s.cpu_seconds() for name, s in servers.items()}
     database = {pid: _cpu(pid) for pid in backends}
     machine = busy_seconds()
@@ -232,9 +241,11 @@ def generator_in_use() -> str:
 
 def run(
     store: Path | str, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False,
-    configs: list[str] | None = None,
+    configs: list[str] | None = None, database_niceness: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each configuration (``CONFIGS``, or those named) measured ``rounds`` times, alternating."""
+    """Each configuration (``CONFIGS``, or those named) measured ``rounds`` times, alternating;
+    with ``database_niceness``, the database backends serving the nodes raised (a server of the
+    run's own)."""
     chosen = {name: CONFIGS[name] for name in (configs or CONFIGS)}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
     with tempfile.TemporaryDirectory(prefix="bench-read-scaling-") as tmp:
@@ -252,7 +263,8 @@ def run(
             for _ in range(rounds):
                 for label, config in chosen.items():
                     results[label].append(measure(servers, config, connections, seconds, work, paths, generator,
-                                                  db=str(store) if is_postgres(str(store)) else None))
+                                                  db=str(store) if is_postgres(str(store)) else None,
+                                                  database_niceness=database_niceness))
         finally:
             for server in reversed(list(servers.values())):
                 server.stop()
@@ -339,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
               f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''};"
               f" backend: {args.backend}")
         results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
-                      generator=generator, pin=args.pin)
+                      generator=generator, pin=args.pin,
+                      database_niceness=args.nice if args.backend == "postgres" and args.own_postgres else 0)
         print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
     pg = args.backend == "postgres"
     print(f"\nHTTP reads ({args.backend}), {args.events:,} events, {args.connections} connections, {args.seconds:g} s each,"

@@ -81,25 +81,29 @@ def cpu_seconds(pid: int) -> float:
 
 def database_backends(db: str, servers: list[Server]) -> set[int]:
     """The PostgreSQL server processes (backends) that serve ``servers``' connections: those
-    ``pg_stat_activity`` shows connected from the servers' TCP sockets. Empty unless the database
-    server runs on this machine (its processes' CPU is read from /proc)."""
+    ``pg_stat_activity`` shows connected from the servers' TCP sockets; over a Unix socket (a
+    server started for the benchmark, pgserver's), whose peers it does not show, every client
+    backend but this one. Empty unless the database server runs on this machine (its processes'
+    CPU is read from /proc)."""
     import psutil
     import psycopg
 
-    ports = set()
-    for server in servers:
-        try:
-            for conn in psutil.Process(server.pid).net_connections(kind="tcp"):
-                if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
-                    ports.add(conn.laddr.port)
-        except psutil.Error:
-            continue
-    if not ports:
-        return set()
     with psycopg.connect(db, autocommit=True) as pg:
-        pids = {r[0] for r in pg.execute(
-            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND client_addr IS NOT NULL"
-            " AND host(client_addr) IN ('127.0.0.1', '::1')", (sorted(ports),))}
+        if pg.info.hostaddr == "" and pg.pgconn.host.startswith(b"/"):
+            pids = {r[0] for r in pg.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")}
+        else:
+            ports = set()
+            for server in servers:
+                try:
+                    for conn in psutil.Process(server.pid).net_connections(kind="tcp"):
+                        if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
+                            ports.add(conn.laddr.port)
+                except psutil.Error:
+                    continue
+            pids = {r[0] for r in pg.execute(
+                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND client_addr IS NOT NULL"
+                " AND host(client_addr) IN ('127.0.0.1', '::1')", (sorted(ports),))} if ports else set()
     return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
 
 
