@@ -14,7 +14,11 @@ Then for each node count (1, 2), on an empty store:
           XADD until every node's ``GET /projections`` shows every projection at N, lag 0.
   reads   16 keep-alive clients (bench.queries' load, plain HTTP/1.1) ask
           ``GET /entities/{id}/timeline?limit=50`` for Zipf-drawn entities for a fixed time,
-          spread evenly over the nodes; requests per second and latency.
+          spread evenly over the nodes; requests per second (200s; the share of 404s apart),
+          latency, and the CPU the nodes took (on PostgreSQL, the database backends serving
+          them too: bench.server.database_backends), so requests per core.
+  beside  on the one-node store, the reads again over the writer and a read-only node
+          (``TIMELINE_READ_ONLY=1``) started beside it: the row "1 + 1 read-only".
 
 SQLite's "two nodes" are two processes on one file (one machine: the case read-only nodes and
 a second writer share); PostgreSQL's are two processes that share only the database and Redis,
