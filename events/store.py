@@ -431,6 +431,11 @@ class EventStore:
 
     # --- reading -------------------------------------------------------------------------
 
+    def replication(self) -> dict[str, Any] | None:
+        """How far a read replica trails its primary: None here (a SQLite file has no replica;
+        PostgreSQL's store answers for a hot standby, events.pg.store)."""
+        return None
+
     def head(self) -> int:
         row = self.conn.execute("SELECT MAX(position) FROM events").fetchone()
         return row[0] or 0

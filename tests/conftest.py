@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
+import psycopg
 import pytest
 import redis
 
@@ -107,3 +108,30 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "timeline.db")
     return request.getfixturevalue("pg_db")
+
+
+@pytest.fixture(scope="session")
+def pg_replica() -> Iterator[object]:
+    """A real streaming replica of the session's own: a private primary and a hot standby made
+    from it by ``pg_basebackup -R`` (tests/pg_replica.py), whether ``POSTGRES_URL`` is set or not.
+    Both are stopped and removed when the session ends."""
+    from pg_replica import streaming_replica
+
+    with streaming_replica() as replica:
+        yield replica
+
+
+@pytest.fixture
+def replica_db(pg_replica: object) -> Iterator[tuple[str, str]]:
+    """``(primary, standby)``: ``TIMELINE_DB`` URLs of one fresh schema of this test's own on the
+    primary and on its standby (the schema reaches the standby by replication; dropped after)."""
+    from events.pg.connect import with_schema
+    from pg_support import drop_schema, fresh_schema
+
+    primary = fresh_schema(pg_replica.primary)  # type: ignore[attr-defined]
+    with psycopg.connect(primary) as conn:
+        (schema,) = conn.execute("SELECT current_schema()").fetchone()  # type: ignore[misc]
+    try:
+        yield primary, with_schema(pg_replica.standby, schema)  # type: ignore[attr-defined]
+    finally:
+        drop_schema(primary)

@@ -366,9 +366,12 @@ class Runtime:
             checks["redis"] = f"not answering: no answer to PING within {HEALTH_PING_SECONDS:g} s"
         except Exception as exc:  # noqa: BLE001 - any failure means Redis is not answering
             checks["redis"] = f"not answering: {_describe(exc)}"
+        replication: dict[str, Any] | None = None
         try:
             await anyio.to_thread.run_sync(self.service.queries.store.head)
             checks["store"] = "ok"
+            if self.read_only:  # on PostgreSQL, a node may read a replica: how far it trails
+                replication = await anyio.to_thread.run_sync(self.service.queries.store.replication)
         except Exception as exc:  # noqa: BLE001
             checks["store"] = f"cannot be read: {exc}"
         consumer = self.consumer
@@ -408,6 +411,8 @@ class Runtime:
                     "events": max((lag.lag_events for lag in lags), default=None),
                     "seconds": round(max((lag.lag_seconds for lag in lags), default=0.0), 3) if lags else None,
                 }
+                if replication is not None:  # PostgreSQL: behind counts against this copy of the store
+                    report["replication"] = replication
         if consumer is not None:
             report["consumer"] = {
                 "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries
