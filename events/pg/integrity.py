@@ -7,8 +7,13 @@ PostgreSQL's own where it is not:
 - the schema: every column, constraint, index, trigger (and whether it is enabled: ``ALTER
   TABLE ... DISABLE TRIGGER`` leaves the definition as it was), rule and trigger function of the
   store's tables, compared with what the code's migrations create, made for the comparison in a
-  scratch schema inside a transaction that is rolled back (nothing is left behind). Objects of
-  other tables in the schema (the projections') are theirs to check;
+  scratch schema inside a transaction that is rolled back (nothing is left behind). A hot
+  standby (a read replica) takes no write, not even that one: there the reference is the
+  catalog the migrations create on the server's major version, shipped with the code
+  (``catalogs/pgNN.json``, written by ``python -m events.pg.integrity URL`` and checked by
+  tests/integration/test_pg_replica_verify.py against what the migrations create, so it
+  cannot drift from them); a version without one is reported, not passed. Objects of other
+  tables in the schema (the projections') are theirs to check;
 - ``event_meta`` and ``event_entities``: derived again in Python from the chained events (the
   append path's own functions) and compared row for row, position by position;
 - the projections' checkpoints in the schema, which must not be past the store's last event.
@@ -19,8 +24,10 @@ Everything is read in one REPEATABLE READ, READ ONLY transaction: one snapshot, 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 
@@ -32,6 +39,11 @@ from .migrations import MIGRATIONS, STORE_TABLES, migrate
 from .store import PgEventStore, pg_text
 
 WINDOW = 5000  # positions compared at a time
+CATALOGS = Path(__file__).with_name("catalogs")  # pgNN.json: what the migrations create on PostgreSQL NN
+
+
+class NoReference(Exception):
+    """A hot standby of a PostgreSQL major version for which no catalog ships."""
 
 
 def verify(url: str, head: str | None = None) -> Report:
@@ -39,11 +51,16 @@ def verify(url: str, head: str | None = None) -> Report:
     verify; the chain must still pass through it."""
     report = Report()
     with connect(url, application_name="timeline-verify") as raw:
-        expected = expected_catalog(raw)
+        expected: dict[tuple[str, str], str] | None = None
+        try:
+            expected = expected_catalog(raw)
+        except NoReference as exc:
+            report.bad(None, str(exc), "the schema")
         with raw.transaction(force_rollback=True):
             raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             schema = current_schema(raw)
-            _check(raw, report, "the schema", lambda: _schema(raw, schema, expected, report))
+            if expected is not None:
+                _check(raw, report, "the schema", lambda: _schema(raw, schema, expected, report))
             _check(raw, report, "_migrations", lambda: _migrations(raw, report))
             streaming = Qmark(raw, streaming=True)
             plain = Qmark(raw)
@@ -69,6 +86,32 @@ def _check(raw: psycopg.Connection, report: Report, table: str, work: Callable[[
 
 
 def expected_catalog(raw: psycopg.Connection) -> dict[tuple[str, str], str]:
+    """What the code's migrations create: made in a scratch schema that is rolled back; on a hot
+    standby, which refuses that write, the catalog shipped for its major version."""
+    (standby,) = raw.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+    if standby:
+        return shipped_catalog(server_major(raw))
+    return built_catalog(raw)
+
+
+def server_major(raw: psycopg.Connection) -> int:
+    """The server's major version (16 for 16.2)."""
+    return int(raw.info.server_version) // 10000
+
+
+def shipped_catalog(major: int) -> dict[tuple[str, str], str]:
+    """The catalog the migrations create on PostgreSQL ``major``, as shipped (``catalogs/``)."""
+    path = CATALOGS / f"pg{major}.json"
+    if not path.exists():
+        shipped = sorted(p.stem for p in CATALOGS.glob("pg*.json")) if CATALOGS.is_dir() else []
+        raise NoReference(
+            f"the schema could not be compared: this is a read replica (a hot standby, which cannot build the"
+            f" reference) of PostgreSQL {major}, and no catalog of it ships with this version"
+            f" (shipped: {', '.join(shipped) or 'none'}): verify the primary")
+    return {(kind, name): definition for kind, name, definition in json.loads(path.read_text())}
+
+
+def built_catalog(raw: psycopg.Connection) -> dict[tuple[str, str], str]:
     """What the code's migrations create, made in a scratch schema that is rolled back."""
     scratch = f"timeline_verify_{uuid.uuid4().hex[:12]}"
     with raw.transaction(force_rollback=True):
@@ -238,3 +281,18 @@ def _projections_beyond(raw: psycopg.Connection, report: Report) -> None:
                        f" {report.head_position}: events were removed from its end", "events")
 
 
+
+
+def write_catalog(url: str) -> Path:
+    """Write ``catalogs/pgNN.json`` from what the migrations create on the server at ``url`` (one
+    that takes writes): a new PostgreSQL major version, or after a migration changed."""
+    with connect(url, application_name="timeline-verify") as raw:
+        major, built = server_major(raw), built_catalog(raw)
+    path = CATALOGS / f"pg{major}.json"
+    rows = [[kind, name, definition] for (kind, name), definition in sorted(built.items())]
+    path.write_text("[\n" + ",\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n]\n")
+    return path
+
+
+if __name__ == "__main__":  # python -m events.pg.integrity URL
+    print(write_catalog(sys.argv[1]))
