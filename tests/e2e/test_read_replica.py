@@ -140,3 +140,52 @@ def test_a_read_only_node_on_a_real_read_replica(serve, replica_db: tuple[str, s
         health = ro.get("/health").json()
         assert health["replication"] == {"standby": True, "replay": "not paused", "lag_seconds": 0}, health
     print(f"replication: caught up in {lag:.3f} s at most; {paused_lag} s of lag reported while paused")
+
+
+def test_a_rebuild_and_an_erasure_on_the_primary_reach_the_node_on_the_standby(
+    serve, replica_db: tuple[str, str], pg_replica: Any
+) -> None:
+    """A rebuild's swap drops the old tables on the primary: replayed on the standby while the
+    node reads, it answers throughout, from the old tables then the new. An erasure on the
+    primary is ``410`` on the node once replayed."""
+    primary, standby = replica_db
+    writer = serve(db=primary, token="replica-token")  # erasure needs the API token
+    pg_replica.replayed()
+    reader = serve(db=standby, token="replica-token", TIMELINE_READ_ONLY="1")
+    auth = {"Authorization": "Bearer replica-token"}
+    with writer.client(headers=auth) as rw, reader.client(headers=auth) as ro:
+        events = [report_event(i, prefix="rb") for i in range(2000)]
+        for start in range(0, len(events), 500):
+            assert rw.post("/events", params={"wait": "true"}, json=events[start:start + 500]).status_code == 201
+        pg_replica.replayed()
+        entities = sorted({e["entities"][0]["id"] for e in events})
+        before = {entity: [e["event_id"] for e in all_pages(ro, f"/entities/{entity}/timeline", limit=500)]
+                  for entity in entities}
+        assert sum(map(len, before.values())) == 2000
+        assert rw.post("/projections/timelines/rebuild").status_code == 202
+        deadline, reads = time.monotonic() + 90, 0
+        while time.monotonic() < deadline:  # answered throughout, from the old tables then the new
+            for entity in entities[:3]:
+                response = ro.get(f"/entities/{entity}/timeline", params={"limit": 500})
+                assert response.status_code == 200, response.text
+                assert [e["event_id"] for e in response.json()["entries"]] == before[entity]
+                reads += 1
+            states = {p["name"]: p["state"] for p in rw.get("/projections").json()}
+            if states["timelines"] == "live":
+                break
+        assert states["timelines"] == "live", states
+        pg_replica.replayed()
+        assert {entity: [e["event_id"] for e in all_pages(ro, f"/entities/{entity}/timeline", limit=500)]
+                for entity in entities} == before
+        assert ro.get("/projections").json() == rw.get("/projections").json()
+
+        assert rw.post("/events/rb-4/erase", json={"reason": "test"}).status_code == 200
+        pg_replica.replayed()
+        assert ro.get("/events/rb-4").status_code == 410
+        assert "rb-4" not in [e["event_id"] for e in all_pages(ro, "/entities/rb-entity-4/timeline", limit=500)]
+        assert answers_of(ro, entities) == answers_of(rw, entities)
+    print(f"{reads} reads on the standby during the rebuild")
+
+
+def answers_of(http: httpx.Client, entities: list[str]) -> dict[str, Any]:
+    return {entity: http.get(f"/entities/{entity}/timeline", params={"limit": 500}).json() for entity in entities}
