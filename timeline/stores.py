@@ -57,8 +57,12 @@ def missing(settings: Settings) -> str | None:
 def reachable(settings: Settings) -> Iterator[None]:
     """Turn PostgreSQL not answering (while a command opens or uses the store) into
     ``StoreUnavailable`` with one line that names the server."""
+    from events.pg.store import StandbyStore
+
     try:
         yield
+    except StandbyStore as exc:  # a node that writes, started on a read replica
+        raise StoreUnavailable(f"cannot write the store: {exc}") from None
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(
             f"cannot reach the store's PostgreSQL ({redact(str(settings.db))}): {_one_line(exc)}"

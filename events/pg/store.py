@@ -29,7 +29,7 @@ import psycopg
 from ..erasure import Erasure, ErasureIncomplete, erase_locked, erasure_request
 from ..records import AppendResult, Candidate
 from ..store import EventStore
-from .connect import Qmark, advisory_key, connect, current_schema
+from .connect import Qmark, advisory_key, connect, current_schema, redact
 from .migrations import migrate
 
 #: the tables an erasure changes: VACUUMed after it
@@ -53,6 +53,11 @@ def _storable(candidate: Candidate) -> Candidate:
     return Candidate.restore(candidate.event, candidate.raw, candidate.body_json, candidate.digests, facts)
 
 
+class StandbyStore(RuntimeError):
+    """The store opened to be written on a hot standby (a read replica), which takes no write:
+    refused at once, in one line, rather than by PostgreSQL at the first write."""
+
+
 class PgEventStore(EventStore):
     """Append, look up and read events in a PostgreSQL schema."""
 
@@ -72,6 +77,13 @@ class PgEventStore(EventStore):
         self._erasures_seen = 0
         self.observers = []
         if not reader:
+            (standby,) = raw.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+            if standby:
+                raw.close()
+                raise StandbyStore(
+                    f"{redact(url)} is a read replica (a hot standby, in recovery), which takes no writes:"
+                    " a node that writes must name the primary; serve the replica read-only"
+                    " (timeline serve --read-only)")
             migrate(raw)
 
     @classmethod
