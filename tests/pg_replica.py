@@ -5,9 +5,9 @@ or not (the shared server is not used: a replica needs a primary of its own).
 
 Both servers listen on no TCP address, only on a Unix socket in a short temporary folder (a
 socket's path has a limit of about 100 bytes). Run by root, they run as the unprivileged user
-``pgserver`` that ``pgserver`` itself creates and uses (``initdb`` and ``postgres`` refuse root),
-through the same functions of ``pgserver`` (``pgserver.utils.ensure_user_exists``, the commands
-of ``pgserver._commands`` with ``user=``).
+``pgserver`` (``initdb`` and ``postgres`` refuse root), as ``pgserver`` itself does for its own
+server: the user made and the binaries opened to it by ``pgserver.utils``' functions, each
+command run with ``subprocess``'s ``user=``.
 
 ``streaming_replica()`` stops both servers (``pg_ctl stop -m immediate``, then a kill of the
 postmaster if that fails) and removes their folders when the block ends, also on failure.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -79,7 +80,6 @@ def _user() -> str | None:
     if os.geteuid() != 0:
         return None
     from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-    import stat
 
     ensure_user_exists("pgserver")
     # what pgserver does before its own initdb as root: the binaries readable by that user

@@ -23,7 +23,7 @@ from httpx_sse import connect_sse
 
 from e2e_support import all_pages, report_event
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pg-replica")]  # one worker starts the replica
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pg-replica")]  # one replica pair, where xdist groups
 
 ENTITY = [{"id": "rep-entity", "name": "Replicated", "role": "subject"}]
 SAME = ("/timeline", "/timeline?q=report", "/entities?q=entity", "/entities/rep-entity",

@@ -24,7 +24,7 @@ from timeline.settings import Settings
 
 from helpers import news, timeline_ids
 
-pytestmark = pytest.mark.xdist_group("pg-replica")  # one worker starts the replica
+pytestmark = pytest.mark.xdist_group("pg-replica")  # one replica pair, where xdist groups
 
 
 def settings(db: str, **over: object) -> Settings:

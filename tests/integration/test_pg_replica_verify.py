@@ -19,7 +19,7 @@ from events.pg.connect import connect
 from events.pg.integrity import CATALOGS, built_catalog, server_major, shipped_catalog, verify
 from test_integrity import N, filled
 
-pytestmark = pytest.mark.xdist_group("pg-replica")  # one worker starts the replica
+pytestmark = pytest.mark.xdist_group("pg-replica")  # one replica pair, where xdist groups
 
 
 def test_verify_on_a_standby_reports_what_it_reports_on_the_primary(replica_db: tuple[str, str], pg_replica: Any) -> None:
