@@ -89,6 +89,13 @@ READS: dict[str, Callable[[Queries, str], Any]] = {
     # the other entities of those events)
     "related": lambda q, e: q.related(e),
     "related, second page": lambda q, e: q.related(e, limit=2, cursor=q.related(e, limit=2)["next_cursor"]),
+    # a search within the timeline: the index's matches among the set's rows (before: each hit
+    # looked up under every member)
+    "search, time order": lambda q, e: q.timeline(e, TimelineQuery(q="headline", limit=50), render=True),
+    "search, by relevance": lambda q, e: q.timeline(e, TimelineQuery(q="headline", order="relevance", limit=50)),
+    "search, newest first, with its total": lambda q, e: q.timeline(
+        e, TimelineQuery(q="headline", order="desc", limit=50), total=True
+    ),
 }
 
 
