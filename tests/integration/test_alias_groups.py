@@ -1,6 +1,7 @@
 """Reads of an entity with a long alias chain do the work of an entity without aliases: the
 timelines and entities projections file a group's rows under its set (projections.groups), so a
-timeline page, a card and the directory's page read one range of rows, not one per member.
+timeline page, a search within it (``q``), a card and the directory's page read one range of
+rows, not one per member.
 
 What is counted is the work SQLite does (virtual machine steps, ``set_progress_handler``) and
 the plans of the statements a read runs, not wall time; the figures are in docs/performance.md
