@@ -1293,9 +1293,9 @@ class Queries:
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
-                # an entity with aliases: its rows filed under its set, or (a search, an ``as_of``
-                # before its latest declaration) those of each of its members
-                set_id = self._set(conn, "timelines", target, snapshot) if match is None else None
+                # an entity with aliases: its rows filed under its set (a search's too), or (an
+                # ``as_of`` before its latest declaration) those of each of its members
+                set_id = self._set(conn, "timelines", target, snapshot)
                 group = None if set_id is not None else self._group(conn, target, snapshot)
                 entity = self._entity(conn, target, snapshot, as_of=as_of is not None, group=group)
                 if entity is None:
@@ -1378,15 +1378,17 @@ class Queries:
         keyed, keyed_args = [f"{alias}.valid_from <= ?"], [p]
         versioned, versioned_args = ["v.valid_to > ?"], [p]
         grouped = by_entity and set_id is not None
+        best = None  # the condition that keeps one row a version of a group's (its best role)
         if grouped:
             keyed.insert(0, "en.set_id = ?")
             keyed_args[0:0] = [set_id]
             if not query.role:  # an event filed under members in several roles: once, its best
-                keyed.append(
+                best = (
                     f"NOT EXISTS (SELECT 1 FROM {GROUP_ENTRIES}{tag} b WHERE b.set_id = en.set_id"
                     " AND b.start_key = en.start_key AND b.position = en.position AND b.valid_from = en.valid_from"
                     " AND b.rank < en.rank)"
                 )
+                keyed.append(best)
         elif by_entity and len(members) == 1:
             keyed.insert(0, "en.entity_id = ?")
             keyed_args[0:0] = members
@@ -1417,7 +1419,8 @@ class Queries:
         order = f"ORDER BY {alias}.start_key {direction}, {alias}.position {direction}"
         if by_entity and match is not None:
             return self._search_entity(conn, tag, search_tag, members, query, keyed, keyed_args,
-                                       versioned, versioned_args, order, after, match, count)
+                                       versioned, versioned_args, order, after, match, count,
+                                       grouped=grouped, best=best)
         where, args = keyed + versioned, keyed_args + versioned_args
         joined, joined_args = "", []
         if match is not None:
@@ -1468,6 +1471,9 @@ class Queries:
         after: Cursor | None,
         match: str,
         count: bool = False,
+        *,
+        grouped: bool = False,
+        best: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """A search within one entity's timeline, planned from the smaller side.
 
@@ -1475,21 +1481,30 @@ class Queries:
         ranking a row on its own (bm25) counts the rows that hold each term: done for each of an
         entity's rows, a search costs (entity size × matches). So the index is asked once: its
         matches among the entity's rows (``h``), ranked as they come, joined with the entity's
-        rows. Only in time order, and only for the first ``WALK_FIRST`` rows of an entity (no
-        aliases), is the entity walked in order and each row asked, which answers a page of a
-        frequent word at once: kept when that page is complete, or the walk saw every row.
+        rows. Only in time order, and only for the first ``WALK_FIRST`` rows of an entity, is the
+        entity walked in order and each row asked, which answers a page of a frequent word at
+        once: kept when that page is complete, or the walk saw every row.
+
+        ``grouped``: the entity's rows are its group's set's (``tl_group_entries``, ``keyed``
+        naming the set), one range in timeline order like an entity's own, so the group is
+        searched as one entity is; ``best`` is the condition of ``keyed`` that keeps a version's
+        best role, which the index's side (a version of the group or not) does without. Else an
+        entity of several ``members`` (an ``as_of`` before its group's latest declaration) has
+        each hit looked up under each member, once a version.
         """
         fts = f"{SEARCH}{search_tag}"
+        table = f"{GROUP_ENTRIES if grouped else ENTRIES}{tag}"
+        several = len(members) > 1 and not grouped  # rows of several ids: grouped by version here
         joined, matches, score = self._search_join(fts)
         join_args, match_args = ([], [match]) if "?" in matches else ([match], [])
         keyed_sql, versioned_sql = " AND ".join(keyed), " AND ".join(versioned)
         relevance = query.order == "relevance"
         limit = query.limit + 1
-        if not relevance and not count and len(members) == 1 and WALK_FIRST > 0:
+        if not relevance and not count and not several and WALK_FIRST > 0:
             rows = _execute(
                 conn,
                 f"SELECT {ENTRY_COLUMNS}, en.rank"
-                f" FROM (SELECT * FROM {ENTRIES}{tag} en WHERE {keyed_sql} {order} LIMIT ?) en"
+                f" FROM (SELECT * FROM {table} en WHERE {keyed_sql} {order} LIMIT ?) en"
                 f" JOIN {EVENTS}{tag} v ON v.valid_from = en.valid_from{joined}"
                 f" WHERE {versioned_sql} AND {matches} {order} LIMIT ?",
                 [*keyed_args, WALK_FIRST, *join_args, *versioned_args, *match_args, limit],
@@ -1497,22 +1512,23 @@ class Queries:
             if len(rows) >= limit:
                 return rows
             (seen,) = conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {ENTRIES}{tag} en WHERE {keyed_sql} LIMIT ?) AS walked",
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} en WHERE {keyed_sql} LIMIT ?) AS walked",
                 [*keyed_args, WALK_FIRST],
             ).fetchone()
             if seen < WALK_FIRST:
                 return rows
         score = score if relevance and not count else "0"
-        rank = "MIN(en.rank)" if len(members) > 1 else "en.rank"
-        group = self.BY_HIT if len(members) > 1 else ""  # filed under several members: once
+        rank = "MIN(en.rank)" if several else "en.rank"
+        group = self.BY_HIT if several else ""  # filed under several members: once
         if relevance:
             order = "ORDER BY h.score, en.start_key, en.position"
-        hits = self._hits(fts, score, f"SELECT en.valid_from FROM {ENTRIES}{tag} en WHERE {keyed_sql}")
+        within = " AND ".join(k for k in keyed if k != best)  # no argument in ``best``
+        hits = self._hits(fts, score, f"SELECT en.valid_from FROM {table} en WHERE {within}")
         sql = (
             f"WITH h AS MATERIALIZED ({hits})"
             f" SELECT {ENTRY_COLUMNS}, {rank} FROM h JOIN {EVENTS}{tag} v ON v.valid_from = h.id"
             # the version's own key: each entry is one lookup, not a walk of the entity's rows
-            f" JOIN {ENTRIES}{tag} en ON en.start_key = v.start_key AND en.position = v.position"
+            f" JOIN {table} en ON en.start_key = v.start_key AND en.position = v.position"
             f" AND en.valid_from = v.valid_from"
             f" WHERE {keyed_sql} AND {versioned_sql}{group} {order} LIMIT ?"
         )

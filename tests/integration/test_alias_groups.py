@@ -1,6 +1,7 @@
 """Reads of an entity with a long alias chain do the work of an entity without aliases: the
 timelines and entities projections file a group's rows under its set (projections.groups), so a
-timeline page, a card and the directory's page read one range of rows, not one per member.
+timeline page, a search within it (``q``), a card and the directory's page read one range of
+rows, not one per member.
 
 What is counted is the work SQLite does (virtual machine steps, ``set_progress_handler``) and
 the plans of the statements a read runs, not wall time; the figures are in docs/performance.md
@@ -9,6 +10,7 @@ the plans of the statements a read runs, not wall time; the figures are in docs/
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,13 @@ READS: dict[str, Callable[[Queries, str], Any]] = {
     # the other entities of those events)
     "related": lambda q, e: q.related(e),
     "related, second page": lambda q, e: q.related(e, limit=2, cursor=q.related(e, limit=2)["next_cursor"]),
+    # a search within the timeline: the index's matches among the set's rows (before: each hit
+    # looked up under every member)
+    "search, time order": lambda q, e: q.timeline(e, TimelineQuery(q="headline", limit=50), render=True),
+    "search, by relevance": lambda q, e: q.timeline(e, TimelineQuery(q="headline", order="relevance", limit=50)),
+    "search, newest first, with its total": lambda q, e: q.timeline(
+        e, TimelineQuery(q="headline", order="desc", limit=50), total=True
+    ),
 }
 
 
@@ -407,3 +416,134 @@ def test_related_of_an_id_in_no_group_reads_the_groups_rows_against_it(queries: 
         fan_out.close()
     # (what is left: reading its 400-odd pairs by member id, to leave them out)
     assert 20 * fast < slow, (fast, slow)
+
+
+def _pages(queries: Any, entity_id: str, query: TimelineQuery, most: int = 100) -> list[dict[str, Any]]:
+    """The pages of an entity's timeline (every one, or the first ``most``), through its
+    cursors, each with its total."""
+    out = []
+    while True:
+        page = queries.timeline(entity_id, query, total=True)
+        out.append(page)
+        if page["next_cursor"] is None or len(out) == most:
+            return out
+        query = dataclasses.replace(query, cursor=page["next_cursor"])
+
+
+def _grouped_searches(queries: Any) -> list[bool]:
+    """Records, for each search within an entity from now on, whether it read the group's set."""
+    used: list[bool] = []
+    search = queries._search_entity
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        used.append(kwargs.get("grouped", False))
+        return search(*args, **kwargs)
+
+    queries._search_entity = spy
+    return used
+
+
+def test_a_search_within_a_long_chain_answers_what_its_members_one_by_one_answer(
+    queries: Queries, chained: Path
+) -> None:
+    fan_out = Queries(str(chained))
+    fan_out._set = lambda *args, **kwargs: None  # type: ignore[method-assign]  # the members, one by one
+    used = _grouped_searches(queries)
+    try:
+        # (the members one by one take seconds a read when every entry matches: two pages of those)
+        for query in (
+            TimelineQuery(q="headline", limit=50), TimelineQuery(q="headline", order="desc", limit=30),
+            TimelineQuery(q="headline", order="relevance", limit=70),
+            TimelineQuery(q="g NOT 1*", role="subject", since="2024-03", until="2024-09", limit=100, order="desc"),
+        ):
+            got = _pages(queries, "c5", query, most=2)
+            assert got == _pages(fan_out, "c5", query, most=2), query
+            assert len(got) == 2 and got[0]["total"] > 200, query
+        for query in (
+            TimelineQuery(q="17 OR 1999 OR 170*", limit=3), TimelineQuery(q="17 OR 1999 OR 170*", order="relevance", limit=2),
+            TimelineQuery(q="1999 OR 17", role="subject", limit=1),
+        ):
+            got = _pages(queries, ROOT, query)
+            assert got == _pages(fan_out, ROOT, query), query
+            assert sum(len(p["entries"]) for p in got) == got[0]["total"] > 0, query
+        assert used and all(used)
+    finally:
+        fan_out.close()
+
+
+# A group whose members share events (in two roles), ranked searches with ties, corrections and
+# retractions, declarations over time: on each backend.
+WORDS = ("flood", "river", "rescue", "storm", "bridge")
+
+
+def _story(i: int) -> dict[str, Any]:
+    mentioned = [ent(f"m{i * 3 % 10}", "mentioned")] if i * 3 % 10 != i % 10 else []
+    return news(
+        f"e-{i}", f"2024-0{1 + i % 3}-0{1 + i % 5}", [ent(f"m{i % 10}", name="Member"), *mentioned, ent("x", "mentioned")],
+        headline=f"{WORDS[i % 5]} {WORDS[i * 7 % 5]} report {i}",
+        summary=" ".join([WORDS[i * 3 % 5]] * (1 + i % 4)) + f" near the {WORDS[(i + 2) % 5]}",
+    )
+
+
+def test_a_search_within_a_group_answers_what_its_members_one_by_one_answer_on_each_backend(backend: str) -> None:
+    """Searches (several queries, in time order either way and by relevance, by role, dated,
+    retracted ones, every page through its cursors, with totals) of an entity with aliases read
+    from the group's set answer as its members asked one by one do; ``as_of`` an instant before
+    the group's latest declaration fans out, one after it reads the set at that position."""
+    from events.backend import open_store
+    from projections import open_engine, open_queries
+
+    instants = []
+    with open_store(backend) as store:
+        engine = open_engine(store)
+        try:
+            engine.setup()
+            for batch in (
+                [*map(_story, range(40)), *(alias(f"a{k}", f"m{k}", f"m{k - 1}") for k in range(1, 6))],
+                [
+                    *map(_story, range(40, 60)), *(alias(f"a{k}", f"m{k}", f"m{k - 1}") for k in range(6, 10)),
+                    correction("c1", "e-3", headline="flood bridge rescue corrected", entities=[ent("m4"), ent("m8", "mentioned")]),
+                    correction("c2", "e-11", entities=[ent("x")]),  # leaves the group
+                    retraction("r1", "e-20"),
+                ],
+                [*map(_story, range(60, 75)), retraction("r2", "e-41")],
+            ):
+                results = append(store, *batch)
+                assert all(r.status == "stored" for r in results), results
+                engine.catch_up()
+                instants.append(store.get(batch[-1]["id"]).recorded_at)
+        finally:
+            engine.close()
+    fast, fan_out = open_queries(backend), open_queries(backend)
+    fan_out._set = lambda *args, **kwargs: None
+    used = _grouped_searches(fast)
+    try:
+        searches = [
+            TimelineQuery(q=q, order=order, limit=4)
+            for q in ("flood", "river OR rescue", "storm NOT bridge", '"storm river"', "resc*", "report")
+            for order in ("asc", "desc", "relevance")
+        ]
+        searches += [
+            TimelineQuery(q="flood OR storm", role="mentioned", limit=3),
+            TimelineQuery(q="flood OR storm", role="subject", order="relevance", limit=3),
+            TimelineQuery(q="report", include_retracted=True, order="desc", limit=7),
+            TimelineQuery(q="river", since="2024-02", until="2024-03-03", order="relevance", limit=2),
+            TimelineQuery(q="corrected OR bridge", limit=50),
+        ]
+        for query in searches:
+            for asked in ("m0", "m7"):
+                got = _pages(fast, asked, query)
+                assert got == _pages(fan_out, asked, query), (asked, query)
+                assert got[0]["total"] > 0 and got[0]["entity"]["id"] == "m0", (asked, query)
+        assert used and all(used)
+        del used[:]
+        for when, grouped in ((instants[0], False), (instants[1], True)):  # the latest declaration: batch 2
+            for query in searches[::4]:
+                query = dataclasses.replace(query, as_of=when)
+                for asked in ("m0", "m7"):
+                    assert _pages(fast, asked, query) == _pages(fan_out, asked, query), (asked, when, query)
+            assert used and all(u == grouped for u in used), when
+            del used[:]
+    finally:
+        fast.close()
+        fan_out.close()
