@@ -411,3 +411,46 @@ def test_alias_groups_rows_equal_sqlite_rows_through_redeclarations_and_erasures
     with PgProjectionEngine(pg_db, pg_projections(), rebuild_batch_size=2, set_based=False) as per_change:
         per_change.rebuild()
         assert pg_tables(per_change) == incremental
+
+
+def test_related_alias_chain_on_postgres_reads_no_whole_table_a_declaration(pg_db):
+    """A chain of 1,000 declarations (each makes the whole chain so far an alias of a new id, with
+    an event of its own): the related projection files each by index lookups. Before, PostgreSQL,
+    without statistics on the tables a catch-up had just filled, hashed the whole members and
+    groups tables into one count a declaration: a chain of n read n times tables that grew with
+    it. Counted here: the rows its connection read by sequential scans of its tables
+    (``pg_stat_user_tables``, flushed by that connection), while it applied the declarations."""
+    from helpers import alias, ent, news
+
+    chain = 1000
+    plain = []
+    for i in range(chain + 1):
+        plain.append(news(f"g-{i}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", [ent(f"c{i}", type="person"), ent(f"o{i % 7}")]))
+        plain.append(news(f"s-{i}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", [ent("solo", type="person"), ent(f"o{i % 7}")]))
+    declarations = [alias(f"a-{i}", f"c{i}", f"c{i + 1}") for i in range(chain)]
+    with PgEventStore(pg_db) as store, \
+            PgProjectionEngine(store, [p for p in pg_projections() if p.name == "related"], batch_size=5000) as engine:
+        engine.setup()
+        append_raw(store, [json.dumps(e).encode() for e in plain])
+        engine.catch_up()
+        conn = engine.connection("related")
+        tag = engine.checkpoint("related")["tag"]
+
+        def seq_reads() -> int:
+            conn.execute("SELECT pg_stat_force_next_flush()")  # this statement's end reports them
+            with connect(engine.url) as other:
+                rows = other.execute(
+                    "SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                ).fetchall()
+            return sum(int(n) for name, n in rows if name.startswith("rel_") and name.endswith(tag))
+
+        before = seq_reads()
+        append_raw(store, [json.dumps(e).encode() for e in declarations])
+        assert engine.catch_up() == store.head()
+        read = seq_reads() - before
+        with connect(engine.url) as other:
+            (members,) = other.execute(f"SELECT COUNT(*) FROM rel_members{tag}").fetchone()
+            (sets,) = other.execute(f"SELECT COUNT(*) FROM rel_groups{tag}").fetchone()
+    assert sets == chain + 1  # one group of every id of the chain
+    # a few passes over the tables at most (a quadratic filing read them once a declaration)
+    assert read < 5 * (members + sets), (read, members, sets)
