@@ -161,15 +161,17 @@ class PgDirectoryProjection(DirectoryProjection):
                 FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(k.position) AS name_position,
                              MAX(CASE WHEN m.type != 'other' THEN k.position END) AS type_position,
                              MIN(k.sk) AS fc, MAX(k.sk) AS lc
-                      FROM k JOIN event_entities m ON m.position = k.position
+                      FROM k JOIN event_entities m ON m.position = k.position AND m.position > ? AND m.position <= ?
                       GROUP BY m.entity_id) a
                 JOIN event_entities n ON n.position = a.name_position AND n.entity_id = a.entity_id
+                                      AND n.position > ? AND n.position <= ?
                 LEFT JOIN event_entities t ON t.position = a.type_position AND t.entity_id = a.entity_id
-                JOIN event_meta f ON f.position = {packed_position('a.fc')}
-                JOIN event_meta l ON l.position = {packed_position('a.lc')}
+                                           AND t.position > ? AND t.position <= ?
+                JOIN event_meta f ON f.position = {packed_position('a.fc')} AND f.position > ? AND f.position <= ?
+                JOIN event_meta l ON l.position = {packed_position('a.lc')} AND l.position > ? AND l.position <= ?
                 {merge(stats_t)}
                 RETURNING id, name, search""",
-            (low, high),
+            (low, high) * 6,
         ).fetchall()
         _fold_search(conn, stats_t, written)
         self._group_bulk(conn, tag, low, high)
@@ -180,9 +182,9 @@ class PgDirectoryProjection(DirectoryProjection):
             f"""INSERT INTO {said_t} (entity_id, said_at, died_at, name, type)
                 SELECT m.entity_id, m.position, {OPEN}, m.name, m.type
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?
                 ON CONFLICT DO NOTHING""",
-            (low, high),
+            (low, high, low, high),
         )
 
     def finish(self, conn: Any, tag: str, position: int) -> None:

@@ -134,12 +134,13 @@ class PgRelatedProjection(RelatedProjection):
                 SELECT p.entity_id, p.other_id, p.cnt, {packed_key('p.lc')}, l.position, l.occurred_at
                 FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt, MAX(k.sk) AS lc
                       FROM k
-                      JOIN event_entities a ON a.position = k.position
+                      JOIN event_entities a ON a.position = k.position AND a.position > ? AND a.position <= ?
                       JOIN event_entities b ON b.position = k.position AND b.entity_id != a.entity_id
+                                            AND b.position > ? AND b.position <= ?
                       GROUP BY a.entity_id, b.entity_id) p
-                JOIN event_meta l ON l.position = {packed_position('p.lc')}
+                JOIN event_meta l ON l.position = {packed_position('p.lc')} AND l.position > ? AND l.position <= ?
                 {merge(pairs_t)}""",
-            (low, high),
+            (low, high) * 4,
         )
         self._bulk_groups(conn, tag, low, high)
 
