@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from events.ids import fold
+from events.pg.store import pg_text
 
 from ..directory import (
     COLUMNS, GROUP_MEMBERS, GROUP_SAID, GROUP_SAID_TYPED_INDEX, GROUP_STATS, IN_FORCE, MEMBERS, OPEN, PREFIX, SAID,
@@ -224,17 +225,15 @@ class PgDirectoryProjection(DirectoryProjection):
 
 
 def _fold_search(conn: Any, stats_t: str, rows: Sequence[tuple[str, str, str]]) -> None:
-    """Write the search key (``fold(name) fold(id)``) of the rows just written, where it changed."""
-    changed = [(key, entity_id) for entity_id, name, old in rows if (key := f"{fold(name)} {fold(entity_id)}") != old]
+    """Write the search key (``fold(name) fold(id)``) of the rows just written, where it changed:
+    one statement, each row found by its key (the keys come as arrays, whose length the planner
+    knows; a temporary table's it did not, and it hashed the whole entity table into the join
+    once a batch)."""
+    changed = [(entity_id, key) for entity_id, name, old in rows if (key := f"{fold(name)} {fold(entity_id)}") != old]
     if not changed:
         return
-    if len(changed) < 200:
-        conn.executemany(f"UPDATE {stats_t} SET search = ? WHERE id = ?", changed)
-        return
-    raw = conn.raw
-    raw.execute("CREATE TEMPORARY TABLE IF NOT EXISTS _search_keys (id TEXT PRIMARY KEY, search TEXT) ON COMMIT DELETE ROWS")
-    with raw.cursor().copy("COPY _search_keys (search, id) FROM STDIN") as copy:
-        for row in changed:
-            copy.write_row(row)
-    raw.execute(f"UPDATE {stats_t} s SET search = k.search FROM _search_keys k WHERE s.id = k.id")
-    raw.execute("DELETE FROM _search_keys")
+    conn.execute(
+        f"""UPDATE {stats_t} s SET search = k.search
+            FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS k(id, search) WHERE s.id = k.id""",
+        ([pg_text(entity_id) for entity_id, _ in changed], [pg_text(key) for _, key in changed]),
+    )
