@@ -454,3 +454,42 @@ def test_related_alias_chain_on_postgres_reads_no_whole_table_a_declaration(pg_d
     assert sets == chain + 1  # one group of every id of the chain
     # a few passes over the tables at most (a quadratic filing read them once a declaration)
     assert read < 5 * (members + sets), (read, members, sets)
+
+
+def test_postgres_projection_batches_read_their_range_of_the_store_only(pg_db):
+    """3,000 news events projected live in batches of 100, on a store without statistics
+    (as a fresh one is until ANALYZE: the test server runs no autovacuum): each batch reads its
+    own events from the store, and the entities' rows it updates, by their keys. Before, the
+    planner guessed 130 entities an event and hashed the whole of ``event_entities`` (and of
+    ``event_meta``, ``ent_stats``) into a batch's statements: every batch read the store so far.
+    Counted: the rows the projections' connections read by sequential scans."""
+    from helpers import ent, news
+
+    tables = ("event_entities", "event_meta", "ent_stats")
+    with PgEventStore(pg_db) as store, PgProjectionEngine(store, pg_projections(), batch_size=100) as engine:
+        engine.setup()
+
+        def seq_reads() -> dict[str, int]:
+            for name in engine.projections:  # each statement's end reports its connection's counts
+                engine.connection(name).execute("SELECT pg_stat_force_next_flush()")
+            with connect(engine.url) as other:
+                rows = other.execute(
+                    "SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                ).fetchall()
+            return {t: sum(int(n) for name, n in rows if name.startswith(t)) for t in tables}
+
+        before = seq_reads()
+        raws = [
+            json.dumps(news(f"e-{i}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                            [ent(f"p{i % 500}", type="person"), ent(f"o{i * 7 % 300}", "mentioned")])).encode()
+            for i in range(3000)
+        ]
+        for i in range(0, len(raws), 500):
+            append_raw(store, raws[i : i + 500])
+        assert engine.catch_up() == store.head() == 3000
+        after = seq_reads()
+        with connect(engine.url) as other:
+            (entities,) = other.execute("SELECT COUNT(*) FROM event_entities").fetchone()
+    read = {t: after[t] - before[t] for t in tables}
+    # at most one pass over each table in all (30 batches that each read the store so far: ~15)
+    assert all(read[t] <= entities for t in tables), (read, entities)
