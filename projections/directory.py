@@ -306,18 +306,19 @@ class DirectoryProjection(Projection):
         and each set's count and dates, merged as the entities' rows are."""
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         named = f"""FROM event_meta e JOIN event_entities m ON m.position = e.position
-                    JOIN {groups_t} g ON g.entity_id = m.entity_id WHERE e.position > ? AND e.position <= ? AND e.plain <> 0"""
-        touched = [r[0] for r in conn.execute(f"SELECT DISTINCT g.set_id {named}", (low, high))]
+                    JOIN {groups_t} g ON g.entity_id = m.entity_id
+                    WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?"""
+        touched = [r[0] for r in conn.execute(f"SELECT DISTINCT g.set_id {named}", (low, high, low, high))]
         if not touched:
             return
         conn.execute(
             f"INSERT INTO {gm} (set_id, position, start_key, occurred_at)"
             f" SELECT g.set_id, e.position, e.start_key, e.occurred_at {named} ON CONFLICT DO NOTHING",
-            (low, high),
+            (low, high, low, high),
         )
         conn.execute(
             f"UPDATE {self.table(STATS, tag)} SET grouped = 1 WHERE grouped = 0 AND id IN (SELECT m.entity_id {named})",
-            (low, high),
+            (low, high, low, high),
         )
         conn.execute(
             f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
@@ -325,9 +326,9 @@ class DirectoryProjection(Projection):
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {groups_t} g ON g.entity_id = m.entity_id
                 JOIN {self.table(SAID, tag)} s ON s.entity_id = m.entity_id AND s.said_at = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?
                 {GROUP_SAID_UPSERT}""",
-            (low, high),
+            (low, high, low, high),
         )
         for set_id in touched:
             count, first, last = conn.execute(

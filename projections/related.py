@@ -140,8 +140,8 @@ class RelatedProjection(Projection):
                 SELECT DISTINCT g.set_id, e.position, e.start_key, e.occurred_at
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {sets} g ON g.entity_id = m.entity_id
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0""",
-            (low, high),
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?""",
+            (low, high, low, high),
         )
         conn.execute(
             f"""INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)
@@ -155,10 +155,11 @@ class RelatedProjection(Projection):
                       JOIN event_entities m ON m.position = e.position
                       LEFT JOIN {sets} g ON g.entity_id = m.entity_id
                       WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                      AND m0.position > ? AND m0.position <= ? AND m.position > ? AND m.position <= ?
                       AND COALESCE(g.set_id, m.entity_id) <> g0.set_id
                       GROUP BY g0.set_id, COALESCE(g.set_id, m.entity_id)) t
                 WHERE true {self.group_merge(group_pairs)}""",
-            (low, high),
+            (low, high) * 3,
         )
 
     def _group_tables(self, tag: str) -> tuple[str, str, str]:

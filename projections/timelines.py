@@ -164,9 +164,9 @@ class TimelinesProjection(Projection):
                 SELECT g.set_id, e.start_key, e.position, e.position, {RANK_SQL}
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {self.table(PREFIX + groups.GROUPS, tag)} g ON g.entity_id = m.entity_id
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?
                 ON CONFLICT DO NOTHING""",
-            (low, high),
+            (low, high, low, high),
         )
 
     def finish(self, conn: sqlite3.Connection, tag: str, position: int) -> None:

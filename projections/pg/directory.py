@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from events.ids import fold
+from events.pg.store import pg_text
 
 from ..directory import (
     COLUMNS, GROUP_MEMBERS, GROUP_SAID, GROUP_SAID_TYPED_INDEX, GROUP_STATS, IN_FORCE, MEMBERS, OPEN, PREFIX, SAID,
@@ -161,15 +162,17 @@ class PgDirectoryProjection(DirectoryProjection):
                 FROM (SELECT m.entity_id, COUNT(*) AS cnt, MAX(k.position) AS name_position,
                              MAX(CASE WHEN m.type != 'other' THEN k.position END) AS type_position,
                              MIN(k.sk) AS fc, MAX(k.sk) AS lc
-                      FROM k JOIN event_entities m ON m.position = k.position
+                      FROM k JOIN event_entities m ON m.position = k.position AND m.position > ? AND m.position <= ?
                       GROUP BY m.entity_id) a
                 JOIN event_entities n ON n.position = a.name_position AND n.entity_id = a.entity_id
+                                      AND n.position > ? AND n.position <= ?
                 LEFT JOIN event_entities t ON t.position = a.type_position AND t.entity_id = a.entity_id
-                JOIN event_meta f ON f.position = {packed_position('a.fc')}
-                JOIN event_meta l ON l.position = {packed_position('a.lc')}
+                                           AND t.position > ? AND t.position <= ?
+                JOIN event_meta f ON f.position = {packed_position('a.fc')} AND f.position > ? AND f.position <= ?
+                JOIN event_meta l ON l.position = {packed_position('a.lc')} AND l.position > ? AND l.position <= ?
                 {merge(stats_t)}
                 RETURNING id, name, search""",
-            (low, high),
+            (low, high) * 6,
         ).fetchall()
         _fold_search(conn, stats_t, written)
         self._group_bulk(conn, tag, low, high)
@@ -180,9 +183,9 @@ class PgDirectoryProjection(DirectoryProjection):
             f"""INSERT INTO {said_t} (entity_id, said_at, died_at, name, type)
                 SELECT m.entity_id, m.position, {OPEN}, m.name, m.type
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?
                 ON CONFLICT DO NOTHING""",
-            (low, high),
+            (low, high, low, high),
         )
 
     def finish(self, conn: Any, tag: str, position: int) -> None:
@@ -222,17 +225,15 @@ class PgDirectoryProjection(DirectoryProjection):
 
 
 def _fold_search(conn: Any, stats_t: str, rows: Sequence[tuple[str, str, str]]) -> None:
-    """Write the search key (``fold(name) fold(id)``) of the rows just written, where it changed."""
-    changed = [(key, entity_id) for entity_id, name, old in rows if (key := f"{fold(name)} {fold(entity_id)}") != old]
+    """Write the search key (``fold(name) fold(id)``) of the rows just written, where it changed:
+    one statement, each row found by its key (the keys come as arrays, whose length the planner
+    knows; a temporary table's it did not, and it hashed the whole entity table into the join
+    once a batch)."""
+    changed = [(entity_id, key) for entity_id, name, old in rows if (key := f"{fold(name)} {fold(entity_id)}") != old]
     if not changed:
         return
-    if len(changed) < 200:
-        conn.executemany(f"UPDATE {stats_t} SET search = ? WHERE id = ?", changed)
-        return
-    raw = conn.raw
-    raw.execute("CREATE TEMPORARY TABLE IF NOT EXISTS _search_keys (id TEXT PRIMARY KEY, search TEXT) ON COMMIT DELETE ROWS")
-    with raw.cursor().copy("COPY _search_keys (search, id) FROM STDIN") as copy:
-        for row in changed:
-            copy.write_row(row)
-    raw.execute(f"UPDATE {stats_t} s SET search = k.search FROM _search_keys k WHERE s.id = k.id")
-    raw.execute("DELETE FROM _search_keys")
+    conn.execute(
+        f"""UPDATE {stats_t} s SET search = k.search
+            FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS k(id, search) WHERE s.id = k.id""",
+        ([pg_text(entity_id) for entity_id, _ in changed], [pg_text(key) for _, key in changed]),
+    )

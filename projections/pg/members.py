@@ -42,6 +42,6 @@ def fill_plain(conn: Any, table: str, low: int, high: int) -> None:
         f"""INSERT INTO {table} (position, entity_id, start_key, occurred_at)
             SELECT e.position, m.entity_id, e.start_key, e.occurred_at
             FROM event_meta e JOIN event_entities m ON m.position = e.position
-            WHERE e.position > ? AND e.position <= ? AND e.plain <> 0""",
-        (low, high),
+            WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?""",
+        (low, high, low, high),
     )

@@ -64,6 +64,63 @@ class PgRelatedProjection(RelatedProjection):
     packed_position = staticmethod(packed_position)
     groups_class = PgGroups
 
+    def _absorb(self, conn: Any, tag: str, keep: str, source: str, arg: str, *, mirror: bool) -> None:
+        """``RelatedProjection._absorb`` in three index lookups, whatever the planner knows of the
+        tables: the source's events (by the members' entity index or the set's key), those of
+        them set ``keep`` has (by its key, set and positions), and every member of the new ones
+        (by position) with its set (a lookup a member). The counts are made here, not by one
+        join: without statistics on tables a catch-up has just filled, PostgreSQL hashed
+        whole tables (the members, the groups) into that join, once a declaration, so a chain
+        of n declarations read n times a table that grew with it (docs/performance.md)."""
+        group_members, group_pairs, sets = self._group_tables(tag)
+        members_t = self.table(MEMBERS, tag)
+        src = {
+            position: (start_key, occurred_at)
+            for position, start_key, occurred_at in conn.execute(
+                f"SELECT src.position, src.start_key, src.occurred_at FROM ({source}) src", (arg,)
+            )
+        }
+        if not src:
+            return
+        had = {
+            position
+            for (position,) in conn.execute(
+                f"SELECT position FROM {group_members} WHERE set_id = ? AND position = ANY(?)", (keep, sorted(src))
+            )
+        }
+        fresh = sorted(p for p in src if p not in had)
+        if not fresh:
+            return
+        # (side, grouped) -> the positions of the events that name it; position -> its date
+        sides: dict[tuple[str, bool], set[int]] = {}
+        dates: dict[int, str] = {}
+        for position, entity_id, occurred_at, set_id in conn.execute(
+            f"""SELECT m.position, m.entity_id, m.occurred_at,
+                       (SELECT g.set_id FROM {sets} g WHERE g.entity_id = m.entity_id)
+                FROM {members_t} m WHERE m.position = ANY(?)""",
+            (fresh,),
+        ):
+            dates.setdefault(position, occurred_at)
+            side = (entity_id, False) if set_id is None else (set_id, True)
+            if side[0] != keep:
+                sides.setdefault(side, set()).add(position)
+        rows = []
+        for (other, grouped), positions in sorted(sides.items()):
+            last_key, position = max((src[p][0], p) for p in positions)
+            last = (last_key, position, dates[position])
+            rows.append((keep, other, len(positions), *last))
+            if mirror and grouped:
+                rows.append((other, keep, len(positions), *last))
+        conn.executemany(
+            f"INSERT INTO {group_pairs} (set_id, other_id, count, last_key, last_position, last_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?) {self.group_merge(group_pairs)}",
+            rows,
+        )
+        conn.executemany(
+            f"INSERT INTO {group_members} (set_id, position, start_key, occurred_at) VALUES (?, ?, ?, ?)",
+            [(keep, p, *src[p]) for p in fresh],
+        )
+
     def bulk(self, conn: Any, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
         fill_plain(conn, members_t, low, high)
@@ -77,12 +134,13 @@ class PgRelatedProjection(RelatedProjection):
                 SELECT p.entity_id, p.other_id, p.cnt, {packed_key('p.lc')}, l.position, l.occurred_at
                 FROM (SELECT a.entity_id, b.entity_id AS other_id, COUNT(*) AS cnt, MAX(k.sk) AS lc
                       FROM k
-                      JOIN event_entities a ON a.position = k.position
+                      JOIN event_entities a ON a.position = k.position AND a.position > ? AND a.position <= ?
                       JOIN event_entities b ON b.position = k.position AND b.entity_id != a.entity_id
+                                            AND b.position > ? AND b.position <= ?
                       GROUP BY a.entity_id, b.entity_id) p
-                JOIN event_meta l ON l.position = {packed_position('p.lc')}
+                JOIN event_meta l ON l.position = {packed_position('p.lc')} AND l.position > ? AND l.position <= ?
                 {merge(pairs_t)}""",
-            (low, high),
+            (low, high) * 4,
         )
         self._bulk_groups(conn, tag, low, high)
 

@@ -49,7 +49,11 @@ END $$"""
 
 
 def fold(text: str) -> str:
-    """What FTS5's ``remove_diacritics 2`` tokenizer does to text before it stems it."""
+    """What FTS5's ``remove_diacritics 2`` tokenizer does to text before it stems it. ASCII text
+    (most headlines and summaries) has nothing to decompose or drop, and its case folding is
+    ``lower``: that, without ``_unaccent``'s walk character by character (70 µs a document)."""
+    if text.isascii():
+        return text.lower()
     return _unaccent(text)
 
 

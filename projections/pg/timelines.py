@@ -87,18 +87,18 @@ class PgTimelinesProjection(TimelinesProjection):
             f"""INSERT INTO {self.table(CHANGES, tag)} (entity_id, position, rank)
                 SELECT m.entity_id, e.position, {RANK_SQL}
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?
                 UNION ALL
                 SELECT '{GLOBAL}', e.position, NULL FROM event_meta e
                 WHERE e.position > ? AND e.position <= ? AND e.plain <> 0""",
-            (low, high, low, high),
+            (low, high) * 3,
         )
         conn.execute(
             f"""INSERT INTO {self.table(ENTRIES, tag)} (entity_id, start_key, position, valid_from, rank)
                 SELECT m.entity_id, e.start_key, e.position, e.position, {RANK_SQL}
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
-                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0""",
-            (low, high),
+                WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?""",
+            (low, high, low, high),
         )
 
     @staticmethod

@@ -411,3 +411,85 @@ def test_alias_groups_rows_equal_sqlite_rows_through_redeclarations_and_erasures
     with PgProjectionEngine(pg_db, pg_projections(), rebuild_batch_size=2, set_based=False) as per_change:
         per_change.rebuild()
         assert pg_tables(per_change) == incremental
+
+
+def test_related_alias_chain_on_postgres_reads_no_whole_table_a_declaration(pg_db):
+    """A chain of 1,000 declarations (each makes the whole chain so far an alias of a new id, with
+    an event of its own): the related projection files each by index lookups. Before, PostgreSQL,
+    without statistics on the tables a catch-up had just filled, hashed the whole members and
+    groups tables into one count a declaration: a chain of n read n times tables that grew with
+    it. Counted here: the rows its connection read by sequential scans of its tables
+    (``pg_stat_user_tables``, flushed by that connection), while it applied the declarations."""
+    from helpers import alias, ent, news
+
+    chain = 1000
+    plain = []
+    for i in range(chain + 1):
+        plain.append(news(f"g-{i}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", [ent(f"c{i}", type="person"), ent(f"o{i % 7}")]))
+        plain.append(news(f"s-{i}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", [ent("solo", type="person"), ent(f"o{i % 7}")]))
+    declarations = [alias(f"a-{i}", f"c{i}", f"c{i + 1}") for i in range(chain)]
+    with PgEventStore(pg_db) as store, \
+            PgProjectionEngine(store, [p for p in pg_projections() if p.name == "related"], batch_size=5000) as engine:
+        engine.setup()
+        append_raw(store, [json.dumps(e).encode() for e in plain])
+        engine.catch_up()
+        conn = engine.connection("related")
+        tag = engine.checkpoint("related")["tag"]
+
+        def seq_reads() -> int:
+            conn.execute("SELECT pg_stat_force_next_flush()")  # this statement's end reports them
+            with connect(engine.url) as other:
+                rows = other.execute(
+                    "SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                ).fetchall()
+            return sum(int(n) for name, n in rows if name.startswith("rel_") and name.endswith(tag))
+
+        before = seq_reads()
+        append_raw(store, [json.dumps(e).encode() for e in declarations])
+        assert engine.catch_up() == store.head()
+        read = seq_reads() - before
+        with connect(engine.url) as other:
+            (members,) = other.execute(f"SELECT COUNT(*) FROM rel_members{tag}").fetchone()
+            (sets,) = other.execute(f"SELECT COUNT(*) FROM rel_groups{tag}").fetchone()
+    assert sets == chain + 1  # one group of every id of the chain
+    # a few passes over the tables at most (a quadratic filing read them once a declaration)
+    assert read < 5 * (members + sets), (read, members, sets)
+
+
+def test_postgres_projection_batches_read_their_range_of_the_store_only(pg_db):
+    """3,000 news events projected live in batches of 100, on a store without statistics
+    (as a fresh one is until ANALYZE: the test server runs no autovacuum): each batch reads its
+    own events from the store, and the entities' rows it updates, by their keys. Before, the
+    planner guessed 130 entities an event and hashed the whole of ``event_entities`` (and of
+    ``event_meta``, ``ent_stats``) into a batch's statements: every batch read the store so far.
+    Counted: the rows the projections' connections read by sequential scans."""
+    from helpers import ent, news
+
+    tables = ("event_entities", "event_meta", "ent_stats")
+    with PgEventStore(pg_db) as store, PgProjectionEngine(store, pg_projections(), batch_size=100) as engine:
+        engine.setup()
+
+        def seq_reads() -> dict[str, int]:
+            for name in engine.projections:  # each statement's end reports its connection's counts
+                engine.connection(name).execute("SELECT pg_stat_force_next_flush()")
+            with connect(engine.url) as other:
+                rows = other.execute(
+                    "SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                ).fetchall()
+            return {t: sum(int(n) for name, n in rows if name.startswith(t)) for t in tables}
+
+        before = seq_reads()
+        raws = [
+            json.dumps(news(f"e-{i}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                            [ent(f"p{i % 500}", type="person"), ent(f"o{i * 7 % 300}", "mentioned")])).encode()
+            for i in range(3000)
+        ]
+        for i in range(0, len(raws), 500):
+            append_raw(store, raws[i : i + 500])
+        assert engine.catch_up() == store.head() == 3000
+        after = seq_reads()
+        with connect(engine.url) as other:
+            (entities,) = other.execute("SELECT COUNT(*) FROM event_entities").fetchone()
+    read = {t: after[t] - before[t] for t in tables}
+    # at most one pass over each table in all (30 batches that each read the store so far: ~15)
+    assert all(read[t] <= entities for t in tables), (read, entities)
