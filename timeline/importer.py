@@ -385,7 +385,7 @@ class Importer:
             except Exception:  # noqa: BLE001 - a validating process died, say: the same answer, here
                 flat = validate_chunk(chunk)
                 self.report.chunks_here += 1
-        prepared = restore_flat([str(number).encode() for number, _ in chunk], flat)
+        prepared = restore_flat([str(number).encode() for number, _ in chunk], flat, [line for _, line in chunk])
         batch = self._batch
         batch.candidates += prepared.candidates
         batch.sources += prepared.sources

@@ -116,7 +116,8 @@ Flat = tuple[Any, ...]
 def classify_flat(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Flat]:
     """``classify`` each entry, as flat tuples of strings and bytes: what a validating process
     sends back (cheap to pickle; a news event goes without its body, which the store needs only
-    as ``Candidate.facts`` and ``body_json``). ``restore_flat`` makes the same candidates."""
+    as ``Candidate.facts`` and ``body_json``, and a candidate without its entry id and raw bytes,
+    which the sender holds already). ``restore_flat`` makes the same candidates."""
     out: list[Flat] = []
     for entry_id, fields in entries:
         item = classify(entry_id, fields)
@@ -126,21 +127,23 @@ def classify_flat(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> lis
         event = item.event
         body = None if event.kind in NEWS_KINDS else event.body
         out.append(
-            (True, entry_id, event.id, event.kind, event.content_hash, event.plain, body, item.raw,
-             item.body_json, item.digests, item.facts)
+            (True, event.id, event.kind, event.content_hash, event.plain, body, item.body_json, item.digests,
+             item.facts)
         )
     return out
 
 
-def restore_flat(ids: list[bytes], flat: list[Flat]) -> Prepared:
+def restore_flat(ids: list[bytes], flat: list[Flat], raws: list[bytes | None]) -> Prepared:
+    """The candidates and dead letters of ``classify_flat``'s answer for entries of these ids
+    whose ``event`` fields were ``raws`` (one item an entry, in order)."""
     prepared = Prepared(ids=ids)
-    for item in flat:
+    for entry_id, raw, item in zip(ids, raws, flat, strict=True):
         if not item[0]:
             prepared.dead.append(DeadLetter(*item[1:]))
             continue
-        _, entry_id, event_id, kind, content_hash, plain, body, raw, body_json, row_digests, facts = item
+        _, event_id, kind, content_hash, plain, body, body_json, row_digests, facts = item
         event = ParsedEvent(event_id, kind, content_hash, body, plain)
-        prepared.candidates.append(Candidate.restore(event, raw, body_json, row_digests, facts))
+        prepared.candidates.append(Candidate.restore(event, raw, body_json, row_digests, facts))  # type: ignore[arg-type]
         prepared.sources.append(entry_id)
     return prepared
 
@@ -213,7 +216,9 @@ class Validators:
             log.warning("a batch validated elsewhere did not come back (%s: %s); validating it in process",
                         type(exc).__name__, exc)
             return prepare_here(entries)
-        return restore_flat([entry_id for entry_id, _ in entries], flat)
+        return restore_flat(
+            [entry_id for entry_id, _ in entries], flat, [fields.get(b"event") if fields else None for _, fields in entries]
+        )
 
     def close(self) -> None:
         with self._lock:

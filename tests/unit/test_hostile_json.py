@@ -95,8 +95,10 @@ def test_a_stream_batch_with_poison_settles_every_entry() -> None:
         entries.append((f"1-{2 * i}".encode(), {b"event": write(report(id=f"ok-{i}")).encode()}))
         entries.append((f"1-{2 * i + 1}".encode(), {b"event": text.encode()}))
     ids = [entry_id for entry_id, _ in entries]
-    for prepared in (prepare_here(entries), restore_flat(ids, classify_flat(entries))):
+    for prepared in (prepare_here(entries), restore_flat(ids, classify_flat(entries), [fields[b"event"] for _, fields in entries])):
         assert [c.event.id for c in prepared.candidates] == [f"ok-{i}" for i in range(len(POISON))]
+        # each candidate with its own entry's bytes (a flat answer carries none: restored from the entries)
+        assert [c.raw for c in prepared.candidates] == [fields[b"event"] for _, fields in entries[0::2]]
         assert [d.source_id for d in prepared.dead] == ids[1::2]
         assert [d.reason for d in prepared.dead] == [p[2] for p in POISON]
 
