@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from events.records import AliasDeclaration
+
     from ..changes import Change
     from ..erasure import Erased
 
@@ -77,9 +79,9 @@ class Projection(ABC):
         the read-side indexes creates it; they say IF NOT EXISTS). Default: nothing deferred."""
 
     def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
     ) -> None:
-        """The alias declarations ``(position, alias, canonical)`` of a batch, in store order,
+        """The alias declarations of a batch, in store order,
         after its changes (``projections.groups``). Default: aliases change no rows.
 
         ``deferred``: as for ``apply`` (rows that ``finish`` derives may be left out)."""

@@ -91,3 +91,19 @@ def test_a_class_that_lacks_a_method_or_differs_in_one_is_told() -> None:
         test_each_backend_class_implements_its_role(Engine, Lacking)
     with pytest.raises(AssertionError, match="Differing.step"):
         test_each_backend_class_implements_its_role(Engine, Differing)
+
+
+def test_a_batch_gives_the_projections_its_alias_declarations_as_records() -> None:
+    """What ``Projection.declare`` gets: the store's ``AliasDeclaration`` records, not tuples; an
+    erased declaration (no body) and other kinds are left out."""
+    from events.records import AliasDeclaration, StoredEvent
+    from projections.groups import declarations
+
+    at = "2025-05-24T00:00:00+00:00"
+    events = [
+        StoredEvent(1, "n1", "news", None, at, {"details": {}}),
+        StoredEvent(2, "a1", "entity_alias", None, at, {"details": {"alias": "twitter", "canonical": "x", "name": "X"}}),
+        StoredEvent(3, "a2", "entity_alias", None, at, {}),
+        StoredEvent(4, "a3", "entity_alias", None, at, {"details": {"alias": "tw", "canonical": "x"}}),
+    ]
+    assert declarations(events) == [AliasDeclaration(2, "twitter", "x", "X"), AliasDeclaration(4, "tw", "x", None)]
