@@ -99,7 +99,8 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class ProjectionStatus:
-    """A checkpoint against the store's head: one object of ``GET /projections``."""
+    """A checkpoint against the store's head: one object of ``GET /projections`` (``as_json``;
+    its OpenAPI schema is ``timeline.schemas.ProjectionStatus``)."""
 
     checkpoint: Checkpoint
     head: int
