@@ -434,7 +434,7 @@ def test_related_alias_chain_on_postgres_reads_no_whole_table_a_declaration(pg_d
         append_raw(store, [json.dumps(e).encode() for e in plain])
         engine.catch_up()
         conn = engine.connection("related")
-        tag = engine.checkpoint("related")["tag"]
+        tag = engine.checkpoint("related").tag
 
         def seq_reads() -> int:
             conn.execute("SELECT pg_stat_force_next_flush()")  # this statement's end reports them
