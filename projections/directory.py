@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from events.ids import compact_json, fold
+from events.records import AliasDeclaration
 
 from .changes import Change
 from . import groups, members
@@ -400,7 +401,7 @@ class DirectoryProjection(Projection):
         )
 
     def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
     ) -> None:
         """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
         a merged set's move to the set it joined (the smaller set's: each row moves at most

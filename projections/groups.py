@@ -33,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from events.records import AliasDeclaration, StoredEvent
+
 LINKS, GROUPS, SETS = "_links", "_groups", "_sets"
 
 
@@ -108,12 +110,13 @@ class Groups:
     def members(self, set_id: str) -> list[str]:
         return [r[0] for r in self.conn.execute(f"SELECT entity_id FROM {self.groups} WHERE set_id = ?", (set_id,))]
 
-    def declare(self, declarations: list[tuple[int, str, str]], out: Regrouped | None = None) -> Regrouped:
+    def declare(self, declarations: list[AliasDeclaration], out: Regrouped | None = None) -> Regrouped:
         """Apply ``(position, alias, canonical)`` declarations in store order (the store has
         refused cycles)."""
         out = out if out is not None else Regrouped()
         conn = self.conn
-        for _, alias, canonical in declarations:
+        for declaration in declarations:
+            alias, canonical = declaration.alias, declaration.canonical
             row = conn.execute(f"SELECT canonical FROM {self.links} WHERE alias = ?", (alias,)).fetchone()
             if row is None:
                 conn.execute(f"INSERT INTO {self.links} (alias, canonical) VALUES (?, ?)", (alias, canonical))
@@ -199,7 +202,7 @@ class Groups:
             conn.executemany(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", [(i, root) for i in tree])
             out.created.append(root)
 
-    def replay(self, declarations: list[tuple[int, str, str]]) -> None:
+    def replay(self, declarations: list[AliasDeclaration]) -> None:
         """Forget every group and apply these declarations again (after one was erased): what a
         rebuild without it makes. The projection then files every set's rows anew."""
         for table in (self.links, self.groups, self.sets):
@@ -217,27 +220,28 @@ class Groups:
             f"SELECT entity_id, set_id FROM {self.groups} WHERE {self.in_ids('entity_id')}", (self.ids(entity_ids),)
         ).fetchall())
 
-    def stored_declarations(self, upto: int) -> list[tuple[int, str, str]]:
+    def stored_declarations(self, upto: int) -> list[AliasDeclaration]:
         """Every alias declaration the store holds up to a position (``stored_declarations``)."""
         return stored_declarations(self.conn, upto)
 
 
-def declarations(events: list) -> list[tuple[int, str, str]]:
-    """``(position, alias, canonical)`` of the alias declarations among stored events."""
+def declarations(events: list[StoredEvent]) -> list[AliasDeclaration]:
+    """The alias declarations among stored events (an erased one has no body)."""
     return [
-        (e.position, e.body["details"]["alias"], e.body["details"]["canonical"])
+        AliasDeclaration(e.position, e.body["details"]["alias"], e.body["details"]["canonical"],
+                         e.body["details"].get("name"))
         for e in events
         if e.kind == "entity_alias" and e.body
     ]
 
 
-def stored_declarations(conn: sqlite3.Connection, upto: int) -> list[tuple[int, str, str]]:
+def stored_declarations(conn: sqlite3.Connection, upto: int) -> list[AliasDeclaration]:
     """Every alias declaration the store holds up to a position (an erased one has no body)."""
     return [
-        (position, alias, canonical)
-        for position, alias, canonical in conn.execute(
-            "SELECT position, body ->> '$.details.alias', body ->> '$.details.canonical' FROM events"
-            " WHERE kind = 'entity_alias' AND position <= ? AND body <> '' ORDER BY position",
+        AliasDeclaration(*row)
+        for row in conn.execute(
+            "SELECT position, body ->> '$.details.alias', body ->> '$.details.canonical', body ->> '$.details.name'"
+            " FROM events WHERE kind = 'entity_alias' AND position <= ? AND body <> '' ORDER BY position",
             (upto,),
         )
     ]

@@ -34,7 +34,7 @@ from .aliases import AliasIndex
 from .changes import RANK
 from . import groups
 from .directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS, group_naming, naming
-from .engine import projection_path, read_checkpoints, status_row
+from .engine import ProjectionStatus, Tables, projection_path, read_checkpoints
 from .members import KEY_WIDTH, PACKED_WIDTH, packed, unpack
 from .related import MEMBERS as RELATED_MEMBERS
 from .related import GROUP_PAIRS, PAIRS
@@ -622,7 +622,7 @@ class Queries:
             store.close()
         self._local.store = None
 
-    def _checkpoint(self, conn: sqlite3.Connection, name: str) -> tuple[int, str]:
+    def _checkpoint(self, conn: sqlite3.Connection, name: str) -> Tables:
         row = None
         if name in self._local.attached:
             row = conn.execute(
@@ -630,16 +630,16 @@ class Queries:
             ).fetchone()
         if row is None:
             raise RuntimeError(f"projection {name!r} is not set up")
-        return row[0], row[1]
+        return Tables(row[0], row[1])
 
-    def projections(self) -> list[dict[str, Any]]:
+    def projections(self) -> list[ProjectionStatus]:
         """Each projection's version, checkpoint, the store's head, the lag and the state."""
         with self.snapshot() as conn:
             head = self.store.head()
-            checkpoints: dict[str, dict[str, Any]] = {}
+            checkpoints = {}
             for name in sorted(self._local.attached):
                 checkpoints.update(read_checkpoints(conn, f"p_{name}"))
-        return [status_row(cp, head) for cp in checkpoints.values()]
+        return [ProjectionStatus(cp, head) for cp in checkpoints.values()]
 
     def projected(self, conn: sqlite3.Connection) -> int:
         """The lowest checkpoint of the projections (inside a snapshot); 0 when one is not set up."""

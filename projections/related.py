@@ -17,6 +17,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from events.records import AliasDeclaration
+
 from .changes import Change
 from . import groups, members
 from .engine import Projection
@@ -218,7 +220,7 @@ class RelatedProjection(Projection):
         )
 
     def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
     ) -> None:
         """Each declaration joins or regroups sets (``projections.groups``); the pairs follow: a
         merged set's events join the set it joined (those it did not have yet, each counted once

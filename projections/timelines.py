@@ -57,6 +57,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from events.ids import compact_json
+from events.records import AliasDeclaration
 
 from .changes import RANK, Change, Version
 from . import groups
@@ -186,7 +187,7 @@ class TimelinesProjection(Projection):
         )
 
     def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[tuple[int, str, str]], *, deferred: bool = False
+        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
     ) -> None:
         """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
         a merged set's rows move to the set it joined (the smaller set's: each row moves at most

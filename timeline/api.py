@@ -558,7 +558,7 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         responses={200: {"model": list[ProjectionStatus], "description": "one object per projection"}, **READ_ERRORS},
     )
     async def projections() -> Response:
-        return Json(await read(queries.projections))
+        return Json([status.as_json() for status in await read(queries.projections)])
 
     @app.get(
         "/health",

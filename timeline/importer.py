@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import IO
 
 from events.models import MAX_EVENT_BYTES
-from projections.engine import ProjectionEngine, RebuildError
+from projections.backend import Engine
+from projections.engine import RebuildError
 
 from .service import Flat, Prepared, TimelineService, classify_flat, restore_flat
 
@@ -446,7 +447,7 @@ class Importer:
 class Follower:
     """The projections' rebuild, run beside the import into an empty store: each committed
     transaction's events go into the rebuild's tables (the deferred work of a rebuild, in
-    ``ProjectionEngine.rebuild_step`` batches) on a thread of its own while the next
+    ``Engine.rebuild_step`` batches) on a thread of its own while the next
     transaction is validated and appended, so that projecting overlaps storing. Once every line
     is stored, ``finish`` brings the rebuild to the head and lets it finish as a rebuild does
     (the deferred rows, the read-side indexes, the swap): the same tables as a rebuild started
@@ -457,7 +458,7 @@ class Follower:
     that fails stops the following (``finish`` then answers False and the importer projects as
     it does without one)."""
 
-    def __init__(self, engine: ProjectionEngine, names: list[str]) -> None:
+    def __init__(self, engine: Engine, names: list[str]) -> None:
         self.engine = engine
         self.names = names
         self.reached = dict.fromkeys(names, 0)  # each rebuild's position
@@ -468,7 +469,7 @@ class Follower:
         self._thread = threading.Thread(target=self._follow, name="import-rebuild", daemon=True)
 
     @classmethod
-    def start(cls, engine: ProjectionEngine) -> "Follower | None":
+    def start(cls, engine: Engine) -> "Follower | None":
         if engine.head() != 0:
             return None
         try:

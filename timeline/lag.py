@@ -95,16 +95,14 @@ def projection_lags(queries: Any, now: datetime | None = None) -> list[Projectio
     the store per projection behind (on a thread that may read: ``Queries`` is per thread)."""
     now = now or datetime.now(timezone.utc)
     out = []
-    for row in queries.projections():
-        seconds = 0.0
-        if row["lag"] > 0:
-            recorded = queries.store.recorded_at(row["position"] + 1)
+    for status in queries.projections():
+        cp, seconds = status.checkpoint, 0.0
+        if status.lag > 0:
+            recorded = queries.store.recorded_at(cp.position + 1)
             if recorded is not None:
                 seconds = max(0.0, (now - datetime.fromisoformat(recorded)).total_seconds())
-        rebuild = row.get("rebuild")
-        out.append(
-            ProjectionLag(row["name"], row["position"], row["head"], seconds, rebuild["position"] if rebuild else None)
-        )
+        rebuild = cp.rebuild.position if cp.rebuild is not None else None
+        out.append(ProjectionLag(cp.name, cp.position, status.head, seconds, rebuild))
     return out
 
 

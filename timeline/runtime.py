@@ -162,8 +162,8 @@ class Runtime:
         names = set(engine.abandoned_rebuilds())
         for name, cp in engine.checkpoints().items():
             version = engine.projections[name].version
-            behind = cp["version"] != version and (not cp["rebuild_tag"] or cp["rebuild_version"] != version)
-            if behind and name not in self.rebuilding and engine.lease(name):  # type: ignore[attr-defined]
+            behind = cp.version != version and (cp.rebuild is None or cp.rebuild.version != version)
+            if behind and name not in self.rebuilding and engine.lease(name):
                 names.add(name)
         return sorted(names)
 

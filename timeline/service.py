@@ -32,7 +32,9 @@ import psycopg
 from events.backend import is_postgres, open_store
 from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
 from events.store import Candidate, EventStore
-from projections import ProjectionEngine, default_projections, open_engine, open_queries
+from projections import default_projections, open_engine, open_queries
+from projections.backend import Engine
+from projections.engine import RebuildStep
 
 from .settings import Settings
 
@@ -258,7 +260,7 @@ class TimelineService:
         self.read_only = settings.read_only
         self._append_lock = threading.Lock()
         self.validators = Validators(0 if self.read_only else settings.validators)
-        self.engine: ProjectionEngine | None = None
+        self.engine: Engine | None = None
         self.outdated: list[str] = []
         if self.read_only:
             self.store = _served_store(settings)
@@ -279,20 +281,20 @@ class TimelineService:
             self.projection_names = list(self.engine.projections)
         self.queries = open_queries(str(settings.db), names=self.projection_names, read_only=self.read_only)
 
-    def writer(self) -> ProjectionEngine:
+    def writer(self) -> Engine:
         """The projection engine, on a node that writes; ``ReadOnlyNode`` on a read-only one."""
         if self.engine is None:
             raise ReadOnlyNode(READ_ONLY_REFUSAL.format(what="project or rebuild"))
         return self.engine
 
-    def _setup(self, engine: ProjectionEngine) -> list[str]:
+    def _setup(self, engine: Engine) -> list[str]:
         """The engine's ``setup``, except on a PostgreSQL store where every projection is set up
         already (another node did): its checkpoints are read without the projections' write
         locks, so a node starting beside busy ones does not wait for their batches to commit."""
         if self.store.backend == "postgres":
             checkpoints = engine.checkpoints()
             if set(checkpoints) == set(engine.projections):
-                return [n for n, cp in checkpoints.items() if cp["version"] != engine.projections[n].version]
+                return [n for n, cp in checkpoints.items() if not engine.is_current(cp)]
         return engine.setup()
 
     @property
@@ -356,18 +358,18 @@ class TimelineService:
         engine.step()
         head = engine.head()
         checkpoints = engine.checkpoints()
-        mine = [cp for name, cp in checkpoints.items() if self._advances(name) and engine._current(cp)]
-        return (min(cp["position"] for cp in mine) if mine else head), head
+        mine = [cp for name, cp in checkpoints.items() if self._advances(name) and engine.is_current(cp)]
+        return (min(cp.position for cp in mine) if mine else head), head
 
     def _advances(self, name: str) -> bool:
         """Whether this process advances the projection (always on SQLite; on PostgreSQL, while
         it holds the projection's lease)."""
-        return not self.on_postgres or name in self.writer().leases()  # type: ignore[attr-defined]
+        return name in self.writer().leases()
 
     def start_rebuild(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
         return self.writer().start_rebuild(names, force=force)
 
-    def rebuild_step(self, names: list[str]) -> tuple[int, int, bool]:
+    def rebuild_step(self, names: list[str]) -> RebuildStep:
         """One committed batch of each rebuild, between live batches.
 
         On PostgreSQL only the lease holder fills a projection's rebuild: a rebuild asked for on
@@ -377,19 +379,20 @@ class TimelineService:
         if not self.on_postgres:
             return self.writer().rebuild_step(names)
         engine = self.writer()
-        held = [n for n in names if engine.lease(n)]  # type: ignore[attr-defined]
+        held = [n for n in names if engine.lease(n)]
         waiting = [n for n in names if n not in held]
         position, head, done = engine.rebuild_step(held) if held else (None, engine.head(), True)
         if waiting:
             checkpoints = engine.checkpoints()
-            pending = [n for n in waiting if (checkpoints.get(n) or {}).get("rebuild_tag")]
+            rebuilds = {n: cp.rebuild for n, cp in checkpoints.items() if cp.rebuild is not None}
+            pending = [n for n in waiting if n in rebuilds]
             if pending:
-                reached = min(checkpoints[n]["rebuild_position"] or 0 for n in pending)
+                reached = min(rebuilds[n].position or 0 for n in pending)
                 position = reached if position is None else min(position, reached)
                 done = False
                 if not held:
                     time.sleep(LEASE_POLL_SECONDS)
-        return (head if position is None else position), head, done
+        return RebuildStep(head if position is None else position, head, done)
 
 
 def _served_store(settings: Settings) -> EventStore:

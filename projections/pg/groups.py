@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from events.records import AliasDeclaration
+
 from ..groups import GROUPS, LINKS, SETS, Groups
 
 C = 'COLLATE "C"'
@@ -45,11 +47,12 @@ class PgGroups(Groups):
     def ids(values: Iterable[Any]) -> Any:
         return sorted(values)
 
-    def stored_declarations(self, upto: int) -> list[tuple[int, str, str]]:
+    def stored_declarations(self, upto: int) -> list[AliasDeclaration]:
+        details = "body::json -> 'details'"
         return [
-            (position, alias, canonical)
-            for position, alias, canonical in self.conn.execute(
-                "SELECT position, body::json -> 'details' ->> 'alias', body::json -> 'details' ->> 'canonical'"
+            AliasDeclaration(*row)
+            for row in self.conn.execute(
+                f"SELECT position, {details} ->> 'alias', {details} ->> 'canonical', {details} ->> 'name'"
                 " FROM events WHERE kind = 'entity_alias' AND position <= ? AND body <> '' ORDER BY position",
                 (upto,),
             )

@@ -32,7 +32,7 @@ import psycopg
 
 from events.pg.store import PgEventStore
 
-from ..engine import read_checkpoints, status_row
+from ..engine import ProjectionStatus, Tables, read_checkpoints
 from ..queries import LaterChanges, Queries, QueryError, ReadTimeout, StoreUnreachable
 from ..search import SearchSyntaxError
 from ..directory import OPEN
@@ -237,20 +237,20 @@ class PgQueries(Queries):
         except psycopg.OperationalError as exc:  # the connection is lost: the next read opens another
             raise StoreUnreachable(f"the store cannot be reached: {str(exc).splitlines()[0]}") from None
 
-    def _checkpoint(self, conn: Any, name: str) -> tuple[int, str]:
+    def _checkpoint(self, conn: Any, name: str) -> Tables:
         row = conn.execute("SELECT position, tables_tag FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise RuntimeError(f"projection {name!r} is not set up")
-        return row[0], row[1]
+        return Tables(row[0], row[1])
 
-    def projections(self) -> list[dict[str, Any]]:
+    def projections(self) -> list[ProjectionStatus]:
         with self.snapshot() as conn:
             head = self.store.head()
             checkpoints = {n: cp for n, cp in read_checkpoints(conn, "").items() if n in self.names}
-        return [status_row(cp, head) for cp in checkpoints.values()]
+        return [ProjectionStatus(cp, head) for cp in checkpoints.values()]
 
     def projected(self, conn: Any) -> int:
-        found = {n: cp["position"] for n, cp in read_checkpoints(conn, "").items() if n in self.names}
+        found = {n: cp.position for n, cp in read_checkpoints(conn, "").items() if n in self.names}
         return min(found.values()) if len(found) == len(self.names) else 0
 
     # --- the reads: ``Queries``' own, read again after a swap ------------------------------

@@ -275,7 +275,7 @@ def tables(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
     bases = {p.name: list(p.schema) for p in default_projections()}
     out = {}
     for name, cp in engine.checkpoints().items():
-        conn, tag = engine.connection(name), cp["tag"]
+        conn, tag = engine.connection(name), cp.tag
         for base in bases[name]:
             columns = "rowid, *" if base == "tl_search" else "*"  # a contentless index: its rowids
             out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT {columns} FROM {base}{tag}").fetchall(), key=repr)

@@ -166,7 +166,7 @@ def test_a_planted_entity_row_would_show_in_timelines_after_a_rebuild(db: Path) 
         engine.setup()
         engine.rebuild()
         conn = engine.connection("timelines")
-        tag = engine.checkpoint("timelines")["tag"]  # type: ignore[index]
+        tag = engine.checkpoint("timelines").tag  # type: ignore[union-attr]
         assert conn.execute(f"SELECT position FROM tl_entries{tag} WHERE entity_id = 'elon-musk'").fetchall() == [(4,)]
     report = report_of(db)
     assert report.first_bad == 4 and "event_entities" in report.tables

@@ -56,7 +56,7 @@ def pg_tables(engine: PgProjectionEngine, *, docs: bool = True) -> dict[str, lis
                 columns = "version" if base == "tl_search" and not docs else "*"
                 if base == "tl_search" and docs:
                     columns = "version, doc::text"
-                rows = conn.execute(f"SELECT {columns} FROM {base}{cp['tag']}").fetchall()
+                rows = conn.execute(f"SELECT {columns} FROM {base}{cp.tag}").fetchall()
                 out[f"{name}.{base}"] = sorted(rows, key=repr)
     return out
 
@@ -67,7 +67,7 @@ def sqlite_tables(engine: ProjectionEngine) -> dict[str, list[tuple]]:
         conn = engine.connection(name)
         for base in engine.projections[name].schema:
             columns = "rowid" if base == "tl_search" else "*"  # a contentless index: its rowids
-            out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT {columns} FROM {base}{cp['tag']}").fetchall(), key=repr)
+            out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT {columns} FROM {base}{cp.tag}").fetchall(), key=repr)
     return out
 
 
@@ -161,7 +161,7 @@ def test_a_node_that_dies_loses_its_leases_and_another_takes_over(pg_db, tmp_pat
             for _ in range(3):
                 other.step()
             assert other.leases() == []  # held elsewhere: this node advances none
-            positions = {n: cp["position"] for n, cp in other.checkpoints().items()}
+            positions = {n: cp.position for n, cp in other.checkpoints().items()}
             assert 0 < min(positions.values()) and max(positions.values()) < head  # the first node is mid-way
             node.send_signal(signal.SIGKILL)
             node.wait()
@@ -267,7 +267,7 @@ def test_a_rebuild_killed_leaves_the_live_tables_and_is_started_again(pg_db):
             append_raw(store, [json.dumps(news_event_body(i)).encode() for i in range(120)])
             first.catch_up()
             live = pg_tables(first)
-            tags = {n: cp["tag"] for n, cp in first.checkpoints().items()}
+            tags = {n: cp.tag for n, cp in first.checkpoints().items()}
         node = subprocess.Popen([sys.executable, "-c", REBUILDER, pg_db], stdout=subprocess.PIPE, text=True)
         try:
             assert node.stdout is not None
@@ -280,18 +280,18 @@ def test_a_rebuild_killed_leaves_the_live_tables_and_is_started_again(pg_db):
             node.wait()
         with PgProjectionEngine(store, pg_projections()) as other:
             cps = other.checkpoints()
-            assert all(cp["rebuild_tag"] for cp in cps.values())  # the dead node's, left behind
-            assert {n: cp["tag"] for n, cp in cps.items()} == tags and pg_tables(other) == live
+            assert all(cp.rebuild for cp in cps.values())  # the dead node's, left behind
+            assert {n: cp.tag for n, cp in cps.items()} == tags and pg_tables(other) == live
             names = sorted(cps)
             assert other.abandoned_rebuilds() == names  # this node holds the leases now
             other.rebuild(names, force=True)  # drops the leftovers and starts again
             assert pg_tables(other) == live
-            assert all(cp["rebuild_tag"] is None and cp["tag"] != tags[n] for n, cp in other.checkpoints().items())
+            assert all(cp.rebuild is None and cp.tag != tags[n] for n, cp in other.checkpoints().items())
             with connect(pg_db) as conn:  # no leftover tables: the live ones and the store's
                 tables = {r[0] for r in conn.execute(
                     "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
             suffixes = {t[len(b):] for t in tables for p in pg_projections() for b in p.schema if t.startswith(b)}
-            assert suffixes == {cp["tag"] for cp in other.checkpoints().values()}
+            assert suffixes == {cp.tag for cp in other.checkpoints().values()}
 
 
 def test_a_lost_connection_is_opened_again_and_its_lease_taken_again(pg_db):
@@ -337,10 +337,10 @@ def test_u0000_in_names_and_headlines_is_projected(pg_db):
         engine.catch_up()
         append_raw(store, [json.dumps(fix).encode()])
         assert engine.catch_up() == store.head() == 2
-        tag = engine.checkpoint("entities")["tag"]
+        tag = engine.checkpoint("entities").tag
         (name,) = engine.connection("entities").execute(f"SELECT name FROM ent_stats{tag} WHERE id = 'nul-org'").fetchone()
         assert name == "Nul\ufffdOrg 2"
-        ttag = engine.checkpoint("timelines")["tag"]
+        ttag = engine.checkpoint("timelines").tag
         (headline,) = engine.connection("timelines").execute(
             f"SELECT headline FROM tl_events{ttag} WHERE valid_from = 2").fetchone()
         assert headline == "Fixed\ufffdagain"
@@ -434,7 +434,7 @@ def test_related_alias_chain_on_postgres_reads_no_whole_table_a_declaration(pg_d
         append_raw(store, [json.dumps(e).encode() for e in plain])
         engine.catch_up()
         conn = engine.connection("related")
-        tag = engine.checkpoint("related")["tag"]
+        tag = engine.checkpoint("related").tag
 
         def seq_reads() -> int:
             conn.execute("SELECT pg_stat_force_next_flush()")  # this statement's end reports them

@@ -83,7 +83,7 @@ def test_events_and_status_read_the_same_on_both(pg_db, tmp_path: Path):
                 errors.append((type(caught.value), str(caught.value)))
             assert errors[0] == errors[1]
         assert b.projections() == a.projections()
-        assert [row["name"] for row in b.projections()] == ["entities", "related", "search", "timelines"]
+        assert [status.name for status in b.projections()] == ["entities", "related", "search", "timelines"]
         for entity_id in [None, "org-1", "org-4"]:  # as they stood before the correction, the retraction
             for order in ("asc", "desc"):
                 query = TimelineQuery(as_of=instant, order=order, limit=5)

@@ -43,7 +43,7 @@ def append(service: TimelineService, start: int, n: int) -> None:
 
 
 def positions(service: TimelineService) -> dict[str, int]:
-    return {name: cp["position"] for name, cp in service.engine.checkpoints().items()}
+    return {name: cp.position for name, cp in service.engine.checkpoints().items()}
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_rebuild_asked_of_the_other_node_is_run_by_the_holder(nodes: Any) -> N
     position, head, done = b.rebuild_step(["timelines"])
     assert done and position == head == 400
     after = a.engine.checkpoint("timelines")
-    assert after is not None and after["tag"] != before["tag"] and after["rebuild_tag"] is None
+    assert after is not None and after.tag != before.tag and after.rebuild is None
     assert b.engine.leases() == []
 
 

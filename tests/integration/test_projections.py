@@ -515,12 +515,12 @@ def test_projections_report_their_checkpoints(q, db):
     append_and_project(db, _many(4))
     with EventStore(db) as store:
         append(store, news("unprojected", "2025"))
-    status = q.projections()
+    status = [s.as_json() for s in q.projections()]
     assert {s["name"] for s in status} >= {"timelines", "entities"}
     for s in status:
         assert (s["position"], s["head"], s["lag"], s["state"]) == (4, 5, 1, "live")
     project(db)
-    assert all(s["lag"] == 0 for s in q.projections())
+    assert all(s.lag == 0 for s in q.projections())
 
 
 # --- incremental equals from scratch ---------------------------------------------------------
@@ -647,7 +647,7 @@ def test_a_rebuild_fills_its_tables_without_read_side_indexes_and_builds_them_be
     with EventStore(db) as store:
         engine = ProjectionEngine(store, projections, rebuild_batch_size=8)
         names = engine.start_rebuild()
-        tags = {name: cp["rebuild_tag"] for name, cp in engine.checkpoints().items()}
+        tags = {name: cp.rebuild.tag for name, cp in engine.checkpoints().items()}
         steps = []
         while True:
             position, head, done = engine.rebuild_step(names)
@@ -662,7 +662,7 @@ def test_a_rebuild_fills_its_tables_without_read_side_indexes_and_builds_them_be
         assert all(_read_side(p, tags[p.name]) <= steps[-2][1][p.name] for p in projections)
         live = engine.checkpoints()
         for p in projections:
-            assert live[p.name]["tag"] == tags[p.name]
+            assert live[p.name].tag == tags[p.name]
             assert _read_side(p, tags[p.name]) <= _index_names(engine.connection(p.name), p, tags[p.name])
     assert dump_tables(db) == before
 
@@ -736,11 +736,11 @@ def test_events_that_arrive_during_a_rebuild_and_between_its_finishing_steps_are
 def test_projections_rebuilt_together_share_a_tag_and_each_is_finished(db, monkeypatch):
     append_and_project(db, [*_many(12), correction("c1", "p03", headline="fixed"), retraction("r1", "p04")])
     before = dump_tables(db)
-    monkeypatch.setattr("projections.engine.time.time", lambda: 1_900_000_000.0)  # one tag for all
+    monkeypatch.setattr("projections.engine.rebuilds.time.time", lambda: 1_900_000_000.0)  # one tag for all
     projections = default_projections()
     with EventStore(db) as store, ProjectionEngine(store, projections, rebuild_batch_size=5) as engine:
         engine.rebuild()
-        tags = {name: cp["tag"] for name, cp in engine.checkpoints().items()}
+        tags = {name: cp.tag for name, cp in engine.checkpoints().items()}
         assert len({tags[p.name].rsplit("_r", 1)[1] for p in projections}) == 1
         for p in projections:
             assert _read_side(p, tags[p.name]) <= _index_names(engine.connection(p.name), p, tags[p.name]), p.name

@@ -122,7 +122,7 @@ def tables(engine: ProjectionEngine) -> dict[str, list[tuple]]:
     bases = {p.name: list(p.schema) for p in default_projections()}
     out = {}
     for name, cp in engine.checkpoints().items():
-        conn, tag = engine.connection(name), cp["tag"]
+        conn, tag = engine.connection(name), cp.tag
         for base in bases[name]:
             columns = "rowid, *" if base == "tl_search" else "*"  # a contentless index: compare its rowids
             out[f"{name}.{base}"] = sorted(conn.execute(f"SELECT {columns} FROM {base}{tag}").fetchall(), key=repr)
@@ -230,7 +230,7 @@ def test_incremental_equals_rebuild(tmp_path_factory, events, repeats, data) -> 
 
 def set_pairs(engine: ProjectionEngine) -> dict[tuple[str, str], tuple[int, int]]:
     """The related projection's pairs kept per alias set: (set, side) -> (count, latest position)."""
-    conn, tag = engine.connection("related"), engine.checkpoints()["related"]["tag"]
+    conn, tag = engine.connection("related"), engine.checkpoints()["related"].tag
     return {
         (s, o): (c, p) for s, o, c, p in conn.execute(f"SELECT set_id, other_id, count, last_position FROM rel_group_pairs{tag}")
     }
@@ -240,7 +240,7 @@ def expected_set_pairs(store: EventStore, engine: ProjectionEngine) -> dict[tupl
     """The same, straight from the stored events now and the projection's sets: for each set and
     each side (another set, or an id in no set), the distinct events not retracted whose entities
     name a member of both, and the latest of them in (start key, position) order."""
-    conn, tag = engine.connection("related"), engine.checkpoints()["related"]["tag"]
+    conn, tag = engine.connection("related"), engine.checkpoints()["related"].tag
     sets = dict(conn.execute(f"SELECT entity_id, set_id FROM rel_groups{tag}").fetchall())
     shared: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for stored in store.read(0, 10**6):
