@@ -302,11 +302,22 @@ class ProjectionEngine:
                     conn.execute("ROLLBACK")
                 raise
 
-    def _each(self, names: Sequence[str], fn: Callable[[str], T]) -> list[T]:
+    def _each(self, names: Sequence[str], fn: Callable[[str], T],
+              errors: dict[str, Exception] | None = None) -> list[T]:
         """``fn(name)`` for each projection, side by side (a thread each); the first error is raised
-        once all have returned."""
+        once all have returned. With ``errors``, each projection's error is put there instead
+        (its result None) and the others' results are returned."""
         if not self.parallel or len(names) <= 1:
-            return [fn(name) for name in names]
+            if errors is None:
+                return [fn(name) for name in names]
+            out: list[Any] = []
+            for name in names:
+                try:
+                    out.append(fn(name))
+                except Exception as exc:  # noqa: BLE001 - the caller's to report
+                    errors[name] = exc
+                    out.append(None)
+            return out
         with self._open_lock:
             if self._pool is None:
                 # Two threads a projection: a rebuild's batches need not wait for a live catch-up
@@ -317,11 +328,14 @@ class ProjectionEngine:
         results: list[Any] = []
         error: BaseException | None = None
         try:
-            for future in futures:
+            for name, future in zip(names, futures):
                 try:
                     results.append(future.result())
                 except Exception as exc:  # noqa: BLE001 - raised below, once every thread is done
-                    error = error or exc
+                    if errors is not None:
+                        errors[name] = exc
+                    else:
+                        error = error or exc
                     results.append(None)
         except BaseException:  # interrupted while waiting: a rebuild's threads stop after their batch
             self._cancelled.set()
@@ -391,10 +405,13 @@ class ProjectionEngine:
         positions = self._each(list(current), run)
         return min(positions) if positions else self.head()
 
-    def step(self, upto: int | None = None) -> int | None:
-        """One committed batch for each projection behind (side by side); the highest new
-        position, or None when none was behind."""
-        moved = [p for p in self._each(list(self.projections), lambda name: self._step_one(name, upto)) if p is not None]
+    def step(self, upto: int | None = None, *, only: Sequence[str] | None = None,
+             errors: dict[str, Exception] | None = None) -> int | None:
+        """One committed batch for each projection behind (side by side; ``only``: of these); the
+        highest new position, or None when none was behind. With ``errors``, a projection whose
+        batch failed has its error put there, and the others' batches count (see ``_each``)."""
+        names = [name for name in self.projections if only is None or name in only]
+        moved = [p for p in self._each(names, lambda name: self._step_one(name, upto), errors) if p is not None]
         return max(moved) if moved else None
 
     def lowest(self) -> int:
