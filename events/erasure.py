@@ -158,12 +158,19 @@ def erase(
 
 
 def erasure_request(reason: str, who: str) -> tuple[str, str]:
-    """An erasure's reason and who, stripped; refused (422) when either is empty."""
+    """An erasure's reason and who, stripped; refused (422) when either is empty or holds U+0000.
+
+    The record is kept as written and its hash covers it (``erasure_link``): PostgreSQL's text
+    cannot hold U+0000 (SQLite's can), so such a record could not be kept as written on one
+    backend; it is refused on both."""
     reason, who = reason.strip(), who.strip()
     if not reason:
         raise ErasureRefused(422, "reason: an erasure needs a reason (it is kept in the erasure record)")
     if not who:
         raise ErasureRefused(422, "who: an erasure is never anonymous")
+    for field, text in (("reason", reason), ("who", who)):
+        if "\x00" in text:
+            raise ErasureRefused(422, f"{field}: must not hold U+0000 (the erasure record is kept as written)")
     return reason, who
 
 

@@ -30,6 +30,7 @@ class Erased:
     positions: tuple[int, ...]  # its own and those of the corrections and retraction erased with it
     versions: tuple[tuple[int, str, str], ...]  # (valid_from, headline, summary) of each version
     entities: frozenset[str]  # every entity any version filed it under
+    declared: tuple[str, str] | None = None  # an erased alias declaration's (alias, canonical)
 
 
 def capture(store: EventStore, event_id: str) -> Erased | None:
@@ -41,7 +42,7 @@ def capture(store: EventStore, event_id: str) -> Erased | None:
         details = event.body["details"]
         return Erased(
             seq, event.event_id, event.kind, event.position, (event.position,), (),
-            frozenset({details["alias"], details["canonical"]}),
+            frozenset({details["alias"], details["canonical"]}), (details["alias"], details["canonical"]),
         )
     if event is None or event.kind not in NEWS_KINDS:
         return None

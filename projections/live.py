@@ -290,7 +290,7 @@ class _Reader:
         if any(m != GLOBAL and not self._has_entries(m) for m in members):
             members = [*members, VANISHED]  # rows of entities only erased events named: no id left
         among, among_args = self.queries._in("entity_id", members)
-        where = ["seq > ?", among, "valid_from <= ?", "valid_to > ?"]
+        where = ["seq > ?", "kind != 'entity_alias'", among, "valid_from <= ?", "valid_to > ?"]
         args: list[Any] = [seen, *among_args, at, at]
         if self.rank is not None:
             where.append(f"(rank = {self.rank} OR rank IS NULL)")
@@ -306,12 +306,53 @@ class _Reader:
         ).fetchall()
         done = len(rows) <= limit
         rows = rows[:limit]
+        bound = last if done else rows[-1][0]
         page.messages += [
             Message(at, "remove", compact_json({"event_id": e, "kind": k, "position": p, "status": "erased"}))
             for _, p, e, k in rows
         ]
-        page.cursor = StreamCursor(cursor.position, cursor.moved, last if done else rows[-1][0])
+        if self.entity_id is not None:
+            self._regrouped(page, table, seen, bound, at)
+        page.cursor = StreamCursor(cursor.position, cursor.moved, bound)
         return done
+
+    def _regrouped(self, page: ChangePage, table: str, seen: int, bound: int, at: int) -> None:
+        """The entries that erased alias declarations (erasures ``seen < seq <= bound``) took out
+        of the entity's group at ``at`` (``remove``), or whose best role in it they changed
+        (``update``), rendered as the page renders them, with ``at`` as their id: the group as
+        it was with the declarations, against the group as it is without them."""
+        declared: dict[int, dict[str, Any]] = {}
+        for seq, position, entity_id, side in self.conn.execute(
+            f"SELECT seq, event_position, entity_id, status FROM {table}"
+            " WHERE kind = 'entity_alias' AND seq > ? AND seq <= ? ORDER BY seq",
+            (seen, bound),
+        ):
+            declared.setdefault(seq, {"position": position})[side] = entity_id
+        assert self.entity_id is not None
+        # A side kept as VANISHED (an id no entry names any more) can only be this stream's own
+        # entity, when it has no entries either (the only stream that can have shown the merge).
+        own = None if self._has_entries(self.entity_id) else self.entity_id
+        erased = []
+        for d in declared.values():
+            alias, canonical = d.get("alias"), d.get("canonical")
+            alias, canonical = (own if alias == VANISHED else alias), (own if canonical == VANISHED else canonical)
+            if not alias or not canonical or alias == canonical or d["position"] > at:
+                continue
+            if VANISHED in (d["alias"], d["canonical"]) and self.aliases.resolve(canonical, at) == alias:
+                continue  # another vanished id's row: read as this one's, it would close a cycle
+            erased.append((d["position"], alias, canonical, None))
+        if not erased:
+            return
+        before = AliasIndex()
+        for declaration in sorted([*self.aliases.declarations, *erased], key=lambda d: d[0]):
+            before.add(*declaration)
+        was = before.members(before.resolve(self.entity_id, at), at)
+        now = self.members(at)
+        if set(was) == set(now):
+            return
+        rows, _ = self._moved_rows(_Move(at, was, now, sorted(set(was) ^ set(now))), None, None)
+        self._add(page, [(at, "remove" if rank is None else "update", (*row, old if rank is None else rank))
+                         for *row, _key, old, rank in rows])
 
     def _has_entries(self, entity_id: str) -> bool:
         sql = f"SELECT 1 FROM {ENTRIES}{self.tag} WHERE entity_id = ? LIMIT 1"
@@ -323,36 +364,7 @@ class _Reader:
         """What a declaration changed: the entries it moved into the group (``update``), out of
         it (``remove``), or whose best role in it it changed (``update``), in timeline order
         from ``page.cursor.moved`` on, into ``page``; True once all of them are read."""
-        f = self.filters
-        among, among_args = self.queries._in("en.entity_id", move.moved)
-        where = [among, "en.valid_from <= ?", "v.valid_to > ?"]
-        args: list[Any] = [*among_args, move.position, move.position]
-        if not f.include_retracted:
-            where.append("v.status != 'retracted'")
-        if f.kinds:
-            where.append(f"v.kind IN ({','.join('?' * len(f.kinds))})")
-            args += list(f.kinds)
-        if page.cursor.moved is not None:
-            where.append("(en.start_key, en.position) > (?, ?)")
-            args += list(page.cursor.moved)
-        role = "" if self.rank is None else f" AND o.rank = {self.rank}"
-        # a version's best rank among some members (NULL: filed under none of them)
-        best = (
-            f"(SELECT MIN(o.rank) FROM {ENTRIES}{self.tag} o WHERE {self.queries._in('o.entity_id', [])[0]}"
-            f" AND o.start_key = m.start_key AND o.position = m.position AND o.valid_from = m.valid_from{role})"
-        )
-        sql = (
-            f"SELECT {ENTRY_COLUMNS}, m.start_key, m.was, m.now FROM"
-            f" (SELECT m.*, {best} AS was, {best} AS now FROM"
-            f" (SELECT DISTINCT en.start_key, en.position, en.valid_from FROM {ENTRIES}{self.tag} en"
-            f" JOIN {EVENTS}{self.tag} v ON v.valid_from = en.valid_from WHERE {' AND '.join(where)}) m) m"
-            f" JOIN {EVENTS}{self.tag} v ON v.valid_from = m.valid_from"
-            f" WHERE m.was {self.queries.DISTINCT} m.now ORDER BY m.start_key, m.position LIMIT ?"
-        )
-        best_args = [*self.queries._in("", move.before)[1], *self.queries._in("", move.after)[1]]
-        rows = self.conn.execute(sql, [*best_args, *args, limit + 1]).fetchall()
-        done = len(rows) <= limit
-        rows = rows[:limit]
+        rows, done = self._moved_rows(move, page.cursor.moved, limit)
         told = [
             (move.position, "remove" if now is None else "update", (*row, now if now is not None else was))
             for *row, _key, was, now in rows
@@ -365,6 +377,43 @@ class _Reader:
             else StreamCursor(move.position - 1, (rows[-1][-3], rows[-1][0]), seen)
         )
         return done
+
+    def _moved_rows(self, move: _Move, after: Key | None, limit: int | None) -> tuple[list[Any], bool]:
+        """The versions shown at ``move.position`` filed under ``move.moved`` whose best rank among
+        ``move.before`` and among ``move.after`` differ, in timeline order after ``after``, up to
+        ``limit`` (None: all): (entry columns, start key, rank before, rank after) each, and
+        whether all were read."""
+        f = self.filters
+        among, among_args = self.queries._in("en.entity_id", move.moved)
+        where = [among, "en.valid_from <= ?", "v.valid_to > ?"]
+        args: list[Any] = [*among_args, move.position, move.position]
+        if not f.include_retracted:
+            where.append("v.status != 'retracted'")
+        if f.kinds:
+            where.append(f"v.kind IN ({','.join('?' * len(f.kinds))})")
+            args += list(f.kinds)
+        if after is not None:
+            where.append("(en.start_key, en.position) > (?, ?)")
+            args += list(after)
+        role = "" if self.rank is None else f" AND o.rank = {self.rank}"
+        # a version's best rank among some members (NULL: filed under none of them)
+        best = (
+            f"(SELECT MIN(o.rank) FROM {ENTRIES}{self.tag} o WHERE {self.queries._in('o.entity_id', [])[0]}"
+            f" AND o.start_key = m.start_key AND o.position = m.position AND o.valid_from = m.valid_from{role})"
+        )
+        sql = (
+            f"SELECT {ENTRY_COLUMNS}, m.start_key, m.was, m.now FROM"
+            f" (SELECT m.*, {best} AS was, {best} AS now FROM"
+            f" (SELECT DISTINCT en.start_key, en.position, en.valid_from FROM {ENTRIES}{self.tag} en"
+            f" JOIN {EVENTS}{self.tag} v ON v.valid_from = en.valid_from WHERE {' AND '.join(where)}) m) m"
+            f" JOIN {EVENTS}{self.tag} v ON v.valid_from = m.valid_from"
+            f" WHERE m.was {self.queries.DISTINCT} m.now ORDER BY m.start_key, m.position"
+        )
+        best_args = [*self.queries._in("", move.before)[1], *self.queries._in("", move.after)[1]]
+        if limit is None:
+            return self.conn.execute(sql, [*best_args, *args]).fetchall(), True
+        rows = self.conn.execute(sql + " LIMIT ?", [*best_args, *args, limit + 1]).fetchall()
+        return rows[:limit], len(rows) <= limit
 
     # --- rendering ------------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ class TimelinesProjection(Projection):
             # One row per (erasure, entity the erased event was filed under or GLOBAL, version):
             # where the version was in the entity's timeline (valid_from .. valid_to, its role's
             # rank, its status), so that a reader tells the removal only to a client that held it.
+            # An erased alias declaration (kind 'entity_alias'): a row for its alias and one for
+            # its canonical id (status 'alias', 'canonical'; valid_from its position).
             """CREATE TABLE {t} (
                 seq INTEGER NOT NULL, entity_id TEXT NOT NULL, valid_from INTEGER NOT NULL,
                 valid_to INTEGER NOT NULL, rank INTEGER, status TEXT NOT NULL, reached INTEGER NOT NULL,
@@ -301,6 +303,9 @@ class TimelinesProjection(Projection):
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         if gone.kind == "entity_alias":  # the groups as if it had never been declared
+            live = _live(conn, self.name)
+            if live is not None and self._exists(conn, self.table(REMOVALS, tag)):
+                self._tell_regrouping(conn, tag, gone, live)
             table = self.groups(conn, tag)
             table.replay(table.stored_declarations(reached))
             self._file_all(conn, tag)
@@ -330,10 +335,45 @@ class TimelinesProjection(Projection):
         for entity_id in sorted(entities):
             if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
                 continue
+            _forget_regroupings(conn, removals, entity_id)
             conn.execute(
                 f"UPDATE OR IGNORE {removals} SET entity_id = '{VANISHED}', rank = NULL WHERE entity_id = ?", (entity_id,)
             )
             conn.execute(f"DELETE FROM {removals} WHERE entity_id = ?", (entity_id,))
+
+    def _tell_regrouping(self, conn: sqlite3.Connection, tag: str, gone: Erased, live: tuple[str, int]) -> None:
+        """``tl_removals``' rows of an erased alias declaration: its alias (``status`` 'alias') and
+        canonical id ('canonical'), so that a stream whose group it split is told of the entries
+        that left it (``projections.live``). None when the live tables had not applied it (no
+        reader saw the merge) or neither id has entries; an id without entries is kept as
+        ``VANISHED``, as for an erased event; a rebuild's tables take the live ones'."""
+        removals = self.table(REMOVALS, tag)
+        live_tag, reached = live
+        if tag != live_tag:
+            self._copy_removals(conn, removals, self.table(REMOVALS, live_tag), gone.seq)
+            return
+        if gone.declared is None or reached < gone.position:
+            return
+        entries = self.table(ENTRIES, tag)
+        # An id no entry names is kept as VANISHED (a stream of it reads those rows as its own)
+        sides = [
+            entity_id if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone()
+            else VANISHED for entity_id in gone.declared
+        ]
+        if all(side == VANISHED for side in sides):
+            return  # no entries moved: nothing to tell
+        conn.executemany(
+            f"INSERT INTO {removals} (seq, entity_id, valid_from, valid_to, rank, status, reached, event_position,"
+            " event_id, kind) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
+            [
+                (gone.seq, entity_id, gone.position, OPEN, side, reached, gone.position, gone.event_id, gone.kind)
+                for entity_id, side in zip(sides, ("alias", "canonical"))
+            ],
+        )
+
+    def _copy_removals(self, conn: sqlite3.Connection, removals: str, live_removals: str, seq: int) -> None:
+        if self._exists(conn, live_removals):
+            conn.execute(f"INSERT INTO {removals} SELECT * FROM {live_removals} WHERE seq = ? ON CONFLICT DO NOTHING", (seq,))
 
     def _tell_removal(self, conn: sqlite3.Connection, tag: str, gone: Erased, live: tuple[str, int]) -> None:
         """``tl_removals``' rows of an erasure, before the event's rows go: the versions of it
@@ -382,6 +422,21 @@ class TimelinesProjection(Projection):
                 entry_rows,
             )
             entry_rows.clear()
+
+
+def _forget_regroupings(conn: sqlite3.Connection, removals: str, entity_id: str) -> None:
+    """An erased alias declaration's row that names an id no entry names any more: kept as
+    ``VANISHED`` (no id of an entity that only erased events named is kept); both go once both
+    sides are."""
+    conn.execute(
+        f"DELETE FROM {removals} WHERE kind = 'entity_alias' AND seq IN"
+        f" (SELECT seq FROM {removals} WHERE entity_id = ? AND kind = 'entity_alias') AND seq IN"
+        f" (SELECT seq FROM {removals} WHERE entity_id = '{VANISHED}' AND kind = 'entity_alias')",
+        (entity_id,),
+    )
+    conn.execute(
+        f"UPDATE {removals} SET entity_id = '{VANISHED}' WHERE kind = 'entity_alias' AND entity_id = ?", (entity_id,)
+    )
 
 
 def _live(conn: sqlite3.Connection, name: str) -> tuple[str, int] | None:

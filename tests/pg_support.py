@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil  # pgserver's own dependency
 import psycopg
 
 from events.pg.connect import with_schema
@@ -36,6 +39,7 @@ def postgres_server() -> Iterator[str]:
     # the folder (mkdtemp makes it 0700) must be reachable by it
     os.chmod(folder, 0o755)
     server = pgserver.get_server(os.path.join(folder, "data"), cleanup_mode="stop")
+    watchdog = _watchdog(folder)
     try:
         yield server.get_uri()
     finally:
@@ -43,6 +47,49 @@ def postgres_server() -> Iterator[str]:
             server.cleanup()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            watchdog.kill()
+            watchdog.wait()
+
+
+#: run by a process of its own: once the pytest that started the server (argv[1], with its start
+#: time argv[2]) is gone, stop the server whose data is in argv[3]/data and remove argv[3]
+WATCHDOG = """
+import os, shutil, signal, sys, time
+import psutil
+parent, started, folder = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+def alive():
+    try:
+        process = psutil.Process(parent)
+        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+while alive():
+    time.sleep(0.5)
+try:
+    with open(os.path.join(folder, "data", "postmaster.pid")) as f:
+        postmaster = psutil.Process(int(f.readline()))
+    if folder in " ".join(postmaster.cmdline()):
+        postmaster.send_signal(signal.SIGINT)  # a fast shutdown: its clients died with pytest
+        try:
+            postmaster.wait(20)
+        except psutil.TimeoutExpired:
+            postmaster.send_signal(signal.SIGQUIT)  # immediate
+            postmaster.wait(10)
+except (OSError, ValueError, psutil.Error):
+    pass  # no server (stopped by pytest's own cleanup), or already gone
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+def _watchdog(folder: str) -> subprocess.Popen[bytes]:
+    """A process of its own that stops the server, and removes ``folder``, when this pytest dies
+    without its cleanup (SIGKILL, an OOM kill: no ``atexit`` hook runs, and pgserver's cleanup is
+    one). In a session of its own, so a signal to pytest's process group does not reach it."""
+    started = psutil.Process().create_time()
+    return subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), repr(started), folder],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
 
 
 def fresh_schema(url: str, prefix: str = "t") -> str:

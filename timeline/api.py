@@ -558,7 +558,11 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
         responses={200: {"model": list[ProjectionStatus], "description": "one object per projection"}, **READ_ERRORS},
     )
     async def projections() -> Response:
-        return Json([status.as_json() for status in await read(queries.projections)])
+        failing = runtime.service.failures()  # this process's projector's (a writer's)
+        return Json([
+            {**row, "failing": failing[row["name"]]} if row["name"] in failing else row
+            for row in (status.as_json() for status in await read(queries.projections))
+        ])
 
     @app.get(
         "/health",

@@ -12,7 +12,14 @@ snapshot but rebuilds every table and index row by row: the same consistency for
 the CPU; the page copy is as fast as the disk.
 
 Only the store is copied: it is the source of truth. The projections (a file each beside it)
-are derived and rebuild by themselves when ``timeline serve`` starts on the copy.
+are derived and rebuild by themselves when ``timeline serve`` starts on the copy. All but one
+table: the timelines projection's ``tl_removals`` (the erasures told to live streams, see
+``projections.timelines``) holds what the store no longer does (which entities an erased event
+was filed under, what an erased alias had merged), so a rebuild takes it over from the tables it
+replaces instead of deriving it. ``carry_removals`` gives the copy such tables: its timelines
+projection is set up as never built, its ``tl_removals`` holding the store's rows of the
+erasures the copy holds, and the rebuild that ``timeline serve`` starts carries them over; the
+copy's live streams then tell a resuming client what the store's do.
 
 The copy is written to ``DEST.partial`` beside DEST, verified, flushed to disk and renamed to
 DEST: a DEST that exists is a whole, verified copy. One that fails verification is kept as
@@ -25,10 +32,11 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from events.integrity import Report, verify
-from events.store import connect_read_only
+from events.store import connect, connect_read_only
 
 
 class BackupError(Exception):
@@ -103,6 +111,74 @@ def copy_store(source: Path, partial: Path) -> None:
         src.close()
 
 
+def carry_removals(rows: list[tuple], copy: Path) -> None:
+    """Set the timelines projection of the store ``copy`` up as never built (version 0, what
+    ``ProjectionEngine.setup`` makes for a store that holds events), with ``rows`` in its
+    ``tl_removals``: the rebuild that ``timeline serve`` starts carries them over at its swap."""
+    from projections.engine import CHECKPOINT_TABLE, PROJECTION_CACHE_KIB, PROJECTION_PAGE_SIZE, projection_path
+    from projections.timelines import REMOVALS, TimelinesProjection
+
+    if not rows:
+        return
+    projection, tag = TimelinesProjection(), "_v0"
+    conn = connect(projection_path(copy, projection.name), PROJECTION_CACHE_KIB, page_size=PROJECTION_PAGE_SIZE)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(CHECKPOINT_TABLE)
+        projection.create(conn, tag)
+        conn.execute(
+            "INSERT INTO projection_checkpoints (name, version, position, state, tables_tag, updated_at)"
+            " VALUES (?, 0, 0, 'live', ?, ?)",
+            (projection.name, tag, datetime.now(timezone.utc).isoformat()),
+        )
+        conn.executemany(
+            f"INSERT INTO {projection.table(REMOVALS, tag)} VALUES ({', '.join('?' * len(rows[0]))})", rows
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode = DELETE")  # the copy stands alone: no log beside it
+    finally:
+        conn.close()
+
+
+def removals_of(source: Path | str, copy: Path) -> list[tuple]:
+    """The rows of the store ``source``'s live ``tl_removals`` (a SQLite file's, or a PostgreSQL
+    URL's) of the erasures the store ``copy`` holds (none when its timelines projection has none)."""
+    from events.backend import is_postgres
+    from projections.engine import projection_path
+    from projections.timelines import REMOVALS
+
+    (last,) = _one(copy, "SELECT COALESCE(MAX(seq), 0) FROM erasures")
+    if last and is_postgres(str(source)):
+        from events.pg.connect import connect as pg_connect
+
+        with pg_connect(str(source), application_name="timeline-backup") as pg:
+            row = pg.execute("SELECT to_regclass('projection_checkpoints') IS NOT NULL").fetchone()
+            tag = row[0] and pg.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'timelines'").fetchone()
+            if not tag or not pg.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{REMOVALS}{tag[0]}",)).fetchone()[0]:
+                return []
+            return pg.execute(f"SELECT * FROM {REMOVALS}{tag[0]} WHERE seq <= %s ORDER BY seq", (last,)).fetchall()
+    path = projection_path(source, "timelines")
+    if not last or not path.is_file():
+        return []
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+    try:
+        row = conn.execute("SELECT tables_tag FROM projection_checkpoints WHERE name = 'timelines'").fetchone()
+        table = f"{REMOVALS}{row[0]}" if row else None
+        if table is None or not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+            return []
+        return conn.execute(f"SELECT * FROM {table} WHERE seq <= ? ORDER BY seq", (last,)).fetchall()
+    finally:
+        conn.close()
+
+
+def _one(path: Path, sql: str) -> tuple:
+    conn = connect_read_only(path)
+    try:
+        return conn.execute(sql).fetchone()
+    finally:
+        conn.close()
+
+
 def backup(source: Path, dest: Path, *, force: bool = False) -> BackupResult:
     """Copy the store at ``source`` to ``dest`` consistently, verify the copy, then rename it in."""
     source, dest = Path(source), Path(dest)
@@ -117,6 +193,8 @@ def backup(source: Path, dest: Path, *, force: bool = False) -> BackupResult:
             report = verify(conn)
         finally:
             conn.close()
+        if report.ok:
+            carry_removals(removals_of(source, partial), partial)
     except BaseException:
         _remove(leftovers(partial))
         raise
@@ -129,11 +207,22 @@ def backup(source: Path, dest: Path, *, force: bool = False) -> BackupResult:
     _fsync(partial)
     if force:
         _remove(leftovers(dest))  # the old copy's log and projections must not meet the new file
+    _rename_projections(partial, dest)
     partial.rename(dest)
     _fsync(dest.parent)
     return BackupResult(
         dest, report.head_position, report.head, dest.stat().st_size, time.perf_counter() - started, report
     )
+
+
+def _rename_projections(partial: Path, dest: Path) -> None:
+    """The copy's projections (``carry_removals``) beside it, before the copy itself is renamed in."""
+    from projections.engine import projections_dir
+
+    if projections_dir(partial).is_dir():
+        for path in projections_dir(partial).iterdir():
+            _fsync(path)
+        projections_dir(partial).rename(projections_dir(dest))
 
 
 def backup_postgres(url: str, dest: Path, *, force: bool = False) -> BackupResult:
@@ -171,9 +260,15 @@ def backup_postgres(url: str, dest: Path, *, force: bool = False) -> BackupResul
         _remove(leftovers(partial))
         raise
     assert result.verified is not None
+    try:
+        carry_removals(removals_of(url, partial), partial)
+    except BaseException:
+        _remove(leftovers(partial))
+        raise
     _fsync(partial)
     if force:
         _remove(leftovers(dest))
+    _rename_projections(partial, dest)
     partial.rename(dest)
     _fsync(dest.parent)
     return BackupResult(dest, result.events, result.head_hash, dest.stat().st_size, time.perf_counter() - started,

@@ -385,7 +385,11 @@ class Runtime:
         else:
             checks["consumer"] = "ok" if consumer.running else "not running"
         if consumer is not None:
-            checks["projections"] = consumer.projection_failing or "ok"
+            failing = self.service.failures()
+            checks["projections"] = consumer.projection_failing or "; ".join(
+                f"{name} cannot catch up since {f['since']} ({f['attempts']} attempts, the others go on): {f['error']}"
+                for name, f in failing.items()
+            ) or "ok"
         if checks["redis"] == "ok" and consumer is not None:
             for attempt in range(2):  # the first command after a reconnect may meet a stale connection
                 try:

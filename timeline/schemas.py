@@ -156,6 +156,15 @@ class StoredEventAnswer(BaseModel):
     history: list[HistoryItem]
 
 
+class ProjectionFailing(BaseModel):
+    """A projection whose batches fail (on the node that advances it); the others go on."""
+
+    error: str
+    since: str = Field(description="UTC instant of the first failure of this run")
+    attempts: int
+    retry_in_seconds: float = Field(description="until the next attempt (the delay doubles, up to 30 s)")
+
+
 class ProjectionStatus(BaseModel):
     name: str
     version: int
@@ -163,6 +172,7 @@ class ProjectionStatus(BaseModel):
     head: int
     lag: int
     state: Literal["live", "rebuilding"]
+    failing: ProjectionFailing | None = Field(None, description="present while its batches fail")
 
 
 class RebuildStarted(BaseModel):

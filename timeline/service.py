@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -46,6 +47,28 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
 #: on PostgreSQL, how long a node that waits for another node's work (a rebuild that the lease
 #: holder runs) sleeps between looks
 LEASE_POLL_SECONDS = 0.5
+PROJECTION_RETRY_SECONDS = 0.1  # a failing projection's first retry; each failure doubles it
+PROJECTION_RETRY_MAX_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionFailure:
+    """A projection whose batches fail: the last error, since when (Unix time), how many
+    attempts, the delay before the next one and when it is due (``time.monotonic``)."""
+
+    error: str
+    since: float
+    attempts: int
+    delay: float
+    retry_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.error,
+            "since": datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "attempts": self.attempts,
+            "retry_in_seconds": round(max(self.retry_at - time.monotonic(), 0.0), 3),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +303,8 @@ class TimelineService:
                 raise
             self.projection_names = list(self.engine.projections)
         self.queries = open_queries(str(settings.db), names=self.projection_names, read_only=self.read_only)
+        #: the projections whose last batch failed (``project_step``): each retried on its own backoff
+        self.failing: dict[str, ProjectionFailure] = {}
 
     def writer(self) -> Engine:
         """The projection engine, on a node that writes; ``ReadOnlyNode`` on a read-only one."""
@@ -355,11 +380,46 @@ class TimelineService:
         so a node holding no lease answers the head; it tries the leases again at its next step
         (at least every second), which is how it takes over from a node that died."""
         engine = self.writer()
-        engine.step()
+        now = time.monotonic()
+        due = [name for name in engine.projections if name not in self.failing or self.failing[name].retry_at <= now]
+        errors: dict[str, Exception] = {}
+        engine.step(only=due, errors=errors)
+        self._judge(due, errors)
         head = engine.head()
         checkpoints = engine.checkpoints()
-        mine = [cp for name, cp in checkpoints.items() if self._advances(name) and engine.is_current(cp)]
+        # A failing projection waits for its retry: the others' checkpoints decide whether to step again.
+        mine = [cp for name, cp in checkpoints.items()
+                if self._advances(name) and engine.is_current(cp) and name not in self.failing]
         return (min(cp.position for cp in mine) if mine else head), head
+
+    def _judge(self, tried: list[str], errors: dict[str, Exception]) -> None:
+        """Record each tried projection's outcome: a failure is logged (once per new error; its
+        traceback the first time) and retried after a delay that doubles up to
+        ``PROJECTION_RETRY_MAX_SECONDS``; a success ends it."""
+        for name in tried:
+            exc = errors.get(name)
+            before = self.failing.get(name)
+            if exc is None:
+                if before is not None:
+                    log.warning("projection %s catches up again after %d failed attempts", name, before.attempts)
+                    del self.failing[name]
+                continue
+            error = f"{type(exc).__name__}: {exc}"
+            delay = PROJECTION_RETRY_SECONDS if before is None else min(before.delay * 2, PROJECTION_RETRY_MAX_SECONDS)
+            failure = ProjectionFailure(
+                error, before.since if before else time.time(), (before.attempts if before else 0) + 1, delay,
+                time.monotonic() + delay,
+            )
+            self.failing[name] = failure
+            if before is None:
+                log.error("projection %s cannot catch up (the others go on; retrying in %.1f s): %s",
+                          name, delay, error, exc_info=exc)
+            elif before.error != error:
+                log.error("projection %s still cannot catch up (retrying in %.1f s): %s", name, delay, error)
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        """The failing projections, as ``/projections`` and ``/health`` show them."""
+        return {name: f.as_dict() for name, f in sorted(self.failing.items())}
 
     def _advances(self, name: str) -> bool:
         """Whether this process advances the projection (always on SQLite; on PostgreSQL, while

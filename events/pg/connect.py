@@ -77,6 +77,37 @@ def redact(url: str) -> str:
     return url
 
 
+def pg_text(text: str) -> str:
+    """A text PostgreSQL can store or compare: U+0000, which its ``text`` cannot hold (SQLite's
+    can), as U+FFFD. Every text the store derives from content is written so (an entity's name, a
+    folded headline: the body is JSON, where U+0000 is escaped), and every text parameter of a
+    statement (``Qmark.execute``) is passed so: a lookup by a name, an id or a search that holds
+    U+0000 finds what was stored from such a text, as on SQLite, and nothing else, instead of
+    failing."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    return isinstance(value, (list, tuple)) and any(_holds_nul(v) for v in value)
+
+
+def _nul_free_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return pg_text(value)
+    if isinstance(value, (list, tuple)):  # an array parameter (``unnest(?::text[])``)
+        return type(value)(_nul_free_value(v) for v in value)
+    return value
+
+
+def _nul_free(params: Sequence[Any]) -> Sequence[Any]:
+    """The parameters, with ``pg_text`` of each text (also inside an array) that holds U+0000."""
+    if not any(_holds_nul(v) for v in params):
+        return params
+    return tuple(_nul_free_value(v) if _holds_nul(v) else v for v in params)
+
+
 class Qmark:
     """A psycopg connection that takes SQLite's ``?`` marks: the store's SQL (events.store,
     events.erasure, events.integrity) is plain SQL that both databases run, so the PostgreSQL
@@ -93,7 +124,10 @@ class Qmark:
         self._cursors = 0
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
+        """``sql`` with ``?`` marks; a text parameter holding U+0000 is passed as ``pg_text`` of it."""
         query = _pg_marks(sql) if params else sql
+        if params:
+            params = _nul_free(params)
         if self._streaming:
             self._cursors += 1
             cursor = self.raw.cursor(name=f"q{self._cursors}")

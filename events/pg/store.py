@@ -29,18 +29,11 @@ import psycopg
 from ..erasure import Erasure, ErasureIncomplete, erase_locked, erasure_request
 from ..records import AppendResult, Candidate
 from ..store import EventStore
-from .connect import Qmark, advisory_key, connect, current_schema, redact
+from .connect import Qmark, advisory_key, connect, current_schema, pg_text, redact
 from .migrations import migrate
 
 #: the tables an erasure changes: VACUUMed after it
 ERASED_TABLES = ("events", "event_meta", "event_entities", "event_states")
-
-
-def pg_text(text: str) -> str:
-    """A text PostgreSQL can store: U+0000, which its ``text`` cannot hold (SQLite's can), as
-    U+FFFD. Only an entity's name can carry one into a text column (the body is JSON, where it is
-    escaped, and the other columns are validated ids, enums and dates)."""
-    return text.replace("\x00", "\ufffd")
 
 
 def _storable(candidate: Candidate) -> Candidate:

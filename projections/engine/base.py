@@ -118,11 +118,22 @@ class EngineBase:
                     conn.execute("ROLLBACK")
                 raise
 
-    def _each(self, names: Sequence[str], fn: Callable[[str], T]) -> list[T]:
+    def _each(self, names: Sequence[str], fn: Callable[[str], T],
+              errors: dict[str, Exception] | None = None) -> list[T]:
         """``fn(name)`` for each projection, side by side (a thread each); the first error is raised
-        once all have returned."""
+        once all have returned. With ``errors``, each projection's error is put there instead
+        (its result None) and the others' results are returned."""
         if not self.parallel or len(names) <= 1:
-            return [fn(name) for name in names]
+            if errors is None:
+                return [fn(name) for name in names]
+            out: list[Any] = []
+            for name in names:
+                try:
+                    out.append(fn(name))
+                except Exception as exc:  # noqa: BLE001 - the caller's to report
+                    errors[name] = exc
+                    out.append(None)
+            return out
         with self._open_lock:
             if self._pool is None:
                 # Two threads a projection: a rebuild's batches need not wait for a live catch-up
@@ -133,11 +144,14 @@ class EngineBase:
         results: list[Any] = []
         error: BaseException | None = None
         try:
-            for future in futures:
+            for name, future in zip(names, futures):
                 try:
                     results.append(future.result())
                 except Exception as exc:  # noqa: BLE001 - raised below, once every thread is done
-                    error = error or exc
+                    if errors is not None:
+                        errors[name] = exc
+                    else:
+                        error = error or exc
                     results.append(None)
         except BaseException:  # interrupted while waiting: a rebuild's threads stop after their batch
             self._cancelled.set()

@@ -9,6 +9,7 @@ a rebuild's batches (``rebuilds``) go through it too.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from events.store import EventStore
 
@@ -38,10 +39,13 @@ class LiveEngine(EngineBase):
         positions = self._each(list(current), run)
         return min(positions) if positions else self.head()
 
-    def step(self, upto: int | None = None) -> int | None:
-        """One committed batch for each projection behind (side by side); the highest new
-        position, or None when none was behind."""
-        moved = [p for p in self._each(list(self.projections), lambda name: self._step_one(name, upto)) if p is not None]
+    def step(self, upto: int | None = None, *, only: Sequence[str] | None = None,
+             errors: dict[str, Exception] | None = None) -> int | None:
+        """One committed batch for each projection behind (side by side; ``only``: of these); the
+        highest new position, or None when none was behind. With ``errors``, a projection whose
+        batch failed has its error put there, and the others' batches count (see ``_each``)."""
+        names = [name for name in self.projections if only is None or name in only]
+        moved = [p for p in self._each(names, lambda name: self._step_one(name, upto), errors) if p is not None]
         return max(moved) if moved else None
 
     def lowest(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from ..erasure import Erased
 from ..timelines import (
     CHANGES, ENTRIES, EVENTS, GLOBAL, GROUP_ENTRIES, OPEN, PREFIX, RANK_SQL, REMOVALS, VANISHED, TimelinesProjection,
+    _forget_regroupings,
 )
 from . import groups
 from .groups import PgGroups
@@ -111,6 +112,7 @@ class PgTimelinesProjection(TimelinesProjection):
         for entity_id in sorted(entities):
             if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
                 continue
+            _forget_regroupings(conn, removals, entity_id)
             # (SQLite's UPDATE OR IGNORE: a row that VANISHED already has is left to the DELETE)
             conn.execute(
                 f"""UPDATE {removals} r SET entity_id = '{VANISHED}', rank = NULL WHERE r.entity_id = ?

@@ -20,7 +20,7 @@ from typing import Any
 from events.backend import is_postgres, open_store
 from events.models import parse_event_bytes
 from events.store import AppendResult, Candidate, EventStore
-from projections import ProjectionEngine, default_projections
+from projections import ProjectionEngine, default_projections, open_engine
 from projections.engine import projection_path, projections_dir
 from projections.queries import Queries, TimelineQuery
 
@@ -162,7 +162,7 @@ def append(store: EventStore, *events: dict[str, Any] | str | bytes) -> list[App
 
 def _bring_up(store: EventStore, batch_size: int = 5000) -> int:
     """Set the projections up (a projection new to a store with events is rebuilt) and catch up."""
-    with ProjectionEngine(store, default_projections(), batch_size=batch_size) as engine:
+    with open_engine(store, batch_size=batch_size) as engine:
         outdated = engine.setup()
         if outdated:
             engine.rebuild(outdated)
@@ -170,13 +170,14 @@ def _bring_up(store: EventStore, batch_size: int = 5000) -> int:
 
 
 def project(path: str | Path, batch_size: int = 5000) -> int:
-    with EventStore(path) as store:
+    with open_store(path) as store:
         return _bring_up(store, batch_size)
 
 
 def append_and_project(path: str | Path, events: Iterable[dict[str, Any] | str | bytes]) -> list[AppendResult]:
-    """Append the events as one batch, then bring every projection up to the head."""
-    with EventStore(path) as store:
+    """Append the events as one batch, then bring every projection up to the head (a SQLite path
+    or a ``postgresql://`` URL: the ``backend`` fixture)."""
+    with open_store(path) as store:
         results = append(store, *events)
         _bring_up(store)
     return results
@@ -194,7 +195,7 @@ def append_batches(path: str | Path, *batches: Sequence[dict[str, Any]], pause: 
 
 
 def _append_only(path: str | Path, events: Sequence[dict[str, Any]]) -> list[AppendResult]:
-    with EventStore(path) as store:
+    with open_store(path) as store:
         return append(store, *events)
 
 

@@ -220,10 +220,12 @@ def test_groups_follow_redeclarations_corrections_retractions_and_erased_aliases
     assert fast == slow and fast[0]["id"] == "m3"
     fast, slow = _both(db, "m2")
     assert fast == slow and fast[0]["id"] == "m4" and fast[0]["aliases"] == ["m1", "m2"]
-    incremental = dump_tables(db)
+    # (tl_removals is carried over by a rebuild, not derived: files made afresh have none; the
+    # erased declaration's rows there tell live streams of the entries that left them)
+    incremental = {k: v for k, v in dump_tables(db).items() if k != "tl_removals"}
     shutil.rmtree(projections_dir(db))
     project(db)
-    assert dump_tables(db) == incremental
+    assert {k: v for k, v in dump_tables(db).items() if k != "tl_removals"} == incremental
 
 
 def test_related_of_a_canonical_id_no_event_names_lists_its_aliases_partners(tmp_path: Path) -> None:

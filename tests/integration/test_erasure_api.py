@@ -22,6 +22,17 @@ TOKEN = "t0ken"
 
 @pytest.fixture
 def api(db: Path, redis_url: str, stream_name: str, redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    yield from _serve(db, redis_url, stream_name, monkeypatch)
+
+
+@pytest.fixture
+def api_on(backend: str, redis_url: str, stream_name: str, redis_client: Any,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """``api`` on each backend in turn (a SQLite file, a PostgreSQL schema)."""
+    yield from _serve(backend, redis_url, stream_name, monkeypatch)
+
+
+def _serve(db: Path | str, redis_url: str, stream_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     append_and_project(db, [
         news("kept", "2025-05-01", ("x", "elon-musk")),
         news("gone", "2025-05-02", ("x", "only-here"), summary="secret summary"),
@@ -79,3 +90,25 @@ def test_erasing_an_alias_separates_the_entities(api: Api) -> None:
     assert api.request("POST", "/events/al/erase", json={"reason": "r"}, headers=AUTH).status_code == 200
     assert api.request("GET", "/entities/twitter").status_code == 404  # nothing names it
     assert api.request("GET", "/entities/x").json()["name"] == "X"
+
+
+def test_a_reason_holding_u0000_is_refused_on_either_backend(api_on: Api) -> None:
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): such a reason made the erasure fail
+    with a 500 on PostgreSQL. It is refused on both, 422 naming the field, and nothing is erased."""
+    for reason in ("court\x00order", "\x00"):
+        refused = api_on.request("POST", "/events/gone/erase", json={"reason": reason}, headers=AUTH)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"].startswith("reason:") and "U+0000" in refused.json()["error"], refused.text
+    assert api_on.request("GET", "/events/gone").status_code == 200
+    assert api_on.request("GET", "/erasures", headers=AUTH).json()["erasures"] == []
+    done = api_on.request("POST", "/events/gone/erase", json={"reason": "court order"}, headers=AUTH)
+    assert done.status_code == 200, done.text
+
+
+@pytest.mark.parametrize("event_id", ["gone\x00", "\x00"])
+def test_an_id_holding_u0000_is_unknown_on_either_backend(api_on: Api, event_id: str) -> None:
+    from urllib.parse import quote
+
+    missing = api_on.request("POST", f"/events/{quote(event_id, safe='')}/erase", json={"reason": "r"}, headers=AUTH)
+    assert missing.status_code == 404, missing.text
+
