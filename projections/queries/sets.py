@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from .. import groups
@@ -14,6 +15,17 @@ from .cursors import GROUP_PREFIX
 
 
 class GroupReads(QueriesBase):
+    @staticmethod
+    def _group_rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+        """The rows of ``sql`` over a projection's alias-group tables; None when they are the
+        tables of a version from before the groups (no such table)."""
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return None
+
     def _set(self, conn: sqlite3.Connection, name: str, canonical: str, upto: int) -> str | None:
         """The set id under which a projection (``timelines`` or ``entities``) files the rows of
         ``canonical``'s group, when those rows are its group's as of ``upto``: the group has not
@@ -30,17 +42,16 @@ class GroupReads(QueriesBase):
         if changed == 0 or changed > upto or changed > projected:
             return None
         prefix = GROUP_PREFIX[name]
-        try:
-            row = conn.execute(
-                f"SELECT s.set_id, s.root, s.size FROM {prefix}{groups.GROUPS}{tag} g"
-                f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = g.set_id WHERE g.entity_id = ?",
-                (canonical,),
-            ).fetchone()
-        except sqlite3.OperationalError as exc:  # the tables of a version from before the groups
-            if "no such table" not in str(exc):
-                raise
+        found = self._group_rows(
+            conn,
+            f"SELECT s.set_id, s.root, s.size FROM {prefix}{groups.GROUPS}{tag} g"
+            f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = g.set_id WHERE g.entity_id = ?",
+            (canonical,),
+        )
+        if not found:
             return None
-        if row is None or row[1] != canonical or row[2] != len(aliases.members(canonical, upto)):
+        row = found[0]
+        if row[1] != canonical or row[2] != len(aliases.members(canonical, upto)):
             return None
         return row[0]
 
@@ -67,15 +78,13 @@ class GroupReads(QueriesBase):
         if not self._related_ready(conn):
             return None
         prefix = GROUP_PREFIX["related"]
-        try:
-            rows = conn.execute(
-                f"SELECT s.root, p.count, p.last_key, p.last_at FROM {GROUP_PAIRS}{tag} p"
-                f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = p.set_id WHERE p.other_id = ?",
-                (entity_id,),
-            ).fetchall()
-        except sqlite3.OperationalError as exc:  # the tables of a version from before the groups
-            if "no such table" not in str(exc):
-                raise
+        rows = self._group_rows(
+            conn,
+            f"SELECT s.root, p.count, p.last_key, p.last_at FROM {GROUP_PAIRS}{tag} p"
+            f" JOIN {prefix}{groups.SETS}{tag} s ON s.set_id = p.set_id WHERE p.other_id = ?",
+            (entity_id,),
+        )
+        if rows is None:
             return None
         return {root: [count, last_key, last_at] for root, count, last_key, last_at in rows}
 

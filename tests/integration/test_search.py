@@ -254,7 +254,7 @@ def test_one_entity_search_gives_what_a_straightforward_method_gives(
 ):
     """Both plans (walking the entity's rows, or the matches first) answer the same."""
     q, events = busy
-    monkeypatch.setattr("projections.queries.WALK_FIRST", walk_first)
+    monkeypatch.setattr("projections.queries.search.WALK_FIRST", walk_first)
     expected = _expected(events, entity, words, order)
     assert sum(walk(q, entity, q=typed, order=order, limit=limit), []) == expected
     ranked = sum(walk(q, entity, q=typed, order="relevance", limit=limit), [])
