@@ -112,7 +112,9 @@ class PgQueries(Queries):
     @staticmethod
     def _in(expr: str, values: Sequence[Any], *, negate: bool = False) -> tuple[str, list[Any]]:
         values = list(values)
-        cast = "bigint[]" if values and all(type(v) is int for v in values) else "text[]"
+        if not values:  # an empty array has no element type to compare with: no row is among none
+            return ("TRUE" if negate else "FALSE"), []
+        cast = "bigint[]" if all(type(v) is int for v in values) else "text[]"
         return f"{'NOT ' if negate else ''}({expr} = ANY(?::{cast}))", [values]
 
     @staticmethod
