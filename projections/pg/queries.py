@@ -112,10 +112,11 @@ class PgQueries(Queries):
     @staticmethod
     def _in(expr: str, values: Sequence[Any], *, negate: bool = False) -> tuple[str, list[Any]]:
         values = list(values)
-        if not values:  # an empty array has no element type to compare with: no row is among none
-            return ("TRUE" if negate else "FALSE"), []
-        cast = "bigint[]" if all(type(v) is int for v in values) else "text[]"
-        return f"{'NOT ' if negate else ''}({expr} = ANY(?::{cast}))", [values]
+        # An empty list has no element type: psycopg sends it untyped and the server takes the
+        # column's (a text[] cast would refuse ``bigint = text``). One placeholder either way:
+        # live streams use this SQL as a template for other lists.
+        cast = "" if not values else "::bigint[]" if all(type(v) is int for v in values) else "::text[]"
+        return f"{'NOT ' if negate else ''}({expr} = ANY(?{cast}))", [values]
 
     @staticmethod
     def _ordered(values: Sequence[Any]) -> tuple[str, list[Any]]:
