@@ -250,11 +250,16 @@ def settle(server: Server, client: redis.Redis, timeout: float = 60.0) -> list[d
         if server.process is not None and server.process.poll() is not None:
             raise ServerFailed(f"server exited with {server.process.returncode}; stderr:\n{server.stderr()}")
         try:
-            projections = httpx.get(f"{server.base_url}/projections", timeout=5).json()
+            answer = httpx.get(f"{server.base_url}/projections", timeout=5)
         except httpx.HTTPError as exc:
             state = repr(exc)
             time.sleep(0.1)
             continue
+        if answer.status_code != 200:  # e.g. 503 from a reader whose PostgreSQL connection was lost
+            state = f"{answer.status_code} {answer.text[:300]}"
+            time.sleep(0.1)
+            continue
+        projections = answer.json()
         p, u = pending(client, server.stream), undelivered(client, server.stream)
         state = {"pending": p, "undelivered": u, "projections": projections}
         if p == 0 and u == 0 and all(x["lag"] == 0 for x in projections):
