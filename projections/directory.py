@@ -39,13 +39,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from events.ids import compact_json, fold
-from events.records import AliasDeclaration
 
 from .changes import Change
 from . import groups, members
 from .engine import Projection
 from .erasure import Erased
-from .groups import Groups, Regrouped
+from .groups import GroupedProjection, Regrouped
 
 STATS = "ent_stats"
 MEMBERS = "ent_members"
@@ -219,7 +218,7 @@ def group_naming(conn: sqlite3.Connection, said_t: str, set_id: str, root: str, 
     return named[0], typed[1] if typed is not None else "other"
 
 
-class DirectoryProjection(Projection):
+class DirectoryProjection(GroupedProjection, Projection):
     name = "entities"
     # 6: search keys transliterated (events.ids.fold); 7: alias groups (ent_links, ent_groups,
     # ent_sets) and their rows (ent_group_members, ent_group_said, ent_group_stats)
@@ -257,11 +256,7 @@ class DirectoryProjection(Projection):
     packed_position = staticmethod(members.packed_position)
     # The groups' statements below are plain SQL that SQLite and PostgreSQL both run but for
     # these (``projections.pg.directory``).
-    groups_class: type[Groups] = Groups
-
-    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
-        """The group tables of a tag (``projections.groups``)."""
-        return self.groups_class(conn, PREFIX, tag)
+    group_prefix = PREFIX
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
@@ -400,20 +395,11 @@ class DirectoryProjection(Projection):
                 LEFT JOIN {gm} l ON l.set_id = s.set_id AND l.position = {self.packed_position('a.lc')}"""
         )
 
-    def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
-    ) -> None:
-        """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
-        a merged set's move to the set it joined (the smaller set's: each row moves at most
-        log2(n) times) and its count and dates merge into that set's, a lone id's are copied
-        from its own, a regrouped set's are filed anew."""
-        table = self.groups(conn, tag)
-        for declaration in declarations:
-            done = table.declare([declaration])
-            if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
-                self._file(conn, tag, done)
-
     def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
+        """After a declaration joined or regrouped sets (``GroupedProjection.declare``): a merged
+        set's rows move to the set it joined (the smaller set's: each row moves at most log2(n)
+        times) and its count and dates merge into that set's, a lone id's are copied from its
+        own, a regrouped set's are filed anew."""
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         members_t, said_t, stats_t = self.table(MEMBERS, tag), self.table(SAID, tag), self.table(STATS, tag)
 

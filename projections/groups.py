@@ -245,3 +245,27 @@ def stored_declarations(conn: sqlite3.Connection, upto: int) -> list[AliasDeclar
             (upto,),
         )
     ]
+
+
+class GroupedProjection:
+    """What a projection that files rows under alias sets shares (a mixin before ``Projection``):
+    its group tables (``group_prefix``, ``groups_class``: PostgreSQL's subclasses give theirs)
+    and ``declare``, which joins or regroups sets one declaration at a time and has the
+    projection's ``_file`` move its rows after each (a deferred rebuild files every group's rows
+    in ``finish`` instead)."""
+
+    group_prefix: str
+    groups_class: type[Groups] = Groups
+
+    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
+        """The group tables of a tag."""
+        return self.groups_class(conn, self.group_prefix, tag)
+
+    def declare(
+        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
+    ) -> None:
+        table = self.groups(conn, tag)
+        for declaration in declarations:
+            done = table.declare([declaration])
+            if done and not deferred:
+                self._file(conn, tag, done)  # type: ignore[attr-defined]

@@ -17,13 +17,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from events.records import AliasDeclaration
 
 from .changes import Change
 from . import groups, members
 from .engine import Projection
 from .erasure import Erased
-from .groups import Groups, Regrouped
+from .groups import GroupedProjection, Regrouped
 
 PAIRS = "rel_pairs"
 PREFIX = "rel"  # of the group tables (``projections.groups``): rel_links, rel_groups, rel_sets
@@ -56,7 +55,7 @@ RECOMPUTE_SMALL = 1024
 RECOMPUTE_PROBE = 1_000_000
 
 
-class RelatedProjection(Projection):
+class RelatedProjection(GroupedProjection, Projection):
     name = "related"
     # 5: alias groups (rel_links, rel_groups, rel_sets) and pairs per set (rel_group_*)
     version = 5
@@ -103,11 +102,7 @@ class RelatedProjection(Projection):
     packed_position = staticmethod(members.packed_position)
     # The groups' statements below are plain SQL that SQLite and PostgreSQL both run but for
     # these hooks (``projections.pg.related``).
-    groups_class: type[Groups] = Groups
-
-    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
-        """The group tables of a tag (``projections.groups``)."""
-        return self.groups_class(conn, PREFIX, tag)
+    group_prefix = PREFIX
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         pairs_t, members_t = self.table(PAIRS, tag), self.table(MEMBERS, tag)
@@ -219,19 +214,10 @@ class RelatedProjection(Projection):
             (set_id, other, row[0], last_key, position, occurred_at),
         )
 
-    def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
-    ) -> None:
-        """Each declaration joins or regroups sets (``projections.groups``); the pairs follow: a
-        merged set's events join the set it joined (those it did not have yet, each counted once
-        against every side it names), and its rows go; a re-declaration files every group anew."""
-        table = self.groups(conn, tag)
-        for declaration in declarations:
-            done = table.declare([declaration])
-            if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
-                self._file(conn, tag, done)
-
     def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
+        """After a declaration joined or regrouped sets (``GroupedProjection.declare``): a merged
+        set's events join the set it joined (those it did not have yet, each counted once against
+        every side it names), and its rows go; a re-declaration files every group anew."""
         if done.dissolved or done.created:  # a re-declaration (rare): every group filed anew
             self._file_all(conn, tag)
             return

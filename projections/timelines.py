@@ -57,13 +57,12 @@ import sqlite3
 from collections.abc import Sequence
 
 from events.ids import compact_json
-from events.records import AliasDeclaration
 
 from .changes import RANK, Change, Version
 from . import groups
 from .engine import Projection
 from .erasure import Erased
-from .groups import Groups, Regrouped
+from .groups import GroupedProjection, Regrouped
 
 OPEN = 2**62  # valid_to of a row that is still true
 RANK_SQL = "CASE m.role " + " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items()) + " END"
@@ -78,7 +77,7 @@ GLOBAL = "*"  # the change log's entity id of the global timeline (never a slug)
 VANISHED = ""  # tl_removals' entity id of an entity that only erased events named (never a slug)
 
 
-class TimelinesProjection(Projection):
+class TimelinesProjection(GroupedProjection, Projection):
     name = "timelines"
     # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals); 7: alias
     # groups (tl_links, tl_groups, tl_sets) and their rows (tl_group_entries)
@@ -153,11 +152,7 @@ class TimelinesProjection(Projection):
 
     # The statements of the groups' rows below are plain SQL that SQLite and PostgreSQL both run
     # (``projections.pg.timelines`` gives the tables' DDL and ``groups_class``).
-    groups_class: type[Groups] = Groups
-
-    def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
-        """The group tables of a tag (``projections.groups``)."""
-        return self.groups_class(conn, PREFIX, tag)
+    group_prefix = PREFIX
 
     def _group_bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
         """The entries of the plain news events of ``low < position <= high`` filed under the sets
@@ -188,19 +183,10 @@ class TimelinesProjection(Projection):
                 ON CONFLICT DO NOTHING"""
         )
 
-    def declare(
-        self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False
-    ) -> None:
-        """Each declaration joins or regroups sets (``projections.groups``); their rows follow:
-        a merged set's rows move to the set it joined (the smaller set's: each row moves at most
-        log2(n) times), a lone id's are copied from its entries, a regrouped set's filed anew."""
-        table = self.groups(conn, tag)
-        for declaration in declarations:
-            done = table.declare([declaration])
-            if done and not deferred:  # a deferred rebuild files every group's rows in ``finish``
-                self._file(conn, tag, done)
-
     def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
+        """After a declaration joined or regrouped sets (``GroupedProjection.declare``): a merged
+        set's rows move to the set it joined (the smaller set's: each row moves at most log2(n)
+        times), a lone id's are copied from its entries, a regrouped set's filed anew."""
         group_entries, entries = self.table(GROUP_ENTRIES, tag), self.table(ENTRIES, tag)
         columns = "start_key, position, valid_from, rank"
         copy = (
