@@ -277,7 +277,10 @@ def _derived(conn: sqlite3.Connection, report: Report, _head: str | None) -> Non
         "event_entities": f"""
             SELECT e.position FROM events e, json_each(nullif(e.body, ''), '$.entities') j
             LEFT JOIN event_entities m ON m.position = e.position AND m.entity_id = j.value ->> 'id'
-            WHERE e.kind IN ({news}) AND (m.position IS NULL OR m.name IS NOT j.value ->> 'name'
+            WHERE e.kind IN ({news}) AND (m.position IS NULL OR CASE
+                  -- SQLite's ->> ends a string at U+0000: such a name is compared as JSON text
+                  WHEN instr(j.value -> 'name', '\\u0000') THEN json_quote(m.name) IS NOT j.value -> 'name'
+                  ELSE m.name IS NOT j.value ->> 'name' END
                   OR m.type IS NOT j.value ->> 'type' OR m.role IS NOT j.value ->> 'role')
             UNION SELECT m.position FROM (SELECT position, count(*) AS n FROM event_entities GROUP BY position) m
             LEFT JOIN events e ON e.position = m.position

@@ -324,3 +324,21 @@ def test_verify_reads_a_store_in_use_through_its_write_ahead_log(db: Path) -> No
         done = run_verify(db)
         assert done.returncode == 0 and f"ok: {N + 1} events" in done.stdout, done.stdout + done.stderr
         store.conn.execute("PRAGMA wal_autocheckpoint = 1000")
+
+
+def test_an_entity_name_holding_u0000_verifies_and_its_edit_is_still_found(tmp_path: Path) -> None:
+    """Found by a user's trial: an accepted event whose entity name holds U+0000 made `timeline
+    verify` report the untouched store as edited (SQLite's ``->>`` ends a string at U+0000, so the
+    stored name never matched its event's). Such a name is compared as JSON text: the store
+    verifies, and cutting the name at its U+0000 behind the service's back is still found."""
+    path = tmp_path / "t.db"
+    filled(path, 3)
+    raw = json.dumps({"id": "nul-1", "kind": "report", "occurred_at": "2025-05", "headline": "h\u0000",
+                      "entities": [{"name": "Nul\u0000Name"}, {"name": "Plain"}]}).encode()
+    with open_store(path) as store:
+        assert [r.status for r in store.append([Candidate(parse_event(json.loads(raw)), raw)])] == ["stored"]
+    report = report_of(path)
+    assert report.ok, report.problems
+    behind_back(path, "UPDATE event_entities SET name = 'Nul' WHERE entity_id = 'nul-name'")
+    report = report_of(path)
+    assert not report.ok and report.first_bad == 4, report.problems
