@@ -269,7 +269,7 @@ def publish(
     try:
         with _redis_not_ready_exits():
             if url is None:
-                embedded = EmbeddedRedis(settings.redis_dir)
+                embedded = EmbeddedRedis.for_settings(settings)
                 url = embedded.start()
             wait_until_ready(url, settings.redis_ready_seconds)
         with Publisher(url, settings.stream) as publisher:
@@ -648,7 +648,7 @@ def erase(
     done = (f"already erased: {erasure.event_id} (erasure {erasure.seq} at {erasure.erased_at} by {erasure.who})"
             if already else f"erased {erasure.event_id} (position {erasure.position}, erasure {erasure.seq})")
     console.print(done + (f" with {went}" if went else ""), soft_wrap=True, markup=False, highlight=False)
-    embedded = None if settings.redis_url else EmbeddedRedis(settings.redis_dir)
+    embedded = None if settings.redis_url else EmbeddedRedis.for_settings(settings)
     with _redis_not_ready_exits():
         url = settings.redis_url or embedded.start()  # type: ignore[union-attr]
     try:

@@ -57,7 +57,7 @@ def _client() -> Iterator[tuple[redis.Redis, Settings]]:
     try:
         with cli._redis_not_ready_exits():
             if url is None:
-                embedded = EmbeddedRedis(settings.redis_dir)
+                embedded = EmbeddedRedis.for_settings(settings)
                 url = embedded.start()
             wait_until_ready(url, settings.redis_ready_seconds)
         with redis.Redis.from_url(url) as client:

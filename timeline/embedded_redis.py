@@ -46,6 +46,10 @@ TERM_TIMEOUT = 2.0  # then seconds from SIGTERM to SIGKILL
 PORT_FILE = "redis.port"
 LOCK_FILE = "redis.lock"
 LOG_FILE = "redis.log"
+# Redis' ``appendfsync`` policies an embedded server may run with (docs/operations-redis.md,
+# "What an acknowledged XADD survives"): ``always`` fsyncs before each reply, ``everysec`` once
+# a second in the background (a crash of Redis may lose up to about two seconds of writes).
+APPENDFSYNC = ("everysec", "always")
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -146,10 +150,14 @@ class RedisServer:
     """
 
     def __init__(
-        self, data_dir: Path, *, port: int | None = None, appendonly: bool = True
+        self, data_dir: Path, *, port: int | None = None, appendonly: bool = True,
+        appendfsync: str = "everysec",
     ) -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}, not {appendfsync!r}")
         self.data_dir = Path(data_dir)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self._port = port
         self._port_fixed = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -221,7 +229,7 @@ class RedisServer:
             "--bind", HOST,
             "--dir", str(self.data_dir.resolve()),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.log_path.resolve()),
@@ -404,8 +412,9 @@ class EmbeddedRedis:
     process that reuses another's server loses Redis when the owner stops.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, appendfsync: str = "everysec") -> None:
         self.data_dir = Path(data_dir)
+        self.appendfsync = appendfsync
         self.server: RedisServer | None = None  # set when this instance owns the server
         self._url: str | None = None
 
@@ -484,7 +493,7 @@ class EmbeddedRedis:
             if port is not None and self._serves_our_dir(port):
                 self._url = f"redis://{HOST}:{port}/0"
                 return self._url
-            server = RedisServer(self.data_dir, appendonly=True)
+            server = RedisServer(self.data_dir, appendonly=True, appendfsync=self.appendfsync)
             server.start()
             try:
                 self._write_port(server.port)
@@ -506,6 +515,11 @@ class EmbeddedRedis:
                         self.port_file.unlink()
             self.server = None
         self._url = None
+
+    @classmethod
+    def for_settings(cls, settings) -> "EmbeddedRedis":  # noqa: ANN001 - a timeline.settings.Settings
+        """The embedded Redis of these settings' data folder, with their ``appendfsync``."""
+        return cls(settings.redis_dir, appendfsync=settings.redis_appendfsync)
 
     def __enter__(self) -> str:
         return self.start()

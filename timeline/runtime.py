@@ -85,14 +85,14 @@ class Runtime:
         if self.redis_url is None and self.read_only:
             # The writer's embedded Redis, if one runs for the data folder: a read-only node
             # starts none (it would write Redis's files, and stop it under the writer).
-            self.redis_url = EmbeddedRedis(self.settings.redis_dir).running_url()
+            self.redis_url = EmbeddedRedis.for_settings(self.settings).running_url()
             if self.redis_url is None:
                 raise ReadOnlyNode(
                     "no REDIS_URL and no embedded Redis running for the data folder: a read-only node starts"
                     " none; set REDIS_URL, or start the writer (timeline serve) first"
                 )
         if self.redis_url is None:
-            self.embedded = EmbeddedRedis(self.settings.redis_dir)
+            self.embedded = EmbeddedRedis.for_settings(self.settings)
             self.redis_url = self.embedded.start()
             log.info("embedded Redis at %s (data in %s)", self.redis_url, self.settings.redis_dir)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,11 @@ class Settings(BaseSettings):
     db: Path | str = Field(
         Path("data/timeline.db"), alias="TIMELINE_DB",
         description="the store: a SQLite file's path, or a postgresql:// URL (docs/postgresql.md)",
+    )
+    redis_appendfsync: Literal["everysec", "always"] = Field(
+        "everysec", alias="TIMELINE_REDIS_APPENDFSYNC",
+        description="the embedded Redis' AOF fsync policy: everysec (a crash of Redis may lose up to ~2 s of"
+        " acknowledged entries) or always (nothing acknowledged is lost; each write waits for the disk)",
     )
     stream: str = Field("news:events", alias="TIMELINE_STREAM", min_length=1)
     read_only: bool = Field(

@@ -147,16 +147,54 @@ def test_kill_then_port_is_dead(own_redis: RedisServer):
     own_redis.stop()  # so is stop after a kill
 
 
-def test_acknowledged_writes_survive_a_kill(own_redis: RedisServer):
-    """The AOF gets each write before the reply, so a crash of Redis alone loses nothing."""
+def test_acknowledged_writes_survive_a_kill_with_appendfsync_always(tmp_path: Path):
+    """With ``appendfsync always`` Redis writes and fsyncs its AOF before it replies, so a crash
+    of Redis alone loses nothing it acknowledged."""
+    server = RedisServer(tmp_path / "redis", appendonly=True, appendfsync="always")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        ids = [client.xadd("s", {"event": "{}"}) for _ in range(10)]
+        server.kill()
+        server.restart()
+        assert [entry_id for entry_id, _ in client.xrange("s")] == ids
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_written_aof_survives_a_kill_with_everysec(own_redis: RedisServer):
+    """With ``everysec`` (the default) Redis may postpone writing its AOF buffer for up to 2 s
+    while a background fsync runs (and replies meanwhile: docs/operations-redis.md); what it has
+    written (``aof_buffer_length`` 0) survives a crash of Redis alone."""
     client = redis.Redis.from_url(own_redis.url)
     try:
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
         ids = [client.xadd("s", {"event": "{}"}) for _ in range(10)]
+        assert wait_until(lambda: int(client.info("persistence")["aof_buffer_length"]) == 0, timeout=10)
         own_redis.kill()
         own_redis.restart()
         assert [entry_id for entry_id, _ in client.xrange("s")] == ids
     finally:
         client.close()
+
+
+def test_embedded_takes_the_settings_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from pydantic import ValidationError
+
+    from timeline.settings import Settings
+
+    monkeypatch.setenv("TIMELINE_DB", str(tmp_path / "t.db"))
+    monkeypatch.setenv("TIMELINE_REDIS_APPENDFSYNC", "always")
+    with EmbeddedRedis.for_settings(Settings()) as url:
+        with redis.Redis.from_url(url) as client:
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    monkeypatch.setenv("TIMELINE_REDIS_APPENDFSYNC", "sometimes")
+    with pytest.raises(ValidationError, match="TIMELINE_REDIS_APPENDFSYNC"):
+        Settings()
+    with pytest.raises(ValueError, match="appendfsync"):
+        RedisServer(tmp_path, appendfsync="no")
 
 
 def test_context_manager_and_fixed_port(tmp_path: Path):
