@@ -30,6 +30,7 @@ text, ``as_of``) do not apply to a stream.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,6 +169,14 @@ def _changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filt
                 break  # the declaration's entries (or the rest of them) come with the next page
         page.more = page.cursor.position < upto
     return page
+
+
+def _erased(message: Message) -> Message:
+    """A ``remove`` as an erasure's reads: the entry's id, kind and position, ``status: erased``."""
+    entry = json.loads(message.data)
+    return Message(message.position, "remove", compact_json(
+        {"event_id": entry["event_id"], "kind": entry["kind"], "position": entry["position"], "status": "erased"}
+    ))
 
 
 class _Reader:
@@ -330,16 +339,19 @@ class _Reader:
             declared.setdefault(seq, {"position": position})[side] = entity_id
         assert self.entity_id is not None
         # A side kept as VANISHED (an id no entry names any more) can only be this stream's own
-        # entity, when it has no entries either (the only stream that can have shown the merge).
+        # entity, when it has no entries either (the only stream that can have shown the merge);
+        # but every stream of an entity without entries reads it so, and no id tells them apart.
         own = None if self._has_entries(self.entity_id) else self.entity_id
-        erased = []
+        erased, guessed = [], False
         for d in declared.values():
             alias, canonical = d.get("alias"), d.get("canonical")
             alias, canonical = (own if alias == VANISHED else alias), (own if canonical == VANISHED else canonical)
             if not alias or not canonical or alias == canonical or d["position"] > at:
                 continue
-            if VANISHED in (d["alias"], d["canonical"]) and self.aliases.resolve(canonical, at) == alias:
-                continue  # another vanished id's row: read as this one's, it would close a cycle
+            if VANISHED in (d["alias"], d["canonical"]):
+                if self.aliases.resolve(canonical, at) == alias:
+                    continue  # another vanished id's row: read as this one's, it would close a cycle
+                guessed = True
             erased.append((d["position"], alias, canonical, None))
         if not erased:
             return
@@ -351,8 +363,14 @@ class _Reader:
         if set(was) == set(now):
             return
         rows, _ = self._moved_rows(_Move(at, was, now, sorted(set(was) ^ set(now))), None, None)
+        start = len(page.messages)
         self._add(page, [(at, "remove" if rank is None else "update", (*row, old if rank is None else rank))
                          for *row, _key, old, rank in rows])
+        if guessed:
+            # Read from a row without its id: this stream may never have shown these entries (it
+            # is of another entity without entries), so a remove says what an erased entry's does
+            # and nothing of the content. (An update is of an entry the stream shows now.)
+            page.messages[start:] = [_erased(m) if m.kind == "remove" else m for m in page.messages[start:]]
 
     def _has_entries(self, entity_id: str) -> bool:
         sql = f"SELECT 1 FROM {ENTRIES}{self.tag} WHERE entity_id = ? LIMIT 1"

@@ -451,3 +451,43 @@ def test_an_erased_alias_tells_the_entries_that_leave_each_stream(backend_reads:
     for name, (entity, f) in streams.items():
         kinds = {m.kind for m in read_all(q, entity, StreamCursor(r[1].position), f, 2)[0]}
         assert "remove" not in kinds, name
+
+
+def test_an_erased_alias_is_not_told_to_another_stream_without_entries(backend_reads: Any) -> None:
+    """An erased declaration whose alias no entry names (kept without its id): a stream of
+    another entity without entries (its only event erased) held none of the canonical entity's
+    entries and is told nothing of them; the alias' own stream is told to remove them."""
+    store, engine, q = backend_reads
+    r = append(
+        store,
+        news("d1", "2024-01-01", ["donald-trump"]),
+        news("s1", "2024-02-01", ["spacex"]),
+        alias("al", "x", "spacex"),  # x: named by the declaration alone
+        news("s2", "2024-03-01", ["spacex"]),
+    )
+    engine.catch_up()
+    moves = {r[2].position}
+    streams = {"donald-trump": ("donald-trump", StreamFilter()), "x": ("x", StreamFilter()),
+               "spacex": ("spacex", StreamFilter())}
+    held: dict[str, dict[str, Any]] = {}
+    cursors: dict[str, StreamCursor] = {}
+    for name, (entity, f) in streams.items():
+        held[name] = {}
+        got, cursors[name] = read_all(q, entity, StreamCursor(0), f, 2)
+        apply(held[name], got, name, moves)
+    assert held["donald-trump"].keys() == {"d1"} and held["x"].keys() == {"s1", "s2"}
+    told: dict[str, list[Message]] = {}
+    for erased in ("d1", "al"):  # donald-trump has no entries left, then x loses its canonical's
+        erase_event(store, engine, erased)
+        for name, (entity, f) in streams.items():
+            vanished = without_entries(q, entity, cursors[name].position)
+            told[name], cursors[name] = read_all(q, entity, cursors[name], f, 2)
+            apply(held[name], told[name], (erased, name), moves, vanished=vanished)
+            assert held[name].keys() == page(q, entity, f).keys(), (erased, name)
+    assert held == {"donald-trump": {}, "x": {}, "spacex": held["spacex"]} and held["spacex"].keys() == {"s1", "s2"}
+    # Without x's id, the stream of x and that of donald-trump read the declaration alike: a
+    # remove of each of spacex's entries, as an erasure's (nothing of the content).
+    for name in ("x", "donald-trump"):
+        assert sorted((m.kind, json.loads(m.data)["event_id"], json.loads(m.data)["status"]) for m in told[name]) == [
+            ("remove", "s1", "erased"), ("remove", "s2", "erased")], name
+    assert told["spacex"] == []
