@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .ids import compact_json
-from .models import EventRejected, apply_changes
+from .models import NEWS_KINDS, EventRejected, apply_changes
 
 if TYPE_CHECKING:
     from .store import StoredEvent
@@ -51,7 +51,14 @@ def advance(kind: str, state: EventState, item: "StoredEvent") -> dict[str, Any]
     """Apply one correction or retraction to ``state`` (of a news event of ``kind``), in place;
     append its history entry to ``state.history`` and return it."""
     out = entry(item)
-    if item.kind == "correction":
+    if kind not in NEWS_KINDS:
+        # one that waited for an id which came as an editorial event: the store refuses it when the
+        # target is known first (``only news events change``); arrived first, it is history that
+        # did not apply, and the target stays as it was
+        field = "details.corrects" if item.kind == "correction" else "details.retracts"
+        out["applied"] = False
+        out["error"] = f"{field}: {item.target_id!r} is a {kind}, not a news event; only news events change"
+    elif item.kind == "correction":
         try:
             state.body = apply_changes(kind, state.body, item.body["details"]["changes"])
             out["applied"] = True

@@ -1,0 +1,73 @@
+"""Hostile cases found by testing the service through its public interfaces only (issue 14):
+a real `timeline serve`, a real Redis, real SQLite files, the real `timeline` commands.
+
+- An entity id derived from a name is held to the length of a given one: a 200-character name
+  may derive an id of thousands (NFKD expands some characters to 18), which no field naming an
+  entity id could name and whose URL the API refuses (414).
+- A retraction (or correction) that arrived before its target, when the target comes as an
+  editorial event, is history that did not apply: the store refuses it when the target is known
+  first, and the target stays in force either way.
+- No command writes a file over the store, its log or its projections: the rejects of
+  `timeline import`, `timeline export --output`, `timeline dead-letters export` and the copy of
+  `timeline backup --force` would otherwise replace the source of truth.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TIMELINE = str(Path(sys.executable).parent / "timeline")
+
+
+def timeline(server: Any, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [TIMELINE, *args], env={**server.env, "COLUMNS": "200", **env}, capture_output=True, timeout=300,
+        cwd=server.workdir,
+    )
+
+
+def report(event_id: str, entities: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": event_id, "kind": "report", "occurred_at": "2025-05-24", "headline": event_id, "entities": entities}
+
+
+def post(http: httpx.Client, body: Any) -> dict[str, Any]:
+    response = http.post("/events", params={"wait": "true"}, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_retraction_that_waited_for_an_editorial_event_does_not_apply(serve) -> None:
+    server = serve()
+    with server.client() as http:
+        post(http, [report("news-1", [{"id": "acme", "name": "Acme"}]), report("news-2", [{"id": "acme-inc", "name": "Acme"}])])
+        post(http, {"id": "retract-alias", "kind": "retraction", "occurred_at": "2025",
+                    "details": {"retracts": "later-alias", "reason": "waits"}})
+        post(http, {"id": "retract-fix", "kind": "retraction", "occurred_at": "2025",
+                    "details": {"retracts": "later-fix", "reason": "waits"}})
+        post(http, {"id": "later-alias", "kind": "entity_alias", "occurred_at": "2025",
+                    "details": {"alias": "acme-inc", "canonical": "acme"}})
+        post(http, {"id": "later-fix", "kind": "correction", "occurred_at": "2025",
+                    "details": {"corrects": "news-1", "changes": {"headline": "fixed"}}})
+        for target, retraction in (("later-alias", "retract-alias"), ("later-fix", "retract-fix")):
+            stood = http.get(f"/events/{target}").json()
+            assert stood["status"] == "active", stood
+            [outcome] = stood["history"]
+            assert outcome["event_id"] == retraction and outcome["applied"] is False, stood
+            assert "not a news event" in outcome["error"], stood
+            # the same retraction sent after its target is refused, as the history says
+            answer = post(http, {"kind": "retraction", "occurred_at": "2025", "details": {"retracts": target, "reason": "now"}})
+            assert answer["rejected"][0]["reason"] == "schema", answer
+        # and both targets are in force, as the history says
+        assert http.get("/entities/acme-inc").json()["id"] == "acme"
+        assert http.get("/events/news-1").json()["headline"] == "fixed"
+    verified = timeline(server, "verify")
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
