@@ -114,7 +114,8 @@ def _check_instant(value: str) -> str:
     return value
 
 
-EntityId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ENTITY_ID_MAX = 200
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=ENTITY_ID_MAX)]
 DateText = Annotated[str, StringConstraints(min_length=4, max_length=64)]
 
 
@@ -140,6 +141,10 @@ class Entity(Strict):
             derived = slugify(self.name)
             if not derived:
                 raise ValueError(f"name: {self.name!r} has no letter or digit to derive an id from: give an id")
+            if len(derived) > ENTITY_ID_MAX:  # NFKD and case folding lengthen some names (ﷺ: 18 characters)
+                raise ValueError(
+                    f"name: derives an id of {len(derived)} characters, over the {ENTITY_ID_MAX} an id may have: give an id"
+                )
             object.__setattr__(self, "id", derived)
         return self
 

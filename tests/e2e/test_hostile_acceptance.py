@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
+from events.ids import slugify
+
 pytestmark = pytest.mark.e2e
 
 TIMELINE = str(Path(sys.executable).parent / "timeline")
@@ -43,6 +45,28 @@ def post(http: httpx.Client, body: Any) -> dict[str, Any]:
     response = http.post("/events", params={"wait": "true"}, json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def test_a_derived_entity_id_is_held_to_the_length_of_a_given_one(serve) -> None:
+    server = serve()
+    expanding = "\ufdfa" * 200  # NFKD: 18 characters each
+    doubled = "\u00df" * 150  # case-folded: "ss"
+    assert len(slugify(expanding)) > 200 and len(slugify(doubled)) == 300
+    fits = "\u00df" * 100  # "ss" * 100: 200 characters, the most a given id may have
+    with server.client() as http:
+        answer = post(http, [report("long-1", [{"name": expanding}]), report("long-2", [{"name": doubled}]),
+                             report("long-3", [{"name": fits}])])
+        assert answer["accepted"] == ["long-3"], answer
+        assert [r["index"] for r in answer["rejected"]] == [0, 1], answer
+        for rejected in answer["rejected"]:
+            assert rejected["reason"] == "schema" and rejected["error"].startswith("entities.0.name:"), rejected
+            assert "give an id" in rejected["error"], rejected
+        derived = slugify(fits)
+        assert http.get(f"/entities/{derived}").json()["id"] == derived
+        # what a given id of that length can do, the derived one can: be named by an alias
+        answer = post(http, {"kind": "entity_alias", "occurred_at": "2025", "details": {"alias": derived, "canonical": "short"}})
+        assert answer["rejected"] == [], answer
+        assert http.get(f"/entities/{derived}").json()["id"] == "short"
 
 
 def test_a_retraction_that_waited_for_an_editorial_event_does_not_apply(serve) -> None:
