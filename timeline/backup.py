@@ -38,6 +38,8 @@ from pathlib import Path
 from events.integrity import Report, verify
 from events.store import connect, connect_read_only
 
+from .stores import owned_message
+
 
 class BackupError(Exception):
     """A backup that cannot be made (the message says why); nothing was written at DEST."""
@@ -53,10 +55,13 @@ class BackupResult:
     report: Report = field(repr=False)
 
 
+def _parts(dest: Path) -> list[Path]:
+    return [dest, Path(f"{dest}-wal"), Path(f"{dest}-shm"), Path(f"{dest}.projections")]
+
+
 def leftovers(dest: Path) -> list[Path]:
     """What belongs to a store at ``dest``: the file, its log and index, its projections."""
-    candidates = [dest, Path(f"{dest}-wal"), Path(f"{dest}-shm"), Path(f"{dest}.projections")]
-    return [path for path in candidates if path.exists()]
+    return [path for path in _parts(dest) if path.exists()]
 
 
 def _check_dest(source: Path, dest: Path, force: bool) -> None:
@@ -66,8 +71,11 @@ def _check_dest(source: Path, dest: Path, force: bool) -> None:
         raise BackupError(f"the folder {dest.parent} does not exist: create it first")
     if dest.is_dir():
         raise BackupError(f"{dest} is a folder: name the copy's file (say {dest / source.name})")
-    if dest.resolve() == source.resolve():
-        raise BackupError(f"{dest} is the store itself")
+    # what this writes, renames in or removes with --force: none of it may be part of the store
+    written = [part for path in (dest, Path(f"{dest}.partial"), Path(f"{dest}.unverified")) for part in _parts(path)]
+    problem = owned_message(source, written)
+    if problem is not None:
+        raise BackupError(problem)
     found = leftovers(dest)
     if found and not force:
         raise BackupError(

@@ -62,6 +62,14 @@ def _settings(*, writes: str | None = None) -> Settings:
     return settings
 
 
+def _not_the_store(settings: Settings, *paths: Path) -> None:
+    """Exit 2 when a file the command would write is part of the store (docs/operations.md)."""
+    problem = stores.refuse_owned(settings, *paths)
+    if problem is not None:
+        err.print(f"[red]error:[/] {escape(problem)}", soft_wrap=True)
+        raise typer.Exit(2)
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -510,6 +518,8 @@ def export(
             raise typer.Exit(2)
     settings = _settings()
     _store_or_exit(settings, ": run `timeline serve` or `timeline demo` first")
+    if output is not None:
+        _not_the_store(settings, output, output.with_name(output.name + ".partial"))
     query = TimelineQuery(
         since=since, until=until, kinds=tuple(kind or ()), role=role, q=q, order=order, as_of=as_of,
         include_retracted=reads_retracted(fmt, include_retracted),
@@ -815,6 +825,7 @@ def import_(
         err.print(f"[red]no such file:[/] {escape(source)}")
         raise typer.Exit(2)
     rejects = rejects_path_for(source, rejected)
+    _not_the_store(settings, rejects, Path(f"{rejects}.partial"))
     if not rejects.parent.resolve().is_dir():
         err.print(f"[red]the folder of {escape(str(rejects))} does not exist[/]")
         raise typer.Exit(2)

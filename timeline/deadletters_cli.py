@@ -133,6 +133,9 @@ def export(
 ) -> None:
     """Write the dead letters as JSON Lines, one a line with all its fields, a page at a time."""
     _check_reason(reason)
+    if target != "-":
+        cli = _cli()
+        cli._not_the_store(cli._settings(), Path(target))
     count = 0
     with _client() as (client, settings), _output(target) as out:
         for page in pages(client, settings.dead_stream, reason=reason):

@@ -67,3 +67,38 @@ def reachable(settings: Settings) -> Iterator[None]:
         raise StoreUnavailable(
             f"cannot reach the store's PostgreSQL ({redact(str(settings.db))}): {_one_line(exc)}"
         ) from None
+
+
+def owned_by(store: Path, path: Path) -> str | None:
+    """What of the SQLite ``store`` a file written at ``path`` would replace (its log, its index,
+    a projection…), or None: no command writes over the source of truth or what lives beside it.
+    Links and ``..`` are resolved, so another spelling of the same file is caught too."""
+    from projections.engine.files import projections_dir
+
+    store = store.resolve()
+    target = path.resolve()
+    for part, what in ((store, "the store itself"), (Path(f"{store}-wal"), "the store's log"),
+                       (Path(f"{store}-shm"), "the store's log index"), (Path(f"{store}-journal"), "the store's journal")):
+        if target == part:
+            return what
+    folder = projections_dir(store)
+    if target == folder or folder in target.parents:
+        return "the store's projections"
+    return None
+
+
+def owned_message(store: Path, paths: list[Path]) -> str | None:
+    """Why a command must not write the first of ``paths`` that belongs to the SQLite ``store``."""
+    for path in paths:
+        what = owned_by(store, path)
+        if what is not None:
+            return f"{path} belongs to the store ({what}: {store}); choose another path"
+    return None
+
+
+def refuse_owned(settings: Settings, *paths: Path) -> str | None:
+    """``owned_message`` for the store ``settings`` name (None on PostgreSQL: no file to replace)."""
+    if settings.on_postgres:
+        return None
+    assert isinstance(settings.db, Path)
+    return owned_message(settings.db, list(paths))

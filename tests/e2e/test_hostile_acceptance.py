@@ -95,3 +95,38 @@ def test_a_retraction_that_waited_for_an_editorial_event_does_not_apply(serve) -
         assert http.get("/events/news-1").json()["headline"] == "fixed"
     verified = timeline(server, "verify")
     assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+
+
+def _events(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+
+def test_no_command_writes_over_the_store(serve, tmp_path: Path) -> None:
+    server = serve()
+    with server.client() as http:
+        post(http, [report(f"kept-{i}", [{"id": "acme", "name": "Acme"}]) for i in range(5)])
+    db = Path(server.env["TIMELINE_DB"])
+    wal = Path(f"{db}-wal")
+    assert wal.exists()  # the service holds it open
+    projection = next(Path(f"{db}.projections").glob("timelines*.db"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    targets = [db, wal, Path(f"{db}-shm"), projection]
+    for target in targets:
+        for args in (
+            ("import", str(bad), "--rejected", str(target)),
+            ("export", "acme", "--format", "csv", "--output", str(target)),
+            ("dead-letters", "export", str(target)),
+            ("backup", str(target), "--force"),
+        ):
+            done = timeline(server, *args)
+            message = done.stderr.decode()
+            assert done.returncode == 2, (args, done.returncode, message)
+            assert "belongs to the store" in " ".join(message.split()), (args, message)
+            assert target.exists(), args
+    assert _events(db) == 5
+    verified = timeline(server, "verify")
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+    with server.client() as http:
+        assert len(http.get("/entities/acme/timeline").json()["entries"]) == 5
