@@ -31,8 +31,11 @@ def fold(text: str) -> str:
     "Путин" → ``putin``. Each character maps on its own, so a name's substring folds to a
     substring of the folded name; a character the table has no spelling for is kept as is.
     Entity ids are not derived from this (``slugify`` keeps the contract's rule).
+
+    U+0000 folds as U+FFFD does (``?``): PostgreSQL's text keeps it as U+FFFD
+    (``events.pg.connect.pg_text``), and SQLite's LIKE would end a pattern there.
     """
-    folded = _unaccent(text)
+    folded = _unaccent(text.replace("\x00", "\ufffd"))
     if folded.isascii():
         return folded
     return "".join(anyascii(ch) or ch for ch in folded).lower()

@@ -130,3 +130,18 @@ def test_no_command_writes_over_the_store(serve, tmp_path: Path) -> None:
     assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
     with server.client() as http:
         assert len(http.get("/entities/acme/timeline").json()["entries"]) == 5
+
+
+def test_a_directory_search_holding_u0000_finds_what_it_names(serve, backend: str) -> None:
+    """SQLite's LIKE ends its pattern at U+0000 (`q=%00zzzz` listed every entity), and PostgreSQL
+    compared U+FFFD with the '?' its search key holds (`q=l%00n` found nothing): both now fold
+    U+0000 as the name's search key does."""
+    server = serve()
+    with server.client() as http:
+        post(http, [report("nul-1", [{"id": "nul-name", "name": "Nul\u0000Name"}]),
+                    report("plain-1", [{"id": "plain", "name": "Plain"}])])
+        for q, found in (("\u0000zzzz", []), ("zz\u0000", []), ("l\u0000n", ["nul-name"]), ("\u0000", ["nul-name"]),
+                         ("plain", ["plain"])):
+            answer = http.get("/entities", params={"q": q})
+            assert answer.status_code == 200, answer.text
+            assert [e["id"] for e in answer.json()["entities"]] == found, (q, answer.json())
