@@ -64,12 +64,34 @@ def describe(db: str | Path) -> str:
     return str(db)
 
 
+def _check_sqlite_dest(dest: Path) -> None:
+    """A DEST file that exists must be a store (empty, checked after): opening it as one would
+    otherwise write the store's tables into whatever it is (a projection, another program's
+    database) or fail on a file that is no database (a store's log)."""
+    if not dest.exists() or (dest.is_file() and dest.stat().st_size == 0):
+        return
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{dest.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        found = None
+    if found is None:
+        raise CopyError(f"{dest} is not a store: copy-store writes into a new file or an empty store only")
+
+
 def copy_store(source: str | Path, dest: str | Path, progress: Callable[[str, int], None] | None = None) -> CopyResult:
     """Copy the store at ``source`` into the empty store at ``dest`` (created if need be)."""
     if not is_postgres(source) and not Path(source).is_file():
         raise CopyError(f"no store at {source}")
     if str(source) == str(dest):
         raise CopyError("SRC and DEST are the same store")
+    if not is_postgres(dest):
+        _check_sqlite_dest(Path(dest))
     started = time.perf_counter()
     result = CopyResult()
     with open_store(source, reader=True) as src, open_store(dest) as dst:

@@ -145,3 +145,37 @@ def test_a_directory_search_holding_u0000_finds_what_it_names(serve, backend: st
             answer = http.get("/entities", params={"q": q})
             assert answer.status_code == 200, answer.text
             assert [e["id"] for e in answer.json()["entities"]] == found, (q, answer.json())
+
+
+def test_copy_store_writes_into_no_file_that_is_not_a_store(serve, tmp_path: Path) -> None:
+    """`timeline copy-store SRC DEST` migrated whatever SQLite file DEST was (a projection of
+    SRC: the store's tables written into it, then a traceback), and answered a traceback for
+    a DEST that is no database (the store's log)."""
+    server = serve()
+    with server.client() as http:
+        post(http, [report(f"copied-{i}", [{"id": "acme", "name": "Acme"}]) for i in range(3)])
+    db = Path(server.env["TIMELINE_DB"])
+    projection = next(Path(f"{db}.projections").glob("search*.db"))
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    for dest in (projection, Path(f"{db}-wal"), other):
+        with sqlite3.connect(f"{dest.absolute().as_uri()}?mode=ro", uri=True) as conn:
+            try:
+                tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+            except sqlite3.DatabaseError:
+                tables = None
+        done = timeline(server, "copy-store", str(db), str(dest))
+        message = " ".join(done.stderr.decode().split())
+        assert done.returncode == 2, (dest, done.returncode, message)
+        assert "is not a store" in message and "Traceback" not in message, (dest, message)
+        with sqlite3.connect(f"{dest.absolute().as_uri()}?mode=ro", uri=True) as conn:
+            try:
+                after = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+            except sqlite3.DatabaseError:
+                after = None
+        assert after == tables, dest
+    fresh = tmp_path / "fresh.db"
+    done = timeline(server, "copy-store", str(db), str(fresh))
+    assert done.returncode == 0, done.stderr.decode()
+    assert _events(fresh) == 3
