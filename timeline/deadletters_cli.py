@@ -174,6 +174,7 @@ def resubmit(
 
     One that is dead-lettered again is replaced by its new dead letter (with the new reason), and the command names it and exits 1."""
     bad: list[str] = []
+    named: dict[str, int] = {}  # dead letter id -> the line that resubmits it
 
     def items() -> Iterator[tuple[DeadLetter, bytes | None]]:
         for number, line in _lines(source):
@@ -182,6 +183,12 @@ def resubmit(
             except BadLine as exc:
                 bad.append(f"line {number}: {exc}")
                 continue
+            # one dead letter, one event: a second edit of it would be published as well, and
+            # the outcomes (kept by dead letter) of the two told as one
+            if item[0].id in named:
+                bad.append(f"line {number}: dead letter {item[0].id} is resubmitted by line {named[item[0].id]}")
+                continue
+            named[item[0].id] = number
             yield item
 
     _mend("resubmit", items(), timeout, bad)

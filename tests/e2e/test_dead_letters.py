@@ -239,3 +239,23 @@ def test_no_consumer_nothing_is_published(serve: Any, redis_client: redis.Redis,
     done = run(server, "replay", "--all")
     assert done.returncode == 1 and "nothing was published" in done.stderr
     assert redis_client.xlen(stream_name) == 0
+
+
+def test_a_dead_letter_named_twice_in_a_file_is_resubmitted_once(server: Any, redis_client: redis.Redis, tmp_path: Path) -> None:
+    """Two lines naming one dead letter (two edits of it): the second was published too and its
+    outcome reported for both lines (the first line, stored, was told 'dead-lettered again').
+    The first line is resubmitted; the second is skipped, naming the line that had it."""
+    client = redis_client
+    [planted] = plant(client, server, b'{"kind": "report"')
+    first = report_event(1, prefix="twice")
+    second = dict(first, headline="another edit of the same dead letter")
+    fixes = tmp_path / "fixes.jsonl"
+    fixes.write_text("".join(json.dumps({"id": planted, "event": e}) + "\n" for e in (first, second)))
+    done = run(server, "resubmit", str(fixes))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "resubmit: 1 stored (dead letter removed), 1 lines unreadable" in done.stdout, done.stdout + done.stderr
+    assert f"line 2: dead letter {planted} is resubmitted by line 1" in " ".join(done.stderr.split()), done.stderr
+    settle(server, client)
+    assert letters(client, server) == {}
+    with server.client() as http:
+        assert http.get(f"/events/{first['id']}").json()["headline"] == first["headline"]
