@@ -221,8 +221,9 @@ def group_naming(conn: sqlite3.Connection, said_t: str, set_id: str, root: str, 
 class DirectoryProjection(GroupedProjection, Projection):
     name = "entities"
     # 6: search keys transliterated (events.ids.fold); 7: alias groups (ent_links, ent_groups,
-    # ent_sets) and their rows (ent_group_members, ent_group_said, ent_group_stats)
-    version = 7
+    # ent_sets) and their rows (ent_group_members, ent_group_said, ent_group_stats); 8: U+0000
+    # folds as U+FFFD in the search keys (events.ids.fold), as PostgreSQL stores it
+    version = 8
     schema = {
         STATS: [STATS_SCHEMA],
         MEMBERS: [members.SCHEMA],
