@@ -235,7 +235,7 @@ def hostile_events(draw: st.DrawFn) -> str:
     return write(event, space=draw(st.sampled_from(["", " ", "\n"])))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(hostile_events())
 @example(write(report(occurred_at="0001-01-01T00:00+00:01")))
 @example(write(correction({"details": {"\ud800": Raw("1e999")}})))
