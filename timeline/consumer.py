@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import psycopg
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
@@ -28,7 +30,7 @@ from redis.asyncio import Redis
 
 from .backlog import StreamBacklog
 from .lag import Backlog
-from .service import STORE_ERRORS, DeadLetter, IngestOutcome, Prepared, TimelineService
+from .service import DeadLetter, IngestOutcome, Prepared, TimelineService
 from .settings import Settings
 from .settling import SETTLE_SCRIPT, settle
 from .trimming import TRIM_SCRIPT, trim_acknowledged
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from .tracing import Tracing
 
 log = logging.getLogger("timeline.consumer")
+
+#: what a store or projection write raises when the database cannot take it now (a locked or full
+#: disk, a PostgreSQL server that restarts or drops the connection): retried, never dead-lettered
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
 
 GATHER_SECONDS = 1.0  # at most this long, the projector lets a backlog's batches pile up
 TRIM_SECONDS = 1.0  # how often the stream is trimmed of what every group has acknowledged

@@ -24,11 +24,15 @@ import re
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
-from .publisher import GROUP, Publisher
+# ``redis`` and ``.publisher`` (which imports it, and ``opentelemetry`` through it: ~0.3 s) are
+# imported by what talks to Redis (``Mender``), not with this module: ``timeline.cli`` imports
+# it for its reasons, and a command that uses no Redis (``timeline import`` into SQLite) does not
+# load them (docs/performance.md, Session 11).
 
 __all__ = [
     "REASONS",
@@ -294,20 +298,25 @@ class Mender:
         self.dead_stream = f"{stream}:dead"
         self.command = command
         self.timeout = timeout
+        from .publisher import GROUP, Publisher
+
         self.publisher = Publisher("", stream, client=client)
+        self.group = GROUP
         self.stopped = False  # the last run stopped early: a window was not settled at all
 
     def nobody_reading(self) -> str | None:
         """Why nothing would store what is published (no consumer group: no ``timeline serve``
         ever read the stream), or None. A group whose consumers have stopped cannot be told from
         one that is idle: then a window is not settled in time and the run stops there."""
+        import redis
+
         try:
             groups = self.client.xinfo_groups(self.stream)
         except redis.ResponseError:  # no such stream
             groups = []
-        if any(_text(g.get("name")) == GROUP for g in groups):
+        if any(_text(g.get("name")) == self.group for g in groups):
             return None
-        return f"stream {self.stream!r} has no consumer group {GROUP!r}: no `timeline serve` has read it yet"
+        return f"stream {self.stream!r} has no consumer group {self.group!r}: no `timeline serve` has read it yet"
 
     def run(self, items: Iterable[tuple[DeadLetter, bytes | None]]) -> Iterator[Outcome]:
         """Each (dead letter, bytes to publish; None: nothing to send), settled a window at a
@@ -346,7 +355,7 @@ class Mender:
             else:
                 sending.append((present[letter.id], data))
         entries = self._publish([data for _, data in sending])
-        settlement = self.publisher.wait(entries, timeout=self.timeout, group=GROUP)
+        settlement = self.publisher.wait(entries, timeout=self.timeout, group=self.group)
         stored, records = set(settlement.stored), []
         for (letter, _), entry in zip(sending, entries):
             if entry in stored:

@@ -9,9 +9,8 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any, Optional
+from typing import IO, TYPE_CHECKING, Annotated, Any, Optional
 
-import redis
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -31,6 +30,9 @@ from .deadletters import (
 )
 from .settings import Settings
 
+if TYPE_CHECKING:  # (imported when a command talks to Redis: `timeline --help` and the others never load it)
+    import redis
+
 app = typer.Typer(
     help="Read, export, fix and publish again, or drop the stream's dead letters.", no_args_is_help=True
 )
@@ -48,6 +50,8 @@ def _cli() -> Any:
 def _client() -> Iterator[tuple[redis.Redis, Settings]]:
     """A client on the service's Redis: ``REDIS_URL``, or this folder's embedded Redis (started
     for the command when no ``timeline serve`` runs it, and stopped after)."""
+    import redis
+
     from .embedded_redis import EmbeddedRedis
     from .redis_ready import wait_until_ready
 

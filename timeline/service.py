@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import psycopg
-
 from events.backend import is_postgres, open_store
 from events.models import NEWS_KINDS, EventRejected, ParsedEvent, parse_event_bytes, writable
 from events.store import Candidate, EventStore
@@ -41,9 +39,6 @@ from .settings import Settings
 
 log = logging.getLogger("timeline.service")
 
-#: what a store or projection write raises when the database cannot take it now (a locked or full
-#: disk, a PostgreSQL server that restarts or drops the connection): retried, never dead-lettered
-STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
 #: on PostgreSQL, how long a node that waits for another node's work (a rebuild that the lease
 #: holder runs) sleeps between looks
 LEASE_POLL_SECONDS = 0.5

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-
-from events.pg.connect import connect, redact
-
 from .settings import Settings
+
+# ``psycopg`` and ``events.pg`` are imported where a PostgreSQL store is used, not with this
+# module: a command on a SQLite store does not load them (~0.2 s of its start; docs/performance.md,
+# Session 11).
 
 
 class StoreUnavailable(RuntimeError):
@@ -25,6 +25,8 @@ class StoreUnavailable(RuntimeError):
 def describe(settings: Settings) -> str:
     """The store as a line prints it: the file's absolute path, or the URL without its password."""
     if settings.on_postgres:
+        from events.pg.connect import redact
+
         return f"{redact(str(settings.db))} (PostgreSQL)"
     assert isinstance(settings.db, Path)
     return str(settings.db.resolve())
@@ -40,6 +42,10 @@ def missing(settings: Settings) -> str | None:
     if not settings.on_postgres:
         assert isinstance(settings.db, Path)
         return None if settings.db.is_file() else f"no store at {settings.db}"
+    import psycopg
+
+    from events.pg.connect import connect, redact
+
     url = str(settings.db)
     try:
         with connect(url, application_name="timeline-cli") as conn:
@@ -56,7 +62,14 @@ def missing(settings: Settings) -> str | None:
 @contextmanager
 def reachable(settings: Settings) -> Iterator[None]:
     """Turn PostgreSQL not answering (while a command opens or uses the store) into
-    ``StoreUnavailable`` with one line that names the server."""
+    ``StoreUnavailable`` with one line that names the server. On SQLite: nothing to turn (no
+    PostgreSQL error can be raised by a store that does not use it)."""
+    if not settings.on_postgres:
+        yield
+        return
+    import psycopg
+
+    from events.pg.connect import redact
     from events.pg.store import StandbyStore
 
     try:
