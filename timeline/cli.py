@@ -3,7 +3,6 @@ demo (docs/contract.md §5)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import json
@@ -960,6 +959,8 @@ def demo_events() -> list[bytes]:
 @app.command()
 def demo() -> None:
     """Load the bundled X-outage events and print the timelines of Elon Musk and X."""
+    import asyncio
+
     from .publisher import prepare
     from .runtime import Runtime
 
