@@ -9,6 +9,9 @@ socket's path has a limit of about 100 bytes). Run by root, they run as the unpr
 server: the user made and the binaries opened to it by ``pgserver.utils``' functions, each
 command run with ``subprocess``'s ``user=``.
 
+``private_server()`` is one such server alone, which a test may stop and start again (a
+PostgreSQL restart, or an outage, that the shared server cannot be put through).
+
 ``streaming_replica()`` stops both servers (``pg_ctl stop -m immediate``, then a kill of the
 postmaster if that fails) and removes their folders when the block ends, also on failure.
 """
@@ -159,3 +162,44 @@ def streaming_replica() -> Iterator[Replica]:
             assert s.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         replica.replayed()
         yield replica
+
+
+@dataclass
+class PrivateServer:
+    """One server of the caller's own (database ``postgres``, user ``postgres``) that it may stop
+    (``pg_ctl stop -m immediate``: as a crash or a cut-off machine) and start again."""
+
+    url: str
+    user: str | None
+    data: Path
+    socket_dir: Path
+    port: int
+
+    def stop(self) -> None:
+        _stop(self.user, self.data)
+
+    def start(self) -> None:
+        log = self.data.parent / f"{self.data.name}.log"
+        _run(self.user, "pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-l", str(log), "-o",
+             f"-c listen_addresses='' -k {self.socket_dir} -p {self.port}", "start")
+
+
+@contextmanager
+def private_server(port: int = 5435) -> Iterator[PrivateServer]:
+    """A server private to the caller, stopped and removed when the block ends."""
+    user = _user()
+    folder = Path(tempfile.mkdtemp(prefix="tls-", dir="/tmp"))
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, folder, True)
+        if user is not None:
+            shutil.chown(folder, user)
+            folder.chmod(0o755)
+        data, socket_dir = folder / "d", folder / "s"
+        socket_dir.mkdir()
+        if user is not None:
+            shutil.chown(socket_dir, user)
+        _run(user, "initdb", "-D", str(data), "--auth=trust", "--encoding=utf8", "-U", "postgres")
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write("\nfsync = off\nfull_page_writes = off\n")
+        url = stack.enter_context(_server(user, data, socket_dir, port))
+        yield PrivateServer(url, user, data, socket_dir, port)

@@ -6,17 +6,23 @@ their own (each with its own SQLite connections, see ``Queries``) and stop at
 ``TIMELINE_READ_TIMEOUT_SECONDS`` after the request asked: a read still waiting for a thread
 then does not start, and a statement still running is interrupted inside SQLite. Either way the
 request is answered ``503`` (``ReadTimeout``).
+
+A read whose connection was lost under it (PostgreSQL restarted, ended the session, or the
+network dropped: ``ConnectionLost``) is read once more, on a new connection, within the same
+time limit: each reader thread would otherwise answer one ``503`` after every such cut. The
+store still down, that second read answers ``503`` (``StoreUnreachable``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from projections.queries import Queries
+from projections.queries import ConnectionLost, Queries
 
 T = TypeVar("T")
 
@@ -55,6 +61,16 @@ class Readers:
             read.timer.cancel()
 
     def _read(
+        self, read: _Read, deadline: float, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        try:
+            return self._read_once(read, deadline, fn, args, kwargs)
+        except ConnectionLost:
+            if time.monotonic() >= deadline:
+                raise
+            return self._read_once(read, deadline, fn, args, kwargs)  # the thread's connection is new
+
+    def _read_once(
         self, read: _Read, deadline: float, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
         with self.queries.time_limit(deadline) as stop:

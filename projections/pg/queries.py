@@ -33,7 +33,7 @@ import psycopg
 from events.pg.store import PgEventStore
 
 from ..engine import ProjectionStatus, Tables, read_checkpoints
-from ..queries import LaterChanges, Queries, QueryError, ReadTimeout, StoreUnreachable
+from ..queries import ConnectionLost, LaterChanges, Queries, QueryError, ReadTimeout, StoreUnreachable
 from ..search import SearchSyntaxError
 from ..directory import OPEN
 from .directory import naming
@@ -231,6 +231,7 @@ class PgQueries(Queries):
     def time_limit(self, deadline: float) -> Iterator[Callable[[], None]]:
         if time.monotonic() >= deadline:
             raise ReadTimeout("the read did not start before its time limit")
+        raw = None
         try:
             raw = self.store.conn.raw
             cancel = getattr(raw, "cancel_safe", None) or raw.cancel
@@ -238,7 +239,10 @@ class PgQueries(Queries):
         except psycopg.errors.QueryCanceled:
             raise ReadTimeout("the read was stopped at its time limit") from None
         except psycopg.OperationalError as exc:  # the connection is lost: the next read opens another
-            raise StoreUnreachable(f"the store cannot be reached: {str(exc).splitlines()[0]}") from None
+            message = f"the store cannot be reached: {str(exc).splitlines()[0]}"
+            if raw is not None and raw.broken:  # it was open: worth one more try on a new one
+                raise ConnectionLost(message) from None
+            raise StoreUnreachable(message) from None
 
     def _checkpoint(self, conn: Any, name: str) -> Tables:
         row = conn.execute("SELECT position, tables_tag FROM projection_checkpoints WHERE name = ?", (name,)).fetchone()

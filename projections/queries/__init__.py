@@ -48,7 +48,7 @@ from .cursors import (
     fts_query,
     list_binding,
 )
-from .errors import NotFound, QueryError, RawJson, ReadTimeout, StoreUnreachable, render_json
+from .errors import ConnectionLost, NotFound, QueryError, RawJson, ReadTimeout, StoreUnreachable, render_json
 from .timelines import TimelineReads
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "RawJson",
     "ReadTimeout",
     "StoreUnreachable",
+    "ConnectionLost",
     "StoredCards",
     "TimelineQuery",
     "as_of_key",

@@ -29,6 +29,12 @@ class StoreUnreachable(RuntimeError):
     network): the reader's connection is replaced at its next read (``Queries.time_limit``)."""
 
 
+class ConnectionLost(StoreUnreachable):
+    """A read found its connection, open when it started, lost (the server restarted, ended the
+    session, or the network dropped): not the store down, nor a statement stopped at its time
+    limit. ``timeline.readers.Readers`` reads once more, on a new connection."""
+
+
 class RawJson(str):
     """A value already rendered as JSON text (see ``render_json``)."""
 
