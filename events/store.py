@@ -429,6 +429,10 @@ class EventStore:
         state.history = []
         return kind, state, outcome
 
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics after a bulk write (``timeline import``):
+        nothing here (SQLite's reads are planned without them; PostgreSQL's store analyzes)."""
+
     # --- reading -------------------------------------------------------------------------
 
     def replication(self) -> dict[str, Any] | None:

@@ -307,6 +307,10 @@ class Importer:
                 self._project()
             else:
                 self.report.projected_by = "rebuild"
+            # the tables just filled: their statistics (PostgreSQL; a rebuild analyzed its own)
+            self.service.store.analyze()
+            if self.report.projected_by != "rebuild":
+                self.service.writer().analyze()
         finally:
             if follower is not None:
                 follower.stop()

@@ -34,6 +34,8 @@ from .migrations import migrate
 
 #: the tables an erasure changes: VACUUMed after it
 ERASED_TABLES = ("events", "event_meta", "event_entities", "event_states")
+#: the tables appends fill: ANALYZEd after a bulk write (``analyze``)
+APPENDED_TABLES = ("events", "event_meta", "event_entities", "event_chain", "event_states")
 
 
 def _storable(candidate: Candidate) -> Candidate:
@@ -98,6 +100,13 @@ class PgEventStore(EventStore):
     def pg(self) -> psycopg.Connection:
         """The psycopg connection under ``conn`` (transactions, COPY)."""
         return self.conn.raw  # type: ignore[attr-defined,no-any-return]
+
+    def analyze(self) -> None:
+        """``ANALYZE`` the tables appends fill (``APPENDED_TABLES``): a table just filled has no
+        statistics until autovacuum comes by (once it grew by a tenth, a minute later at the
+        earliest), and the reads that follow would be planned on guesses (docs/performance.md).
+        The projections' tables are their engine's (``PgProjectionEngine.analyze``)."""
+        self.pg.execute(f"ANALYZE {', '.join(APPENDED_TABLES)}")
 
     def revive(self) -> bool:
         """Open a new connection if this store's was lost (PostgreSQL restarted, the session was

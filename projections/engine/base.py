@@ -198,6 +198,10 @@ class EngineBase:
         with self._locks[name]:
             return self._read_checkpoints(conn).get(name)
 
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics of the live tables after a bulk catch-up:
+        nothing on SQLite (PostgreSQL's engine analyzes, ``projections.pg.engine``)."""
+
     def checkpoints(self) -> dict[str, Checkpoint]:
         """The checkpoints of the projections that are set up."""
         out = {name: self.checkpoint(name) for name in sorted(self.projections)}

@@ -73,6 +73,17 @@ class PgProjectionEngine(LeasedEngine):
 
         self._each(list(self.projections), run)
 
+    # --- statistics ------------------------------------------------------------------------
+
+    def analyze(self) -> None:
+        """``ANALYZE`` every projection's live tables, after a bulk catch-up (``timeline import``
+        into a store that held events): tables just grown have statistics only once autovacuum
+        comes by, and the reads would be planned on guesses. A rebuild analyzes its own tables
+        before it swaps them in (``_finish``)."""
+        for name, cp in self.checkpoints().items():
+            projection = self.projections[name]
+            self.connection(name).execute(f"ANALYZE {', '.join(projection.table(b, cp.tag) for b in projection.schema)}")
+
     # --- rebuilds --------------------------------------------------------------------------
 
     def _rebuild_step_one(self, name: str) -> RebuildStep:
@@ -94,6 +105,8 @@ class PgProjectionEngine(LeasedEngine):
         if self._deferred(p.name, tag):
             p.finish(conn, tag, position)
         p.create_indexes(conn, tag)
+        for base in p.schema:  # statistics before the swap: the first reads are planned on them
+            conn.execute(f"ANALYZE {p.table(base, tag)}")
         conn.execute("UPDATE projection_checkpoints SET rebuild_beat = ? WHERE name = ?", (time.time(), p.name))
 
     def rebuild(
