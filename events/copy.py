@@ -9,7 +9,9 @@ at the source's head hash: a copy that does not verify is rolled back, and nothi
 the destination. After it commits, the destination is checked whole (``timeline verify``).
 
 Projections are not copied: they rebuild from the events where the store now is, when
-``timeline serve`` starts there (a projection with no tables is set up as never built).
+``timeline serve`` starts there (a projection with no tables is set up as never built). The one
+table that cannot be rebuilt, the timelines projection's ``tl_removals``, the command carries
+after the copy (``timeline.backup.carry_removals``, as ``timeline backup`` does).
 """
 
 from __future__ import annotations

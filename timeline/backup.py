@@ -19,7 +19,8 @@ was filed under, what an erased alias had merged), so a rebuild takes it over fr
 replaces instead of deriving it. ``carry_removals`` gives the copy such tables: its timelines
 projection is set up as never built, its ``tl_removals`` holding the store's rows of the
 erasures the copy holds, and the rebuild that ``timeline serve`` starts carries them over; the
-copy's live streams then tell a resuming client what the store's do.
+copy's live streams then tell a resuming client what the store's do. ``timeline copy-store``
+carries them the same way, into a SQLite file or a PostgreSQL schema.
 
 The copy is written to ``DEST.partial`` beside DEST, verified, flushed to disk and renamed to
 DEST: a DEST that exists is a whole, verified copy. One that fails verification is kept as
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from events.integrity import Report, verify
 from events.store import connect, connect_read_only
@@ -119,15 +121,21 @@ def copy_store(source: Path, partial: Path) -> None:
         src.close()
 
 
-def carry_removals(rows: list[tuple], copy: Path) -> None:
-    """Set the timelines projection of the store ``copy`` up as never built (version 0, what
-    ``ProjectionEngine.setup`` makes for a store that holds events), with ``rows`` in its
-    ``tl_removals``: the rebuild that ``timeline serve`` starts carries them over at its swap."""
+def carry_removals(rows: list[tuple], copy: Path | str) -> None:
+    """Set the timelines projection of the store ``copy`` (a SQLite file, or a PostgreSQL URL) up
+    as never built (version 0, what ``ProjectionEngine.setup`` makes for a store that holds
+    events), with ``rows`` in its ``tl_removals``: the rebuild that ``timeline serve`` starts
+    carries them over at its swap."""
+    from events.backend import is_postgres
     from projections.engine import CHECKPOINT_TABLE, PROJECTION_CACHE_KIB, PROJECTION_PAGE_SIZE, projection_path
     from projections.timelines import REMOVALS, TimelinesProjection
 
     if not rows:
         return
+    if is_postgres(str(copy)):
+        _carry_removals_pg(rows, str(copy))
+        return
+    copy = Path(copy)
     projection, tag = TimelinesProjection(), "_v0"
     conn = connect(projection_path(copy, projection.name), PROJECTION_CACHE_KIB, page_size=PROJECTION_PAGE_SIZE)
     try:
@@ -148,7 +156,29 @@ def carry_removals(rows: list[tuple], copy: Path) -> None:
         conn.close()
 
 
-def removals_of(source: Path | str, copy: Path) -> list[tuple]:
+def _carry_removals_pg(rows: list[tuple], url: str) -> None:
+    """``carry_removals`` into a PostgreSQL store: its engine's own ``setup`` of the timelines
+    projection (the store holds events: version 0), then the rows, in one transaction of it."""
+    from events.pg.store import PgEventStore
+    from projections.pg import PgProjectionEngine, PgTimelinesProjection
+    from projections.timelines import REMOVALS
+
+    projection = PgTimelinesProjection()
+    with PgEventStore(url) as store, PgProjectionEngine(store, [projection]) as engine:
+        engine.setup()
+
+        def work(conn: Any, _store: Any) -> None:
+            (tag,) = conn.execute(
+                "SELECT tables_tag FROM projection_checkpoints WHERE name = ?", (projection.name,)
+            ).fetchone()
+            conn.executemany(
+                f"INSERT INTO {projection.table(REMOVALS, tag)} VALUES ({', '.join('?' * len(rows[0]))})", rows
+            )
+
+        engine._transaction(projection.name, work)
+
+
+def removals_of(source: Path | str, copy: Path | str) -> list[tuple]:
     """The rows of the store ``source``'s live ``tl_removals`` (a SQLite file's, or a PostgreSQL
     URL's) of the erasures the store ``copy`` holds (none when its timelines projection has none)."""
     from events.backend import is_postgres
@@ -179,8 +209,15 @@ def removals_of(source: Path | str, copy: Path) -> list[tuple]:
         conn.close()
 
 
-def _one(path: Path, sql: str) -> tuple:
-    conn = connect_read_only(path)
+def _one(path: Path | str, sql: str) -> tuple:
+    from events.backend import is_postgres
+
+    if is_postgres(str(path)):
+        from events.pg.connect import connect as pg_connect
+
+        with pg_connect(str(path), application_name="timeline-backup") as pg:
+            return tuple(pg.execute(sql).fetchone() or ())
+    conn = connect_read_only(Path(path))
     try:
         return conn.execute(sql).fetchone()
     finally:

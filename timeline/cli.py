@@ -752,12 +752,17 @@ def copy_store(
 
     Every event, hash and erasure as it is; the chain is verified on arrival (else nothing is
     written) and the destination checked whole. Projections rebuild when `timeline serve` starts
-    on DEST. Works while a service appends to SRC (its snapshot is copied)."""
+    on DEST, keeping the erasures SRC told live streams. Works while a service appends to SRC
+    (its snapshot is copied)."""
     from events.copy import CopyError, copy_store as copy, describe
+
+    from .backup import carry_removals, removals_of
 
     try:
         with err.status(f"copying {describe(source)} to {describe(dest)}") as status:
             result = copy(source, dest, progress=lambda table, n: status.update(f"copying {table}: {n:,} rows"))
+            # the erasures told to live streams: not derivable from the store (timeline.backup)
+            carry_removals(removals_of(source, dest), dest)
     except CopyError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.status) from None

@@ -109,3 +109,52 @@ def test_the_command(tmp_path: Path, pg_db: str) -> None:
     assert "copied 20 events" in done.stdout and "verified" in done.stdout
     again = subprocess.run([timeline, "copy-store", source, pg_db], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds events" in again.stderr
+
+
+@pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
+def test_the_copy_tells_live_streams_of_the_erasures_as_the_source_does(
+    direction: str, tmp_path: Path, pg_db: str
+) -> None:
+    """``tl_removals`` (the erasures told to live streams) cannot be derived from the store: the
+    copy's projections, rebuilt from its events, told a client resuming from before an erasure
+    nothing, where the source tells it to remove the entry (and what an erased alias merged).
+    ``timeline copy-store`` carries them as ``timeline backup`` does, either way."""
+    from events.erasure import erase as erase_event
+    from projections import open_engine, open_queries
+    from projections.erasure import capture
+    from projections.live import StreamCursor, StreamFilter, changes
+
+    sqlite_db = str(tmp_path / "store.db")
+    source, dest = (sqlite_db, pg_db) if direction == "sqlite-to-postgres" else (pg_db, sqlite_db)
+    with open_store(source) as store, open_engine(store) as engine:
+        engine.setup()
+        r = append(store, news("a1", "2025-01-01", ["tesla"]), news("t1", "2025-01-02", ["twitter"]),
+                   news("a2", "2025-01-03", ["tesla", "x"]), alias("al", "twitter", "x"))
+        engine.catch_up()
+        for event_id in ("a1", "al"):
+            gone: list = []
+            erase_event(store, event_id, "test", "test", before=lambda s, e=event_id: gone.append(capture(s, e)))
+            engine.remove(gone[0])
+    head = r[-1].position
+    timeline = str(Path(sys.executable).parent / "timeline")
+    done = subprocess.run([timeline, "copy-store", source, dest], env={**os.environ, "COLUMNS": "400"},
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open_store(dest) as store, open_engine(store) as engine:
+        engine.rebuild(engine.setup())  # what ``timeline serve`` does on a store it finds
+        engine.catch_up()
+
+    def told(db: str) -> dict[str, list[tuple[int, str, str]]]:
+        q = open_queries(db)
+        try:
+            return {
+                str(entity): [(m.position, m.kind, m.data)
+                              for m in changes(q, entity, StreamCursor(head), StreamFilter(), 50).messages]
+                for entity in (None, "tesla", "x", "twitter")
+            }
+        finally:
+            q.close()
+
+    original = told(source)
+    assert original["tesla"] and original["None"] and original["x"], original  # told on the source
+    assert told(dest) == original
