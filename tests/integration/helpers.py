@@ -375,3 +375,48 @@ def app_in_process(db: Path) -> Iterator[Any]:
         finally:
             api.close()
             runtime.service.close()
+
+
+def told_erasures(db: str | Path) -> int:
+    """Events in the store ``db`` (either backend) that its live streams tell of as erased: two
+    news events filed under 'tesla', one under 'twitter', an alias of 'twitter' to 'x', then the
+    first event and the alias declaration erased (``tl_removals`` rows for both). Returns the
+    position from which a resuming stream is told of them (``streams_told``)."""
+    from events.erasure import erase
+    from projections.erasure import capture
+
+    with open_store(db) as store, open_engine(store) as engine:
+        engine.setup()
+        r = append(store, news("a1", "2025-01-01", ["tesla"]), news("t1", "2025-01-02", ["twitter"]),
+                   news("a2", "2025-01-03", ["tesla", "x"]), alias("al", "twitter", "x"))
+        engine.catch_up()
+        for event_id in ("a1", "al"):
+            gone: list[Any] = []
+            erase(store, event_id, "test", "test", before=lambda s, e=event_id: gone.append(capture(s, e)))
+            engine.remove(gone[0])
+    return r[-1].position
+
+
+def served(db: str | Path) -> None:
+    """What ``timeline serve`` does with the projections of a store it finds: set up, rebuilt
+    where outdated, caught up."""
+    with open_store(db) as store, open_engine(store) as engine:
+        engine.rebuild(engine.setup())
+        engine.catch_up()
+
+
+def streams_told(db: str | Path, after: int) -> dict[str, list[tuple[int, str, str]]]:
+    """The live streams' messages (position, kind, data) after ``after`` (``told_erasures``' store),
+    of the global stream and of each entity's."""
+    from projections import open_queries
+    from projections.live import StreamCursor, StreamFilter, changes
+
+    q = open_queries(str(db))
+    try:
+        return {
+            str(entity): [(m.position, m.kind, m.data)
+                          for m in changes(q, entity, StreamCursor(after), StreamFilter(), 50).messages]
+            for entity in (None, "tesla", "x", "twitter")
+        }
+    finally:
+        q.close()

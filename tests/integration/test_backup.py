@@ -84,44 +84,16 @@ def test_a_restored_copy_tells_live_streams_of_the_erasures_as_the_store_does(ba
     no longer holds which entities an erased event named): a copy whose projections were rebuilt
     from scratch told a client resuming from before an erasure nothing, where the original tells
     it to remove the entry. The backup carries them; the copy's streams answer as the store's."""
-    from events.backend import is_postgres, open_store
-    from events.erasure import erase
-    from projections import open_engine, open_queries
-    from projections.erasure import capture
-    from projections.live import StreamCursor, StreamFilter, changes
-    from helpers import alias, append, news
+    from events.backend import is_postgres
+    from helpers import served, streams_told, told_erasures
     from timeline.backup import backup_postgres
 
     db = backend
-    with open_store(db) as store, open_engine(store) as engine:
-        engine.setup()
-        r = append(store, news("a1", "2025-01-01", ["tesla"]), news("t1", "2025-01-02", ["twitter"]),
-                   news("a2", "2025-01-03", ["tesla", "x"]), alias("al", "twitter", "x"))
-        engine.catch_up()
-        for event_id in ("a1", "al"):
-            gone: list = []
-            erase(store, event_id, "test", "test", before=lambda s, e=event_id: gone.append(capture(s, e)))
-            engine.remove(gone[0])
-    head = r[-1].position
+    head = told_erasures(db)
     copy = tmp_path / "copy" / "timeline.db"
     copy.parent.mkdir()
     backup_postgres(db, copy) if is_postgres(db) else backup(Path(db), copy)
-    with EventStore(copy) as store, open_engine(store) as engine:
-        outdated = engine.setup()  # what ``timeline serve`` does on a store it finds
-        engine.rebuild(outdated)
-        engine.catch_up()
-
-    def told(path: Path | str) -> dict[str, list[tuple[int, str, str]]]:
-        q = open_queries(str(path))
-        try:
-            return {
-                str(entity): [(m.position, m.kind, m.data)
-                              for m in changes(q, entity, StreamCursor(head), StreamFilter(), 50).messages]
-                for entity in (None, "tesla", "x", "twitter")
-            }
-        finally:
-            q.close()
-
-    original = told(db)
+    served(copy)
+    original = streams_told(db, head)
     assert original["tesla"] and original["None"] and original["x"], original  # told on the store
-    assert told(copy) == original
+    assert streams_told(copy, head) == original

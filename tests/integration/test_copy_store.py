@@ -119,42 +119,16 @@ def test_the_copy_tells_live_streams_of_the_erasures_as_the_source_does(
     copy's projections, rebuilt from its events, told a client resuming from before an erasure
     nothing, where the source tells it to remove the entry (and what an erased alias merged).
     ``timeline copy-store`` carries them as ``timeline backup`` does, either way."""
-    from events.erasure import erase as erase_event
-    from projections import open_engine, open_queries
-    from projections.erasure import capture
-    from projections.live import StreamCursor, StreamFilter, changes
+    from helpers import served, streams_told, told_erasures
 
     sqlite_db = str(tmp_path / "store.db")
     source, dest = (sqlite_db, pg_db) if direction == "sqlite-to-postgres" else (pg_db, sqlite_db)
-    with open_store(source) as store, open_engine(store) as engine:
-        engine.setup()
-        r = append(store, news("a1", "2025-01-01", ["tesla"]), news("t1", "2025-01-02", ["twitter"]),
-                   news("a2", "2025-01-03", ["tesla", "x"]), alias("al", "twitter", "x"))
-        engine.catch_up()
-        for event_id in ("a1", "al"):
-            gone: list = []
-            erase_event(store, event_id, "test", "test", before=lambda s, e=event_id: gone.append(capture(s, e)))
-            engine.remove(gone[0])
-    head = r[-1].position
+    head = told_erasures(source)
     timeline = str(Path(sys.executable).parent / "timeline")
     done = subprocess.run([timeline, "copy-store", source, dest], env={**os.environ, "COLUMNS": "400"},
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout + done.stderr
-    with open_store(dest) as store, open_engine(store) as engine:
-        engine.rebuild(engine.setup())  # what ``timeline serve`` does on a store it finds
-        engine.catch_up()
-
-    def told(db: str) -> dict[str, list[tuple[int, str, str]]]:
-        q = open_queries(db)
-        try:
-            return {
-                str(entity): [(m.position, m.kind, m.data)
-                              for m in changes(q, entity, StreamCursor(head), StreamFilter(), 50).messages]
-                for entity in (None, "tesla", "x", "twitter")
-            }
-        finally:
-            q.close()
-
-    original = told(source)
+    served(dest)
+    original = streams_told(source, head)
     assert original["tesla"] and original["None"] and original["x"], original  # told on the source
-    assert told(dest) == original
+    assert streams_told(dest, head) == original
