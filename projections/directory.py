@@ -129,10 +129,6 @@ SAID_SCHEMA = """CREATE TABLE {t} (
 SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(entity_id, said_at) WHERE type != 'other'"
 # A group's rows (``projections.groups``): its members' events, each once; their statements;
 # its count and dates.
-GROUP_MEMBERS_SCHEMA = """CREATE TABLE {t} (
-    set_id TEXT NOT NULL, position INTEGER NOT NULL, start_key TEXT NOT NULL, occurred_at TEXT NOT NULL,
-    PRIMARY KEY (set_id, position)
-) WITHOUT ROWID"""
 GROUP_SAID_SCHEMA = """CREATE TABLE {t} (
     set_id TEXT NOT NULL, said_at INTEGER NOT NULL, entity_id TEXT NOT NULL, died_at INTEGER NOT NULL,
     name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (set_id, said_at, entity_id)
@@ -195,21 +191,23 @@ def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upt
     return named[1], typed[2], bonus + named[0], bonus + typed[0]
 
 
-def group_naming(conn: sqlite3.Connection, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
+def group_naming(conn: Any, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
     """``(name, type)`` of a group (``set_id``, canonical id ``root``) from its members'
     statements filed under it (``ent_group_said``): what ``naming`` gives for the group's ids,
-    the canonical id first then the others by id, in a few indexed probes whatever its size."""
+    the canonical id first then the others by id, in a few indexed probes whatever its size.
+    Plain positional marks (``?``, each value passed in its place): SQLite's and PostgreSQL's
+    (``events.pg.connect.Qmark``) connections alike."""
 
-    def latest(condition: str) -> tuple[Any, ...] | None:
+    def latest(condition: str, *args: Any) -> tuple[Any, ...] | None:
         return conn.execute(
-            f"SELECT name, type FROM {said_t} WHERE set_id = ?1 AND said_at <= ?2 {condition}"
-            " ORDER BY said_at DESC, entity_id <> ?3, entity_id LIMIT 1",
-            (set_id, upto, root),
+            f"SELECT name, type FROM {said_t} WHERE set_id = ? AND said_at <= ? {condition}"
+            " ORDER BY said_at DESC, entity_id <> ?, entity_id LIMIT 1",
+            (set_id, upto, *args, root),
         ).fetchone()
 
-    named = latest("AND died_at > ?2")
+    named = latest("AND died_at > ?", upto)
     if named is not None:
-        typed = latest("AND type != 'other' AND died_at > ?2")
+        typed = latest("AND type != 'other' AND died_at > ?", upto)
     else:
         named = latest("")
         if named is None:
@@ -229,7 +227,7 @@ class DirectoryProjection(GroupedProjection, Projection):
         MEMBERS: [members.SCHEMA],
         SAID: [SAID_SCHEMA],
         **groups.schema(PREFIX),
-        GROUP_MEMBERS: [GROUP_MEMBERS_SCHEMA],
+        GROUP_MEMBERS: [groups.GROUP_MEMBERS_SCHEMA],
         GROUP_SAID: [GROUP_SAID_SCHEMA, GROUP_SAID_TYPED_INDEX],
         GROUP_STATS: [GROUP_STATS_SCHEMA],
     }

@@ -38,6 +38,14 @@ from events.records import AliasDeclaration, StoredEvent
 LINKS, GROUPS, SETS = "_links", "_groups", "_sets"
 
 
+#: a grouped projection's events of each set (``ent_group_members``, ``rel_group_members``): the
+#: same table in the directory and the related projections
+GROUP_MEMBERS_SCHEMA = """CREATE TABLE {t} (
+    set_id TEXT NOT NULL, position INTEGER NOT NULL, start_key TEXT NOT NULL, occurred_at TEXT NOT NULL,
+    PRIMARY KEY (set_id, position)
+) WITHOUT ROWID"""
+
+
 def schema(prefix: str) -> dict[str, list[str]]:
     """The three tables' CREATE statements (for a projection's ``schema``)."""
     return {

@@ -61,12 +61,7 @@ class RelatedProjection(GroupedProjection, Projection):
     version = 5
     schema = {
         **groups.schema(PREFIX),
-        GROUP_MEMBERS: [
-            """CREATE TABLE {t} (
-                set_id TEXT NOT NULL, position INTEGER NOT NULL, start_key TEXT NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
-            ) WITHOUT ROWID""",
-        ],
+        GROUP_MEMBERS: [groups.GROUP_MEMBERS_SCHEMA],
         GROUP_PAIRS: [
             """CREATE TABLE {t} (
                 set_id TEXT NOT NULL, other_id TEXT NOT NULL, count INTEGER NOT NULL,

@@ -112,12 +112,7 @@ class PgDirectoryProjection(DirectoryProjection):
             )""",
         ],
         **groups.schema(PREFIX),
-        GROUP_MEMBERS: [
-            f"""CREATE TABLE {{t}} (
-                set_id TEXT {C} NOT NULL, position BIGINT NOT NULL, start_key TEXT {C} NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
-            )""",
-        ],
+        GROUP_MEMBERS: [groups.GROUP_MEMBERS_SCHEMA],
         GROUP_SAID: [
             f"""CREATE TABLE {{t}} (
                 set_id TEXT {C} NOT NULL, said_at BIGINT NOT NULL, entity_id TEXT {C} NOT NULL, died_at BIGINT NOT NULL,

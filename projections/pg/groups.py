@@ -19,6 +19,13 @@ from ..groups import GROUPS, LINKS, SETS, Groups
 C = 'COLLATE "C"'
 
 
+#: ``projections.groups.GROUP_MEMBERS_SCHEMA`` on PostgreSQL (the directory's and the related's)
+GROUP_MEMBERS_SCHEMA = f"""CREATE TABLE {{t}} (
+    set_id TEXT {C} NOT NULL, position BIGINT NOT NULL, start_key TEXT {C} NOT NULL,
+    occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
+)"""
+
+
 def schema(prefix: str) -> dict[str, list[str]]:
     """``projections.groups.schema`` on PostgreSQL."""
     return {

@@ -35,7 +35,6 @@ from events.pg.store import PgEventStore
 from ..engine import ProjectionStatus, Tables, read_checkpoints
 from ..queries import ConnectionLost, LaterChanges, Queries, QueryError, ReadTimeout, StoreUnreachable
 from ..search import SearchSyntaxError
-from ..directory import OPEN
 from .directory import naming
 from .members import packed
 from .search import CONFIG, tsquery_expression
@@ -53,27 +52,6 @@ class PgLaterChanges(LaterChanges):
             " WHERE c.target_id IS NOT NULL AND c.position > ? AND c.position <= ?"
             " AND t.position < c.position AND c.body <> '' AND t.body <> '' ORDER BY c.position"
         )
-
-
-def group_naming(conn: Any, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
-    """``projections.directory.group_naming`` (its statement with positional marks)."""
-
-    def latest(condition: str, *args: Any) -> tuple[Any, ...] | None:
-        return conn.execute(
-            f"SELECT name, type FROM {said_t} WHERE set_id = ? AND said_at <= ? {condition}"
-            " ORDER BY said_at DESC, entity_id <> ?, entity_id LIMIT 1",
-            (set_id, upto, *args, root),
-        ).fetchone()
-
-    named = latest("AND died_at > ?", upto)
-    if named is not None:
-        typed = latest("AND type != 'other' AND died_at > ?", upto)
-    else:
-        named = latest("")
-        if named is None:
-            return None
-        typed = latest("AND type != 'other'")
-    return named[0], typed[1] if typed is not None else "other"
 
 
 def _object(body: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -102,7 +80,6 @@ class PgQueries(Queries):
     # --- the dialect (``Queries``' own SQL, PostgreSQL's way) ------------------------------
     later_class = PgLaterChanges
     naming = staticmethod(naming)
-    group_naming = staticmethod(group_naming)
     packed = staticmethod(packed)
     NO_LIMIT = None
     # one version an event at p: grouped by the version's key (its columns then are its own)

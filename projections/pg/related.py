@@ -34,12 +34,7 @@ def group_merge(t: str) -> str:
 class PgRelatedProjection(RelatedProjection):
     schema = {
         **groups.schema(PREFIX),
-        GROUP_MEMBERS: [
-            f"""CREATE TABLE {{t}} (
-                set_id TEXT {C} NOT NULL, position BIGINT NOT NULL, start_key TEXT {C} NOT NULL,
-                occurred_at TEXT NOT NULL, PRIMARY KEY (set_id, position)
-            )""",
-        ],
+        GROUP_MEMBERS: [groups.GROUP_MEMBERS_SCHEMA],
         GROUP_PAIRS: [
             f"""CREATE TABLE {{t}} (
                 set_id TEXT {C} NOT NULL, other_id TEXT {C} NOT NULL, count BIGINT NOT NULL,
