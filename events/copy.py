@@ -105,6 +105,8 @@ def copy_store(source: str | Path, dest: str | Path, progress: Callable[[str, in
             for table, key, columns in TABLES:
                 result.rows[table] = 0
                 for chunk in _chunks(src, table, key, columns):
+                    if table == "event_entities":
+                        chunk = _names_as_derived(src, dst, chunk)
                     write(table, columns, chunk)
                     result.rows[table] += len(chunk)
                     if progress is not None:
@@ -143,6 +145,32 @@ def _chunks(store: Store, table: str, key: str, columns: str) -> Iterator[list[t
         last = tuple(rows[-1][names.index(k)] for k in keys)
         if len(rows) < CHUNK:
             return
+
+
+def _names_as_derived(src: Store, dst: Store, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``event_entities`` rows (position, entity_id, name, type, role) with each name as the
+    destination's append derives it from the event: PostgreSQL's ``text`` cannot hold U+0000,
+    so its store writes it as U+FFFD (``events.pg.store.pg_text``) where SQLite's keeps it. Into
+    PostgreSQL, U+0000 becomes U+FFFD; from PostgreSQL into SQLite, a name holding U+FFFD is
+    taken from its event's body again (it may have been U+0000 there, or U+FFFD itself)."""
+    if dst.backend == "postgres" and src.backend != "postgres":
+        from .pg.store import pg_text
+
+        return [(p, e, pg_text(n), t, r) if "\x00" in n else (p, e, n, t, r) for p, e, n, t, r in rows]
+    if src.backend == "postgres" and dst.backend != "postgres":
+        import json
+
+
+        positions = sorted({row[0] for row in rows if "\ufffd" in row[2]})
+        if not positions:
+            return rows
+        named: dict[tuple[int, str], str] = {}
+        for position, body in src.conn.execute(  # the source's snapshot: the same events
+                "SELECT position, body FROM events WHERE position = ANY(?)", (positions,)):
+            for entity in json.loads(body).get("entities", []):
+                named[(position, entity["id"])] = entity["name"]
+        return [(p, e, named.get((p, e), n), t, r) for p, e, n, t, r in rows]
+    return rows
 
 
 @contextmanager

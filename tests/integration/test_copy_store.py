@@ -132,3 +132,29 @@ def test_the_copy_tells_live_streams_of_the_erasures_as_the_source_does(
     original = streams_told(source, head)
     assert original["tesla"] and original["None"] and original["x"], original  # told on the source
     assert streams_told(dest, head) == original
+
+
+def test_an_entity_name_holding_u0000_is_copied_to_postgresql_and_back(tmp_path: Path, pg_db: str) -> None:
+    """PostgreSQL's ``text`` cannot hold U+0000: its store derives such a name as U+FFFD
+    (``events.pg.store.pg_text``), SQLite's keeps it. Each copy writes ``event_entities`` as the
+    destination's append derives it: the copy to PostgreSQL failed (``DataError``, a traceback),
+    and one back to SQLite would not verify (U+FFFD where its event says U+0000)."""
+    import json
+
+    from events.models import parse_event
+    from events.store import Candidate
+
+    source = str(tmp_path / "source.db")
+    filled(source)
+    raw = json.dumps({"id": "nul-1", "kind": "report", "occurred_at": "2025-05", "headline": "h\u0000",
+                      "entities": [{"name": "Nul\u0000Name"}, {"name": "Plain\ufffd"}]}).encode()
+    with open_store(source) as store:
+        assert [r.status for r in store.append([Candidate(parse_event(json.loads(raw)), raw)])] == ["stored"]
+    names = "SELECT entity_id, name FROM event_entities WHERE position = 21 ORDER BY entity_id"
+    there = copy_store(source, pg_db)
+    assert there.events == 21 and there.verified.ok, there.verified.problems
+    assert sql_rows(pg_db, names) == [("nul-name", "Nul\ufffdName"), ("plain", "Plain\ufffd")]
+    back = str(tmp_path / "back.db")
+    again = copy_store(pg_db, back)
+    assert again.head_hash == there.head_hash and again.verified.ok, again.verified.problems
+    assert norm(rows(back)) == norm(rows(source))
