@@ -107,16 +107,20 @@ def _url(socket_dir: Path, port: int) -> str:
 @contextmanager
 def _server(user: str | None, data: Path, socket_dir: Path, port: int) -> Iterator[str]:
     """``postgres`` on ``data``, listening on ``socket_dir`` only; stopped when the block ends."""
+    _start(user, data, socket_dir, port)
+    try:
+        yield _url(socket_dir, port)
+    finally:
+        _stop(user, data)
+
+
+def _start(user: str | None, data: Path, socket_dir: Path, port: int) -> None:
     log = data.parent / f"{data.name}.log"
     try:
         _run(user, "pg_ctl", "-D", str(data), "-w", "-t", "60", "-l", str(log), "-o",
              f"-c listen_addresses='' -k {socket_dir} -p {port}", "start")
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{log.read_text() if log.exists() else ''}") from None
-    try:
-        yield _url(socket_dir, port)
-    finally:
-        _stop(user, data)
 
 
 def _stop(user: str | None, data: Path) -> None:
@@ -179,9 +183,7 @@ class PrivateServer:
         _stop(self.user, self.data)
 
     def start(self) -> None:
-        log = self.data.parent / f"{self.data.name}.log"
-        _run(self.user, "pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-l", str(log), "-o",
-             f"-c listen_addresses='' -k {self.socket_dir} -p {self.port}", "start")
+        _start(self.user, self.data, self.socket_dir, self.port)
 
 
 @contextmanager
