@@ -5,7 +5,9 @@ The slow read is a relevance search whose every word matches every event many ti
 ranks each match against each word, seconds of work on a few thousand events. ``q`` has at most
 32 words (a 125-word query is a 422 now), but a prefix stands for every word it starts: each
 ``w*`` of the slow query's eight is all 125 words of the events (6,000 events: 21-26 s unloaded,
-so it still meets the 2 s limit, whatever the machine). The events are
+so it still meets the 4 s limit, whatever the machine). Nothing is timed against a bound the
+machine's load could break: the cheap read and the ingest must be done before the slow read's
+503 comes back, which a read or a consumer waiting behind it could not be. The events are
 written straight into the store file before the server starts (it builds its projections from
 them), which takes a second rather than the minute publishing them would.
 """
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 WORDS = [f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(125)]
 SLOW_QUERY = {"q": " ".join(["w*"] * 8), "order": "relevance"}  # 8 words, each a prefix of all 125
-LIMIT = 2.0  # TIMELINE_READ_TIMEOUT_SECONDS of these servers
+LIMIT = 4.0  # TIMELINE_READ_TIMEOUT_SECONDS of these servers
 
 
 def fill(db: Path, events: int) -> None:
@@ -87,15 +89,15 @@ def test_a_slow_read_delays_neither_other_reads_nor_ingest_and_is_stopped(serve,
             started = time.monotonic()
             with server.client(timeout=120) as own:
                 answer = own.get("/timeline", params=SLOW_QUERY)
-            slow.update(status=answer.status_code, body=answer.json(), seconds=time.monotonic() - started)
+            ended = time.monotonic()
+            slow.update(status=answer.status_code, body=answer.json(), seconds=ended - started, ended=ended)
 
         reader = threading.Thread(target=slow_read)
         reader.start()
         time.sleep(0.3)  # the slow read is running
 
-        started = time.monotonic()
         cheap = http.get("/entities/big/timeline", params={"limit": 5})
-        cheap_seconds = time.monotonic() - started
+        cheap_done = time.monotonic()
         assert cheap.status_code == 200, cheap.text
 
         started = time.monotonic()
@@ -103,20 +105,20 @@ def test_a_slow_read_delays_neither_other_reads_nor_ingest_and_is_stopped(serve,
             "id": "during-the-slow-read", "kind": "report", "occurred_at": "2025-06-01",
             "headline": "Published while a slow read runs", "entities": [{"name": "Small"}],
         })})
-        while not stored(db, "during-the-slow-read") and time.monotonic() - started < 30:
+        while not stored(db, "during-the-slow-read") and time.monotonic() - started < 60:
             time.sleep(0.02)
-        ingest_seconds = time.monotonic() - started
-        still_running = reader.is_alive()
+        stored_at = time.monotonic()
         reader.join(60)
 
     client.close()
-    assert cheap_seconds < 1.0, f"a cheap read waited {cheap_seconds:.2f} s behind a slow one"
-    assert ingest_seconds < 1.5, f"an event published during a slow read was stored {ingest_seconds:.2f} s later"
-    assert still_running, f"the slow read was over before the cheap ones were timed: {slow}"
+    assert slow.get("ended"), f"the slow read did not come back: {slow}"
+    assert cheap_done < slow["ended"], "a cheap read came back only after the slow one was stopped"
+    assert stored_at < slow["ended"], "an event published during a slow read was stored only after it was stopped"
     assert slow["status"] == 503, slow
     assert "TIMELINE_READ_TIMEOUT_SECONDS" in slow["body"]["error"], slow
     assert slow["body"]["detail"] == {"limit_seconds": LIMIT}
-    assert LIMIT - 0.1 < slow["seconds"] < LIMIT + 1.5, f"stopped after {slow['seconds']:.2f} s"
+    # stopped at the limit, not run to its end (21-26 s unloaded, longer under load)
+    assert LIMIT - 0.1 < slow["seconds"] < 3 * LIMIT, f"stopped after {slow['seconds']:.2f} s"
 
     # The reader that was stopped answers again (its snapshot was rolled back).
     with server.client() as http:
