@@ -36,6 +36,8 @@ from typing import Any
 from events.records import AliasDeclaration, StoredEvent
 
 LINKS, GROUPS, SETS = "_links", "_groups", "_sets"
+MEMBER_LOG, SET_LOG = "_member_log", "_set_log"  # the sets' history (``history``)
+OPEN = 2**62  # set_to of a membership (or a set's rows) still in force
 
 
 #: a grouped projection's events of each set (``ent_group_members``, ``rel_group_members``): the
@@ -46,9 +48,22 @@ GROUP_MEMBERS_SCHEMA = """CREATE TABLE {t} (
 ) WITHOUT ROWID"""
 
 
-def schema(prefix: str) -> dict[str, list[str]]:
-    """The three tables' CREATE statements (for a projection's ``schema``)."""
+def schema(prefix: str, *, history: bool = False) -> dict[str, list[str]]:
+    """The tables' CREATE statements (for a projection's ``schema``); with ``history``, the two
+    logs of the sets' history as well."""
+    logs = {
+        f"{prefix}{MEMBER_LOG}": [
+            "CREATE TABLE {t} (entity_id TEXT NOT NULL, set_from INTEGER NOT NULL, set_id TEXT NOT NULL,"
+            " set_to INTEGER NOT NULL, PRIMARY KEY (entity_id, set_from)) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS {t}_set ON {t}(set_id, set_to)",
+        ],
+        f"{prefix}{SET_LOG}": [
+            "CREATE TABLE {t} (set_id TEXT NOT NULL, set_from INTEGER NOT NULL, root TEXT NOT NULL,"
+            " size INTEGER NOT NULL, PRIMARY KEY (set_id, set_from)) WITHOUT ROWID",
+        ],
+    } if history else {}
     return {
+        **logs,
         f"{prefix}{LINKS}": [
             "CREATE TABLE {t} (alias TEXT PRIMARY KEY, canonical TEXT NOT NULL) WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS {t}_canonical ON {t}(canonical)",
@@ -70,12 +85,14 @@ class Regrouped:
     ``merged``: (the set id that went, whether it was a lone id, the set id it joined, whether
     that was a lone id) for each union, in order; ``dissolved``: set ids whose rows must go;
     ``created``: set ids whose rows must be filed from their members' (after ``dissolved``);
-    ``ids``: the ids that may have joined or left a group."""
+    ``ids``: the ids that may have joined or left a group; ``at``: the store position of the
+    (last) declaration, when a set that went or was dissolved stopped holding its members."""
 
     merged: list[tuple[str, bool, str, bool]] = field(default_factory=list)
     dissolved: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    at: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.merged or self.dissolved or self.created)
@@ -100,11 +117,17 @@ class Groups:
         """The parameter of ``in_ids``."""
         return json.dumps(sorted(values))
 
-    def __init__(self, conn: sqlite3.Connection, prefix: str, tag: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, prefix: str, tag: str, *, history: bool = False) -> None:
         self.conn = conn
         self.links = f"{prefix}{LINKS}{tag}"
         self.groups = f"{prefix}{GROUPS}{tag}"
         self.sets = f"{prefix}{SETS}{tag}"
+        # the sets' history: each id's memberships (``member_log``: from which position to which
+        # it was in which set) and each set's root and size from each position on (``set_log``,
+        # size 0 once it went); kept by projections that answer ``as_of`` reads from their sets
+        self.history = history
+        self.member_log = f"{prefix}{MEMBER_LOG}{tag}"
+        self.set_log = f"{prefix}{SET_LOG}{tag}"
 
     def set_of(self, entity_id: str) -> tuple[str, int, str, bool]:
         """``(set id, size, root, lone)`` of the set an id is in (``lone``: no aliases, no row)."""
@@ -125,10 +148,11 @@ class Groups:
         conn = self.conn
         for declaration in declarations:
             alias, canonical = declaration.alias, declaration.canonical
+            out.at = at = declaration.position
             row = conn.execute(f"SELECT canonical FROM {self.links} WHERE alias = ?", (alias,)).fetchone()
             if row is None:
                 conn.execute(f"INSERT INTO {self.links} (alias, canonical) VALUES (?, ?)", (alias, canonical))
-                self._union(alias, canonical, out)
+                self._union(alias, canonical, out, at)
                 continue
             if row[0] == canonical:
                 continue  # declared again as it was: the same groups
@@ -137,14 +161,36 @@ class Groups:
             new_set = self.set_of(canonical)
             if old_set[0] == new_set[0]:
                 continue  # moved within its tree: the same members, the same root
-            self._regroup([old_set, new_set], out)
+            self._regroup([old_set, new_set], out, at)
         return out
 
-    def _union(self, alias: str, canonical: str, out: Regrouped) -> None:
+    def _logged(self, set_id: str, at: int, root: str, size: int) -> None:
+        """A set's root and size from position ``at`` on (size 0: it went)."""
+        self.conn.execute(
+            f"INSERT INTO {self.set_log} (set_id, set_from, root, size) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (set_id, set_from) DO UPDATE SET root = excluded.root, size = excluded.size",
+            (set_id, at, root, size),
+        )
+
+    def _leave(self, set_id: str, at: int) -> None:
+        """The history of a set that goes at ``at`` (merged into another, or dissolved): its
+        members' memberships end there."""
+        self.conn.execute(
+            f"UPDATE {self.member_log} SET set_to = ? WHERE set_id = ? AND set_to = {OPEN}", (at, set_id)
+        )
+        self._logged(set_id, at, "", 0)
+
+    def _join(self, entity_ids: list[str], set_id: str, at: int) -> None:
+        self.conn.executemany(
+            f"INSERT INTO {self.member_log} (entity_id, set_from, set_id, set_to) VALUES (?, ?, ?, {OPEN})",
+            [(i, at, set_id) for i in entity_ids],
+        )
+
+    def _union(self, alias: str, canonical: str, out: Regrouped, at: int) -> None:
         sa, na, _, lone_a = self.set_of(alias)
         sc, nc, root, lone_c = self.set_of(canonical)
         if sa == sc:  # cannot happen (no cycles): file the tree anew rather than trust it
-            self._regroup([(sa, na, root, lone_a)], out)
+            self._regroup([(sa, na, root, lone_a)], out, at)
             return
         if na > nc:
             keep, keep_lone, gone, gone_lone = sa, lone_a, sc, lone_c
@@ -156,6 +202,14 @@ class Groups:
             " ON CONFLICT(set_id) DO UPDATE SET root = excluded.root, size = excluded.size",
             (keep, root, na + nc),
         )
+        if self.history:  # the smaller set's members move: each id at most log2(n) times
+            self._logged(keep, at, root, na + nc)
+            self._join([keep] if keep_lone else [], keep, at)
+            if gone_lone:
+                self._join([gone], keep, at)
+            else:
+                self._leave(gone, at)
+                self._join(self.members(gone), keep, at)
         if keep_lone:
             conn.execute(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", (keep, keep))
         if gone_lone:
@@ -188,7 +242,7 @@ class Groups:
         ).fetchone()
         return root
 
-    def _regroup(self, old: list[tuple[str, int, str, bool]], out: Regrouped) -> None:
+    def _regroup(self, old: list[tuple[str, int, str, bool]], out: Regrouped, at: int) -> None:
         """Dissolve these sets and make one of each tree of two or more ids their members now
         form, named by its root."""
         conn = self.conn
@@ -198,6 +252,8 @@ class Groups:
                 ids.append(set_id)
                 continue
             ids.extend(self.members(set_id))
+            if self.history:
+                self._leave(set_id, at)
             conn.execute(f"DELETE FROM {self.groups} WHERE set_id = ?", (set_id,))
             conn.execute(f"DELETE FROM {self.sets} WHERE set_id = ?", (set_id,))
             out.dissolved.append(set_id)
@@ -208,14 +264,36 @@ class Groups:
                 continue
             conn.execute(f"INSERT INTO {self.sets} (set_id, root, size) VALUES (?, ?, ?)", (root, root, len(tree)))
             conn.executemany(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", [(i, root) for i in tree])
+            if self.history:
+                self._logged(root, at, root, len(tree))
+                self._join(tree, root, at)
             out.created.append(root)
 
     def replay(self, declarations: list[AliasDeclaration]) -> None:
         """Forget every group and apply these declarations again (after one was erased): what a
         rebuild without it makes. The projection then files every set's rows anew."""
-        for table in (self.links, self.groups, self.sets):
+        for table in (self.links, self.groups, self.sets) + ((self.member_log, self.set_log) if self.history else ()):
             self.conn.execute(f"DELETE FROM {table}")
         self.declare(declarations)
+
+    def held_at(self, entity_id: str, p: int) -> tuple[str, int, str, int] | None:
+        """``(set id, set_to, root, size)`` of the set that held ``entity_id`` at position ``p``
+        (``set_to``: where that set's rows end, ``OPEN`` while it stands), from the history; None
+        when it was in no group then. Two indexed probes."""
+        row = self.conn.execute(
+            f"SELECT set_id, set_to FROM {self.member_log} WHERE entity_id = ? AND set_from <= ?"
+            " ORDER BY set_from DESC LIMIT 1",
+            (entity_id, p),
+        ).fetchone()
+        if row is None or row[1] <= p:
+            return None
+        logged = self.conn.execute(
+            f"SELECT root, size FROM {self.set_log} WHERE set_id = ? AND set_from <= ? ORDER BY set_from DESC LIMIT 1",
+            (row[0], p),
+        ).fetchone()
+        if logged is None or logged[1] == 0:
+            return None
+        return row[0], row[1], logged[0], logged[1]
 
     def set_ids(self) -> list[str]:
         return [r[0] for r in self.conn.execute(f"SELECT set_id FROM {self.sets} ORDER BY set_id")]
@@ -264,10 +342,11 @@ class GroupedProjection:
 
     group_prefix: str
     groups_class: type[Groups] = Groups
+    group_history = False  # whether it keeps the sets' history (``Groups.history``)
 
     def groups(self, conn: sqlite3.Connection, tag: str) -> Groups:
         """The group tables of a tag."""
-        return self.groups_class(conn, self.group_prefix, tag)
+        return self.groups_class(conn, self.group_prefix, tag, history=self.group_history)
 
     def declare(
         self, conn: sqlite3.Connection, tag: str, declarations: list[AliasDeclaration], *, deferred: bool = False

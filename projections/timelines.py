@@ -80,17 +80,22 @@ VANISHED = ""  # tl_removals' entity id of an entity that only erased events nam
 class TimelinesProjection(GroupedProjection, Projection):
     name = "timelines"
     # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals); 7: alias
-    # groups (tl_links, tl_groups, tl_sets) and their rows (tl_group_entries)
-    version = 7
+    # groups (tl_links, tl_groups, tl_sets) and their rows (tl_group_entries); 8: the sets'
+    # history (tl_member_log, tl_set_log) and the rows of the sets that went (set_to, set_from)
+    version = 8
+    group_history = True
     schema = {
-        **groups.schema(PREFIX),
+        **groups.schema(PREFIX, history=True),
         GROUP_ENTRIES: [
             # The entries of a group's members, filed under its set: one row per (set, version,
-            # rank), i.e. an event filed under two members with one role once.
+            # rank), i.e. an event filed under two members with one role once. ``set_to``: where
+            # the set stopped holding them (OPEN while it stands: a set that went keeps its rows,
+            # for ``as_of``); ``set_from``: from where the row is the set's (a member's entry
+            # once it joined, and once the version was made).
             """CREATE TABLE {t} (
-                set_id TEXT NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
-                valid_from INTEGER NOT NULL, rank INTEGER NOT NULL,
-                PRIMARY KEY (set_id, start_key, position, valid_from, rank)
+                set_id TEXT NOT NULL, set_to INTEGER NOT NULL, start_key TEXT NOT NULL, position INTEGER NOT NULL,
+                valid_from INTEGER NOT NULL, rank INTEGER NOT NULL, set_from INTEGER NOT NULL,
+                PRIMARY KEY (set_id, set_to, start_key, position, valid_from, rank)
             ) WITHOUT ROWID""",
         ],
         EVENTS: [
@@ -136,7 +141,11 @@ class TimelinesProjection(GroupedProjection, Projection):
         ],
     }
     retired = ("tl_search",)  # full-text search is its own projection since version 3
-    indexes = {EVENTS: ["CREATE INDEX IF NOT EXISTS {t}_order ON {t}(start_key, position)"]}
+    indexes = {
+        EVENTS: ["CREATE INDEX IF NOT EXISTS {t}_order ON {t}(start_key, position)"],
+        # an ``as_of`` card counts a set's versions made by then
+        GROUP_ENTRIES: ["CREATE INDEX IF NOT EXISTS {t}_made ON {t}(set_id, set_to, valid_from)"],
+    }
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:
         events_t = self.table(EVENTS, tag)
@@ -158,8 +167,8 @@ class TimelinesProjection(GroupedProjection, Projection):
         """The entries of the plain news events of ``low < position <= high`` filed under the sets
         of the members they name."""
         conn.execute(
-            f"""INSERT INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)
-                SELECT g.set_id, e.start_key, e.position, e.position, {RANK_SQL}
+            f"""INSERT INTO {self.table(GROUP_ENTRIES, tag)} (set_id, set_to, start_key, position, valid_from, rank, set_from)
+                SELECT g.set_id, {OPEN}, e.start_key, e.position, e.position, {RANK_SQL}, e.position
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {self.table(PREFIX + groups.GROUPS, tag)} g ON g.entity_id = m.entity_id
                 WHERE e.position > ? AND e.position <= ? AND e.plain <> 0 AND m.position > ? AND m.position <= ?
@@ -172,48 +181,69 @@ class TimelinesProjection(GroupedProjection, Projection):
         self._file_all(conn, tag)
 
     def _file_all(self, conn: sqlite3.Connection, tag: str) -> None:
-        """Every group's rows, from its members' entries (a rebuild's finish, an erased alias)."""
+        """Every group's rows, from its members' entries and the sets' history (a rebuild's
+        finish, an erased alias): a member's entries made before its set went are that set's,
+        each from when the member joined or the version was made, whichever is later (the
+        earliest such of the set's members that have it)."""
         group_entries = self.table(GROUP_ENTRIES, tag)
         conn.execute(f"DELETE FROM {group_entries}")
         conn.execute(
-            f"""INSERT INTO {group_entries} (set_id, start_key, position, valid_from, rank)
-                SELECT g.set_id, en.start_key, en.position, en.valid_from, en.rank
-                FROM {self.table(PREFIX + groups.GROUPS, tag)} g JOIN {self.table(ENTRIES, tag)} en ON en.entity_id = g.entity_id
-                WHERE true ORDER BY 1, 2, 3, 4, 5
-                ON CONFLICT DO NOTHING"""
+            f"""INSERT INTO {group_entries} (set_id, set_to, start_key, position, valid_from, rank, set_from)
+                SELECT l.set_id, l.set_to, en.start_key, en.position, en.valid_from, en.rank,
+                       MIN(CASE WHEN en.valid_from > l.set_from THEN en.valid_from ELSE l.set_from END)
+                FROM {self.table(PREFIX + groups.MEMBER_LOG, tag)} l
+                JOIN {self.table(ENTRIES, tag)} en ON en.entity_id = l.entity_id
+                WHERE en.valid_from < l.set_to
+                GROUP BY l.set_id, l.set_to, en.start_key, en.position, en.valid_from, en.rank
+                ORDER BY 1, 2, 3, 4, 5, 6"""
         )
 
     def _file(self, conn: sqlite3.Connection, tag: str, done: Regrouped) -> None:
-        """After a declaration joined or regrouped sets (``GroupedProjection.declare``): a merged
-        set's rows move to the set it joined (the smaller set's: each row moves at most log2(n)
-        times), a lone id's are copied from its entries, a regrouped set's filed anew."""
+        """After a declaration at ``done.at`` joined or regrouped sets
+        (``GroupedProjection.declare``): a merged set's rows are copied to the set it joined (the
+        smaller set's: each row is copied at most log2(n) times) and kept, closed at ``at``, for
+        ``as_of`` reads before it; a lone id's are copied from its entries; a dissolved set's are
+        closed, a new set's filed anew. A row joins a set from ``at`` (or from its version, if
+        later: a batch files its events before its declarations)."""
         group_entries, entries = self.table(GROUP_ENTRIES, tag), self.table(ENTRIES, tag)
         columns = "start_key, position, valid_from, rank"
+        at = done.at
+        since = "CASE WHEN valid_from > ? THEN valid_from ELSE ? END"
         copy = (
-            f"INSERT INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {entries} WHERE entity_id = ?"
-            " ON CONFLICT DO NOTHING"
+            f"INSERT INTO {group_entries} (set_id, set_to, {columns}, set_from)"
+            f" SELECT ?, {OPEN}, {columns}, {since} FROM {entries} WHERE entity_id = ? ON CONFLICT DO NOTHING"
         )
+
+        def close(set_id: str) -> None:
+            """A set that went at ``at``: its rows kept as they stood until then."""
+            conn.execute(
+                f"DELETE FROM {group_entries} WHERE set_id = ? AND set_to = {OPEN} AND valid_from > ?", (set_id, at)
+            )
+            conn.execute(f"UPDATE {group_entries} SET set_to = ? WHERE set_id = ? AND set_to = {OPEN}", (at, set_id))
+
         for gone, gone_lone, keep, keep_lone in done.merged:
             if keep_lone:
-                conn.execute(copy, (keep, keep))
+                conn.execute(copy, (keep, at, at, keep))
             if gone_lone:
-                conn.execute(copy, (keep, gone))
+                conn.execute(copy, (keep, at, at, gone))
             else:
                 conn.execute(
-                    f"INSERT INTO {group_entries} (set_id, {columns}) SELECT ?, {columns} FROM {group_entries}"
-                    " WHERE set_id = ? ON CONFLICT DO NOTHING",
-                    (keep, gone),
+                    f"INSERT INTO {group_entries} (set_id, set_to, {columns}, set_from)"
+                    f" SELECT ?, {OPEN}, {columns}, {since} FROM {group_entries}"
+                    f" WHERE set_id = ? AND set_to = {OPEN} ON CONFLICT DO NOTHING",
+                    (keep, at, at, gone),
                 )
-                conn.execute(f"DELETE FROM {group_entries} WHERE set_id = ?", (gone,))
+                close(gone)
         for set_id in done.dissolved:
-            conn.execute(f"DELETE FROM {group_entries} WHERE set_id = ?", (set_id,))
+            close(set_id)
         for set_id in done.created:
             conn.execute(
-                f"""INSERT INTO {group_entries} (set_id, {columns})
-                    SELECT g.set_id, en.start_key, en.position, en.valid_from, en.rank
+                f"""INSERT INTO {group_entries} (set_id, set_to, {columns}, set_from)
+                    SELECT g.set_id, {OPEN}, en.start_key, en.position, en.valid_from, en.rank,
+                           CASE WHEN en.valid_from > ? THEN en.valid_from ELSE ? END
                     FROM {self.table(PREFIX + groups.GROUPS, tag)} g JOIN {entries} en ON en.entity_id = g.entity_id
                     WHERE g.set_id = ? ON CONFLICT DO NOTHING""",
-                (set_id,),
+                (at, at, set_id),
             )
 
     def _entries(self, conn: sqlite3.Connection, tag: str, low: int, high: int) -> None:
@@ -288,9 +318,10 @@ class TimelinesProjection(GroupedProjection, Projection):
             sets = self.groups(conn, tag).sets_of({row[0] for row in filed})
             if sets:
                 conn.executemany(
-                    f"INSERT INTO {self.table(GROUP_ENTRIES, tag)} (set_id, start_key, position, valid_from, rank)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(sets[row[0]], *row[1:]) for row in filed if row[0] in sets],
+                    f"INSERT INTO {self.table(GROUP_ENTRIES, tag)}"
+                    " (set_id, set_to, start_key, position, valid_from, rank, set_from)"
+                    f" VALUES (?, {OPEN}, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(sets[row[0]], *row[1:], row[3]) for row in filed if row[0] in sets],
                 )
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
@@ -302,7 +333,13 @@ class TimelinesProjection(GroupedProjection, Projection):
             table.replay(table.stored_declarations(reached))
             self._file_all(conn, tag)
             return
-        for set_id in set(self.groups(conn, tag).sets_of(gone.entities).values()):
+        # the event's rows in every set its entities were ever in (those that went keep theirs)
+        table = self.groups(conn, tag)
+        held = conn.execute(
+            f"SELECT DISTINCT set_id FROM {table.member_log} WHERE {table.in_ids('entity_id')}",
+            (table.ids(gone.entities),),
+        ).fetchall() if gone.entities else []
+        for (set_id,) in held:
             conn.execute(
                 f"DELETE FROM {self.table(GROUP_ENTRIES, tag)} WHERE set_id = ? AND position = ?", (set_id, gone.position)
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 from events.records import AliasDeclaration
 
-from ..groups import GROUPS, LINKS, SETS, Groups
+from ..groups import GROUPS, LINKS, MEMBER_LOG, SET_LOG, SETS, Groups
 
 C = 'COLLATE "C"'
 
@@ -26,9 +26,21 @@ GROUP_MEMBERS_SCHEMA = f"""CREATE TABLE {{t}} (
 )"""
 
 
-def schema(prefix: str) -> dict[str, list[str]]:
+def schema(prefix: str, *, history: bool = False) -> dict[str, list[str]]:
     """``projections.groups.schema`` on PostgreSQL."""
+    logs = {
+        f"{prefix}{MEMBER_LOG}": [
+            f"CREATE TABLE {{t}} (entity_id TEXT {C} NOT NULL, set_from BIGINT NOT NULL, set_id TEXT {C} NOT NULL,"
+            " set_to BIGINT NOT NULL, PRIMARY KEY (entity_id, set_from))",
+            "CREATE INDEX IF NOT EXISTS {t}_set ON {t}(set_id, set_to)",
+        ],
+        f"{prefix}{SET_LOG}": [
+            f"CREATE TABLE {{t}} (set_id TEXT {C} NOT NULL, set_from BIGINT NOT NULL, root TEXT {C} NOT NULL,"
+            " size INTEGER NOT NULL, PRIMARY KEY (set_id, set_from))",
+        ],
+    } if history else {}
     return {
+        **logs,
         f"{prefix}{LINKS}": [
             f"CREATE TABLE {{t}} (alias TEXT {C} PRIMARY KEY, canonical TEXT {C} NOT NULL)",
             "CREATE INDEX IF NOT EXISTS {t}_canonical ON {t}(canonical)",

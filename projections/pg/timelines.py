@@ -24,12 +24,12 @@ C = 'COLLATE "C"'
 class PgTimelinesProjection(TimelinesProjection):
     groups_class = PgGroups
     schema = {
-        **groups.schema(PREFIX),
+        **groups.schema(PREFIX, history=True),
         GROUP_ENTRIES: [
             f"""CREATE TABLE {{t}} (
-                set_id TEXT {C} NOT NULL, start_key TEXT {C} NOT NULL, position BIGINT NOT NULL,
-                valid_from BIGINT NOT NULL, rank INTEGER NOT NULL,
-                PRIMARY KEY (set_id, start_key, position, valid_from, rank)
+                set_id TEXT {C} NOT NULL, set_to BIGINT NOT NULL, start_key TEXT {C} NOT NULL, position BIGINT NOT NULL,
+                valid_from BIGINT NOT NULL, rank INTEGER NOT NULL, set_from BIGINT NOT NULL,
+                PRIMARY KEY (set_id, set_to, start_key, position, valid_from, rank)
             )""",
         ],
         EVENTS: [
@@ -70,6 +70,7 @@ class PgTimelinesProjection(TimelinesProjection):
             "CREATE INDEX IF NOT EXISTS {t}_order ON {t}(start_key, position)",
             "CREATE INDEX IF NOT EXISTS {t}_position ON {t}(position)",
         ],
+        GROUP_ENTRIES: ["CREATE INDEX IF NOT EXISTS {t}_made ON {t}(set_id, set_to, valid_from)"],
     }
 
     def bulk(self, conn: Any, tag: str, low: int, high: int, *, deferred: bool = False) -> None:

@@ -9,7 +9,7 @@ from events.ids import fold
 
 from ..directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS
 from ..members import unpack
-from ..timelines import ENTRIES, EVENTS
+from ..timelines import ENTRIES, EVENTS, GROUP_ENTRIES
 
 from .cursors import as_of_key, decode_list_cursor, encode_list_cursor, list_binding
 from .errors import NotFound
@@ -28,6 +28,8 @@ class EntityReads(RenderReads):
             set_id = self._set(conn, "entities", canonical, upto)
             if set_id is not None:
                 return self._group_entity(conn, canonical, upto, tag, set_id)
+        if as_of and upto < projected and group is None and (held := self._held(conn, canonical, upto)) is not None:
+            return self._entity_held(conn, canonical, upto, tag, *held)
         group = group or self._group(conn, canonical, upto)
         if as_of and upto < projected:
             return self._entity_at(conn, canonical, upto, projected, tag, group)
@@ -86,6 +88,45 @@ class EntityReads(RenderReads):
             "event_count": count,
             "first_at": first_at,
             "last_at": last_at,
+        }
+
+    def _entity_held(
+        self, conn: sqlite3.Connection, canonical: str, p: int, tag: str, set_id: str, set_to: int
+    ) -> dict[str, Any] | None:
+        """The card of an entity with aliases as the store stood at ``p``, from the rows the
+        timelines projection filed under the set that held its group then (``_held``): its
+        count, the entries of its timeline at p (each event once), read by the versions made by
+        then; its first and last dates, that timeline's first entry in each order. Its name and
+        type: its ids' statements in force then (``naming``)."""
+        _, ttag = self._checkpoint(conn, "timelines")
+        held = (
+            f"FROM {GROUP_ENTRIES}{ttag} en JOIN {EVENTS}{ttag} v ON v.valid_from = en.valid_from"
+            " WHERE en.set_id = ? AND en.set_to = ? AND en.valid_from <= ? AND en.set_from <= ?"
+            " AND v.valid_to > ? AND v.status != 'retracted'"
+        )
+        args = (set_id, set_to, p, p, p)
+        (count,) = conn.execute(f"SELECT COUNT(DISTINCT en.position) {held}", args).fetchone()
+        members = self.aliases.members(canonical, p)
+        named = self.naming(conn, f"{SAID}{tag}", members, p)
+        if named is None and not count:
+            return None  # not known by then
+
+        def end(direction: str) -> str | None:
+            row = conn.execute(
+                f"SELECT coalesce(v.occurred_at, m.occurred_at) {held.replace(' WHERE', ' JOIN event_meta m ON m.position = en.position WHERE')}"
+                f" ORDER BY en.start_key {direction}, en.position {direction} LIMIT 1",
+                args,
+            ).fetchone()
+            return row[0] if row else None
+
+        return {
+            "id": canonical,
+            "name": self.aliases.display_name(canonical, p) or (named[0] if named else canonical),
+            "type": named[1] if named else "other",
+            "aliases": members[1:],
+            "event_count": count,
+            "first_at": end("ASC") if count else None,
+            "last_at": end("DESC") if count else None,
         }
 
     def _entity_at(

@@ -55,6 +55,39 @@ class GroupReads(QueriesBase):
             return None
         return row[0]
 
+    def _held(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[str, int] | None:
+        """``(set id, set_to)`` under which the timelines projection filed the rows of
+        ``canonical``'s group as the group stood at ``upto``, from the sets' history: the set
+        that held ``canonical`` then (``set_to``: where it went, ``groups.OPEN`` if it stands),
+        whose rows with ``set_from <= upto`` are the group's then. For an ``as_of`` before the
+        group's latest declaration (``_set`` answers the others); None when ``canonical`` had no
+        aliases then, the projection is behind ``upto``, its set then had another root or size
+        than the alias index's group, or the tables are from before the history: the members
+        are then asked one by one. Two indexed probes, whatever the group's size."""
+        size = len(self.aliases.members(canonical, upto))
+        projected, tag = self._checkpoint(conn, "timelines")
+        if size < 2 or upto > projected:
+            return None
+        prefix = GROUP_PREFIX["timelines"]
+        found = self._group_rows(
+            conn,
+            f"SELECT set_id, set_to FROM {prefix}{groups.MEMBER_LOG}{tag} WHERE entity_id = ? AND set_from <= ?"
+            " ORDER BY set_from DESC LIMIT 1",
+            (canonical, upto),
+        )
+        if not found or found[0][1] <= upto:
+            return None
+        set_id, set_to = found[0]
+        logged = self._group_rows(
+            conn,
+            f"SELECT root, size FROM {prefix}{groups.SET_LOG}{tag} WHERE set_id = ? AND set_from <= ?"
+            " ORDER BY set_from DESC LIMIT 1",
+            (set_id, upto),
+        )
+        if not logged or logged[0][0] != canonical or logged[0][1] != size:
+            return None
+        return set_id, set_to
+
     def _related_set(self, conn: sqlite3.Connection, canonical: str, upto: int) -> str | None:
         """The set under which the related projection keeps the pairs of ``canonical``'s group,
         when they are the group's now and so are the sides they name: the group's rows are

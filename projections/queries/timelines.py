@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 from ..changes import RANK
+from ..groups import OPEN
 from ..search import SEARCH
 from ..timelines import ENTRIES, EVENTS, GROUP_ENTRIES
 
@@ -56,13 +57,16 @@ class TimelineReads(SearchReads):
                 snapshot = position
             entity = None
             members: list[str] = []
-            set_id = None
+            set_id, set_to = None, OPEN
             if entity_id is not None:
                 # Aliases as the store knew them at the snapshot: later ones do not merge yet.
                 target = self.aliases.resolve(entity_id, snapshot)
                 # an entity with aliases: its rows filed under its set (a search's too), or (an
-                # ``as_of`` before its latest declaration) those of each of its members
+                # ``as_of`` before its latest declaration) those its set held then, from the
+                # sets' history; or (no such set: tables from before it) those of each member
                 set_id = self._set(conn, "timelines", target, snapshot)
+                if set_id is None and (held := self._held(conn, target, snapshot)) is not None:
+                    set_id, set_to = held
                 group = None if set_id is not None else self._group(conn, target, snapshot)
                 entity = self._entity(conn, target, snapshot, as_of=as_of is not None, group=group)
                 if entity is None:
@@ -84,7 +88,7 @@ class TimelineReads(SearchReads):
                 check_binding(after, bound())
             rows = self._rows(
                 conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, after, match,
-                set_id=set_id,
+                set_id=set_id, set_to=set_to,
             )
             pairs = self._render(
                 conn, rows[: query.limit], snapshot, by_entity=entity_id is not None, as_of=as_of is not None,
@@ -97,7 +101,7 @@ class TimelineReads(SearchReads):
             if total:
                 matching = self._rows(
                     conn, tag, search_tag, entity_id is not None, members, snapshot, query, since, until, None, match,
-                    count=True, set_id=set_id,
+                    count=True, set_id=set_id, set_to=set_to,
                 )[0][0]
         next_cursor = None
         if len(rows) > query.limit:
@@ -134,10 +138,13 @@ class TimelineReads(SearchReads):
         match: str | None = None,
         count: bool = False,
         set_id: str | None = None,
+        set_to: int = OPEN,
     ) -> list[tuple[Any, ...]]:
         """The rows of a page (``limit`` + 1 of them); with ``count``, ``[(rows that match,)]``.
         ``set_id``: the entity's rows are those filed under its group's set (``tl_group_entries``),
-        one range in timeline order like an entity's own (``members`` is then not asked)."""
+        one range in timeline order like an entity's own (``members`` is then not asked): those
+        of the set that stands (``set_to`` OPEN) or went at ``set_to`` (an ``as_of`` before the
+        group's latest declaration), that were the set's at ``p`` (``set_from``)."""
         # ``en`` (by entity) or ``v`` gives the order; a version's other columns are in ``v``.
         # ``keyed``: conditions on the ordering table's own columns (an entity's entries can be
         # read by them alone); ``versioned``: on the version's.
@@ -147,13 +154,13 @@ class TimelineReads(SearchReads):
         grouped = by_entity and set_id is not None
         best = None  # the condition that keeps one row a version of a group's (its best role)
         if grouped:
-            keyed.insert(0, "en.set_id = ?")
-            keyed_args[0:0] = [set_id]
+            keyed[0:0] = ["en.set_id = ?", "en.set_to = ?", "en.set_from <= ?"]
+            keyed_args[0:0] = [set_id, set_to, p]
             if not query.role:  # an event filed under members in several roles: once, its best
-                best = (
+                best = (  # (no argument: ``p`` written in, an integer)
                     f"NOT EXISTS (SELECT 1 FROM {GROUP_ENTRIES}{tag} b WHERE b.set_id = en.set_id"
-                    " AND b.start_key = en.start_key AND b.position = en.position AND b.valid_from = en.valid_from"
-                    " AND b.rank < en.rank)"
+                    " AND b.set_to = en.set_to AND b.start_key = en.start_key AND b.position = en.position"
+                    f" AND b.valid_from = en.valid_from AND b.rank < en.rank AND b.set_from <= {int(p)})"
                 )
                 keyed.append(best)
         elif by_entity and len(members) == 1:
