@@ -129,11 +129,14 @@ SAID_SCHEMA = """CREATE TABLE {t} (
 SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(entity_id, said_at) WHERE type != 'other'"
 # A group's rows (``projections.groups``): its members' events, each once; their statements;
 # its count and dates.
+# A set's statements, those of the sets that went kept as they stood (``set_to``, ``set_from``
+# and ``died_at`` at most ``set_to``: what ``tl_group_entries`` does for the versions).
 GROUP_SAID_SCHEMA = """CREATE TABLE {t} (
-    set_id TEXT NOT NULL, said_at INTEGER NOT NULL, entity_id TEXT NOT NULL, died_at INTEGER NOT NULL,
-    name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (set_id, said_at, entity_id)
+    set_id TEXT NOT NULL, set_to INTEGER NOT NULL, said_at INTEGER NOT NULL, entity_id TEXT NOT NULL,
+    died_at INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, set_from INTEGER NOT NULL,
+    PRIMARY KEY (set_id, set_to, said_at, entity_id)
 ) WITHOUT ROWID"""
-GROUP_SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(set_id, said_at) WHERE type != 'other'"
+GROUP_SAID_TYPED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_typed ON {t}(set_id, set_to, said_at) WHERE type != 'other'"
 GROUP_STATS_SCHEMA = """CREATE TABLE {t} (
     set_id TEXT PRIMARY KEY, event_count INTEGER NOT NULL, first_key TEXT, first_position INTEGER,
     first_at TEXT, last_key TEXT, last_position INTEGER, last_at TEXT
@@ -141,7 +144,7 @@ GROUP_STATS_SCHEMA = """CREATE TABLE {t} (
 STATS_COLUMNS = "event_count, first_key, first_position, first_at, last_key, last_position, last_at"
 # A statement filed under a set again: as it is now (SQLite's INSERT OR REPLACE, in SQL that
 # PostgreSQL runs too).
-GROUP_SAID_UPSERT = """ON CONFLICT (set_id, said_at, entity_id) DO UPDATE SET
+GROUP_SAID_UPSERT = """ON CONFLICT (set_id, set_to, said_at, entity_id) DO UPDATE SET
     died_at = excluded.died_at, name = excluded.name, type = excluded.type"""
 # A set's count and dates written again (the SET of an upsert into ``ent_group_stats``).
 GROUP_STATS_SET = ", ".join(f"{c} = excluded.{c}" for c in STATS_COLUMNS.split(", "))
@@ -191,18 +194,30 @@ def naming(conn: sqlite3.Connection, said_t: str, entity_ids: Sequence[str], upt
     return named[1], typed[2], bonus + named[0], bonus + typed[0]
 
 
-def group_naming(conn: Any, said_t: str, set_id: str, root: str, upto: int = OPEN - 1) -> tuple[str, str] | None:
+def group_naming(
+    conn: Any, said_t: str, set_id: str, root: str, upto: int = OPEN - 1, set_to: int = OPEN
+) -> tuple[str, str] | None:
     """``(name, type)`` of a group (``set_id``, canonical id ``root``) from its members'
     statements filed under it (``ent_group_said``): what ``naming`` gives for the group's ids,
     the canonical id first then the others by id, in a few indexed probes whatever its size.
-    Plain positional marks (``?``, each value passed in its place): SQLite's and PostgreSQL's
-    (``events.pg.connect.Qmark``) connections alike."""
+    ``set_to``: of a set that went there (the group as of ``upto`` before it; the statements of
+    ids that joined it after ``upto`` left out). Plain positional marks (``?``, each value passed
+    in its place): SQLite's and PostgreSQL's (``events.pg.connect.Qmark``) connections alike."""
 
     def latest(condition: str, *args: Any) -> tuple[Any, ...] | None:
+        # the latest position first (a walk of the index down from ``upto``), then its statements
+        # by the tie's order: one ORDER BY of both made PostgreSQL sort every statement of the set
+        found = conn.execute(
+            f"SELECT said_at FROM {said_t} WHERE set_id = ? AND set_to = ? AND said_at <= ? AND set_from <= ?"
+            f" {condition} ORDER BY said_at DESC LIMIT 1",
+            (set_id, set_to, upto, upto, *args),
+        ).fetchone()
+        if found is None:
+            return None
         return conn.execute(
-            f"SELECT name, type FROM {said_t} WHERE set_id = ? AND said_at <= ? {condition}"
-            " ORDER BY said_at DESC, entity_id <> ?, entity_id LIMIT 1",
-            (set_id, upto, *args, root),
+            f"SELECT name, type FROM {said_t} WHERE set_id = ? AND set_to = ? AND said_at = ? AND set_from <= ?"
+            f" {condition} ORDER BY entity_id <> ?, entity_id LIMIT 1",
+            (set_id, set_to, found[0], upto, *args, root),
         ).fetchone()
 
     named = latest("AND died_at > ?", upto)
@@ -220,13 +235,15 @@ class DirectoryProjection(GroupedProjection, Projection):
     name = "entities"
     # 6: search keys transliterated (events.ids.fold); 7: alias groups (ent_links, ent_groups,
     # ent_sets) and their rows (ent_group_members, ent_group_said, ent_group_stats); 8: U+0000
-    # folds as U+FFFD in the search keys (events.ids.fold), as PostgreSQL stores it
-    version = 8
+    # folds as U+FFFD in the search keys (events.ids.fold), as PostgreSQL stores it; 9: the sets'
+    # history (ent_member_log, ent_set_log) and the statements of the sets that went
+    version = 9
+    group_history = True
     schema = {
         STATS: [STATS_SCHEMA],
         MEMBERS: [members.SCHEMA],
         SAID: [SAID_SCHEMA],
-        **groups.schema(PREFIX),
+        **groups.schema(PREFIX, history=True),
         GROUP_MEMBERS: [groups.GROUP_MEMBERS_SCHEMA],
         GROUP_SAID: [GROUP_SAID_SCHEMA, GROUP_SAID_TYPED_INDEX],
         GROUP_STATS: [GROUP_STATS_SCHEMA],
@@ -316,8 +333,8 @@ class DirectoryProjection(GroupedProjection, Projection):
             (low, high, low, high),
         )
         conn.execute(
-            f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
-                SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
+            f"""INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)
+                SELECT g.set_id, {OPEN}, s.said_at, s.entity_id, s.died_at, s.name, s.type, s.said_at
                 FROM event_meta e JOIN event_entities m ON m.position = e.position
                 JOIN {groups_t} g ON g.entity_id = m.entity_id
                 JOIN {self.table(SAID, tag)} s ON s.entity_id = m.entity_id AND s.said_at = e.position
@@ -378,10 +395,16 @@ class DirectoryProjection(GroupedProjection, Projection):
                 FROM {groups_t} g JOIN {self.table(MEMBERS, tag)} m ON m.entity_id = g.entity_id WHERE true ORDER BY 1, 2
                 ON CONFLICT DO NOTHING"""
         )
+        # every statement of a member said before its set went, from when the member joined or
+        # it was said, whichever is later (in a set that went: in force at most until then)
         conn.execute(
-            f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
-                SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
-                FROM {groups_t} g JOIN {self.table(SAID, tag)} s ON s.entity_id = g.entity_id ORDER BY 1, 2, 3"""
+            f"""INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)
+                SELECT l.set_id, l.set_to, s.said_at, s.entity_id,
+                       CASE WHEN s.died_at > l.set_to THEN l.set_to ELSE s.died_at END, s.name, s.type,
+                       CASE WHEN s.said_at > l.set_from THEN s.said_at ELSE l.set_from END
+                FROM {self.table(PREFIX + groups.MEMBER_LOG, tag)} l
+                JOIN {self.table(SAID, tag)} s ON s.entity_id = l.entity_id
+                WHERE s.said_at < l.set_to ORDER BY 1, 2, 3, 4"""
         )
         conn.execute(
             f"""INSERT INTO {gstats} (set_id, {STATS_COLUMNS})
@@ -401,6 +424,17 @@ class DirectoryProjection(GroupedProjection, Projection):
         own, a regrouped set's are filed anew."""
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         members_t, said_t, stats_t = self.table(MEMBERS, tag), self.table(SAID, tag), self.table(STATS, tag)
+        at = done.at
+        since = "CASE WHEN said_at > ? THEN said_at ELSE ? END"  # a statement in a set from
+
+        def close(set_id: str) -> None:
+            """The statements of a set that went at ``at``, kept as they stood until then."""
+            conn.execute(f"DELETE FROM {gsaid} WHERE set_id = ? AND set_to = {OPEN} AND said_at > ?", (set_id, at))
+            conn.execute(
+                f"UPDATE {gsaid} SET set_to = ?, died_at = CASE WHEN died_at > ? THEN ? ELSE died_at END"
+                f" WHERE set_id = ? AND set_to = {OPEN}",
+                (at, at, at, set_id),
+            )
 
         def copy(set_id: str, entity_id: str) -> tuple[Any, ...]:
             """A lone id's rows into a set: how many of its events the set did not have, and its
@@ -411,9 +445,10 @@ class DirectoryProjection(GroupedProjection, Projection):
                 (set_id, entity_id),
             ).rowcount
             conn.execute(
-                f"INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
-                f" SELECT ?, said_at, entity_id, died_at, name, type FROM {said_t} WHERE entity_id = ? {GROUP_SAID_UPSERT}",
-                (set_id, entity_id),
+                f"INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)"
+                f" SELECT ?, {OPEN}, said_at, entity_id, died_at, name, type, {since}"
+                f" FROM {said_t} WHERE entity_id = ? {GROUP_SAID_UPSERT}",
+                (set_id, at, at, entity_id),
             )
             row = conn.execute(f"SELECT {STATS_COLUMNS} FROM {stats_t} WHERE id = ?", (entity_id,)).fetchone()
             return (inserted, *(row[1:] if row is not None else (None,) * 6))
@@ -432,7 +467,13 @@ class DirectoryProjection(GroupedProjection, Projection):
                 ).rowcount
                 added = (inserted, *(row[1:] if row is not None else (None,) * 6))
                 conn.execute(f"DELETE FROM {gm} WHERE set_id = ?", (gone,))
-                conn.execute(f"UPDATE {gsaid} SET set_id = ? WHERE set_id = ?", (keep, gone))
+                conn.execute(
+                    f"INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)"
+                    f" SELECT ?, {OPEN}, said_at, entity_id, died_at, name, type, {since} FROM {gsaid}"
+                    f" WHERE set_id = ? AND set_to = {OPEN} {GROUP_SAID_UPSERT}",
+                    (keep, at, at, gone),
+                )
+                close(gone)
                 conn.execute(f"DELETE FROM {gstats} WHERE set_id = ?", (gone,))
             # the events it did not have add to its count; the first and last dates merge
             self._merge_stats(conn, gstats, keep, added)
@@ -442,8 +483,9 @@ class DirectoryProjection(GroupedProjection, Projection):
             (table.ids(set(done.ids)),),
         )
         for set_id in done.dissolved:
-            for table in (gm, gsaid, gstats):
+            for table in (gm, gstats):
                 conn.execute(f"DELETE FROM {table} WHERE set_id = ?", (set_id,))
+            close(set_id)
         for set_id in done.created:
             conn.execute(
                 f"INSERT INTO {gm} (set_id, position, start_key, occurred_at)"
@@ -452,10 +494,11 @@ class DirectoryProjection(GroupedProjection, Projection):
                 (set_id,),
             )
             conn.execute(
-                f"INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)"
-                f" SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type FROM {groups_t} g"
+                f"INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)"
+                f" SELECT g.set_id, {OPEN}, s.said_at, s.entity_id, s.died_at, s.name, s.type,"
+                f" CASE WHEN s.said_at > ? THEN s.said_at ELSE ? END FROM {groups_t} g"
                 f" JOIN {said_t} s ON s.entity_id = g.entity_id WHERE g.set_id = ? {GROUP_SAID_UPSERT}",
-                (set_id,),
+                (at, at, set_id),
             )
             self._restat(conn, tag, set_id)
 
@@ -622,9 +665,11 @@ class DirectoryProjection(GroupedProjection, Projection):
             self._restat(conn, tag, set_id)
         # each statement written, filed under its set (a statement at a time: a batch's are few)
         conn.executemany(
-            f"""INSERT INTO {gsaid} (set_id, said_at, entity_id, died_at, name, type)
-                SELECT g.set_id, s.said_at, s.entity_id, s.died_at, s.name, s.type
+            f"""INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)
+                SELECT g.set_id, {OPEN}, s.said_at, s.entity_id, s.died_at, s.name, s.type,
+                       CASE WHEN s.said_at > l.set_from THEN s.said_at ELSE l.set_from END
                 FROM {self.table(SAID, tag)} s JOIN {groups_t} g ON g.entity_id = s.entity_id
+                JOIN {table.member_log} l ON l.entity_id = s.entity_id AND l.set_to = {OPEN}
                 WHERE s.entity_id = ? AND s.said_at = ? {GROUP_SAID_UPSERT}""",
             sorted((e, at) for e, at in said if e in sets),
         )
@@ -641,9 +686,14 @@ class DirectoryProjection(GroupedProjection, Projection):
         stats_t, members_t, said_t = self.table(STATS, tag), self.table(MEMBERS, tag), self.table(SAID, tag)
         gm, gsaid, gstats, _ = self._group_tables(tag)
         marks = ",".join("?" * len(gone.positions))
-        for set_id in sorted(set(self.groups(conn, tag).sets_of(gone.entities).values())):
-            conn.execute(f"DELETE FROM {gm} WHERE set_id = ? AND position = ?", (set_id, gone.position))
+        table = self.groups(conn, tag)
+        held = {r[0] for r in conn.execute(
+            f"SELECT DISTINCT set_id FROM {table.member_log} WHERE {table.in_ids('entity_id')}", (table.ids(gone.entities),)
+        )} if gone.entities else set()
+        for set_id in sorted(held):  # (those of the sets that went too)
             conn.execute(f"DELETE FROM {gsaid} WHERE set_id = ? AND said_at IN ({marks})", (set_id, *gone.positions))
+        for set_id in sorted(set(table.sets_of(gone.entities).values())):
+            conn.execute(f"DELETE FROM {gm} WHERE set_id = ? AND position = ?", (set_id, gone.position))
             if conn.execute(f"SELECT 1 FROM {gstats} WHERE set_id = ?", (set_id,)).fetchone():  # not in a deferred rebuild
                 self._restat(conn, tag, set_id)
         conn.execute(f"DELETE FROM {members_t} WHERE position = ?", (gone.position,))

@@ -143,8 +143,12 @@ class TimelinesProjection(GroupedProjection, Projection):
     retired = ("tl_search",)  # full-text search is its own projection since version 3
     indexes = {
         EVENTS: ["CREATE INDEX IF NOT EXISTS {t}_order ON {t}(start_key, position)"],
-        # an ``as_of`` card counts a set's versions made by then
-        GROUP_ENTRIES: ["CREATE INDEX IF NOT EXISTS {t}_made ON {t}(set_id, set_to, valid_from)"],
+        # an ``as_of`` card counts a set's entries at p from the side after p: the rows that
+        # joined the set after p, and the events a later change touched
+        GROUP_ENTRIES: [
+            "CREATE INDEX IF NOT EXISTS {t}_joined ON {t}(set_id, set_to, set_from)",
+            "CREATE INDEX IF NOT EXISTS {t}_event ON {t}(set_id, set_to, position, valid_from, set_from)",
+        ],
     }
 
     def bulk(self, conn: sqlite3.Connection, tag: str, low: int, high: int, *, deferred: bool = False) -> None:

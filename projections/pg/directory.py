@@ -111,12 +111,13 @@ class PgDirectoryProjection(DirectoryProjection):
                 name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (entity_id, said_at)
             )""",
         ],
-        **groups.schema(PREFIX),
+        **groups.schema(PREFIX, history=True),
         GROUP_MEMBERS: [groups.GROUP_MEMBERS_SCHEMA],
         GROUP_SAID: [
             f"""CREATE TABLE {{t}} (
-                set_id TEXT {C} NOT NULL, said_at BIGINT NOT NULL, entity_id TEXT {C} NOT NULL, died_at BIGINT NOT NULL,
-                name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (set_id, said_at, entity_id)
+                set_id TEXT {C} NOT NULL, set_to BIGINT NOT NULL, said_at BIGINT NOT NULL, entity_id TEXT {C} NOT NULL,
+                died_at BIGINT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, set_from BIGINT NOT NULL,
+                PRIMARY KEY (set_id, set_to, said_at, entity_id)
             )""",
             GROUP_SAID_TYPED_INDEX,
         ],

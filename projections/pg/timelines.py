@@ -70,7 +70,10 @@ class PgTimelinesProjection(TimelinesProjection):
             "CREATE INDEX IF NOT EXISTS {t}_order ON {t}(start_key, position)",
             "CREATE INDEX IF NOT EXISTS {t}_position ON {t}(position)",
         ],
-        GROUP_ENTRIES: ["CREATE INDEX IF NOT EXISTS {t}_made ON {t}(set_id, set_to, valid_from)"],
+        GROUP_ENTRIES: [
+            "CREATE INDEX IF NOT EXISTS {t}_joined ON {t}(set_id, set_to, set_from)",
+            "CREATE INDEX IF NOT EXISTS {t}_event ON {t}(set_id, set_to, position, valid_from, set_from)",
+        ],
     }
 
     def bulk(self, conn: Any, tag: str, low: int, high: int, *, deferred: bool = False) -> None:

@@ -187,6 +187,12 @@ class LaterChanges:
             " AND t.position < c.position AND c.body <> '' AND t.body <> '' ORDER BY c.position"
         )
 
+    def changed(self, p: int, upto: int) -> list[int]:
+        """The positions of the events stored up to ``p`` that a correction or retraction in
+        ``(p, upto]`` changed (whatever they are filed under)."""
+        low, high = bisect.bisect_right(self.positions, p), bisect.bisect_right(self.positions, upto)
+        return sorted({t for t in self.targets[low:high] if t <= p})
+
     def between(self, p: int, upto: int, members: Sequence[str]) -> list[tuple[int, int]]:
         """``(position, version at p)`` of the events stored up to ``p``, ever filed under one of
         ``members``, that a correction or retraction in ``(p, upto]`` changed; a version is

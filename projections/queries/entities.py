@@ -8,6 +8,7 @@ from typing import Any
 from events.ids import fold
 
 from ..directory import GROUP_SAID, GROUP_STATS, MEMBERS, SAID, STATS
+from ..groups import OPEN
 from ..members import unpack
 from ..timelines import ENTRIES, EVENTS, GROUP_ENTRIES
 
@@ -97,17 +98,24 @@ class EntityReads(RenderReads):
         timelines projection filed under the set that held its group then (``_held``): its
         count, the entries of its timeline at p (each event once), read by the versions made by
         then; its first and last dates, that timeline's first entry in each order. Its name and
-        type: its ids' statements in force then (``naming``)."""
-        _, ttag = self._checkpoint(conn, "timelines")
+        type: its ids' statements in force then, from those the entities projection filed under
+        the set that held it then (``group_naming``), else each id's (``naming``)."""
+        timelines, ttag = self._checkpoint(conn, "timelines")
         held = (
             f"FROM {GROUP_ENTRIES}{ttag} en JOIN {EVENTS}{ttag} v ON v.valid_from = en.valid_from"
             " WHERE en.set_id = ? AND en.set_to = ? AND en.valid_from <= ? AND en.set_from <= ?"
             " AND v.valid_to > ? AND v.status != 'retracted'"
         )
         args = (set_id, set_to, p, p, p)
-        (count,) = conn.execute(f"SELECT COUNT(DISTINCT en.position) {held}", args).fetchone()
+        count = self._held_count(conn, set_id, set_to, p, tag, ttag, timelines)
+        if count is None:
+            (count,) = conn.execute(f"SELECT COUNT(DISTINCT en.position) {held}", args).fetchone()
         members = self.aliases.members(canonical, p)
-        named = self.naming(conn, f"{SAID}{tag}", members, p)
+        said = self._held(conn, canonical, p, "entities")  # the directory's statements of the set then
+        if said is not None:
+            named = self.group_naming(conn, f"{GROUP_SAID}{tag}", said[0], canonical, p, said[1])
+        else:
+            named = self.naming(conn, f"{SAID}{tag}", members, p)
         if named is None and not count:
             return None  # not known by then
 
@@ -128,6 +136,40 @@ class EntityReads(RenderReads):
             "first_at": end("ASC") if count else None,
             "last_at": end("DESC") if count else None,
         }
+
+    def _held_count(
+        self, conn: sqlite3.Connection, set_id: str, set_to: int, p: int, tag: str, ttag: str, timelines: int
+    ) -> int | None:
+        """A held set's count at ``p`` from the side after p, when the set still stands and the
+        entities projection counts it now (``ent_group_stats``, both projections at the same
+        position): its count now, less the events it counts now but did not at p, plus those it
+        counted at p and does not now. Only the events of the rows that joined the set after p
+        and those a correction or retraction after p changed can differ (``LaterChanges``): the
+        work is theirs, not the set's. None otherwise (counted from the side before p)."""
+        projected, _ = self._checkpoint(conn, "entities")
+        if set_to != OPEN or projected != timelines:
+            return None
+        now = conn.execute(f"SELECT event_count FROM {GROUP_STATS}{tag} WHERE set_id = ?", (set_id,)).fetchone()
+        if now is None:
+            return None
+        self.later.refresh(conn)
+        changed = self.later.changed(p, timelines)
+        ge, ev = f"{GROUP_ENTRIES}{ttag}", f"{EVENTS}{ttag}"
+        # (each candidate's rows by its position: ``+`` keeps the planner off the set_from index)
+        rows = f"FROM {ge} r JOIN {ev} v ON v.valid_from = r.valid_from WHERE r.set_id = ? AND r.set_to = ? AND r.position = c.position"
+        touched, touched_args = self._in("position", changed)
+        flags = conn.execute(
+            f"""WITH c(position) AS (
+                    SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND set_from > ?
+                    UNION SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND {touched})
+                SELECT EXISTS (SELECT 1 {rows} AND v.valid_to = {OPEN} AND v.status != 'retracted'),
+                       EXISTS (SELECT 1 {rows} AND +r.set_from <= ? AND v.valid_to > ? AND v.status != 'retracted')
+                FROM c""",
+            (set_id, set_to, p, set_id, set_to, *touched_args, set_id, set_to, set_id, set_to, p, p),
+        ).fetchall()
+        gained = sum(1 for is_now, was in flags if is_now and not was)
+        lost = sum(1 for is_now, was in flags if was and not is_now)
+        return now[0] - gained + lost
 
     def _entity_at(
         self, conn: sqlite3.Connection, canonical: str, p: int, projected: int, tag: str,

@@ -10,6 +10,7 @@ from typing import Any
 from events.ids import compact_json
 
 from ..directory import GROUP_SAID, SAID, STATS
+from ..groups import OPEN
 
 from .cards import Card, DETAILS, ENTITIES_KEPT, NAMES_KEPT, POSITION, ROLE_OF, VALID_FROM, _mentions, _merged, render_entry
 from .sets import GroupReads
@@ -161,8 +162,11 @@ class RenderReads(GroupReads):
             if named is None:
                 # a group's statements filed under its set (as of p: its members then are those of now)
                 set_id = self._set(conn, "entities", entity_id, p) if entity_id in grouped else None
+                set_to = OPEN
+                if set_id is None and as_of and (held := self._held(conn, entity_id, p, "entities")) is not None:
+                    set_id, set_to = held  # the set that held its group then (before a later declaration)
                 if set_id is not None:
-                    said = self.group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p)
+                    said = self.group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p, set_to)
                 else:
                     members = aliases.members(entity_id, p) if entity_id in grouped else [entity_id]
                     said = self.naming(conn, f"{SAID}{tag}", members, p)

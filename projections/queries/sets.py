@@ -15,6 +15,9 @@ from .cursors import GROUP_PREFIX
 
 
 class GroupReads(QueriesBase):
+    #: how much larger than a group as of a position the set that held it may grow before an
+    #: ``as_of`` read asks its members one by one instead (``_held``)
+    HELD_GROWTH: float = 2
     @staticmethod
     def _group_rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]] | None:
         """The rows of ``sql`` over a projection's alias-group tables; None when they are the
@@ -55,20 +58,25 @@ class GroupReads(QueriesBase):
             return None
         return row[0]
 
-    def _held(self, conn: sqlite3.Connection, canonical: str, upto: int) -> tuple[str, int] | None:
-        """``(set id, set_to)`` under which the timelines projection filed the rows of
+    def _held(
+        self, conn: sqlite3.Connection, canonical: str, upto: int, name: str = "timelines"
+    ) -> tuple[str, int] | None:
+        """``(set id, set_to)`` under which a projection (``timelines``: its entries; ``entities``:
+        its statements) filed the rows of
         ``canonical``'s group as the group stood at ``upto``, from the sets' history: the set
         that held ``canonical`` then (``set_to``: where it went, ``groups.OPEN`` if it stands),
         whose rows with ``set_from <= upto`` are the group's then. For an ``as_of`` before the
         group's latest declaration (``_set`` answers the others); None when ``canonical`` had no
         aliases then, the projection is behind ``upto``, its set then had another root or size
         than the alias index's group, or the tables are from before the history: the members
-        are then asked one by one. Two indexed probes, whatever the group's size."""
+        are then asked one by one, as they are when the set grew to more than twice the group's
+        size then (``HELD_GROWTH``: its rows of the ids that joined later would be skipped). Three
+        indexed probes, whatever the group's size."""
         size = len(self.aliases.members(canonical, upto))
-        projected, tag = self._checkpoint(conn, "timelines")
+        projected, tag = self._checkpoint(conn, name)
         if size < 2 or upto > projected:
             return None
-        prefix = GROUP_PREFIX["timelines"]
+        prefix = GROUP_PREFIX[name]
         found = self._group_rows(
             conn,
             f"SELECT set_id, set_to FROM {prefix}{groups.MEMBER_LOG}{tag} WHERE entity_id = ? AND set_from <= ?"
@@ -85,6 +93,17 @@ class GroupReads(QueriesBase):
             (set_id, upto),
         )
         if not logged or logged[0][0] != canonical or logged[0][1] != size:
+            return None
+        # Its rows of members that joined it after ``upto`` are skipped by the read: when they
+        # outnumber the group's then (a set that grew more than twice as large), the members
+        # one by one cost less (and no more than those skipped).
+        grown = self._group_rows(
+            conn,
+            f"SELECT size FROM {prefix}{groups.SET_LOG}{tag} WHERE set_id = ? AND set_from < ?"
+            " ORDER BY set_from DESC LIMIT 1",
+            (set_id, set_to),
+        )
+        if grown and grown[0][0] > self.HELD_GROWTH * size:
             return None
         return set_id, set_to
 

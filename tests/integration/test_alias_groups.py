@@ -559,3 +559,57 @@ def test_a_search_within_a_group_answers_what_its_members_one_by_one_answer_on_e
     finally:
         fast.close()
         fan_out.close()
+
+
+# ``as_of`` an instant before the group's latest declarations: the set that held the group then
+# (the timelines projection's history of the sets), read as it stood then.
+AS_OF_READS: dict[str, Callable[[Queries, str, str], Any]] = {
+    "timeline head page, as of": lambda q, e, when: q.timeline(e, TimelineQuery(limit=50, as_of=when), render=True),
+    "timeline page by role, newest first, as of": lambda q, e, when: q.timeline(
+        e, TimelineQuery(limit=50, role="subject", order="desc", as_of=when)
+    ),
+    "timeline page with its total, as of": lambda q, e, when: q.timeline(
+        e, TimelineQuery(limit=50, order="desc", as_of=when), total=True
+    ),
+    "entity card, as of": lambda q, e, when: q.entity(e, as_of=when),
+}
+
+
+@pytest.mark.parametrize("read", list(AS_OF_READS))
+def test_an_as_of_read_before_the_latest_declaration_does_the_work_of_an_entity_without_aliases(
+    queries: Queries, read: str
+) -> None:
+    """As of the end of the store's second-to-last batch (two declarations later: the group then
+    of 1,999 ids, in the set that holds the 2,001 of now): the work of an entity without aliases
+    with as many events (before: each member asked, ~100x more at this size)."""
+    fn = AS_OF_READS[read]
+    head = queries.store.head()
+    when = queries.store.read(head - 3, 1)[0].recorded_at  # the batch before the last two declarations
+    assert queries.entity("c0", as_of=when)["id"] == f"c{CHAIN - 2}"
+    solo = steps(queries, lambda: fn(queries, "solo", when))
+    group = steps(queries, lambda: fn(queries, "c0", when))
+    assert group <= 3 * solo + 20, (read, group, solo)
+
+
+def test_an_as_of_read_of_a_set_that_grew_since_costs_what_joined_it_later(queries: Queries) -> None:
+    """As of 1,002 declarations before the head (999 ids then, 2,001 now): read from the set
+    (``HELD_GROWTH`` lifted), the work is that of the rows that joined it later, which the read
+    skips; with the default, the set having grown more than twice, the members are asked one by
+    one. Either answers what the members one by one answer."""
+    head = queries.store.head()
+    when = queries.store.read(head - 1003, 1)[0].recorded_at
+    fan_out = Queries(str(queries.path))
+    fan_out._set = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    fan_out._held = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        for growth in (2, float("inf")):
+            queries.HELD_GROWTH = growth
+            for read, fn in AS_OF_READS.items():
+                assert fn(queries, "c0", when) == fn(fan_out, "c0", when), (growth, read)
+        queries.HELD_GROWTH = float("inf")
+        for read, fn in AS_OF_READS.items():
+            held = steps(queries, lambda: fn(queries, "c0", when))
+            asked = steps(fan_out, lambda: fn(fan_out, "c0", when))
+            assert held < asked, (read, held, asked)
+    finally:
+        fan_out.close()
