@@ -157,15 +157,19 @@ class EntityReads(RenderReads):
         ge, ev = f"{GROUP_ENTRIES}{ttag}", f"{EVENTS}{ttag}"
         # (each candidate's rows by its position: ``+`` keeps the planner off the set_from index)
         rows = f"FROM {ge} r JOIN {ev} v ON v.valid_from = r.valid_from WHERE r.set_id = ? AND r.set_to = ? AND r.position = c.position"
-        touched, touched_args = self._in("position", changed)
+        candidates, args = f"SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND set_from > ?", [set_id, set_to, p]
+        if changed:
+            touched, touched_args = self._in("position", changed)
+            candidates += f" UNION SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND {touched}"
+            args += [set_id, set_to, *touched_args]
+        # (scalar subqueries with LIMIT: probed once a candidate, never hashed over the whole set)
         flags = conn.execute(
-            f"""WITH c(position) AS (
-                    SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND set_from > ?
-                    UNION SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND {touched})
-                SELECT EXISTS (SELECT 1 {rows} AND v.valid_to = {OPEN} AND v.status != 'retracted'),
-                       EXISTS (SELECT 1 {rows} AND +r.set_from <= ? AND v.valid_to > ? AND v.status != 'retracted')
+            f"""WITH c(position) AS ({candidates})
+                SELECT coalesce((SELECT 1 {rows} AND v.valid_to = {OPEN} AND v.status != 'retracted' LIMIT 1), 0),
+                       coalesce((SELECT 1 {rows} AND +r.set_from <= ? AND v.valid_to > ? AND v.status != 'retracted'
+                                 LIMIT 1), 0)
                 FROM c""",
-            (set_id, set_to, p, set_id, set_to, *touched_args, set_id, set_to, set_id, set_to, p, p),
+            (*args, set_id, set_to, set_id, set_to, p, p),
         ).fetchall()
         gained = sum(1 for is_now, was in flags if is_now and not was)
         lost = sum(1 for is_now, was in flags if was and not is_now)

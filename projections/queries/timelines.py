@@ -154,13 +154,14 @@ class TimelineReads(SearchReads):
         grouped = by_entity and set_id is not None
         best = None  # the condition that keeps one row a version of a group's (its best role)
         if grouped:
-            keyed[0:0] = ["en.set_id = ?", "en.set_to = ?", "en.set_from <= ?"]
+            # (``+``: set_from is a filter, not what an index is chosen by: the order is the key's)
+            keyed[0:0] = ["en.set_id = ?", "en.set_to = ?", "+en.set_from <= ?"]
             keyed_args[0:0] = [set_id, set_to, p]
             if not query.role:  # an event filed under members in several roles: once, its best
                 best = (  # (no argument: ``p`` written in, an integer)
                     f"NOT EXISTS (SELECT 1 FROM {GROUP_ENTRIES}{tag} b WHERE b.set_id = en.set_id"
                     " AND b.set_to = en.set_to AND b.start_key = en.start_key AND b.position = en.position"
-                    f" AND b.valid_from = en.valid_from AND b.rank < en.rank AND b.set_from <= {int(p)})"
+                    f" AND b.valid_from = en.valid_from AND b.rank < en.rank AND +b.set_from <= {int(p)})"
                 )
                 keyed.append(best)
         elif by_entity and len(members) == 1:
