@@ -20,6 +20,17 @@ moves a subtree from one tree to another) dissolves the two sets concerned and m
 each tree of two or more ids afterwards, with its root as its id (time in their size, once per
 re-declaration). An erased declaration replays every declaration left (``replay``).
 
+With ``history`` (the timelines and entities projections, for ``as_of`` reads), two logs more:
+
+- ``{prefix}_member_log(entity_id, set_from, set_id, set_to)``: each id's memberships, from the
+  declaration that put it in a set to the one that took it out (``OPEN`` while it is there);
+- ``{prefix}_set_log(set_id, set_from, root, size)``: each set's canonical id and size from each
+  declaration that changed it on (size 0 once it went).
+
+A merge writes the smaller set's members anew (log2(n) times an id at most, as its rows) and a
+re-declaration those of the sets it dissolves and makes; the projection keeps the rows of a set
+that went, closed there, so that the group as of any position is one set's rows as they stood.
+
 The set ids depend on the order of the declarations only, never on the events or on how they
 were batched: a rebuild, which applies the declarations in store order through ``declare`` as
 live batches do, makes the same rows.

@@ -103,7 +103,7 @@ class EntityReads(RenderReads):
         timelines, ttag = self._checkpoint(conn, "timelines")
         held = (
             f"FROM {GROUP_ENTRIES}{ttag} en JOIN {EVENTS}{ttag} v ON v.valid_from = en.valid_from"
-            " WHERE en.set_id = ? AND en.set_to = ? AND en.valid_from <= ? AND en.set_from <= ?"
+            " WHERE en.set_id = ? AND en.set_to = ? AND en.valid_from <= ? AND +en.set_from <= ?"
             " AND v.valid_to > ? AND v.status != 'retracted'"
         )
         args = (set_id, set_to, p, p, p)

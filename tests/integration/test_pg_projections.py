@@ -353,6 +353,7 @@ def test_u0000_in_names_and_headlines_is_projected(pg_db):
 
 GROUP_TABLES = (
     "timelines.tl_links", "timelines.tl_groups", "timelines.tl_sets", "timelines.tl_group_entries",
+    "timelines.tl_member_log", "timelines.tl_set_log", "entities.ent_member_log", "entities.ent_set_log",
     "entities.ent_links", "entities.ent_groups", "entities.ent_sets", "entities.ent_group_members",
     "entities.ent_group_said", "entities.ent_group_stats",
     "related.rel_links", "related.rel_groups", "related.rel_sets", "related.rel_group_members", "related.rel_group_pairs",
