@@ -97,7 +97,7 @@ def p50(fn: Callable[[], Any], reads: int, warm: int = 10) -> float:
     return statistics.median(samples)
 
 
-def run(chain: int = 10_001, reads: int = 200) -> dict[str, dict[str, float]]:
+def run(chain: int = 10_001, reads: int = 200, only: str | None = None) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "aliases.db"
         caught_up = build(path, chain)
@@ -132,6 +132,8 @@ def run(chain: int = 10_001, reads: int = 200) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         try:
             for name, read in reads_of.items():
+                if only is not None and only not in name:
+                    continue
                 # alternating, so that the machine's load weighs on each alike
                 figures: dict[str, list[float]] = {"solo": [], "group": [], "group, fan-out": []}
                 for round_ in range(3):
@@ -174,11 +176,12 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=10_001)
     parser.add_argument("--reads", type=int, default=200)
     parser.add_argument("--postgres", metavar="URL", help="build on this PostgreSQL (the catch-up's time only)")
+    parser.add_argument("--only", metavar="TEXT", help="only the reads whose name holds TEXT (e.g. as_of)")
     args = parser.parse_args()
     if args.postgres:
         on_postgres(args.postgres, args.chain)
     else:
-        run(args.chain, args.reads)
+        run(args.chain, args.reads, args.only)
 
 
 if __name__ == "__main__":

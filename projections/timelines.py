@@ -147,7 +147,7 @@ class TimelinesProjection(GroupedProjection, Projection):
         # joined the set after p, and the events a later change touched
         GROUP_ENTRIES: [
             "CREATE INDEX IF NOT EXISTS {t}_joined ON {t}(set_id, set_to, set_from)",
-            "CREATE INDEX IF NOT EXISTS {t}_event ON {t}(set_id, set_to, position)",
+            "CREATE INDEX IF NOT EXISTS {t}_event ON {t}(set_id, set_to, position, set_from)",
         ],
     }
 

@@ -72,7 +72,7 @@ class PgTimelinesProjection(TimelinesProjection):
         ],
         GROUP_ENTRIES: [
             "CREATE INDEX IF NOT EXISTS {t}_joined ON {t}(set_id, set_to, set_from)",
-            "CREATE INDEX IF NOT EXISTS {t}_event ON {t}(set_id, set_to, position)",
+            "CREATE INDEX IF NOT EXISTS {t}_event ON {t}(set_id, set_to, position, set_from)",
         ],
     }
 

@@ -162,17 +162,19 @@ class EntityReads(RenderReads):
             touched, touched_args = self._in("position", changed)
             candidates += f" UNION SELECT position FROM {ge} WHERE set_id = ? AND set_to = ? AND {touched}"
             args += [set_id, set_to, *touched_args]
-        # (scalar subqueries with LIMIT: probed once a candidate, never hashed over the whole set)
-        flags = conn.execute(
+        # (scalar subqueries with LIMIT: probed once a candidate, never hashed over the whole set;
+        # a candidate of several rows comes once a row: made distinct here, as DISTINCT in SQL
+        # would walk the whole set in position order rather than the range of those after p)
+        flags = {row[0]: row[1:] for row in conn.execute(
             f"""WITH c(position) AS ({candidates})
-                SELECT coalesce((SELECT 1 {rows} AND v.valid_to = {OPEN} AND v.status != 'retracted' LIMIT 1), 0),
+                SELECT c.position, coalesce((SELECT 1 {rows} AND v.valid_to = {OPEN} AND v.status != 'retracted' LIMIT 1), 0),
                        coalesce((SELECT 1 {rows} AND +r.set_from <= ? AND v.valid_to > ? AND v.status != 'retracted'
                                  LIMIT 1), 0)
                 FROM c""",
             (*args, set_id, set_to, set_id, set_to, p, p),
-        ).fetchall()
-        gained = sum(1 for is_now, was in flags if is_now and not was)
-        lost = sum(1 for is_now, was in flags if was and not is_now)
+        )}
+        gained = sum(1 for is_now, was in flags.values() if is_now and not was)
+        lost = sum(1 for is_now, was in flags.values() if was and not is_now)
         return now[0] - gained + lost
 
     def _entity_at(
