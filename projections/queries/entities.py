@@ -110,7 +110,7 @@ class EntityReads(RenderReads):
         count = self._held_count(conn, set_id, set_to, p, tag, ttag, timelines)
         if count is None:
             (count,) = conn.execute(f"SELECT COUNT(DISTINCT en.position) {held}", args).fetchone()
-        members = self.aliases.members(canonical, p)
+        members = self._members_at(canonical, p)
         said = self._held(conn, canonical, p, "entities")  # the directory's statements of the set then
         if said is not None:
             named = self.group_naming(conn, f"{GROUP_SAID}{tag}", said[0], canonical, p, said[1])

@@ -18,6 +18,23 @@ class GroupReads(QueriesBase):
     #: how much larger than a group as of a position the set that held it may grow before an
     #: ``as_of`` read asks its members one by one instead (``_held``)
     HELD_GROWTH: float = 2
+
+    def _members_at(self, canonical: str, upto: int) -> list[str]:
+        """``aliases.members(canonical, upto)``, the last few kept (a read of a group as of a
+        position asks for them several times: its size, its card, its name on entries), while
+        the alias index is the same and has read no declaration since."""
+        aliases = self.aliases
+        key = (aliases, aliases.seen, canonical, upto)  # (the index itself: a new one after an erasure)
+        kept = getattr(self._local, "members_at", None)
+        if kept is None:
+            kept = self._local.members_at = {}
+        found = kept.get(key)
+        if found is None:
+            found = aliases.members(canonical, upto)
+            if len(kept) >= 8:
+                kept.pop(next(iter(kept)))
+            kept[key] = found
+        return list(found)
     @staticmethod
     def _group_rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]] | None:
         """The rows of ``sql`` over a projection's alias-group tables; None when they are the
@@ -72,7 +89,7 @@ class GroupReads(QueriesBase):
         are then asked one by one, as they are when the set grew to more than twice the group's
         size then (``HELD_GROWTH``: its rows of the ids that joined later would be skipped). Three
         indexed probes, whatever the group's size."""
-        size = len(self.aliases.members(canonical, upto))
+        size = len(self._members_at(canonical, upto))
         projected, tag = self._checkpoint(conn, name)
         if size < 2 or upto > projected:
             return None
