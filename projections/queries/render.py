@@ -163,7 +163,10 @@ class RenderReads(GroupReads):
                 # a group's statements filed under its set (as of p: its members then are those of now)
                 set_id = self._set(conn, "entities", entity_id, p) if entity_id in grouped else None
                 set_to = OPEN
-                if set_id is None and as_of and (held := self._held(conn, entity_id, p, "entities")) is not None:
+                if (
+                    set_id is None and as_of and entity_id in grouped
+                    and (held := self._held(conn, entity_id, p, "entities")) is not None
+                ):
                     set_id, set_to = held  # the set that held its group then (before a later declaration)
                 if set_id is not None:
                     said = self.group_naming(conn, f"{GROUP_SAID}{tag}", set_id, entity_id, p, set_to)
