@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from events.aliases import EVERYTHING
 from events.ids import compact_json
 
 from .aliases import AliasIndex
@@ -164,7 +165,12 @@ def _changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filt
                         break
                 if move is None:
                     continue
-            assert move is not None
+            elif move is None or move.position != position + 1:
+                # Part-way through a declaration that no longer changes the group (erased, or an
+                # erased declaration before it made it change nothing): what the stream told of
+                # it was taken back by ``removals``; nothing else happened at its position.
+                page.cursor = StreamCursor(position + 1, seen=page.cursor.seen)
+                continue
             if len(page.messages) >= limit or not reader.moved(page, move, limit - len(page.messages)):
                 break  # the declaration's entries (or the rest of them) come with the next page
         page.more = page.cursor.position < upto
@@ -295,10 +301,16 @@ class _Reader:
             page.cursor = StreamCursor(cursor.position, cursor.moved, seen)
             return True
         f, at = self.filters, cursor.position
+        # Part-way through the declaration at ``at + 1``, the stream's last messages had its
+        # position as id: ids never decrease.
+        told_at = at if cursor.moved is None else at + 1
         members = self.members(at)
-        if any(m != GLOBAL and not self._has_entries(m) for m in members):
-            members = [*members, VANISHED]  # rows of entities only erased events named: no id left
         among, among_args = self.queries._in("entity_id", members)
+        # Rows of entities only erased events named (no id left) are VANISHED's: they may be a
+        # member's that had no entries when the erasure was made (it may have some again since).
+        bare = max((self._bare_until(m) for m in members if m != GLOBAL), default=0)
+        if bare:
+            among, among_args = f"({among} OR (entity_id = '{VANISHED}' AND reached < ?))", [*among_args, bare]
         where = ["seq > ?", "kind != 'entity_alias'", among, "valid_from <= ?", "valid_to > ?"]
         args: list[Any] = [seen, *among_args, at, at]
         if self.rank is not None:
@@ -317,64 +329,89 @@ class _Reader:
         rows = rows[:limit]
         bound = last if done else rows[-1][0]
         page.messages += [
-            Message(at, "remove", compact_json({"event_id": e, "kind": k, "position": p, "status": "erased"}))
+            Message(told_at, "remove", compact_json({"event_id": e, "kind": k, "position": p, "status": "erased"}))
             for _, p, e, k in rows
         ]
-        if self.entity_id is not None:
-            self._regrouped(page, table, seen, bound, at)
         page.cursor = StreamCursor(cursor.position, cursor.moved, bound)
+        if self.entity_id is not None and self._regrouped(page, table, seen, bound, at, cursor.moved):
+            page.cursor = StreamCursor(at + 1, seen=bound)  # the declaration it was part-way through is gone
         return done
 
-    def _regrouped(self, page: ChangePage, table: str, seen: int, bound: int, at: int) -> None:
+    def _regrouped(self, page: ChangePage, table: str, seen: int, bound: int, at: int, mid: Key | None) -> bool:
         """The entries that erased alias declarations (erasures ``seen < seq <= bound``) took out
         of the entity's group at ``at`` (``remove``), or whose best role in it they changed
-        (``update``), rendered as the page renders them, with ``at`` as their id: the group as
-        it was with the declarations, against the group as it is without them."""
+        (``update``), rendered as the page renders them: the group as it was with the
+        declarations, against the group as it is without them. ``mid``: the stream is part-way
+        through the declaration at ``at + 1`` (it was told of its entries up to ``mid``, in
+        timeline order): those entries are compared in the groups as of ``at + 1``, the others
+        as of ``at``, and the messages' id is ``at + 1``. True when that declaration is one of
+        the erased ones: all that the stream was told of it is taken back, and it reads on from
+        its position."""
         declared: dict[int, dict[str, Any]] = {}
-        for seq, position, entity_id, side in self.conn.execute(
-            f"SELECT seq, event_position, entity_id, status FROM {table}"
+        for seq, position, entity_id, side, made in self.conn.execute(
+            f"SELECT seq, event_position, entity_id, status, reached FROM {table}"
             " WHERE kind = 'entity_alias' AND seq > ? AND seq <= ? ORDER BY seq",
             (seen, bound),
         ):
-            declared.setdefault(seq, {"position": position})[side] = entity_id
+            declared.setdefault(seq, {"position": position, "reached": made})[side] = entity_id
         assert self.entity_id is not None
-        # A side kept as VANISHED (an id no entry names any more) can only be this stream's own
-        # entity, when it has no entries either (the only stream that can have shown the merge);
-        # but every stream of an entity without entries reads it so, and no id tells them apart.
-        own = None if self._has_entries(self.entity_id) else self.entity_id
+        reached = at if mid is None else at + 1  # the last position whose messages were told
+        # A side kept as VANISHED (an id no entry named when it was erased) can only be a member
+        # of this stream's group that had no entries then either: its own entity first, then the
+        # group's canonical id, then the others (the streams that can have shown the merge); but
+        # every stream of such an entity reads it so, and no id tells them apart.
+        root = self.aliases.resolve(self.entity_id, at)
+        ids = [self.entity_id, root, *sorted(set(self.members(at)) - {self.entity_id, root})]
+        bare = {m: self._bare_until(m) for m in ids}
         erased, guessed = [], False
         for d in declared.values():
             alias, canonical = d.get("alias"), d.get("canonical")
-            alias, canonical = (own if alias == VANISHED else alias), (own if canonical == VANISHED else canonical)
-            if not alias or not canonical or alias == canonical or d["position"] > at:
+            if alias is None or canonical is None or d["position"] > reached:
                 continue
-            if VANISHED in (d["alias"], d["canonical"]):
-                if self.aliases.resolve(canonical, at) == alias:
-                    continue  # another vanished id's row: read as this one's, it would close a cycle
+            if VANISHED in (alias, canonical):
+                known = canonical if alias == VANISHED else alias
+                # the first such member that, read as the vanished side, closes no cycle
+                side = next((m for m in ids if bare[m] > d["reached"] and m != known and (
+                    self.aliases.resolve(known, at) != m if alias == VANISHED else self.aliases.resolve(m, at) != known
+                )), None)
+                if side is None:
+                    continue
+                alias, canonical = (side, canonical) if alias == VANISHED else (alias, side)
                 guessed = True
+            if alias == canonical:
+                continue
             erased.append((d["position"], alias, canonical, None))
         if not erased:
-            return
+            return False
         before = AliasIndex()
         for declaration in sorted([*self.aliases.declarations, *erased], key=lambda d: d[0]):
             before.add(*declaration)
-        was = before.members(before.resolve(self.entity_id, at), at)
-        now = self.members(at)
-        if set(was) == set(now):
-            return
-        rows, _ = self._moved_rows(_Move(at, was, now, sorted(set(was) ^ set(now))), None, None)
         start = len(page.messages)
-        self._add(page, [(at, "remove" if rank is None else "update", (*row, old if rank is None else rank))
-                         for *row, _key, old, rank in rows])
+        # (group as of, entries after, entries up to): those of the declaration the stream was
+        # part-way through that it was told of, then the others, in timeline order
+        halves = [(at, None, None)] if mid is None else [(at + 1, None, mid), (at, mid, None)]
+        for position, after, through in halves:
+            was = before.members(before.resolve(self.entity_id, position), position)
+            now = self.members(position)
+            if set(was) == set(now):
+                continue
+            rows, _ = self._moved_rows(_Move(position, was, now, sorted(set(was) ^ set(now))), after, None, through)
+            self._add(page, [(reached, "remove" if rank is None else "update", (*row, old if rank is None else rank))
+                             for *row, _key, old, rank in rows])
         if guessed:
             # Read from a row without its id: this stream may never have shown these entries (it
             # is of another entity without entries), so a remove says what an erased entry's does
             # and nothing of the content. (An update is of an entry the stream shows now.)
             page.messages[start:] = [_erased(m) if m.kind == "remove" else m for m in page.messages[start:]]
+        return mid is not None and any(position == at + 1 for position, *_ in erased)
 
-    def _has_entries(self, entity_id: str) -> bool:
-        sql = f"SELECT 1 FROM {ENTRIES}{self.tag} WHERE entity_id = ? LIMIT 1"
-        return self.conn.execute(sql, (entity_id,)).fetchone() is not None
+    def _bare_until(self, entity_id: str) -> int:
+        """The position of the first version filed under ``entity_id`` (``EVERYTHING`` when none
+        is): it had no entries before, so an erasure made when the tables had reached less may
+        have left its rows as VANISHED."""
+        sql = f"SELECT MIN(valid_from) FROM {ENTRIES}{self.tag} WHERE entity_id = ?"
+        first = self.conn.execute(sql, (entity_id,)).fetchone()[0]
+        return EVERYTHING if first is None else first
 
     # --- alias declarations ---------------------------------------------------------------
 
@@ -396,11 +433,13 @@ class _Reader:
         )
         return done
 
-    def _moved_rows(self, move: _Move, after: Key | None, limit: int | None) -> tuple[list[Any], bool]:
+    def _moved_rows(
+        self, move: _Move, after: Key | None, limit: int | None, through: Key | None = None
+    ) -> tuple[list[Any], bool]:
         """The versions shown at ``move.position`` filed under ``move.moved`` whose best rank among
-        ``move.before`` and among ``move.after`` differ, in timeline order after ``after``, up to
-        ``limit`` (None: all): (entry columns, start key, rank before, rank after) each, and
-        whether all were read."""
+        ``move.before`` and among ``move.after`` differ, in timeline order after ``after`` (and up
+        to ``through``), up to ``limit`` (None: all): (entry columns, start key, rank before, rank
+        after) each, and whether all were read."""
         f = self.filters
         among, among_args = self.queries._in("en.entity_id", move.moved)
         where = [among, "en.valid_from <= ?", "v.valid_to > ?"]
@@ -413,6 +452,9 @@ class _Reader:
         if after is not None:
             where.append("(en.start_key, en.position) > (?, ?)")
             args += list(after)
+        if through is not None:
+            where.append("(en.start_key, en.position) <= (?, ?)")
+            args += list(through)
         role = "" if self.rank is None else f" AND o.rank = {self.rank}"
         # a version's best rank among some members (NULL: filed under none of them)
         best = (
