@@ -18,6 +18,10 @@ sees the event; one that may have (it had read past the event's position) is tol
 ``tl_removals`` (see ``projections.timelines``), as soon as it reads after the erasure, with the
 position it has reached as the message's id. A reader that resumes after position ``P`` is told
 of the erasures made once the tables had reached ``P`` or later, of events at ``P`` or before.
+An erased alias declaration splits groups retroactively: a reader is told of the entries that
+leave its group (or change role in it), the group as it had it against the group as it is; a
+reader part-way through the declaration's own entries (``StreamCursor.moved``) takes back those
+it was told of and reads on after its position.
 
 Aliases are resolved as the store knew them at each position (a change before a declaration
 belongs to the timeline as it was then): the members of an entity's group are constant between
@@ -304,7 +308,13 @@ class _Reader:
         # Part-way through the declaration at ``at + 1``, the stream's last messages had its
         # position as id: ids never decrease.
         told_at = at if cursor.moved is None else at + 1
-        members = self.members(at)
+        # The group as the stream has it: with the alias declarations erased since ``seen`` (it
+        # is told of the entries they took out below, after the erasures before them), and, part-
+        # way through the declaration at ``at + 1``, its entries up to ``cursor.moved`` too (a
+        # remove of one after them is of an entry the stream does not hold: nothing to do).
+        declared = self._erased_declarations(table, seen, at + (cursor.moved is not None)) if self.entity_id else []
+        held = self._with(declared)
+        members = sorted({m for p in {at, told_at} for m in self._members(held, p)})
         among, among_args = self.queries._in("entity_id", members)
         # Rows of entities only erased events named (no id left) are VANISHED's: they may be a
         # member's that had no entries when the erasure was made (it may have some again since).
@@ -333,29 +343,39 @@ class _Reader:
             for _, p, e, k in rows
         ]
         page.cursor = StreamCursor(cursor.position, cursor.moved, bound)
-        if self.entity_id is not None and self._regrouped(page, table, seen, bound, at, cursor.moved):
+        if declared and self._regrouped(page, declared, bound, at, cursor.moved):
             page.cursor = StreamCursor(at + 1, seen=bound)  # the declaration it was part-way through is gone
         return done
 
-    def _regrouped(self, page: ChangePage, table: str, seen: int, bound: int, at: int, mid: Key | None) -> bool:
-        """The entries that erased alias declarations (erasures ``seen < seq <= bound``) took out
-        of the entity's group at ``at`` (``remove``), or whose best role in it they changed
-        (``update``), rendered as the page renders them: the group as it was with the
-        declarations, against the group as it is without them. ``mid``: the stream is part-way
-        through the declaration at ``at + 1`` (it was told of its entries up to ``mid``, in
-        timeline order): those entries are compared in the groups as of ``at + 1``, the others
-        as of ``at``, and the messages' id is ``at + 1``. True when that declaration is one of
-        the erased ones: all that the stream was told of it is taken back, and it reads on from
-        its position."""
+    def _members(self, index: AliasIndex, position: int) -> list[str]:
+        if self.entity_id is None:
+            return [GLOBAL]
+        return index.members(index.resolve(self.entity_id, position), position)
+
+    def _with(self, declared: list[tuple[int, int, str, str, bool]]) -> AliasIndex:
+        """The alias index with erased declarations ((seq, position, alias, canonical, guessed))."""
+        if not declared:
+            return self.aliases
+        index = AliasIndex()
+        for declaration in sorted([*self.aliases.declarations, *((p, a, c, None) for _, p, a, c, _ in declared)],
+                                  key=lambda d: d[0]):
+            index.add(*declaration)
+        return index
+
+    def _erased_declarations(self, table: str, seen: int, reached: int) -> list[tuple[int, int, str, str, bool]]:
+        """The alias declarations at ``reached`` or before erased since ``seen`` (``tl_removals``):
+        (seq, position, alias, canonical, whether a side was VANISHED, read as a member's)."""
         declared: dict[int, dict[str, Any]] = {}
         for seq, position, entity_id, side, made in self.conn.execute(
             f"SELECT seq, event_position, entity_id, status, reached FROM {table}"
-            " WHERE kind = 'entity_alias' AND seq > ? AND seq <= ? ORDER BY seq",
-            (seen, bound),
+            " WHERE kind = 'entity_alias' AND seq > ? ORDER BY seq",
+            (seen,),
         ):
             declared.setdefault(seq, {"position": position, "reached": made})[side] = entity_id
+        if not declared:
+            return []
         assert self.entity_id is not None
-        reached = at if mid is None else at + 1  # the last position whose messages were told
+        at = reached
         # A side kept as VANISHED (an id no entry named when it was erased) can only be a member
         # of this stream's group that had no entries then either: its own entity first, then the
         # group's canonical id, then the others (the streams that can have shown the merge); but
@@ -363,12 +383,13 @@ class _Reader:
         root = self.aliases.resolve(self.entity_id, at)
         ids = [self.entity_id, root, *sorted(set(self.members(at)) - {self.entity_id, root})]
         bare = {m: self._bare_until(m) for m in ids}
-        erased, guessed = [], False
-        for d in declared.values():
+        out = []
+        for seq, d in declared.items():
             alias, canonical = d.get("alias"), d.get("canonical")
             if alias is None or canonical is None or d["position"] > reached:
                 continue
-            if VANISHED in (alias, canonical):
+            guessed = VANISHED in (alias, canonical)
+            if guessed:
                 known = canonical if alias == VANISHED else alias
                 # the first such member that, read as the vanished side, closes no cycle
                 side = next((m for m in ids if bare[m] > d["reached"] and m != known and (
@@ -377,22 +398,34 @@ class _Reader:
                 if side is None:
                     continue
                 alias, canonical = (side, canonical) if alias == VANISHED else (alias, side)
-                guessed = True
-            if alias == canonical:
-                continue
-            erased.append((d["position"], alias, canonical, None))
+            if alias != canonical:
+                out.append((seq, d["position"], alias, canonical, guessed))
+        return out
+
+    def _regrouped(
+        self, page: ChangePage, declared: list[tuple[int, int, str, str, bool]], bound: int, at: int, mid: Key | None
+    ) -> bool:
+        """The entries that the erased alias declarations ``declared`` of erasures up to ``bound``
+        took out of the entity's group at ``at`` (``remove``), or whose best role in it they
+        changed (``update``), rendered as the page renders them: the group as it was with the
+        declarations, against the group as it is without them. ``mid``: the stream is part-way
+        through the declaration at ``at + 1`` (it was told of its entries up to ``mid``, in
+        timeline order): those entries are compared in the groups as of ``at + 1``, the others
+        as of ``at``, and the messages' id is ``at + 1``. True when that declaration is one of
+        the erased ones: all that the stream was told of it is taken back, and it reads on from
+        its position."""
+        erased = [d for d in declared if d[0] <= bound]
         if not erased:
             return False
-        before = AliasIndex()
-        for declaration in sorted([*self.aliases.declarations, *erased], key=lambda d: d[0]):
-            before.add(*declaration)
+        reached = at if mid is None else at + 1  # the last position whose messages were told
+        guessed = any(d[4] for d in erased)
+        before, then = self._with(declared), self._with([d for d in declared if d[0] > bound])
         start = len(page.messages)
         # (group as of, entries after, entries up to): those of the declaration the stream was
         # part-way through that it was told of, then the others, in timeline order
         halves = [(at, None, None)] if mid is None else [(at + 1, None, mid), (at, mid, None)]
         for position, after, through in halves:
-            was = before.members(before.resolve(self.entity_id, position), position)
-            now = self.members(position)
+            was, now = self._members(before, position), self._members(then, position)
             if set(was) == set(now):
                 continue
             rows, _ = self._moved_rows(_Move(position, was, now, sorted(set(was) ^ set(now))), after, None, through)
@@ -403,7 +436,7 @@ class _Reader:
             # is of another entity without entries), so a remove says what an erased entry's does
             # and nothing of the content. (An update is of an entry the stream shows now.)
             page.messages[start:] = [_erased(m) if m.kind == "remove" else m for m in page.messages[start:]]
-        return mid is not None and any(position == at + 1 for position, *_ in erased)
+        return mid is not None and any(d[1] == at + 1 for d in erased)
 
     def _bare_until(self, entity_id: str) -> int:
         """The position of the first version filed under ``entity_id`` (``EVERYTHING`` when none
