@@ -429,8 +429,9 @@ class _Reader:
             if set(was) == set(now):
                 continue
             rows, _ = self._moved_rows(_Move(position, was, now, sorted(set(was) ^ set(now))), after, None, through)
-            self._add(page, [(reached, "remove" if rank is None else "update", (*row, old if rank is None else rank))
-                             for *row, _key, old, rank in rows])
+            # (an erased re-declaration gives an earlier declaration's entries back: ``entry``)
+            self._add(page, [(reached, "remove" if rank is None else "entry" if old is None else "update",
+                              (*row, old if rank is None else rank)) for *row, _key, old, rank in rows])
         if guessed:
             # Read from a row without its id: this stream may never have shown these entries (it
             # is of another entity without entries), so a remove says what an erased entry's does
