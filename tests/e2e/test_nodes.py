@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -37,14 +37,16 @@ import pytest
 import redis
 
 from e2e_support import (
-    Server, all_pages, dead_letters, pending, settle, store_counts, store_positions,
+    Server, all_pages, dead_letters, pending, report_event, settle, store_counts, store_positions, store_rows,
 )
 from events.pg.connect import advisory_key
 from netns import Namespace, available, namespaces
+from timeline.publisher import Publisher
 
 pytestmark = pytest.mark.e2e
 
 PROJECTIONS = ("entities", "related", "search", "timelines")
+CUT_SECONDS = 4.0  # how long the network cut lasts: its connections refused for a few seconds
 TAKEOVER_SECONDS = 15.0  # a dead node's leases are all held again, by a live node, within this (each takeover's time is printed)
 
 
@@ -132,6 +134,32 @@ with Publisher({url!r}, {stream!r}) as pub:
 print("published", {n}, flush=True)
 """
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class publishing:
+    """``publish_up_to(total)``: publishes report events ``node-<i>`` in chunks until ``total``
+    are published (``done``: how many so far)."""
+
+    def __init__(self, pub: Publisher, chunk: int) -> None:
+        self.pub, self.chunk, self.done = pub, chunk, 0
+
+    def __call__(self, total: int) -> None:
+        while self.done < total:
+            end = min(self.done + self.chunk, total)
+            report = self.pub.publish([report_event(i, prefix="node") for i in range(self.done, end)])
+            assert not report.rejected, report.rejected
+            self.done = end
+
+
+def feed_until(publish_up_to: publishing, done: Callable[[], bool], db: str, what: str, timeout: float = 60.0) -> None:
+    """Until ``done()``: whenever all that was published is stored, publish another chunk (the
+    nodes are never left without entries to read while the test waits for them to read some)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, what
+        if store_rows(db, "SELECT COALESCE(MAX(position), 0) FROM events")[0][0] >= publish_up_to.done:
+            publish_up_to(publish_up_to.done + publish_up_to.chunk)
+        time.sleep(0.01)
 
 
 def consumed(node: Server) -> int:
@@ -229,7 +257,7 @@ def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
 
 
 def test_a_node_cut_off_from_postgresql_and_redis_gives_way_and_comes_back_without_a_restart(
-    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path
+    serve, pg_db: str, redis_client: redis.Redis, stream_name: str, tmp_path: Path
 ) -> None:
     """A network failure, not a crash: the lease holder's connections to PostgreSQL and Redis are
     all reset and new ones refused for a few seconds, mid-ingest, while its process lives on. The
@@ -238,39 +266,40 @@ def test_a_node_cut_off_from_postgresql_and_redis_gives_way_and_comes_back_witho
     lease back and finish the ingest alone, nothing lost or doubled."""
     if not available():
         pytest.skip("needs network namespaces (root and iproute2): a node's network cut alone")
-    n = 12_000
-    with namespaces(2) as (ns_a, ns_b):
+    # Paced by progress, not by the clock: chunks until both nodes consume, then a part of the
+    # events before the cut, one while it lasts, one once it is over (the other node killed
+    # holding entries of it read and not acknowledged). CUT_SECONDS: how long the network is cut.
+    part, chunk = 2_000, 200
+    with namespaces(2) as (ns_a, ns_b), Publisher(redis_client_url(redis_client), stream_name) as pub:
         a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}", netns=ns_a)
         b = serve(db=pg_db, workdir=tmp_path / "node-b", consumer=f"b-{uuid4().hex[:8]}", netns=ns_b)
         nodes = [a, b]
         keys = lease_keys(pg_db)
         wait_leases_held(pg_db, keys, nodes, by=a.name)
-        pub = publisher_process(redis_client_url(redis_client), a.stream, n, prefix="node", chunk=200, pause=0.25)
-        try:
-            deadline = time.monotonic() + 60
-            while not all(consumed(node) > 0 for node in nodes):
-                assert time.monotonic() < deadline and pub.poll() in (None, 0), [consumed(node) for node in nodes]
-                time.sleep(0.05)
-            ns_a.cut()
-            cut_at = time.monotonic()
-            # Its sessions are gone, so are its leases: the other node holds them all, and the
-            # cut node, still running and still answering HTTP, does not claim them.
-            _, took = wait_leases_held(pg_db, keys, nodes, by=b.name)
-            print(f"leases all held by {b.name} {took:.2f} s after the cut")
-            time.sleep(max(0.0, 4.0 - (time.monotonic() - cut_at)))
-            ns_a.restore()
-            b.kill()
-            stored_then = store_counts(pg_db)[0]
-            assert stored_then < n, "the ingest was over before the network came back"
-            _, took = wait_leases_held(pg_db, keys, [a, b], by=a.name)
-            print(f"network back, {b.name} killed with {stored_then} events stored:"
-                  f" {a.name} held every lease {took:.2f} s later")
-            assert pub.wait(timeout=300) == 0, pub.stderr.read() if pub.stderr else ""
-            settle(a, redis_client, timeout=300)  # alone: it claims what the dead node left pending
-        finally:
-            if pub.poll() is None:
-                pub.kill()
-                pub.wait()
+        publish_up_to = publishing(pub, chunk)
+        # both consume: the group spreads the entries
+        feed_until(publish_up_to, lambda: all(consumed(node) > 0 for node in nodes), pg_db, "both nodes consume")
+        publish_up_to(publish_up_to.done + part)  # the cut comes with entries of a's in flight and more to read
+        ns_a.cut()
+        cut_at = time.monotonic()
+        # Its sessions are gone, so are its leases: the other node holds them all, and the
+        # cut node, still running and still answering HTTP, does not claim them.
+        _, took = wait_leases_held(pg_db, keys, nodes, by=b.name)
+        print(f"leases all held by {b.name} {took:.2f} s after the cut")
+        publish_up_to(publish_up_to.done + part)  # the ingest goes on while a is cut off
+        time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
+        ns_a.restore()
+        publish_up_to(publish_up_to.done + part)
+        # b is killed holding entries of the last part read and not acknowledged
+        feed_until(publish_up_to, lambda: pending(redis_client, stream_name, b.consumer) > 0, pg_db,
+                   f"{b.name} never held entries read and not acknowledged")
+        b.kill()
+        n = publish_up_to.done
+        stored_then = store_counts(pg_db)[0]
+        _, took = wait_leases_held(pg_db, keys, [a, b], by=a.name)
+        print(f"network back, {b.name} killed with {stored_then} events stored:"
+              f" {a.name} held every lease {took:.2f} s later")
+        settle(a, redis_client, timeout=300)  # alone: it claims what the dead node left pending
         assert a.starts == 1 and a.pid is not None, "the cut node was restarted"
         assert store_counts(pg_db) == (n, n, 1, n)
         assert store_positions(pg_db) == list(range(1, n + 1))
@@ -280,8 +309,9 @@ def test_a_node_cut_off_from_postgresql_and_redis_gives_way_and_comes_back_witho
         b.restart(consumer=f"b-{uuid4().hex[:8]}")
         settle(b, redis_client, timeout=300)
         assert status(a, n) == status(b, n)
-        assert answers(a, n) == answers(b, n)
-        assert [answers(a, n)[f"entity-{k}"]["event_count"] for k in range(10)] == [n // 10] * 10
+        seen_a = answers(a, n)
+        assert seen_a == answers(b, n)
+        assert [seen_a[f"entity-{k}"]["event_count"] for k in range(10)] == [n // 10] * 10
 
 
 def health_text(node: Server) -> str:
