@@ -90,8 +90,15 @@ def publish_in_background(server: Any, events: list[dict[str, Any]], path: Path)
     return thread
 
 
+def stored(db: Path | str) -> int:
+    """The store's last position (0 when empty)."""
+    return int(store_rows(db, "SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
+
+
 def publish_until(server: Any, stop: threading.Event, chunk: int = 500) -> None:
-    """Publish report events, a chunk every tenth of a second, until ``stop`` (then one more)."""
+    """Publish report events a chunk at a time, paced by the store: the next chunk as soon as
+    the one before it is stored but for a chunk at most (the service always has a chunk to store,
+    never a growing backlog), until ``stop`` (then one more)."""
     from timeline.publisher import Publisher
 
     with Publisher(server.redis_url, server.stream) as publisher:
@@ -103,7 +110,8 @@ def publish_until(server: Any, stop: threading.Event, chunk: int = 500) -> None:
             i += chunk
             if last:
                 return
-            time.sleep(0.1)
+            while not stop.is_set() and stored(server.db) < i - chunk:
+                time.sleep(0.02)
 
 
 # --- the mixed file both paths take ----------------------------------------------------------
