@@ -143,12 +143,25 @@ class publishing:
     def __init__(self, pub: Publisher, chunk: int) -> None:
         self.pub, self.chunk, self.done = pub, chunk, 0
 
-    def __call__(self, total: int) -> None:
+    def __call__(self, total: int, paced_by: str | None = None) -> None:
+        """``paced_by``: a store; each chunk after the first waits until all but a chunk of
+        what was published is stored (the nodes' batches stay small, as a trickle keeps them)."""
+        first = True
         while self.done < total:
+            if paced_by is not None and not first:
+                deadline = time.monotonic() + 120
+                while last_position(paced_by) < self.done - self.chunk:
+                    assert time.monotonic() < deadline, f"{self.done - last_position(paced_by)} published, not stored"
+                    time.sleep(0.01)
+            first = False
             end = min(self.done + self.chunk, total)
             report = self.pub.publish([report_event(i, prefix="node") for i in range(self.done, end)])
             assert not report.rejected, report.rejected
             self.done = end
+
+
+def last_position(db: str) -> int:
+    return int(store_rows(db, "SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
 
 
 def feed_until(publish_up_to: publishing, done: Callable[[], bool], db: str, what: str, timeout: float = 60.0) -> None:
@@ -157,7 +170,7 @@ def feed_until(publish_up_to: publishing, done: Callable[[], bool], db: str, wha
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, what
-        if store_rows(db, "SELECT COALESCE(MAX(position), 0) FROM events")[0][0] >= publish_up_to.done:
+        if last_position(db) >= publish_up_to.done:
             publish_up_to(publish_up_to.done + publish_up_to.chunk)
         time.sleep(0.01)
 
@@ -267,8 +280,9 @@ def test_a_node_cut_off_from_postgresql_and_redis_gives_way_and_comes_back_witho
     if not available():
         pytest.skip("needs network namespaces (root and iproute2): a node's network cut alone")
     # Paced by progress, not by the clock: chunks until both nodes consume, then a part of the
-    # events before the cut, one while it lasts, one once it is over (the other node killed
-    # holding entries of it read and not acknowledged). CUT_SECONDS: how long the network is cut.
+    # events before the cut, one while it lasts, and, once it is over and the other node is
+    # killed holding entries read and not acknowledged, one that the cut node stores alone; each
+    # part a chunk at a time as the store takes them. CUT_SECONDS: how long the network is cut.
     part, chunk = 2_000, 200
     with namespaces(2) as (ns_a, ns_b), Publisher(redis_client_url(redis_client), stream_name) as pub:
         a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}", netns=ns_a)
@@ -279,26 +293,27 @@ def test_a_node_cut_off_from_postgresql_and_redis_gives_way_and_comes_back_witho
         publish_up_to = publishing(pub, chunk)
         # both consume: the group spreads the entries
         feed_until(publish_up_to, lambda: all(consumed(node) > 0 for node in nodes), pg_db, "both nodes consume")
-        publish_up_to(publish_up_to.done + part)  # the cut comes with entries of a's in flight and more to read
+        publish_up_to(publish_up_to.done + part, paced_by=pg_db)  # the cut comes with entries of a's in flight
         ns_a.cut()
         cut_at = time.monotonic()
         # Its sessions are gone, so are its leases: the other node holds them all, and the
         # cut node, still running and still answering HTTP, does not claim them.
         _, took = wait_leases_held(pg_db, keys, nodes, by=b.name)
         print(f"leases all held by {b.name} {took:.2f} s after the cut")
-        publish_up_to(publish_up_to.done + part)  # the ingest goes on while a is cut off
+        publish_up_to(publish_up_to.done + part, paced_by=pg_db)  # the ingest goes on while a is cut off
         time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
         ns_a.restore()
-        publish_up_to(publish_up_to.done + part)
-        # b is killed holding entries of the last part read and not acknowledged
+        # b is killed holding entries read and not acknowledged (a chunk at most: take-over
+        # claims them one at a time), then a stores the last part alone
         feed_until(publish_up_to, lambda: pending(redis_client, stream_name, b.consumer) > 0, pg_db,
                    f"{b.name} never held entries read and not acknowledged")
         b.kill()
-        n = publish_up_to.done
         stored_then = store_counts(pg_db)[0]
         _, took = wait_leases_held(pg_db, keys, [a, b], by=a.name)
         print(f"network back, {b.name} killed with {stored_then} events stored:"
               f" {a.name} held every lease {took:.2f} s later")
+        publish_up_to(publish_up_to.done + part, paced_by=pg_db)
+        n = publish_up_to.done
         settle(a, redis_client, timeout=300)  # alone: it claims what the dead node left pending
         assert a.starts == 1 and a.pid is not None, "the cut node was restarted"
         assert store_counts(pg_db) == (n, n, 1, n)
