@@ -21,7 +21,6 @@ set, so there is no store file and no embedded Redis).
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import threading
@@ -208,11 +207,15 @@ def answers(node: Server, n: int) -> dict[str, Any]:
     return out
 
 
-def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
-    serve, pg_db: str, redis_client: redis.Redis, tmp_path: Path, machines: list[Namespace | None]
+def test_two_nodes_one_killed_repeatedly_during_ingest(
+    serve, pg_db: str, redis_client: redis.Redis, stream_name: str, tmp_path: Path, machines: list[Namespace | None]
 ) -> None:
-    n = 30_000
-    rng = random.Random(20)
+    """Paced by progress: the events come in five parts. The first until both nodes consume; then,
+    four times, the next part is published (a chunk at a time as the store takes them: take-over
+    claims a dead node's entries one at a time) and the lease holder is SIGKILLed as soon as it
+    holds entries read and not acknowledged (mid-batch), the other takes every lease, and the
+    killed node comes back under a new name (the next kill is of the survivor)."""
+    step = 2_500
     a = serve(db=pg_db, workdir=tmp_path / "node-a", consumer=f"a-{uuid4().hex[:8]}", netns=machines[0])
     b = serve(db=pg_db, workdir=tmp_path / "node-b", consumer=f"b-{uuid4().hex[:8]}", netns=machines[1])
     nodes = [a, b]
@@ -221,34 +224,35 @@ def test_two_nodes_one_killed_repeatedly_during_ingest_of_30000_events(
     # Started first, node a took every lease; node b holds none (one node at a time).
     assert all(h == [a.name] for h in first.values()), first
 
-    pub = publisher_process(a.redis_url, a.stream, n, prefix="node", chunk=1000, pause=0.5)
-    # (the node killed, events stored when it was, seconds until the survivor held every lease)
-    kills: list[tuple[str, int, float]] = []
-    try:
+    # (the node killed, its entries pending then, events stored then, seconds until the survivor held every lease)
+    kills: list[tuple[str, int, int, float]] = []
+    with Publisher(redis_client_url(redis_client), stream_name) as pub:
+        publish_up_to = publishing(pub, chunk=250)
         # Both nodes consume: the group spreads the entries between them.
-        deadline = time.monotonic() + 60
-        while not all(consumed(node) > 0 for node in nodes):
-            assert time.monotonic() < deadline and pub.poll() in (None, 0), [consumed(node) for node in nodes]
-            time.sleep(0.05)
+        feed_until(publish_up_to, lambda: all(consumed(node) > 0 for node in nodes), pg_db, "both nodes consume")
+        publish_up_to(step, paced_by=pg_db)
         victim = a
         while len(kills) < 4:
-            time.sleep(rng.uniform(0.5, 1.5))
+            publish_up_to(publish_up_to.done + step, paced_by=pg_db)  # a chunk at a time as the store takes them
+            held = 0
+
+            def mid_batch() -> bool:  # the victim holds entries read and not acknowledged
+                nonlocal held
+                held = pending(redis_client, stream_name, victim.consumer)
+                return held > 0
+
+            feed_until(publish_up_to, mid_batch, pg_db, f"{victim.name} never held entries read and not acknowledged")
             survivor = b if victim is a else a
             victim.kill()
             stored_then = store_counts(pg_db)[0]
             taken, took = wait_leases_held(pg_db, keys, [survivor], by=survivor.name)
-            kills.append((victim.name, stored_then, round(took, 2)))
+            kills.append((victim.name, held, stored_then, round(took, 2)))
             victim.restart(consumer=f"{victim.name}-{len(kills)}-{uuid4().hex[:6]}")  # a new host-pid name
             # The lease holder is now the survivor: the next kill is of it (the takeover goes back).
             victim = survivor
-        print("kills (node, events stored then, seconds until the survivor held every lease):", kills)
-        assert all(stored_then < n for _, stored_then, _ in kills), f"a kill came after the ingest: {kills}"
-        assert pub.wait(timeout=300) == 0, pub.stderr.read() if pub.stderr else ""
-        assert pub.poll() == 0 and kills and len(kills) == 4
-    finally:
-        if pub.poll() is None:
-            pub.kill()
-            pub.wait()
+        print("kills (node, its entries pending, events stored then, seconds until the survivor held every lease):", kills)
+        assert len(kills) == 4
+        n = publish_up_to.done  # 5 parts, and the chunks fed while waiting for a node to read (if any)
     for node in nodes:
         settle(node, redis_client, timeout=300)
 
