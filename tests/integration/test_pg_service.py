@@ -18,6 +18,7 @@ import json
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from events.models import parse_event_bytes
@@ -215,6 +216,11 @@ def test_reads_across_a_postgresql_restart_and_outage() -> None:
         append(writer, 0, 20)
         writer.project_step()
         writer.close()
+        # The projections commit with synchronous_commit off: a crash (stop -m immediate) may
+        # take their last commits with it (they are projected again; the store's are durable).
+        # A checkpoint first, so that what the reads expect is on disk before the crashes.
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TIMELINE_DB", server.url)
             mp.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
