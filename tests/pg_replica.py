@@ -135,16 +135,23 @@ def _stop(user: str | None, data: Path) -> None:
                 pass
 
 
+def _folder(stack: ExitStack, user: str | None, prefix: str) -> Path:
+    """A folder under /tmp (short: socket paths are limited) for ``user``'s servers, removed
+    when ``stack`` closes."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    stack.callback(shutil.rmtree, folder, True)
+    if user is not None:
+        shutil.chown(folder, user)
+        folder.chmod(0o755)
+    return folder
+
+
 @contextmanager
 def streaming_replica() -> Iterator[Replica]:
     """A primary and a hot standby streaming from it, both private to the caller."""
     user = _user()
-    folder = Path(tempfile.mkdtemp(prefix="tlr-", dir="/tmp"))  # short: socket paths are limited
     with ExitStack() as stack:
-        stack.callback(shutil.rmtree, folder, True)
-        if user is not None:
-            shutil.chown(folder, user)
-            folder.chmod(0o755)
+        folder = _folder(stack, user, "tlr-")
         primary_data, standby_data = folder / "p", folder / "s"
         primary_socket, standby_socket = folder / "ps", folder / "ss"
         for socket_dir in (primary_socket, standby_socket):
@@ -190,12 +197,8 @@ class PrivateServer:
 def private_server(port: int = 5435) -> Iterator[PrivateServer]:
     """A server private to the caller, stopped and removed when the block ends."""
     user = _user()
-    folder = Path(tempfile.mkdtemp(prefix="tls-", dir="/tmp"))
     with ExitStack() as stack:
-        stack.callback(shutil.rmtree, folder, True)
-        if user is not None:
-            shutil.chown(folder, user)
-            folder.chmod(0o755)
+        folder = _folder(stack, user, "tls-")
         data, socket_dir = folder / "d", folder / "s"
         socket_dir.mkdir()
         if user is not None:
