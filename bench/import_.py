@@ -81,7 +81,6 @@ def breakdown(source: Path, workdir: Path, workers: int | None = None) -> dict[s
     threads (the projections' rebuild beside the import and its finish, SQLite's sorter
     threads), the validating processes (started and waited for within the call); and the wall
     time of storing and of projecting after it."""
-    import threading
 
     from timeline.importer import import_events
     from timeline.service import TimelineService

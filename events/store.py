@@ -23,7 +23,7 @@ from .aliases import AliasIndex
 from .dates import parse_partial, utc_now_key
 from .history import STATE_COLUMNS, EventState, advance, entry, state_row
 from .history import fold as fold_state
-from .integrity import GENESIS, chain, digests
+from .integrity import GENESIS, chain
 from .ids import fold
 from .migrations import migrate
 from .models import NEWS_KINDS, EventRejected, writable

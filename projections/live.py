@@ -149,7 +149,7 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
 
 
 def _changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int) -> ChangePage:
-    aliases = queries._refresh()  # dropped and read again after an erasure
+    queries._refresh()  # dropped and read again after an erasure
     with queries.snapshot() as conn:
         upto, tag = queries._checkpoint(conn, "timelines")
         _require_log(queries, conn, tag)

@@ -19,7 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sqlite3
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor

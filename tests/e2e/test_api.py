@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from e2e_support import dead_letters, pending, settle, store_counts, store_rows
+from e2e_support import dead_letters, pending, settle, store_counts
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,6 @@ on the real process: with REDIS_URL, and with the embedded Redis (running, then 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys

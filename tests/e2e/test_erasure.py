@@ -8,10 +8,8 @@ while the service runs."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 

@@ -23,7 +23,7 @@ from httpx_sse import connect_sse
 
 from projections.engine import projection_path
 
-from e2e_support import GROUP, Server, _command, all_pages, report_event, settle, store_counts
+from e2e_support import GROUP, _command, all_pages, report_event, settle, store_counts
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import redis
 
-from e2e_support import dead_letters, jsonl, pending, report_event, settle, store_counts
+from e2e_support import dead_letters, pending, report_event, settle, store_counts
 from timeline.publisher import Publisher
 
 pytestmark = pytest.mark.e2e

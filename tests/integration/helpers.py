@@ -20,7 +20,7 @@ from typing import Any
 from events.backend import is_postgres, open_store
 from events.models import parse_event_bytes
 from events.store import AppendResult, Candidate, EventStore
-from projections import ProjectionEngine, default_projections, open_engine
+from projections import default_projections, open_engine
 from projections.engine import projection_path, projections_dir
 from projections.queries import Queries, TimelineQuery
 

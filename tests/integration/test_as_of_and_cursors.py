@@ -12,8 +12,7 @@ import pytest
 
 from events.store import EventStore
 from helpers import alias, append_batches, correction, ent, news, retraction
-from projections import ProjectionEngine, default_projections
-from projections.queries import NotFound, Queries, QueryError, TimelineQuery
+from projections.queries import NotFound, QueryError, TimelineQuery
 
 ENTITIES = ("alpha", "beta", "gamma")
 

@@ -4,7 +4,6 @@ the store's part on PostgreSQL too)."""
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -12,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 import events.history
 from events.backend import open_store

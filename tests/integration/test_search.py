@@ -9,7 +9,7 @@ import random
 import pytest
 
 from events.store import EventStore
-from helpers import alias, append, append_and_project, ent, news, project, timeline_ids, walk
+from helpers import alias, append, append_and_project, ent, news, timeline_ids, walk
 from projections import ProjectionEngine, default_projections
 from projections.queries import Queries, QueryError, TimelineQuery
 
