@@ -160,7 +160,6 @@ def _names_as_derived(src: Store, dst: Store, rows: list[tuple[Any, ...]]) -> li
     if src.backend == "postgres" and dst.backend != "postgres":
         import json
 
-
         positions = sorted({row[0] for row in rows if "\ufffd" in row[2]})
         if not positions:
             return rows
