@@ -236,8 +236,9 @@ class DirectoryProjection(GroupedProjection, Projection):
     # 6: search keys transliterated (events.ids.fold); 7: alias groups (ent_links, ent_groups,
     # ent_sets) and their rows (ent_group_members, ent_group_said, ent_group_stats); 8: U+0000
     # folds as U+FFFD in the search keys (events.ids.fold), as PostgreSQL stores it; 9: the sets'
-    # history (ent_member_log, ent_set_log) and the statements of the sets that went
-    version = 9
+    # history (ent_member_log, ent_set_log) and the statements of the sets that went; 10: a set
+    # refiled as it grows (ent_set_log.filed: runs of its statements, for ``as_of`` anywhere)
+    version = 10
     group_history = True
     schema = {
         STATS: [STATS_SCHEMA],
@@ -421,7 +422,8 @@ class DirectoryProjection(GroupedProjection, Projection):
         """After a declaration joined or regrouped sets (``GroupedProjection.declare``): a merged
         set's rows move to the set it joined (the smaller set's: each row moves at most log2(n)
         times) and its count and dates merge into that set's, a lone id's are copied from its
-        own, a regrouped set's are filed anew."""
+        own, a regrouped set's are filed anew; a refiled set's statements (``groups.REFILE_GROWTH``)
+        are copied, closed at ``at``, and its open ones run from ``at`` on."""
         gm, gsaid, gstats, groups_t = self._group_tables(tag)
         members_t, said_t, stats_t = self.table(MEMBERS, tag), self.table(SAID, tag), self.table(STATS, tag)
         at = done.at
@@ -453,7 +455,18 @@ class DirectoryProjection(GroupedProjection, Projection):
             row = conn.execute(f"SELECT {STATS_COLUMNS} FROM {stats_t} WHERE id = ?", (entity_id,)).fetchone()
             return (inserted, *(row[1:] if row is not None else (None,) * 6))
 
-        for gone, gone_lone, keep, keep_lone in done.merged:
+        for gone, gone_lone, keep, keep_lone, refiled in done.merged:
+            if refiled:  # its statements until ``at`` kept, closed there; from ``at`` on, all of them
+                conn.execute(
+                    f"INSERT INTO {gsaid} (set_id, set_to, said_at, entity_id, died_at, name, type, set_from)"
+                    f" SELECT set_id, ?, said_at, entity_id, CASE WHEN died_at > ? THEN ? ELSE died_at END,"
+                    f" name, type, set_from FROM {gsaid} WHERE set_id = ? AND set_to = {OPEN} AND said_at <= ?",
+                    (at, at, at, keep, at),
+                )
+                conn.execute(
+                    f"UPDATE {gsaid} SET set_from = ? WHERE set_id = ? AND set_to = {OPEN} AND set_from < ?",
+                    (at, keep, at),
+                )
             if keep_lone:
                 self._merge_stats(conn, gstats, keep, copy(keep, keep))
             if gone_lone:

@@ -24,12 +24,19 @@ With ``history`` (the timelines and entities projections, for ``as_of`` reads), 
 
 - ``{prefix}_member_log(entity_id, set_from, set_id, set_to)``: each id's memberships, from the
   declaration that put it in a set to the one that took it out (``OPEN`` while it is there);
-- ``{prefix}_set_log(set_id, set_from, root, size)``: each set's canonical id and size from each
-  declaration that changed it on (size 0 once it went).
+- ``{prefix}_set_log(set_id, set_from, root, size, filed)``: each set's canonical id and size
+  from each declaration that changed it on (size 0 once it went), and its size when its rows
+  were filed last (``filed``: where its current run of rows began).
 
 A merge writes the smaller set's members anew (log2(n) times an id at most, as its rows) and a
 re-declaration those of the sets it dissolves and makes; the projection keeps the rows of a set
 that went, closed there, so that the group as of any position is one set's rows as they stood.
+A set that has grown to more than twice its size when its rows were filed (``REFILE_GROWTH``)
+is *refiled* at the declaration that makes it so: its rows until then are kept closed there, as
+those of a set that went, and its members join it anew (its rows run on from there). A read as
+of any position then finds the set's rows of then in one run that is at most twice the group's
+size then (the rows of the ids that joined later, which it skips, are fewer than the group's),
+whatever the set grew to since; the runs cost each row O(1) copies more (a geometric series).
 
 The set ids depend on the order of the declarations only, never on the events or on how they
 were batched: a rebuild, which applies the declarations in store order through ``declare`` as
@@ -49,6 +56,10 @@ from events.records import AliasDeclaration, StoredEvent
 LINKS, GROUPS, SETS = "_links", "_groups", "_sets"
 MEMBER_LOG, SET_LOG = "_member_log", "_set_log"  # the sets' history (``history``)
 OPEN = 2**62  # set_to of a membership (or a set's rows) still in force
+#: how much larger than when its rows were filed a set grows before its rows are filed anew, a
+#: run of its history closed (``Groups._union``): an ``as_of`` read skips at most the rows of
+#: ``REFILE_GROWTH - 1`` times the group's size then
+REFILE_GROWTH = 2
 
 
 #: a grouped projection's events of each set (``ent_group_members``, ``rel_group_members``): the
@@ -70,7 +81,7 @@ def schema(prefix: str, *, history: bool = False) -> dict[str, list[str]]:
         ],
         f"{prefix}{SET_LOG}": [
             "CREATE TABLE {t} (set_id TEXT NOT NULL, set_from INTEGER NOT NULL, root TEXT NOT NULL,"
-            " size INTEGER NOT NULL, PRIMARY KEY (set_id, set_from)) WITHOUT ROWID",
+            " size INTEGER NOT NULL, filed INTEGER NOT NULL, PRIMARY KEY (set_id, set_from)) WITHOUT ROWID",
         ],
     } if history else {}
     return {
@@ -94,12 +105,13 @@ class Regrouped:
     """What a batch of declarations did to the sets, for the projection to file its rows anew.
 
     ``merged``: (the set id that went, whether it was a lone id, the set id it joined, whether
-    that was a lone id) for each union, in order; ``dissolved``: set ids whose rows must go;
-    ``created``: set ids whose rows must be filed from their members' (after ``dissolved``);
+    that was a lone id, whether that set was refiled first: its rows until ``at`` closed there
+    and run anew from there, ``REFILE_GROWTH``) for each union, in order; ``dissolved``: set ids
+    whose rows must go; ``created``: set ids whose rows must be filed from their members' (after ``dissolved``);
     ``ids``: the ids that may have joined or left a group; ``at``: the store position of the
     (last) declaration, when a set that went or was dissolved stopped holding its members."""
 
-    merged: list[tuple[str, bool, str, bool]] = field(default_factory=list)
+    merged: list[tuple[str, bool, str, bool, bool]] = field(default_factory=list)
     dissolved: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
@@ -135,7 +147,8 @@ class Groups:
         self.sets = f"{prefix}{SETS}{tag}"
         # the sets' history: each id's memberships (``member_log``: from which position to which
         # it was in which set) and each set's root and size from each position on (``set_log``,
-        # size 0 once it went); kept by projections that answer ``as_of`` reads from their sets
+        # size 0 once it went, and its size when its rows were filed last); kept by projections
+        # that answer ``as_of`` reads from their sets
         self.history = history
         self.member_log = f"{prefix}{MEMBER_LOG}{tag}"
         self.set_log = f"{prefix}{SET_LOG}{tag}"
@@ -175,21 +188,34 @@ class Groups:
             self._regroup([old_set, new_set], out, at)
         return out
 
-    def _logged(self, set_id: str, at: int, root: str, size: int) -> None:
-        """A set's root and size from position ``at`` on (size 0: it went)."""
+    def _logged(self, set_id: str, at: int, root: str, size: int, filed: int) -> None:
+        """A set's root and size from position ``at`` on (size 0: it went), and its size when its
+        rows were filed last."""
         self.conn.execute(
-            f"INSERT INTO {self.set_log} (set_id, set_from, root, size) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (set_id, set_from) DO UPDATE SET root = excluded.root, size = excluded.size",
-            (set_id, at, root, size),
+            f"INSERT INTO {self.set_log} (set_id, set_from, root, size, filed) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (set_id, set_from) DO UPDATE SET root = excluded.root, size = excluded.size,"
+            " filed = excluded.filed",
+            (set_id, at, root, size, filed),
+        )
+
+    def _filed(self, set_id: str) -> int:
+        """A set's size when its rows were filed last (one probe of its log)."""
+        row = self.conn.execute(
+            f"SELECT filed FROM {self.set_log} WHERE set_id = ? ORDER BY set_from DESC LIMIT 1", (set_id,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _close(self, set_id: str, at: int) -> None:
+        """Its members' memberships of a set end at ``at``."""
+        self.conn.execute(
+            f"UPDATE {self.member_log} SET set_to = ? WHERE set_id = ? AND set_to = {OPEN}", (at, set_id)
         )
 
     def _leave(self, set_id: str, at: int) -> None:
         """The history of a set that goes at ``at`` (merged into another, or dissolved): its
         members' memberships end there."""
-        self.conn.execute(
-            f"UPDATE {self.member_log} SET set_to = ? WHERE set_id = ? AND set_to = {OPEN}", (at, set_id)
-        )
-        self._logged(set_id, at, "", 0)
+        self._close(set_id, at)
+        self._logged(set_id, at, "", 0, 0)
 
     def _join(self, entity_ids: list[str], set_id: str, at: int) -> None:
         self.conn.executemany(
@@ -213,8 +239,15 @@ class Groups:
             " ON CONFLICT(set_id) DO UPDATE SET root = excluded.root, size = excluded.size",
             (keep, root, na + nc),
         )
+        refiled = False
         if self.history:  # the smaller set's members move: each id at most log2(n) times
-            self._logged(keep, at, root, na + nc)
+            filed = na + nc if keep_lone else self._filed(keep)
+            refiled = not keep_lone and na + nc > REFILE_GROWTH * filed
+            if refiled:  # a run of its history closed here, before the merge; its members join anew
+                self._close(keep, at)
+                self._join(self.members(keep), keep, at)
+                filed = na + nc
+            self._logged(keep, at, root, na + nc, filed)
             self._join([keep] if keep_lone else [], keep, at)
             if gone_lone:
                 self._join([gone], keep, at)
@@ -228,7 +261,7 @@ class Groups:
         else:
             conn.execute(f"UPDATE {self.groups} SET set_id = ? WHERE set_id = ?", (keep, gone))
             conn.execute(f"DELETE FROM {self.sets} WHERE set_id = ?", (gone,))
-        out.merged.append((gone, gone_lone, keep, keep_lone))
+        out.merged.append((gone, gone_lone, keep, keep_lone, refiled))
         out.ids.extend(i for i, lone in ((keep, keep_lone), (gone, gone_lone)) if lone)
 
     def _tree(self, root: str) -> list[str]:
@@ -276,7 +309,7 @@ class Groups:
             conn.execute(f"INSERT INTO {self.sets} (set_id, root, size) VALUES (?, ?, ?)", (root, root, len(tree)))
             conn.executemany(f"INSERT INTO {self.groups} (entity_id, set_id) VALUES (?, ?)", [(i, root) for i in tree])
             if self.history:
-                self._logged(root, at, root, len(tree))
+                self._logged(root, at, root, len(tree), len(tree))
                 self._join(tree, root, at)
             out.created.append(root)
 

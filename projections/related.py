@@ -218,7 +218,7 @@ class RelatedProjection(GroupedProjection, Projection):
             return
         group_members, group_pairs, _ = self._group_tables(tag)
         own = f"SELECT position, start_key, occurred_at FROM {self.table(MEMBERS, tag)} WHERE entity_id = ?"
-        for gone, gone_lone, keep, keep_lone in done.merged:
+        for gone, gone_lone, keep, keep_lone, _ in done.merged:
             if keep_lone:  # a new set: its own events (the sets' rows against it already count them)
                 self._absorb(conn, tag, keep, own, keep, mirror=False)
             if gone_lone:

@@ -81,8 +81,9 @@ class TimelinesProjection(GroupedProjection, Projection):
     name = "timelines"
     # 5: the change log (tl_changes); 6: erasures told to live streams (tl_removals); 7: alias
     # groups (tl_links, tl_groups, tl_sets) and their rows (tl_group_entries); 8: the sets'
-    # history (tl_member_log, tl_set_log) and the rows of the sets that went (set_to, set_from)
-    version = 8
+    # history (tl_member_log, tl_set_log) and the rows of the sets that went (set_to, set_from); 9:
+    # a set refiled as it grows (tl_set_log.filed: runs of its rows, for ``as_of`` anywhere)
+    version = 9
     group_history = True
     schema = {
         **groups.schema(PREFIX, history=True),
@@ -206,7 +207,8 @@ class TimelinesProjection(GroupedProjection, Projection):
         """After a declaration at ``done.at`` joined or regrouped sets
         (``GroupedProjection.declare``): a merged set's rows are copied to the set it joined (the
         smaller set's: each row is copied at most log2(n) times) and kept, closed at ``at``, for
-        ``as_of`` reads before it; a lone id's are copied from its entries; a dissolved set's are
+        ``as_of`` reads before it; a refiled set's (``groups.REFILE_GROWTH``) are copied, closed
+        at ``at``, and its open ones run from ``at`` on; a lone id's are copied from its entries; a dissolved set's are
         closed, a new set's filed anew. A row joins a set from ``at`` (or from its version, if
         later: a batch files its events before its declarations)."""
         group_entries, entries = self.table(GROUP_ENTRIES, tag), self.table(ENTRIES, tag)
@@ -225,7 +227,18 @@ class TimelinesProjection(GroupedProjection, Projection):
             )
             conn.execute(f"UPDATE {group_entries} SET set_to = ? WHERE set_id = ? AND set_to = {OPEN}", (at, set_id))
 
-        for gone, gone_lone, keep, keep_lone in done.merged:
+        for gone, gone_lone, keep, keep_lone, refiled in done.merged:
+            if refiled:  # its rows until ``at`` kept, closed there; from ``at`` on, all of them
+                conn.execute(
+                    f"INSERT INTO {group_entries} (set_id, set_to, {columns}, set_from)"
+                    f" SELECT set_id, ?, {columns}, set_from FROM {group_entries}"
+                    f" WHERE set_id = ? AND set_to = {OPEN} AND valid_from <= ?",
+                    (at, keep, at),
+                )
+                conn.execute(
+                    f"UPDATE {group_entries} SET set_from = ? WHERE set_id = ? AND set_to = {OPEN} AND set_from < ?",
+                    (at, keep, at),
+                )
             if keep_lone:
                 conn.execute(copy, (keep, at, at, keep))
             if gone_lone:

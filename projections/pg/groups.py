@@ -36,7 +36,7 @@ def schema(prefix: str, *, history: bool = False) -> dict[str, list[str]]:
         ],
         f"{prefix}{SET_LOG}": [
             f"CREATE TABLE {{t}} (set_id TEXT {C} NOT NULL, set_from BIGINT NOT NULL, root TEXT {C} NOT NULL,"
-            " size INTEGER NOT NULL, PRIMARY KEY (set_id, set_from))",
+            " size INTEGER NOT NULL, filed INTEGER NOT NULL, PRIMARY KEY (set_id, set_from))",
         ],
     } if history else {}
     return {

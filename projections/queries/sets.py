@@ -15,10 +15,6 @@ from .cursors import GROUP_PREFIX
 
 
 class GroupReads(QueriesBase):
-    #: how much larger than a group as of a position the set that held it may grow before an
-    #: ``as_of`` read asks its members one by one instead (``_held``)
-    HELD_GROWTH: float = 2
-
     def _members_at(self, canonical: str, upto: int) -> list[str]:
         """``aliases.members(canonical, upto)``, the last few kept (a read of a group as of a
         position asks for them several times: its size, its card, its name on entries), while
@@ -79,16 +75,16 @@ class GroupReads(QueriesBase):
         self, conn: sqlite3.Connection, canonical: str, upto: int, name: str = "timelines"
     ) -> tuple[str, int] | None:
         """``(set id, set_to)`` under which a projection (``timelines``: its entries; ``entities``:
-        its statements) filed the rows of
-        ``canonical``'s group as the group stood at ``upto``, from the sets' history: the set
-        that held ``canonical`` then (``set_to``: where it went, ``groups.OPEN`` if it stands),
-        whose rows with ``set_from <= upto`` are the group's then. For an ``as_of`` before the
-        group's latest declaration (``_set`` answers the others); None when ``canonical`` had no
-        aliases then, the projection is behind ``upto``, its set then had another root or size
-        than the alias index's group, or the tables are from before the history: the members
-        are then asked one by one, as they are when the set grew to more than twice the group's
-        size then (``HELD_GROWTH``: its rows of the ids that joined later would be skipped). Three
-        indexed probes, whatever the group's size."""
+        its statements) filed the rows of ``canonical``'s group as the group stood at ``upto``,
+        from the sets' history: the run of rows of the set that held ``canonical`` then
+        (``set_to``: where that run ends, ``groups.OPEN`` if it is the set's current one), whose
+        rows with ``set_from <= upto`` are the group's then. For an ``as_of`` before the group's
+        latest declaration (``_set`` answers the others); None when ``canonical`` had no aliases
+        then, the projection is behind ``upto``, its set then had another root or size than the
+        alias index's group, or the tables are from before the history: the members are then
+        asked one by one. Two indexed probes, whatever the group's size; the run holds at most
+        ``groups.REFILE_GROWTH`` times the group's ids then (a set is refiled as it grows), so the
+        rows of ids that joined it later, which the read skips, are fewer than the group's."""
         size = len(self._members_at(canonical, upto))
         projected, tag = self._checkpoint(conn, name)
         if size < 2 or upto > projected:
@@ -110,17 +106,6 @@ class GroupReads(QueriesBase):
             (set_id, upto),
         )
         if not logged or logged[0][0] != canonical or logged[0][1] != size:
-            return None
-        # Its rows of members that joined it after ``upto`` are skipped by the read: when they
-        # outnumber the group's then (a set that grew more than twice as large), the members
-        # one by one cost less (and no more than those skipped).
-        grown = self._group_rows(
-            conn,
-            f"SELECT size FROM {prefix}{groups.SET_LOG}{tag} WHERE set_id = ? AND set_from < ?"
-            " ORDER BY set_from DESC LIMIT 1",
-            (set_id, set_to),
-        )
-        if grown and grown[0][0] > self.HELD_GROWTH * size:
             return None
         return set_id, set_to
 

@@ -26,6 +26,9 @@ from projections.queries import Queries, TimelineQuery
 
 CHAIN = 2_000  # aliases: c0 → c1 → … → c2000, each declaration making the chain so far an alias
 ROOT = f"c{CHAIN}"
+#: points deep in the chain's history (``as_of`` their instant): the group then of half and of a
+#: quarter of the chain's ids (its ids then, c0 … c{ids - 1})
+DEEP = {"midpoint": CHAIN // 2, "quarter": CHAIN // 4}
 
 
 def _day(i: int) -> str:
@@ -38,11 +41,16 @@ def chain_store(db: Path, chain: int) -> Path:
     for i in range(chain + 1):
         events.append(news(f"g-{i}", _day(i), [ent(f"c{i}", name="Chained", type="person"), ent(f"o{i % 5}", "mentioned")]))
         events.append(news(f"s-{i}", _day(i), [ent("solo", name="Solo", type="person"), ent(f"o{i % 5}", "mentioned")]))
+    declared = len(events)
     events += [alias(f"a-{i}", f"c{i}", f"c{i + 1}") for i in range(chain)]
+    # batches of 1,000, and one ending where the group held each of ``DEEP``'s sizes (an
+    # ``as_of`` instant there: one ``recorded_at`` a batch)
+    deep = (declared + ids - 1 for ids in DEEP.values())
+    cuts = sorted({*range(0, len(events), 1000), *(c for c in deep if c < len(events)), len(events)})
     with EventStore(db) as store, ProjectionEngine(store, default_projections(), batch_size=1000) as engine:
         engine.setup()  # live tables from the start: the declarations applied as live batches are
-        for start in range(0, len(events), 1000):
-            append(store, *events[start : start + 1000])
+        for start, end in zip(cuts, cuts[1:]):
+            append(store, *events[start:end])
             engine.catch_up()
     return db
 
@@ -591,26 +599,51 @@ def test_an_as_of_read_before_the_latest_declaration_does_the_work_of_an_entity_
     assert group <= 3 * solo + 20, (read, group, solo)
 
 
-def test_an_as_of_read_of_a_set_that_grew_since_costs_what_joined_it_later(queries: Queries) -> None:
-    """As of 1,002 declarations before the head (999 ids then, 2,001 now): read from the set
-    (``HELD_GROWTH`` lifted), the work is that of the rows that joined it later, which the read
-    skips; with the default, the set having grown more than twice, the members are asked one by
-    one. Either answers what the members one by one answer."""
-    head = queries.store.head()
-    when = queries.store.read(head - 1003, 1)[0].recorded_at
+def _deep(store: EventStore, ids: int) -> str:
+    """The instant at which the chain's group held ``ids`` ids (``DEEP``: a batch ends there)."""
+    return store.read(2 * (CHAIN + 1) + ids - 2, 1)[0].recorded_at
+
+
+def rows_steps(queries: Queries, read: Callable[[], Any]) -> int:
+    """``steps`` of a timeline read without its ``entity`` card (its rows, rendered): what a page
+    reads, apart from the card, which the card's own read measures."""
+    queries._entity = lambda conn, canonical, *args, **kwargs: {"id": canonical}  # type: ignore[method-assign]
+    try:
+        return steps(queries, read)
+    finally:
+        del queries._entity
+
+
+@pytest.mark.parametrize("read", list(AS_OF_READS))
+@pytest.mark.parametrize("point", list(DEEP))
+def test_an_as_of_read_anywhere_in_the_chain_does_the_work_of_an_entity_without_aliases(
+    queries: Queries, point: str, read: str
+) -> None:
+    """As of the chain's midpoint (the group then of 1,000 ids, 2,001 now) and a quarter (500
+    ids): the set that held the group then is read from its run of rows then, which holds at most
+    twice the group's ids (``groups.REFILE_GROWTH``), not from a set that has grown 2-4 times
+    since (before: the members asked one by one, as soon as the set had more than doubled).
+    The answers are the members' one by one. A page's rows cost what an entity without aliases'
+    cost; its card (``entity``, and the card's own read) counts the group's rows then in its run,
+    one range (bounded by the group then, not by the set now), as a ``total`` counts its rows: a
+    quarter of the members one by one, or less, at this size."""
+    fn = AS_OF_READS[read]
+    ids = DEEP[point]
+    when = _deep(queries.store, ids)
+    card = queries.entity("c0", as_of=when)
+    assert card["id"] == f"c{ids - 1}" and len(card["aliases"]) == ids - 1
     fan_out = Queries(str(queries.path))
     fan_out._set = lambda *args, **kwargs: None  # type: ignore[method-assign]
     fan_out._held = lambda *args, **kwargs: None  # type: ignore[method-assign]
     try:
-        for growth in (2, float("inf")):
-            queries.HELD_GROWTH = growth
-            for read, fn in AS_OF_READS.items():
-                assert fn(queries, "c0", when) == fn(fan_out, "c0", when), (growth, read)
-        queries.HELD_GROWTH = float("inf")
-        for read, fn in AS_OF_READS.items():
-            held = steps(queries, lambda: fn(queries, "c0", when))
-            asked = steps(fan_out, lambda: fn(fan_out, "c0", when))
-            assert held < asked, (read, held, asked)
+        assert fn(queries, "c0", when) == fn(fan_out, "c0", when), read
+        group = steps(queries, lambda: fn(queries, "c0", when))
+        asked = steps(fan_out, lambda: fn(fan_out, "c0", when))
+        assert group * 4 <= asked, (read, group, asked)
+        if not read.startswith("entity card"):
+            solo = rows_steps(queries, lambda: fn(queries, "solo", when))
+            rows = rows_steps(queries, lambda: fn(queries, "c0", when))
+            assert rows <= 3 * solo + 20, (read, rows, solo)
     finally:
         fan_out.close()
 
@@ -641,11 +674,13 @@ PG_CHAIN = 400
 
 def test_an_as_of_read_before_the_latest_declaration_on_postgresql(pg_db: str) -> None:
     """On PostgreSQL, as of an instant two declarations before the head (the group then of
-    PG_CHAIN - 1 ids): the read sends as many statements, with as many values, as for an entity
-    without aliases with as many events, whatever the group's size (before: the members' ids in
-    lists, or a statement a member). The plans are PostgreSQL's to choose (on tables this small,
-    without statistics, it scans them whole, for an entity without aliases too): what the test
-    holds is that the read never names the group's members."""
+    PG_CHAIN - 1 ids), and as of the chain's midpoint and a quarter (the group then of half and
+    a quarter of its ids, in a set that has grown 2-4 times since): the read sends as many
+    statements, with as many values, as for an entity without aliases with as many events,
+    whatever the group's size (before: the members' ids in lists, or a statement a member; deep
+    in the chain, as soon as the set had more than doubled since). The plans are PostgreSQL's to
+    choose (on tables this small, without statistics, it scans them whole, for an entity without
+    aliases too): what the test holds is that the read never names the group's members."""
     from events.backend import open_store
     from projections import open_engine, open_queries
 
@@ -654,27 +689,31 @@ def test_an_as_of_read_before_the_latest_declaration_on_postgresql(pg_db: str) -
         events.append(news(f"g-{i}", _day(i), [ent(f"c{i}", name="Chained", type="person"), ent(f"o{i % 5}", "mentioned")]))
         events.append(news(f"s-{i}", _day(i), [ent("solo", name="Solo", type="person"), ent(f"o{i % 5}", "mentioned")]))
     declarations = [alias(f"a-{i}", f"c{i}", f"c{i + 1}") for i in range(PG_CHAIN)]
+    # the group then of ``ids`` ids: ids - 1 declarations applied, a batch ending there
+    points = {"two declarations back": PG_CHAIN - 1, "midpoint": PG_CHAIN // 2, "quarter": PG_CHAIN // 4}
+    cuts = sorted({0, *(ids - 1 for ids in points.values()), PG_CHAIN})
     with open_store(pg_db) as store:
         engine = open_engine(store)
         try:
             engine.setup()
-            for batch in (events, declarations[:-2], declarations[-2:]):
+            for batch in (events, *(declarations[a:b] for a, b in zip(cuts, cuts[1:]))):
                 append(store, *batch)
                 engine.catch_up()
-            when = store.get(declarations[-3]["id"]).recorded_at
+            instants = {point: store.get(declarations[ids - 2]["id"]).recorded_at for point, ids in points.items()}
         finally:
             engine.close()
     queries, fan_out = open_queries(pg_db), open_queries(pg_db)
     fan_out._set = lambda *args, **kwargs: None
     fan_out._held = lambda *args, **kwargs: None
     try:
-        assert queries.entity("c0", as_of=when)["id"] == f"c{PG_CHAIN - 2}"
-        for read, fn in AS_OF_READS.items():
-            assert fn(queries, "c0", when) == fn(fan_out, "c0", when), read
-            solo = pg_statements(lambda: fn(queries, "solo", when))
-            group = pg_statements(lambda: fn(queries, "c0", when))
-            # (before: the members' ids passed as a list, or a statement a member)
-            assert group[0] <= solo[0] + 25 and group[1] <= 2 * solo[1] + 40, (read, group, solo)
+        for point, when in instants.items():
+            assert queries.entity("c0", as_of=when)["id"] == f"c{points[point] - 1}", point
+            for read, fn in AS_OF_READS.items():
+                assert fn(queries, "c0", when) == fn(fan_out, "c0", when), (point, read)
+                solo = pg_statements(lambda: fn(queries, "solo", when))
+                group = pg_statements(lambda: fn(queries, "c0", when))
+                # (before: the members' ids passed as a list, or a statement a member)
+                assert group[0] <= solo[0] + 25 and group[1] <= 2 * solo[1] + 40, (point, read, group, solo)
     finally:
         queries.close()
         fan_out.close()

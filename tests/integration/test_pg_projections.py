@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from events.models import EventRejected, parse_event
 from events.pg.connect import connect
 from events.pg.store import PgEventStore
 from events.store import Candidate, EventStore
-from projections import ProjectionEngine, default_projections
+from projections import ProjectionEngine, default_projections, groups
 from projections.erasure import Erased, capture
 from projections.pg import PgProjectionEngine
 from projections.pg import default_projections as pg_projections
@@ -360,13 +361,17 @@ GROUP_TABLES = (
 )
 
 
-def test_alias_groups_rows_equal_sqlite_rows_through_redeclarations_and_erasures(pg_db, tmp_path):
+@pytest.mark.parametrize("growth", [groups.REFILE_GROWTH, 1])
+def test_alias_groups_rows_equal_sqlite_rows_through_redeclarations_and_erasures(pg_db, tmp_path, monkeypatch, growth):
     """Declarations merge sets (union by size), a re-declaration moves a subtree to another group,
     corrections and retractions change a group's count, dates and names, late events join a
     group, an erased declaration splits one again: after each step PostgreSQL's rows (the group
     tables, ``ent_stats.grouped``, the related pairs per set) are SQLite's, and a rebuild (set-based, then per change)
-    makes them again."""
+    makes them again. With ``growth`` 1, a set is refiled at every merge into it (its runs of
+    rows closed, ``groups.REFILE_GROWTH``), on both."""
     from helpers import alias, correction, ent, news, retraction
+
+    monkeypatch.setattr(groups, "REFILE_GROWTH", growth)
 
     def day(i: int) -> str:
         return f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}"
