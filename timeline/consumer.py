@@ -1,8 +1,10 @@
-"""The stream consumer: FastStream subscribers of group ``store`` on the events stream.
+"""The stream consumer of group ``store`` on the events stream.
 
-One subscriber reads new entries in batches; a second one, with ``min_idle_time``, takes over
-entries that a dead consumer left pending (``XAUTOCLAIM``). Both validate each batch and queue
-it (a short queue, so FastStream reads and validates the next batch meanwhile). A writer task
+A FastStream subscriber reads new entries in batches; a claimer task takes over, in batches
+too, entries that a dead consumer left pending past ``TIMELINE_CLAIM_IDLE_SECONDS``
+(``XAUTOCLAIM ... COUNT <batch size>``: FastStream's ``min_idle_time`` subscriber claims one entry
+a call, and its ``claim_min_idle_time`` needs Redis 8.4). Both validate each batch and queue it
+(a short queue, so the next batch is read and validated meanwhile). A writer task
 appends each queued batch in one SQLite transaction (``TimelineService.append``), then writes
 its dead letters and acknowledges the whole batch in one ``MULTI``: an entry is acknowledged
 only once its event is durably stored or its dead letter written. A store that cannot be
@@ -85,10 +87,15 @@ class StreamConsumer:
         self.broker = RedisBroker(
             redis_url, logger=log, graceful_timeout=HANDLERS_STOP_SECONDS, middlewares=middlewares
         )
+        self.tracing = tracing
         self.store_failing: str | None = None
         self.projection_failing: str | None = None  # the projector's last error, until it succeeds
         self.batches = 0
         self.entries = 0  # entries this process has settled (stored, duplicate or dead-lettered)
+        self.claims = 0  # batches this process has taken over from other consumers (or its own past run)
+        self.claimed = 0  # the entries in them
+        self._in_hand: set[bytes] = set()  # ids of the entries being validated, queued or written
+        self._claimer: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._stored = asyncio.Event()
         self._stored_position = 0  # the last store position this consumer appended
@@ -110,25 +117,18 @@ class StreamConsumer:
             parser=_traced_parser if self.traced else _raw_parser, decoder=_raw_decoder,
             ack_policy=AckPolicy.MANUAL, no_reply=True,
         )
-        def subscriber(**claim: int) -> Any:
-            return self.broker.subscriber(
-                stream=StreamSub(
-                    settings.stream,
-                    group=settings.group,
-                    consumer=settings.consumer,
-                    batch=True,
-                    max_records=settings.batch_size,
-                    **claim,
-                ),
-                **common,
-            )
-
-        idle_ms = int(settings.claim_idle_seconds * 1000)
-        self.reader = subscriber(polling_interval=100)
-        # Takes over entries another (dead) consumer left pending for longer than the idle time.
-        self.claimer = subscriber(min_idle_time=idle_ms, polling_interval=max(100, idle_ms // 4))
+        self.reader = self.broker.subscriber(
+            stream=StreamSub(
+                settings.stream,
+                group=settings.group,
+                consumer=settings.consumer,
+                batch=True,
+                max_records=settings.batch_size,
+                polling_interval=100,
+            ),
+            **common,
+        )
         self.reader(self._handle_new)
-        self.claimer(self._handle)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -139,6 +139,7 @@ class StreamConsumer:
         self._writer = asyncio.create_task(self._write_forever(), name="writer")
         self._trimmer = asyncio.create_task(self._trim_forever(), name="trimmer")
         await self.broker.start()
+        self._claimer = asyncio.create_task(self._claim_forever(), name="claimer")
 
     async def stop_reading(self) -> None:
         """Stop reading, store and acknowledge the batches in hand, stop writing (idempotent)."""
@@ -149,6 +150,8 @@ class StreamConsumer:
 
     async def _stop_reading(self) -> None:
         deadline = asyncio.get_running_loop().time() + STOP_SECONDS
+        # A claim cut short leaves its entries pending for this consumer: settled below.
+        await _cancel(self._claimer)
         await self.broker.stop()  # the batch being validated is queued before this returns
         if self._writer is None:
             return
@@ -180,9 +183,10 @@ class StreamConsumer:
     async def _settle_own_pending(self) -> None:
         """Store what this consumer was given but never handled.
 
-        FastStream cancels a read in flight when it stops: entries Redis had already delivered
-        then stay pending for this consumer, for the claimer to take over after the idle time.
-        Reading the group from ``0`` returns them at once; settle them before exiting.
+        FastStream cancels a read in flight when it stops, and the claimer is cancelled wherever
+        it is: entries Redis had already delivered or claimed then stay pending for this consumer,
+        for a claimer to take over after the idle time. Reading the group from ``0`` returns them
+        at once; settle them before exiting.
         """
         stream, group, consumer = self.settings.stream, self.settings.group, self.settings.consumer
         while True:
@@ -200,12 +204,7 @@ class StreamConsumer:
     async def stop(self) -> None:
         await self.stop_reading()
         trimmer, self._trimmer = self._trimmer, None
-        if trimmer is not None:
-            trimmer.cancel()
-            try:
-                await trimmer
-            except asyncio.CancelledError:
-                pass
+        await _cancel(trimmer)
         projector, self._projector = self._projector, None
         if projector is not None:
             projector.cancel()  # waits for a projection batch in progress to commit
@@ -221,9 +220,9 @@ class StreamConsumer:
 
     @property
     def running(self) -> bool:
-        tasks = [self._projector, self._writer]
+        tasks = [self._projector, self._writer, self._claimer]
         alive = all(task is not None and not task.done() for task in tasks)
-        return bool(self.reader.running and self.claimer.running) and alive and not self._stopping
+        return bool(self.reader.running) and alive and not self._stopping
 
     async def wait_for_change(self, timeout: float) -> None:
         """Wake up when a batch has been handled (or after ``timeout``)."""
@@ -245,14 +244,63 @@ class StreamConsumer:
         await self._handle(message)
 
     async def _handle(self, message: RedisBatchStreamMessage) -> None:
-        """Validate a batch and queue it for the writer: FastStream reads the next batch while
-        this one waits for the store (the queue is short, so memory stays bounded)."""
         raw = message.raw_message
-        entries = list(zip(raw["message_ids"], raw["data"]))
-        prepared = await anyio.to_thread.run_sync(self.service.prepare, entries)
-        if self.traced:  # the batch's span stays current for its append (timeline.tracing)
-            prepared.context = contextvars.copy_context()
-        await self._queue.put(prepared)
+        await self._queue_batch(list(zip(raw["message_ids"], raw["data"])))
+
+    async def _queue_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Validate a batch and queue it for the writer: the next batch is read while this one
+        waits for the store (the queue is short, so memory stays bounded). Its entries are in
+        hand until the writer is done with them: the claimer leaves them alone meanwhile."""
+        ids = [entry_id for entry_id, _ in entries]
+        self._in_hand.update(ids)
+        try:
+            prepared = await anyio.to_thread.run_sync(self.service.prepare, entries)
+            if self.traced:  # the batch's span stays current for its append (timeline.tracing)
+                prepared.context = contextvars.copy_context()
+            await self._queue.put(prepared)
+        except BaseException:
+            self._in_hand.difference_update(ids)
+            raise
+
+    async def _claim_forever(self) -> None:
+        """Take over the entries other consumers left pending past the idle time, a batch at a
+        time: ``XAUTOCLAIM`` with ``COUNT`` the batch size, its cursor walking the group's pending
+        list; each batch claimed is validated, queued, appended and settled like a batch read.
+
+        Entries this process has in hand (read, or claimed, and not yet settled: a slow store)
+        are left to the handling under way rather than appended twice; once settled they are no
+        longer pending, and if that handling failed they are claimed again at the next pass.
+        The whole pending list walked without finding an entry to take, it waits a quarter of
+        the idle time (at least 0.1 s) before the next pass.
+        """
+        stream, group, consumer = self.settings.stream, self.settings.group, self.settings.consumer
+        idle_ms = int(self.settings.claim_idle_seconds * 1000)
+        pause = max(0.1, self.settings.claim_idle_seconds / 4)
+        cursor: bytes | str = b"0-0"
+        failing: str | None = None
+        while True:
+            try:
+                cursor, claimed, *_ = await self.redis.xautoclaim(
+                    stream, group, consumer, idle_ms, start_id=cursor, count=self.settings.batch_size
+                )
+                # Redis 6.2 answers an entry deleted from the stream as nil (Redis 7 drops it
+                # from the pending list and names it apart); only the rest can be handled.
+                entries = [(i, f) for i, f in claimed if i is not None and i not in self._in_hand]
+                failing = None
+                if entries:
+                    if self.tracing is None:
+                        await self._queue_batch(entries)
+                    else:
+                        with self.tracing.claim_span(stream, [f for _, f in entries]):
+                            await self._queue_batch(entries)
+                    self.claims += 1
+                    self.claimed += len(entries)
+            except Exception as exc:  # noqa: BLE001 - Redis away or a batch not queued: they stay pending
+                if str(exc) != failing:
+                    log.warning("cannot take over pending entries (will retry): %s", exc)
+                failing, cursor, entries = str(exc), b"0-0", []
+            if not entries and cursor in (b"0-0", "0-0"):
+                await asyncio.sleep(pause)
 
     async def _write_forever(self) -> None:
         """Append the queued batches in stream order; acknowledge each once stored."""
@@ -266,6 +314,7 @@ class StreamConsumer:
             except Exception:  # noqa: BLE001 - the entries stay pending; the claimer brings them back
                 log.exception("a batch of %d entries was not settled; it stays pending", len(prepared.ids))
             finally:
+                self._in_hand.difference_update(prepared.ids)
                 self._queue.task_done()
 
     async def _write(self, prepared: Prepared) -> None:
@@ -398,6 +447,16 @@ class StreamConsumer:
             first = await self.redis.xrange(stream, f"({last}", "+", count=1)
             return _entry_ms(first[0][0]) if first else None
         return None
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def _entry_ms(entry_id: bytes | str) -> int:

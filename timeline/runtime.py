@@ -419,7 +419,9 @@ class Runtime:
                     report["replication"] = replication
         if consumer is not None:
             report["consumer"] = {
-                "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries
+                "name": self.settings.consumer, "batches": consumer.batches, "entries": consumer.entries,
+                # of them, taken over from consumers that left them pending (timeline.consumer)
+                "claimed": {"batches": consumer.claims, "entries": consumer.claimed},
             }
         if self.service.on_postgres and consumer is not None:
             # Many nodes: the projections this node advances (it holds their leases); another

@@ -4,7 +4,8 @@ Off by default, and then this module is not even imported (``Runtime`` imports i
 setting is set). On, three kinds of span go to the OTLP/HTTP endpoint:
 
 - the API's: one server span per request (opentelemetry-instrumentation-fastapi);
-- the consumer's: one ``process`` span per stream batch (FastStream's ``RedisTelemetryMiddleware``);
+- the consumer's: one ``process`` span per stream batch read (FastStream's
+  ``RedisTelemetryMiddleware``), one ``claim`` span per batch taken over from another consumer;
 - the store's: one ``store append`` span per batch appended, a child of the batch's span.
 
 ``POST /events`` writes the W3C ``traceparent`` of its request span on each stream entry it
@@ -18,10 +19,13 @@ batches: a span has one parent).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -63,6 +67,22 @@ class Tracing:
 
     def broker_middleware(self) -> RedisTelemetryMiddleware:
         return RedisTelemetryMiddleware(tracer_provider=self.provider, include_messages_counters=False)
+
+    @contextmanager
+    def claim_span(self, stream: str, data: list[dict[bytes, bytes]]) -> Iterator[None]:
+        """The span of a batch taken over from another consumer (the claimer reads no message
+        through FastStream): a child of the one ``traceparent`` its entries carry, else linked to
+        each, like FastStream's ``process`` spans (``batch_headers``)."""
+        headers = batch_headers(data)
+        carriers = [headers["headers"]] if "headers" in headers else headers["batch_headers"]
+        contexts = [_PROPAGATOR.extract(carrier) for carrier in carriers]
+        parent = contexts[0] if len(contexts) == 1 else None
+        links = [trace.Link(trace.get_current_span(c).get_span_context()) for c in contexts] if parent is None else []
+        with self.tracer.start_as_current_span(
+            f"{stream} claim", context=parent, kind=trace.SpanKind.CONSUMER, links=links,
+            attributes={"messaging.system": "redis", "messaging.batch.message_count": len(data)},
+        ):
+            yield
 
     def entry_fields(self) -> dict[str, str]:
         """The current span's ``traceparent``, as fields for a stream entry ({} outside a span)."""

@@ -74,6 +74,35 @@ async def test_a_post_its_batch_and_its_append_are_one_trace(
         assert append.end_time > append.start_time >= batches[append.parent.span_id].start_time
 
 
+async def test_a_batch_taken_over_from_a_dead_consumer_is_traced(
+    env: None, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis, stream_name: str
+) -> None:
+    """Entries a dead consumer left pending come back through the claimer, not FastStream: its
+    ``claim`` span is the child of the ``traceparent`` they carry, their append its child."""
+    monkeypatch.setenv("TIMELINE_CLAIM_IDLE_SECONDS", "0.2")
+    parent = "00-" + "3" * 32 + "-" + "c" * 16 + "-01"
+    redis_client.xgroup_create(stream_name, "store", id="0", mkstream=True)
+    for i in range(3):
+        redis_client.xadd(stream_name, {"event": json.dumps(report(i)), "traceparent": parent})
+    assert len(redis_client.xreadgroup("store", "dead", {stream_name: ">"})[0][1]) == 3
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    runtime = Runtime(Settings(), tracing=Tracing(provider))
+    async with runtime:
+        consumer = runtime.consumer
+        assert consumer is not None
+        while consumer.entries < 3:
+            await consumer.wait_for_change(1.0)
+    assert int(redis_client.xpending(stream_name, "store")["pending"]) == 0
+    spans = exporter.get_finished_spans()
+    (claim,) = [s for s in spans if s.name == f"{stream_name} claim"]
+    assert claim.kind == SpanKind.CONSUMER and claim.attributes["messaging.batch.message_count"] == 3
+    assert claim.context.trace_id == int("3" * 32, 16) and claim.parent.span_id == int("c" * 16, 16)
+    (append,) = [s for s in spans if s.name == "store append"]
+    assert append.parent.span_id == claim.context.span_id and append.attributes["timeline.batch.stored"] == 3
+
+
 def test_a_batch_of_several_requests_links_to_each() -> None:
     one = "00-" + "1" * 32 + "-" + "a" * 16 + "-01"
     two = "00-" + "2" * 32 + "-" + "b" * 16 + "-01"
