@@ -278,13 +278,20 @@ class StreamConsumer:
         pause = max(0.1, self.settings.claim_idle_seconds / 4)
         cursor: bytes | str = b"0-0"
         failing: str | None = None
+        gone_told = False
         while True:
             try:
                 cursor, claimed, *_ = await self.redis.xautoclaim(
                     stream, group, consumer, idle_ms, start_id=cursor, count=self.settings.batch_size
                 )
-                # Redis 6.2 answers an entry deleted from the stream as nil (Redis 7 drops it
-                # from the pending list and names it apart); only the rest can be handled.
+                # Redis 6.2 answers an entry deleted from the stream (XDEL) as nil, without its id,
+                # and keeps it pending; Redis 7 drops it from the pending list and names it apart.
+                if any(i is None for i, _ in claimed) and not gone_told:
+                    gone_told = True
+                    log.warning(
+                        "entries pending in group %s were deleted from %s: Redis < 7 keeps them pending"
+                        " (XPENDING lists their ids; XACK them, nothing is left of them to store)", group, stream,
+                    )
                 entries = [(i, f) for i, f in claimed if i is not None and i not in self._in_hand]
                 failing = None
                 if entries:
