@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -87,7 +86,7 @@ def test_a_dead_consumers_entries_are_taken_over_in_batches(
 
 
 def test_sigterm_while_taking_over_stores_or_leaves_pending_and_exits_0(
-    serve, own_redis: RedisServer, stream_name: str, tmp_path: Path
+    serve, own_redis: RedisServer, stream_name: str
 ) -> None:
     """Stopped in the middle of a takeover: the claimer is cancelled wherever it is, what it
     claimed and had not settled is settled at stop (the consumer's own pending list), the exit is
