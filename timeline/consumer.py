@@ -150,9 +150,8 @@ class StreamConsumer:
 
     async def _stop_reading(self) -> None:
         deadline = asyncio.get_running_loop().time() + STOP_SECONDS
-        # A claim cut short leaves its entries pending for this consumer: settled below.
-        await _cancel(self._claimer)
-        await self.broker.stop()  # the batch being validated is queued before this returns
+        # both at once; the batch FastStream's reader is validating is queued before they return
+        await asyncio.gather(self._stop_claimer(), self.broker.stop())
         if self._writer is None:
             return
         try:
@@ -167,6 +166,19 @@ class StreamConsumer:
                 STOP_SECONDS,
             )
         await self._stop_writer()
+
+    async def _stop_claimer(self) -> None:
+        """Cancel the claimer wherever it is: a claim cut short leaves its entries pending for
+        this consumer, settled below (``_settle_own_pending``). Waited for at most
+        HANDLERS_STOP_SECONDS, beside FastStream's stop: should the cancellation not end it (a
+        stop once waited past 40 s with Redis hung, FastStream never stopped, the claimer
+        cancelled first and awaited without a bound; the cause was not pinned down), its loop
+        ends at its next turn, on ``_stopping``, within a Redis socket timeout."""
+        claimer = self._claimer
+        if claimer is None or claimer.done():
+            return
+        claimer.cancel()
+        await asyncio.wait({claimer}, timeout=HANDLERS_STOP_SECONDS)
 
     async def _stop_writer(self) -> None:
         """Cancel the writer (a batch being appended is committed or rolled back first: the
@@ -279,7 +291,7 @@ class StreamConsumer:
         cursor: bytes | str = b"0-0"
         failing: str | None = None
         gone_told = False
-        while True:
+        while not self._stopping:
             try:
                 cursor, claimed, *_ = await self.redis.xautoclaim(
                     stream, group, consumer, idle_ms, start_id=cursor, count=self.settings.batch_size
@@ -306,7 +318,7 @@ class StreamConsumer:
                 if str(exc) != failing:
                     log.warning("cannot take over pending entries (will retry): %s", exc)
                 failing, cursor, entries = str(exc), b"0-0", []
-            if not entries and cursor in (b"0-0", "0-0"):
+            if not entries and cursor in (b"0-0", "0-0") and not self._stopping:
                 await asyncio.sleep(pause)
 
     async def _write_forever(self) -> None:
