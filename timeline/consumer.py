@@ -31,6 +31,7 @@ from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis
 
 from .backlog import StreamBacklog
+from .entries import keep_repeated_fields
 from .lag import Backlog
 from .service import DeadLetter, IngestOutcome, Prepared, TimelineService
 from .settings import Settings
@@ -81,7 +82,7 @@ class StreamConsumer:
     ) -> None:
         self.settings = settings
         self.service = service
-        self.redis = Redis.from_url(redis_url)
+        self.redis = keep_repeated_fields(Redis.from_url(redis_url))
         self.traced = tracing is not None
         middlewares = (tracing.broker_middleware(),) if tracing is not None else ()
         self.broker = RedisBroker(
@@ -138,6 +139,9 @@ class StreamConsumer:
         self._projector = asyncio.create_task(self._project_forever(), name="projector")
         self._writer = asyncio.create_task(self._write_forever(), name="writer")
         self._trimmer = asyncio.create_task(self._trim_forever(), name="trimmer")
+        # FastStream's client, made here (``start`` then uses it): reading an entry that names a
+        # field twice, both subscribers see each value (timeline.entries), not the last only.
+        keep_repeated_fields(await self.broker.connect())
         await self.broker.start()
         self._claimer = asyncio.create_task(self._claim_forever(), name="claimer")
 

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from .entries import repeats_event
+
 if TYPE_CHECKING:
     import redis
 
@@ -47,6 +49,7 @@ __all__ = [
     "event_bytes",
     "fetch",
     "last_id",
+    "not_replayed",
     "pages",
     "parse_cursor",
     "read_page",
@@ -125,6 +128,21 @@ class DeadLetter:
             **self.other, "id": self.id, "reason": self.reason, "error": self.error, "source_id": self.source_id,
             "event": text, "event_base64": b64,
         }
+
+
+def not_replayed(letter: DeadLetter) -> str | None:
+    """Why a dead letter's ``event`` is not an event to publish again as it is (None: it is):
+    a ``no_event`` letter's, and one of an entry with several ``event`` fields (both hold the
+    entry's fields as a JSON object; picking one value would be a guess)."""
+    if letter.reason == "no_event":
+        return "the entry had no event to publish again: resubmit it with one, or drop it"
+    count = repeats_event(letter.reason, letter.error)
+    if count:
+        return (
+            f"the entry had {count} 'event' fields, not one event to publish again:"
+            " resubmit it with the one meant, or drop it"
+        )
+    return None
 
 
 @dataclass(slots=True)
@@ -350,7 +368,7 @@ class Mender:
             elif data is None:
                 outcomes[letter.id] = Outcome(
                     letter.id, "skipped", present[letter.id].reason or "",
-                    "the entry had no event to publish again: resubmit it with one, or drop it",
+                    not_replayed(present[letter.id]) or "the dead letter has no event to publish again",
                 )
             else:
                 sending.append((present[letter.id], data))

@@ -26,6 +26,7 @@ from .deadletters import (
     drop,
     event_bytes,
     fetch,
+    not_replayed,
     pages,
 )
 from .settings import Settings
@@ -198,9 +199,22 @@ def resubmit(
     _mend("resubmit", items(), timeout, bad)
 
 
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A line's object, refused when it names a key twice: reading it would keep one of the
+    values (which one, readers disagree) without a word, say of an ``event`` object holding the
+    fields of an entry that had several ``event`` fields."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        key = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+        raise BadLine(f"{key}: named more than once in one object; keep the one value meant")
+    return value
+
+
 def _resubmitted(line: bytes) -> tuple[DeadLetter, bytes]:
     try:
-        value = json.loads(line)
+        value = json.loads(line, object_pairs_hook=_once_each)
+    except BadLine:
+        raise
     except (ValueError, RecursionError) as exc:
         raise BadLine(f"not a JSON object ({exc})") from None
     if not isinstance(value, dict):
@@ -228,7 +242,7 @@ def replay(
 
     def items(client: redis.Redis, dead_stream: str) -> Iterator[tuple[DeadLetter, bytes | None]]:
         for letter in _letters(client, dead_stream, ids, reason):
-            yield letter, None if letter.reason == "no_event" else letter.event
+            yield letter, None if not_replayed(letter) else letter.event
 
     _mend("replay", items, timeout, [])
 

@@ -28,6 +28,7 @@ from events.erasure import Erasure
 from events.models import EventRejected, parse_event_bytes
 from projections.erasure import Erased, capture
 
+from .entries import RepeatedFields, keep_repeated_fields
 from .service import TimelineService
 from .settings import Settings
 
@@ -90,6 +91,7 @@ def scrub_redis(client: redis.Redis, streams: Iterable[str], ids: set[str]) -> R
     """Delete every entry of these streams that carries one of these event ids, then have Redis
     rewrite its append-only file and its snapshot (each waited for)."""
     result = RedisScrub()
+    keep_repeated_fields(client)  # an entry naming ``event`` twice is read with both values
     for stream in streams:
         result.deleted[stream] = _delete_entries(client, stream, ids)
     _rewrite_files(client, result)
@@ -98,28 +100,44 @@ def scrub_redis(client: redis.Redis, streams: Iterable[str], ids: set[str]) -> R
 
 def carried_ids(fields: dict[bytes, bytes]) -> set[str]:
     """The event ids an entry carries: its ``event`` field's id (given, or derived from a valid
-    event's content), and for a dead letter of an entry without one, the ids in its fields."""
+    event's content), and for a dead letter of an entry without one, the ids in its fields. An
+    entry naming ``event`` more than once (``RepeatedFields``) carries each value's; so does
+    the dead letter of one (its ``event``: the entry's fields, ``event`` named as often)."""
+    if isinstance(fields, RepeatedFields):
+        raws = [value for name, value in fields.pairs if name == b"event"]
+    else:
+        raws = [fields[b"event"]] if b"event" in fields else []
     out: set[str] = set()
-    raw = fields.get(b"event")
-    if raw is None:
-        return out
+    for raw in raws:
+        out |= _ids_in(raw)
+    return out
+
+
+class _Members(list):  # type: ignore[type-arg]
+    """A JSON object's members, in order, a repeated name as often as it is written."""
+
+
+def _ids_in(raw: bytes) -> set[str]:
+    out: set[str] = set()
     try:
         out.add(parse_event_bytes(raw).id)
     except EventRejected:
         pass
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = json.loads(raw, object_pairs_hook=_Members)
+    except (ValueError, RecursionError):
         return out
-    if isinstance(value, dict):
-        if isinstance(value.get("id"), str):
-            out.add(value["id"])
-        inner = value.get("event")  # a ``no_event`` dead letter: the entry's fields as JSON
-        if isinstance(inner, str):
-            try:
-                out.add(json.loads(inner)["id"])
-            except (ValueError, KeyError, TypeError):
-                pass
+    if isinstance(value, _Members):
+        for name, member in value:
+            if name == "id" and isinstance(member, str):
+                out.add(member)
+            elif name == "event" and isinstance(member, str):  # a dead letter's entry fields
+                try:
+                    inner = json.loads(member, object_pairs_hook=_Members)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(inner, _Members):
+                    out.update(v for k, v in inner if k == "id" and isinstance(v, str))
     return out
 
 

@@ -34,6 +34,7 @@ from projections import default_projections, open_engine, open_queries
 from projections.backend import Engine
 from projections.engine import RebuildStep
 
+from .entries import RepeatedFields, repeated_event
 from .settings import Settings
 
 log = logging.getLogger("timeline.service")
@@ -104,14 +105,26 @@ class Prepared:
 
 
 def _fields_as_json(fields: dict[bytes, bytes]) -> bytes:
-    def text(value: bytes) -> str:
-        return value.decode("utf-8", errors="backslashreplace")
+    """An entry's fields as a JSON object, each pair in the entry's order: a repeated name is
+    written as often as the entry holds it (``RepeatedFields``), so that no byte is lost (JSON
+    allows it; a dict cannot hold it, hence one member at a time)."""
 
-    return json.dumps({text(k): text(v) for k, v in fields.items()}, ensure_ascii=False).encode()
+    def text(value: bytes) -> str:
+        return json.dumps(value.decode("utf-8", errors="backslashreplace"), ensure_ascii=False)
+
+    pairs = fields.pairs if isinstance(fields, RepeatedFields) else fields.items()
+    return ("{" + ", ".join(f"{text(k)}: {text(v)}" for k, v in pairs) + "}").encode()
 
 
 def classify(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Candidate | DeadLetter:
-    """One stream entry: an event to append, or a dead letter (``no_event`` … ``schema``)."""
+    """One stream entry: an event to append, or a dead letter (``no_event`` … ``schema``).
+
+    An entry with more than one ``event`` field (read as ``RepeatedFields``) holds no one event:
+    ``schema``, its fields kept as ``no_event`` keeps them (docs/contract.md §3)."""
+    if isinstance(fields, RepeatedFields):
+        events = fields.count(b"event")
+        if events > 1:
+            return DeadLetter(entry_id, _fields_as_json(fields), "schema", repeated_event(events))
     if not fields or b"event" not in fields:
         return DeadLetter(
             entry_id, _fields_as_json(fields or {}), "no_event", "event: the entry has no 'event' field"

@@ -51,3 +51,21 @@ def test_the_stream_is_written_again_without_the_entries(redis_client: redis.Red
     assert pending == {ids[0]: (b"c1", 1), ids[2]: (b"c1", 2)}
     assert r.xadd(stream_name, entry("d")) > last_before
     assert b"gone" not in r.dump(stream_name)
+
+
+def test_an_entry_naming_event_twice_and_its_dead_letter_are_found(redis_client: redis.Redis, stream_name: str) -> None:
+    """``XADD s * event A event B``: A's id is carried too (redis-py alone reads B only), and so
+    it is by the dead letter of such an entry, whose ``event`` names ``event`` twice."""
+    r, dead = redis_client, f"{stream_name}:dead"
+    gone, kept = entry("gone")["event"], entry("kept")["event"]
+    both = r.execute_command("XADD", stream_name, "*", "event", gone, "event", kept)
+    other = r.xadd(stream_name, entry("other"))
+    letter_event = "{" + ", ".join(f'"event": {json.dumps(v)}' for v in (gone, kept)) + "}"
+    r.xadd(dead, {"event": letter_event, "reason": "schema", "error": "e", "source_id": both})
+    r.xadd(dead, {"event": letter_event.replace('\\"gone\\"', '\\"elsewhere\\"'), "reason": "schema"})
+
+    result = scrub_redis(r, [stream_name, dead], {"gone"})
+
+    assert result.deleted == {stream_name: 1, dead: 1}
+    assert [e[0] for e in r.xrange(stream_name)] == [other]
+    assert b"gone" not in r.dump(stream_name) and b"gone" not in r.dump(dead)

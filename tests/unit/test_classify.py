@@ -9,6 +9,7 @@ import pytest
 
 from events.store import Candidate
 from timeline.publisher import encode, prepare
+from timeline.entries import RepeatedFields
 from timeline.service import DeadLetter, classify
 
 ENTRY_ID = b"1716540000000-0"
@@ -71,6 +72,39 @@ def test_no_event_with_non_utf8_field_values_is_still_a_json_object() -> None:
     decoded = json.loads(letter.event)
     assert decoded["name"] == "Société"
     assert isinstance(decoded["blob"], str)
+
+
+def repeated(*pairs: tuple[bytes, bytes]) -> RepeatedFields:
+    """Fields as ``timeline.entries`` reads an entry that names one twice."""
+    flat = [part for pair in pairs for part in pair]
+    it = iter(flat)
+    return RepeatedFields(dict(zip(it, it)), flat)
+
+
+def test_two_event_fields_are_schema_with_every_field_kept() -> None:
+    valid = json.dumps(OUTAGE).encode()
+    letter = dead(classify(ENTRY_ID, repeated((b"event", valid), (b"note", b"n"), (b"event", b"garbage"))))
+    assert (letter.reason, letter.error) == ("schema", "event: the entry has 2 'event' fields; publish one event per entry")
+    assert json.loads(letter.event, object_pairs_hook=list) == [
+        ("event", valid.decode()), ("note", "n"), ("event", "garbage")
+    ]
+
+
+def test_one_event_field_and_another_named_twice_is_judged_as_usual() -> None:
+    item = classify(ENTRY_ID, repeated((b"note", b"1"), (b"event", RAW_OUTAGE), (b"note", b"2")))
+    assert isinstance(item, Candidate) and item.raw == RAW_OUTAGE
+
+
+def test_no_event_keeps_each_value_of_a_repeated_field() -> None:
+    letter = dead(classify(ENTRY_ID, repeated((b"evnt", b"a"), (b"evnt", "b\u00e9".encode()))))
+    assert letter.reason == "no_event"
+    assert json.loads(letter.event, object_pairs_hook=list) == [("evnt", "a"), ("evnt", "b\u00e9")]
+
+
+def test_the_fields_json_of_distinct_names_is_what_json_dumps_writes() -> None:
+    fields = {b"payload": b'{"a": "\\"}', b"n": "é\t\x00".encode(), b"\xff": b"\xfe"}
+    text = {k.decode(errors="backslashreplace"): v.decode(errors="backslashreplace") for k, v in fields.items()}
+    assert dead(classify(ENTRY_ID, fields)).event == json.dumps(text, ensure_ascii=False).encode()
 
 
 # --------------------------------------------------------------------------------------------
