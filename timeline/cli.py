@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from .terminal import escape, visible
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -353,12 +353,12 @@ def _progress() -> Progress:
 
 def timeline_header(result: dict[str, Any], filters: str = "") -> str:
     """The entity, its aliases and how many entries match (``result["total"]``, when counted;
-    else the entity's event count)."""
+    else the entity's event count); control characters in the name made visible."""
     entity = result["entity"]
     aliases = f" (also: {', '.join(entity['aliases'])})" if entity["aliases"] else ""
     total = result.get("total")
     matching = f"{total} entries" if total is not None else f"{entity['event_count']} events"
-    return f"{entity['name']} [{entity['id']}]{aliases}: {matching}{filters}"
+    return visible(f"{entity['name']} [{entity['id']}]{aliases}: {matching}{filters}")
 
 
 def render_timeline(result: dict[str, Any], title: str | None = None, *, header: bool = True) -> Table:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
+from .terminal import escape
 from rich.table import Table
 
 from .deadletters import (
