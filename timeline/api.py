@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.erasure import Gone
@@ -277,6 +278,8 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             **ok(Published, "validated; the valid events are published (with ?wait=true: some not yet settled)", 202),
             **ok(Published, "stored and projected, or dead-lettered (with ?wait=true)", 201),
             **WRITE_ERRORS,
+            503: {"model": ErrorBody, "description": "Redis does not take the events (down, out of memory, read-only):"
+                  " none is published for sure; send them again after Retry-After"},
         },
         openapi_extra=EVENT_BODY,
     )
@@ -303,7 +306,17 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
             refused.setdefault(int(index), EventRejected("schema", repeated_key_error(inner, key)))
         valid, rejected = prepare(events, refused=refused)
         valid, rejected = await _without_erased(valid, rejected)
-        entries = await runtime.publish([data for _, _, data in valid])
+        try:
+            entries = await runtime.publish([data for _, _, data in valid])
+        except RedisError as exc:  # down past the retries, out of memory (maxmemory), MISCONF, READONLY…
+            return JSONResponse(
+                {
+                    "error": f"the stream cannot take events now ({type(exc).__name__}: {exc}): send them"
+                    " again later (an event sent twice is stored once)",
+                    "detail": {"accepted": [], "rejected": [r.as_dict() for r in rejected]},
+                },
+                status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         accepted = [event_id for _, event_id, _ in valid]
         rejected_out = [r.as_dict() for r in rejected]
         if not wait:

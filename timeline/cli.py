@@ -224,6 +224,26 @@ def _redis_not_ready_exits() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+@contextlib.contextmanager
+def _redis_refusal_exits(url: str, sent: list[int], total: int) -> Iterator[None]:
+    """Redis lost past the publisher's retries, or refusing writes (maxmemory, MISCONF, READONLY):
+    how far publishing got and that publishing again is safe, on stderr; exit 1, no traceback."""
+    import redis
+
+    from .redis_ready import redacted
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        err.print(
+            f"[red]error:[/] Redis at {escape(redacted(url))} stopped taking events after {sent[0]:,} of {total:,}"
+            f" lines ({type(exc).__name__}: {escape(str(exc))}); publishing the file again is safe: an event"
+            " sent twice is stored once",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
 def _fewer_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's malloc arenas (as ``MALLOC_ARENA_MAX`` would) unless the environment sets them.
 
@@ -280,9 +300,15 @@ def publish(
                 url = embedded.start()
             wait_until_ready(url, settings.redis_ready_seconds)
         with Publisher(url, settings.stream) as publisher:
-            with _progress() as progress:
+            sent = [0]  # lines judged and (the valid ones) published, for the error below
+
+            def advance(n: int) -> None:
+                sent[0] += n
+                progress.advance(task, n)
+
+            with _progress() as progress, _redis_refusal_exits(url, sent, len(lines)):
                 task = progress.add_task("publishing", total=len(lines))
-                report = publisher.publish(lines, progress=lambda n: progress.advance(task, n))
+                report = publisher.publish(lines, progress=advance)
             if embedded is not None and embedded.owner:  # a server for this folder would own it
                 nobody = f"no `timeline serve` runs for this folder; its Redis ({settings.redis_dir}) was started for this publish"
             else:
