@@ -72,8 +72,12 @@ class TimelineReads(SearchReads):
                 if entity is None:
                     now = max(position, self.aliases.seen)
                     entity = self._entity(conn, self.aliases.resolve(entity_id, now), now)
-                    if entity is not None and as_of is not None:  # known now, not yet then
-                        entity = {**entity, "event_count": 0, "first_at": None, "last_at": None}
+                    if entity is not None and as_of is not None:  # known now, not yet then: today's
+                        # name, the id and aliases as they resolved then (not those declared since)
+                        entity = {
+                            **entity, "id": target, "aliases": self.aliases.members(target, snapshot)[1:],
+                            "event_count": 0, "first_at": None, "last_at": None,
+                        }
                 if entity is None:
                     raise NotFound(f"no entity {entity_id!r}")
                 # the ids the events are filed under (an id no event names has no entries)

@@ -12,6 +12,7 @@ import pytest
 
 from events.store import EventStore
 from helpers import alias, append_batches, correction, ent, news, retraction
+from projections import open_queries
 from projections.queries import NotFound, QueryError, TimelineQuery
 
 ENTITIES = ("alpha", "beta", "gamma")
@@ -110,6 +111,31 @@ def test_the_card_as_of_gives_the_name_and_aliases_of_then(q, db):
     # a timeline as of a time before the entity: no entries, a card that counts none
     early = tl(q, "acme", as_of="2000-01-01")
     assert early["entries"] == [] and early["entity"]["event_count"] == 0
+
+
+def test_a_timeline_as_of_before_the_entity_resolves_its_aliases_as_they_were_then(backend):
+    """docs/api-parameters.md: before an entity was known its timeline is an empty page whose card
+    counts 0 with today's name, and "an alias resolves as it did then". The card of that page
+    (the fallback in ``Queries.timeline``) resolved the id as of *now*: asking for ``old-acme``
+    as of a time before anything answered with ``acme`` and listed ``old-acme`` as its alias, an
+    alias declared years later, while ``GET /entities/old-acme?as_of=`` said 404."""
+    append_batches(
+        backend,
+        [news("a1", "2025-05-01", [ent("acme", name="Acme")]), news("o1", "2025-07-01", ("old-acme",))],
+        [alias("al", "old-acme", "acme")],
+    )
+    q = open_queries(backend)
+    try:
+        for asked in ("old-acme", "acme"):
+            with pytest.raises(NotFound, match="as of"):
+                q.entity(asked, as_of="2000-01-01T00:00Z")
+            early = tl(q, asked, as_of="2000-01-01")
+            assert early["entries"] == [] and early["entity"]["event_count"] == 0
+            assert (early["entity"]["id"], early["entity"]["aliases"]) == (asked, []), early["entity"]
+        now = tl(q, "old-acme")["entity"]  # and now: the alias answers with its entity
+        assert (now["id"], now["aliases"], now["event_count"]) == ("acme", ["old-acme"], 2)
+    finally:
+        q.close()
 
 
 def test_as_of_takes_a_year_month_or_day_as_the_end_of_it(q, db):
