@@ -84,7 +84,7 @@ def reachable(settings: Settings) -> Iterator[None]:
 
 def owned_by(store: Path, path: Path) -> str | None:
     """What of the SQLite ``store`` a file written at ``path`` would replace (its log, its index,
-    a projection…), or None: no command writes over the source of truth or what lives beside it.
+    a projection, the embedded Redis' files beside it…), or None: no command writes over the source of truth or what lives beside it.
     Links and ``..`` are resolved, so another spelling of the same file is caught too."""
     from projections.engine.files import projections_dir
 
@@ -97,6 +97,9 @@ def owned_by(store: Path, path: Path) -> str | None:
     folder = projections_dir(store)
     if target == folder or folder in target.parents:
         return "the store's projections"
+    redis = store.parent / "redis"  # ``Settings.redis_dir``: the embedded Redis' AOF and port file
+    if target == redis or redis in target.parents:
+        return "the embedded Redis' folder: the stream's entries not yet stored and the dead letters"
     return None
 
 
