@@ -277,6 +277,37 @@ def test_the_last_events_removed_are_found_by_the_projections_that_applied_them(
     assert "first bad position: 30" in done.stdout and "up to position 30" in done.stderr.replace("\n", " ")
 
 
+def test_events_stored_and_projected_while_verify_runs_are_not_taken_for_removed_ones(db: Path) -> None:
+    """``timeline verify`` beside a running service: it checks the store as it stood when it
+    began, then reads the projections' checkpoints, which the service has moved on meanwhile. It
+    said "projection timelines has applied events up to position 70275, but the store ends at
+    65275: events were removed from its end" (NOT OK) on an intact store under ingest. Here the
+    service's work between the two is done for it: more events stored and projected."""
+    from events.integrity import projections_beyond
+
+    with EventStore(db) as store, ProjectionEngine(store, default_projections()) as engine:
+        engine.setup()
+        engine.rebuild()
+        conn = connect_read_only(db)
+        try:
+            report = verify(conn)  # the store checked: 30 events
+        finally:
+            conn.close()
+        assert report.ok and report.head_position == N
+        more = [{"id": f"late-{i}", "kind": "report", "occurred_at": "2025-07", "headline": f"Late {i}",
+                 "entities": [{"name": "Somebody"}]} for i in range(5)]
+        assert all(r.status == "stored" for r in store.append(
+            [Candidate(parse_event(e), json.dumps(e).encode()) for e in more]))
+        engine.catch_up()
+    projections_beyond(db, report)  # the checkpoints, read after: at N + 5
+    assert report.ok, report.problems
+    # and events really removed from the end are still found
+    behind_back(db, *(f"DELETE FROM {table} WHERE position = {N + 5}" for table in
+                      ("events", "event_chain", "event_meta", "event_entities", "event_states")))
+    projections_beyond(db, report)
+    assert not report.ok and f"up to position {N + 5}, but the store ends at {N + 4}" in str(report.problems)
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
     """Every file of a folder: (size, mtime in ns, contents)."""
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())}
