@@ -3,6 +3,7 @@ demo (docs/contract.md §5)."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import json
@@ -268,6 +269,7 @@ def _read_lines(source: str) -> list[bytes]:
             err.print(f"[red]no such file:[/] {source}")
             raise typer.Exit(2)
         data = path.read_bytes()
+    data = data.removeprefix(codecs.BOM_UTF8)  # the file's byte order mark, not its first event's
     return [line.strip() for line in data.splitlines() if line.strip()]
 
 

@@ -79,6 +79,8 @@ def read_lines(source: IO[bytes], overlong: Callable[[int, bytes, Iterator[bytes
             overlong(number, piece.lstrip(), _rest_of_line(source))
             continue
         line = piece.strip()
+        if number == 1:  # a byte order mark is the file's (Notepad, PowerShell), not its first event's
+            line = line.removeprefix(codecs.BOM_UTF8).strip()
         if line:
             yield number, line
 
