@@ -614,4 +614,22 @@ def create_app(runtime: Runtime, *, manage: bool = True) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     ui.install(app, runtime)  # the web page: / and /ui/ (docs/ui.md)
+    app.add_middleware(HeadAsGet)  # outermost: the routes and the metrics see a GET
     return app
+
+
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` is answered as ``GET`` is, without the body (RFC 9110 9.3.2: a
+    general-purpose server supports HEAD on what it serves with GET; uptime checks and caches
+    send it). FastAPI routes take only the methods they name, so HEAD was a 405 on every GET of
+    the API. The app sees a GET in a copy of the scope; uvicorn's own scope still says HEAD, and
+    it sends the headers (Content-Length included) but no body. A live stream never ends: HEAD
+    on one stays a 405 rather than holding a connection open for a body nobody reads."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD" and not scope["path"].endswith("/stream"):
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
