@@ -23,6 +23,14 @@ leave its group (or change role in it), the group as it had it against the group
 reader part-way through the declaration's own entries (``StreamCursor.moved``) takes back those
 it was told of and reads on after its position.
 
+A client may drop part-way through a declaration's messages (they all have its position as id,
+over several pages when there are more than a page's): it reconnects with that position as its
+``Last-Event-ID``, having had some of them and not the others, and no id tells which. So a
+stream that resumes at the position of a declaration that changes its group tells all of the
+declaration's messages again (``StreamCursor.resumed``), then reads on: a client that had some
+gets them twice (an ``update`` replaces, a ``remove`` of what it no longer holds does nothing),
+none is missing, and ids never decrease (the first again has the id the client resumed at).
+
 Aliases are resolved as the store knew them at each position (a change before a declaration
 belongs to the timeline as it was then): the members of an entity's group are constant between
 the declarations that touch it, and at such a declaration the entries that moved in or out are
@@ -36,7 +44,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from events.aliases import EVERYTHING
@@ -72,13 +80,29 @@ class Message:
 class StreamCursor:
     """Every change up to ``position`` has been read; ``moved``: the (start_key, event position)
     of the last entry read of the alias declaration at ``position + 1``, part-way through it;
-    ``seen``: see below."""
+    ``seen`` and ``resumed``: see below."""
 
     position: int
     moved: Key | None = None
     #: the last erasure (``tl_removals.seq``) taken into account; None: not read yet (a stream
-    #: resuming after ``position`` is told of those made once the tables had reached it)
+    #: resuming after the position it was told of is told of those made once the tables had
+    #: reached it)
     seen: int | None = None
+    #: part-way through the declaration at ``position + 1`` because the stream resumed at it
+    #: (``moved``: ``FIRST`` until its first entry is told again): the client may hold any of
+    #: its entries, told before it reconnected
+    resumed: bool = False
+
+    @property
+    def told(self) -> int:
+        """The id of the stream's last messages: its position, or, part-way through the
+        declaration after it, the declaration's."""
+        return self.position if self.moved is None else self.position + 1
+
+
+#: ``StreamCursor.moved`` of a stream that resumed at a declaration and has not been told of
+#: any of its entries again yet: before every entry in timeline order
+FIRST: Key = ("", -1)
 
 
 @dataclass(slots=True)
@@ -148,13 +172,24 @@ def changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filte
     return queries.reread(_changes, queries, entity_id, cursor, filters, limit)
 
 
+def _resuming(reader: "_Reader", cursor: StreamCursor) -> StreamCursor:
+    """A stream resuming at ``cursor.position``: part-way through the declaration there, before
+    its first entry, when it is one that changes the stream's group (the client may have
+    dropped part-way through its messages, which all have that id); else as it was."""
+    at = cursor.position
+    if reader.entity_id is None or at == 0 or cursor.seen is not None or cursor.moved is not None:
+        return cursor
+    move = reader.next_move(at - 1, at)
+    return cursor if move is None else StreamCursor(at - 1, FIRST, resumed=True)
+
+
 def _changes(queries: Queries, entity_id: str | None, cursor: StreamCursor, filters: StreamFilter, limit: int) -> ChangePage:
     queries._refresh()  # dropped and read again after an erasure
     with queries.snapshot() as conn:
         upto, tag = queries._checkpoint(conn, "timelines")
         _require_log(queries, conn, tag)
         reader = _Reader(queries, conn, tag, upto, entity_id, filters)
-        page = ChangePage(cursor=cursor, upto=upto)
+        page = ChangePage(cursor=_resuming(reader, cursor), upto=upto)
         if not reader.removals(page, limit):
             page.more = True
             return page
@@ -297,17 +332,18 @@ class _Reader:
         last = page.erased = _last_removal(self.queries, self.conn, self.tag)
         cursor = page.cursor
         seen = cursor.seen
-        if seen is None:  # resuming: erasures made before the tables reached the position were told then
-            seen = 0 if not last else self.conn.execute(
-                f"SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE reached < ?", (cursor.position,)
-            ).fetchone()[0]
-        if seen >= last:  # nothing new: the usual case
-            page.cursor = StreamCursor(cursor.position, cursor.moved, seen)
-            return True
-        f, at = self.filters, cursor.position
         # Part-way through the declaration at ``at + 1``, the stream's last messages had its
         # position as id: ids never decrease.
-        told_at = at if cursor.moved is None else at + 1
+        told_at = cursor.told
+        if seen is None:  # resuming: erasures made before the tables reached the position were told then
+            # (the position the client resumed at: ``told_at`` too when it resumed at a declaration)
+            seen = 0 if not last else self.conn.execute(
+                f"SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE reached < ?", (told_at,)
+            ).fetchone()[0]
+        if seen >= last:  # nothing new: the usual case
+            page.cursor = replace(cursor, seen=seen)
+            return True
+        f, at = self.filters, cursor.position
         # The group as the stream has it: with the alias declarations erased since ``seen`` (it
         # is told of the entries they took out below, after the erasures before them), and, part-
         # way through the declaration at ``at + 1``, its entries up to ``cursor.moved`` too (a
@@ -342,8 +378,8 @@ class _Reader:
             Message(told_at, "remove", compact_json({"event_id": e, "kind": k, "position": p, "status": "erased"}))
             for _, p, e, k in rows
         ]
-        page.cursor = StreamCursor(cursor.position, cursor.moved, bound)
-        if declared and self._regrouped(page, declared, bound, at, cursor.moved):
+        page.cursor = replace(cursor, seen=bound)
+        if declared and self._regrouped(page, declared, bound, at, cursor.moved, cursor.resumed):
             page.cursor = StreamCursor(at + 1, seen=bound)  # the declaration it was part-way through is gone
         return done
 
@@ -403,7 +439,8 @@ class _Reader:
         return out
 
     def _regrouped(
-        self, page: ChangePage, declared: list[tuple[int, int, str, str, bool]], bound: int, at: int, mid: Key | None
+        self, page: ChangePage, declared: list[tuple[int, int, str, str, bool]], bound: int, at: int, mid: Key | None,
+        resumed: bool = False,
     ) -> bool:
         """The entries that the erased alias declarations ``declared`` of erasures up to ``bound``
         took out of the entity's group at ``at`` (``remove``), or whose best role in it they
@@ -411,9 +448,10 @@ class _Reader:
         declarations, against the group as it is without them. ``mid``: the stream is part-way
         through the declaration at ``at + 1`` (it was told of its entries up to ``mid``, in
         timeline order): those entries are compared in the groups as of ``at + 1``, the others
-        as of ``at``, and the messages' id is ``at + 1``. True when that declaration is one of
-        the erased ones: all that the stream was told of it is taken back, and it reads on from
-        its position."""
+        as of ``at``, and the messages' id is ``at + 1``; ``resumed``: the stream resumed at that
+        declaration, and the client may hold any of its entries (told before it reconnected):
+        all are compared as of ``at + 1``. True when that declaration is one of the erased ones:
+        all that the stream was told of it is taken back, and it reads on from its position."""
         erased = [d for d in declared if d[0] <= bound]
         if not erased:
             return False
@@ -423,7 +461,10 @@ class _Reader:
         start = len(page.messages)
         # (group as of, entries after, entries up to): those of the declaration the stream was
         # part-way through that it was told of, then the others, in timeline order
-        halves = [(at, None, None)] if mid is None else [(at + 1, None, mid), (at, mid, None)]
+        halves = (
+            [(at, None, None)] if mid is None else [(at + 1, None, None)] if resumed
+            else [(at + 1, None, mid), (at, mid, None)]
+        )
         for position, after, through in halves:
             was, now = self._members(before, position), self._members(then, position)
             if set(was) == set(now):
@@ -459,11 +500,11 @@ class _Reader:
             for *row, _key, was, now in rows
         ]
         self._add(page, told)
-        seen = page.cursor.seen
+        cursor = page.cursor
         page.cursor = (
-            StreamCursor(move.position, seen=seen)
+            StreamCursor(move.position, seen=cursor.seen)
             if done
-            else StreamCursor(move.position - 1, (rows[-1][-3], rows[-1][0]), seen)
+            else replace(cursor, position=move.position - 1, moved=(rows[-1][-3], rows[-1][0]))
         )
         return done
 
@@ -483,7 +524,7 @@ class _Reader:
         if f.kinds:
             where.append(f"v.kind IN ({','.join('?' * len(f.kinds))})")
             args += list(f.kinds)
-        if after is not None:
+        if after is not None and after != FIRST:
             where.append("(en.start_key, en.position) > (?, ?)")
             args += list(after)
         if through is not None:
