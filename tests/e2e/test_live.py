@@ -305,3 +305,48 @@ def test_an_erasure_is_told_to_open_streams_and_a_resumed_one_never_shows_it(ser
     # No byte of any file keeps the marker (the entity it named has no id left either).
     found = [str(p) for p in data.rglob("*") if p.is_file() and marker.lower().encode() in p.read_bytes().lower()]
     assert found == []
+
+
+def test_a_client_dropped_part_way_through_an_alias_s_entries_resumes_with_them(serve, backend) -> None:
+    """A declaration that moves more entries than a page (50) into an entity's stream tells them
+    all with its position as id: a client that drops after a few of them and reconnects with
+    that id (``Last-Event-ID``) is told all of them again, then reads on, and holds every one."""
+    server = serve()
+    moved = [news(f"big-{i:03d}", "big-twitter", occurred_at=f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}")
+             for i in range(60)]
+    with server.client() as http:
+        post(http, [*moved, news("big-x", "big-x")])
+        before = _stored(http, "big-x")
+        post(http, [{"id": "big-merge", "kind": "entity_alias", "occurred_at": "2023-07-24",
+                     "details": {"alias": "big-twitter", "canonical": "big-x"}}])
+        post(http, [news("big-later", "big-x")])
+        merge, later = _stored(http, "big-merge"), _stored(http, "big-later")
+        held: dict[str, dict[str, Any]] = {}
+
+        def hold(event: str, entry: dict[str, Any]) -> None:
+            if event == "remove":
+                held.pop(entry["event_id"], None)
+            else:
+                held[entry["event_id"]] = entry
+
+        first: list[tuple[str, int]] = []
+        with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(60.0)) as client:
+            with connect_sse(client, "GET", "/entities/big-x/timeline/stream",
+                             headers={"Last-Event-ID": "0"}) as source:
+                assert source.response.status_code == 200, source.response.read()
+                for sse in source.iter_sse():
+                    if sse.event in CHANGES:
+                        first.append((sse.event, int(sse.id)))
+                        hold(sse.event, json.loads(sse.data))
+                    if len(first) == 4:
+                        break  # the connection drops here: closed with the rest of the page unread
+        assert first == [("entry", before)] + [("update", merge)] * 3
+        again = Listener(server, "/entities/big-x/timeline/stream", 61, headers={"Last-Event-ID": str(merge)})
+        again.start()
+        got = again.result()
+        for event, _, entry in got:
+            hold(event, entry)
+        assert [m[1] for m in got] == [merge] * 60 + [later]  # all of the declaration's again, then on
+        assert {m[0] for m in got[:60]} == {"update"} and len({m[2]["event_id"] for m in got[:60]}) == 60
+        page = http.get("/entities/big-x/timeline", params={"limit": 500}).json()["entries"]
+        assert held.keys() == {e["event_id"] for e in page} == {e["id"] for e in moved} | {"big-x", "big-later"}
