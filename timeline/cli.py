@@ -452,7 +452,7 @@ def show(
     from events.models import KINDS
     from projections.queries import NotFound, QueryError, TimelineQuery
 
-    from .service import TimelineService
+    from .service import open_for_reading
 
     unknown = [k for k in kind or () if k not in KINDS]
     if unknown:
@@ -461,13 +461,11 @@ def show(
     settings = _settings()
     _store_or_exit(settings, ": run `timeline serve` or `timeline demo` first")
     with _store_unavailable_exits(settings):
-        service = TimelineService(settings)
+        service = open_for_reading(settings, _say)
     query = TimelineQuery(
         since=since, until=until, as_of=as_of, kinds=tuple(kind or ()), limit=500 if show_all else limit, cursor=cursor
     )
     try:
-        if not service.read_only:  # a read-only node reads what the writer projected
-            service.project()
         result = service.queries.timeline(entity, query, total=True)
         while show_all and result["next_cursor"]:
             more = service.queries.timeline(entity, replace(query, cursor=result["next_cursor"]))
@@ -530,7 +528,7 @@ def export(
     from projections.queries import NotFound, QueryError, TimelineQuery
 
     from .exports import FORMATS, Export, entity_name, pages, reads_retracted, writer
-    from .service import TimelineService
+    from .service import open_for_reading
 
     problems = [
         (fmt not in FORMATS, f"--format: {fmt!r} is not one of {', '.join(FORMATS)}"),
@@ -558,12 +556,10 @@ def export(
         err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None
     with _store_unavailable_exits(settings):
-        service = TimelineService(settings)
+        service = open_for_reading(settings, _say)
     partial = output.with_name(output.name + ".partial") if output is not None else None
     sink = partial.open("w", encoding="utf-8", newline="") if partial is not None else sys.stdout
     try:
-        if not service.read_only:  # a read-only node reads what the writer projected
-            service.project()
         read = lambda q: service.queries.timeline(entity, q, render=True, updated=True, keep_cards=False)  # noqa: E731
         following = pages(plan, read)
         first = next(following)

@@ -19,8 +19,10 @@ import json
 import logging
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -283,7 +285,9 @@ READ_ONLY_REFUSAL = (
 
 
 class TimelineService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, lock_wait: float | None = None) -> None:
+        """``lock_wait``: seconds the projections' write transactions wait for another process's
+        lock (on SQLite; None: 30 s), as ``open_for_reading`` asks."""
         self.settings = settings
         #: a read-only node's service: the store and the projections' files opened so that they
         #: cannot be written, no projection engine (nothing set up, migrated, projected or rebuilt)
@@ -302,10 +306,12 @@ class TimelineService:
                 # what was stored meanwhile in one transaction (a page of a projection table is
                 # written once per batch, so the cost per event falls as batches grow;
                 # docs/performance.md has the figures).
-                self.engine = open_engine(self.store, batch_size=20_000)
+                self.engine = open_engine(self.store, batch_size=20_000, lock_wait=lock_wait)
                 #: projections whose code version differs from their tables': rebuilt in the background
                 self.outdated = self._setup(self.engine)
             except BaseException:
+                if self.engine is not None:
+                    self.engine.close()
                 self.store.close()
                 raise
             self.projection_names = list(self.engine.projections)
@@ -460,6 +466,74 @@ class TimelineService:
                 if not held:
                     time.sleep(LEASE_POLL_SECONDS)
         return RebuildStep(head if position is None else position, head, done)
+
+
+#: seconds a command that reads waits for a projection's write lock that another process (a
+#: running ``timeline serve``'s projector, whose batch may hold it for tens of seconds) holds
+READ_LOCK_WAIT_SECONDS = 1.0
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _projected(settings: Settings) -> TimelineService | None:
+    """A read-only service over the store, when the store is at this code's schema and every
+    projection is set up (holds a checkpoint); else None."""
+    try:
+        service = TimelineService(settings.model_copy(update={"read_only": True}))
+    except ReadOnlyNode:  # no store yet, or one not migrated to this version
+        return None
+    if {s.name for s in service.queries.projections()} != set(service.projection_names):
+        service.close()
+        return None
+    return service
+
+
+def _lag(service: TimelineService) -> int:
+    """Events the slowest projection is behind the store's head."""
+    return max((s.lag for s in service.queries.projections()), default=0)
+
+
+def open_for_reading(settings: Settings, say: Callable[[str], None]) -> TimelineService:
+    """The service of a command that reads the projections (``timeline show``, ``export``).
+
+    It reads as a read-only node does (docs/read-only.md): the store and projections opened so
+    that they cannot be written, so it never waits for the writer's locks. When the projections
+    are behind the store's head it first catches them up, as a writer whose write transactions
+    wait ``READ_LOCK_WAIT_SECONDS`` for another process's lock: with no writer running it reads
+    at the head; when a running writer holds a projection's lock (its projector in a batch) it
+    reads what is projected and ``say``s how far behind that is. Only a store whose projections
+    are not set up waits for such a lock (saying so once): there is nothing to read before."""
+    if settings.read_only:  # a read-only node reads what the writer projected
+        return TimelineService(settings)
+    waiting = False
+    while True:
+        reader = _projected(settings)
+        try:
+            if reader is None or _lag(reader) > 0:
+                writer = TimelineService(settings, lock_wait=READ_LOCK_WAIT_SECONDS)  # sets the projections up
+                try:
+                    writer.project()
+                finally:
+                    writer.close()
+        except Exception as exc:
+            if not _locked(exc):
+                if reader is not None:
+                    reader.close()
+                raise
+            if reader is not None:
+                lag = _lag(reader)
+                if lag > 0:
+                    say(f"reading what is projected: {lag} events behind the store's head (another process,"
+                        " a running `timeline serve` say, is projecting them)")
+                return reader
+            if not waiting:
+                say("waiting for the projections to be set up: another process (a running `timeline serve` say)"
+                    " holds their write lock")
+                waiting = True
+            continue
+        return reader if reader is not None else TimelineService(settings.model_copy(update={"read_only": True}))
 
 
 def _served_store(settings: Settings) -> EventStore:

@@ -44,6 +44,7 @@ class EngineBase:
         rebuild_batch_size: int | None = None,
         set_based: bool = True,
         parallel: bool = True,
+        lock_wait: float | None = None,
     ) -> None:
         self._check_store(store)
         self.store = store
@@ -54,6 +55,10 @@ class EngineBase:
         self.rebuild_batch_size = rebuild_batch_size or 4 * batch_size
         self.set_based = set_based  # False: every event through ``apply`` (to check ``bulk`` against)
         self.parallel = parallel  # False: one projection after the other, on the caller's thread
+        # Seconds a write transaction waits for another process's write lock on a projection's file
+        # before failing with ``database is locked`` (None: the connection's 30 s). A command that
+        # reads (``timeline show``) waits briefly, then reads what is projected.
+        self.lock_wait = lock_wait
         self._rebuilding: dict[str, str] = {}  # the rebuilds this engine started: name -> tag
         # (name, rebuild tag) of the rebuilds whose read-side indexes exist and whose ``finish`` ran
         # (projections started together share a tag)
@@ -99,6 +104,8 @@ class EngineBase:
             conn = self._conns.get(name)
             if conn is None:
                 conn = open_projection(self.store.path, name)
+                if self.lock_wait is not None:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self.lock_wait * 1000)}")
                 self._conns[name] = conn
                 self._views[name] = EventStore.over(conn)
             return conn
