@@ -514,7 +514,7 @@ def open_for_reading(settings: Settings, say: Callable[[str], None]) -> Timeline
             if reader is None or _lag(reader) > 0:
                 writer = TimelineService(settings, lock_wait=READ_LOCK_WAIT_SECONDS)  # sets the projections up
                 try:
-                    writer.project()
+                    writer.project()  # on PostgreSQL, not the projections whose lease a running node holds
                 finally:
                     writer.close()
         except Exception as exc:
@@ -522,18 +522,19 @@ def open_for_reading(settings: Settings, say: Callable[[str], None]) -> Timeline
                 if reader is not None:
                     reader.close()
                 raise
-            if reader is not None:
-                lag = _lag(reader)
-                if lag > 0:
-                    say(f"reading what is projected: {lag} events behind the store's head (another process,"
-                        " a running `timeline serve` say, is projecting them)")
-                return reader
-            if not waiting:
-                say("waiting for the projections to be set up: another process (a running `timeline serve` say)"
-                    " holds their write lock")
-                waiting = True
-            continue
-        return reader if reader is not None else TimelineService(settings.model_copy(update={"read_only": True}))
+            if reader is None:
+                if not waiting:
+                    say("waiting for the projections to be set up: another process (a running `timeline serve`"
+                        " say) holds their write lock")
+                    waiting = True
+                continue
+        if reader is None:
+            reader = TimelineService(settings.model_copy(update={"read_only": True}))
+        lag = _lag(reader)
+        if lag > 0:
+            say(f"reading what is projected: {lag} events behind the store's head (another process, a running"
+                " `timeline serve` say, is projecting them)")
+        return reader
 
 
 def _served_store(settings: Settings) -> EventStore:
