@@ -166,10 +166,11 @@ def busy_seconds() -> float:
 
 def measure(
     servers: dict[str, Server], config: list[str], connections: int, seconds: float, workdir: Path,
-    paths: list[str], generator: str, db: str | None = None, database_niceness: int = 0,
+    paths: list[str], generator: str, db: str | None = None, database_niceness: int = 0, warmup: float = 1.0,
 ) -> dict[str, Any]:
     targets = [servers[name].url for name in config]
-    load(targets, connections, 1.0, workdir, paths, generator)  # warm-up: connections, caches
+    if warmup:  # (none in a smoke run)
+        load(targets, connections, warmup, workdir, paths, generator)  # warm-up: connections, caches
     backends = database_backends(db, [servers[name] for name in config]) if db else set()
     if database_niceness:
         # PostgreSQL puts each backend in a session (so an autogroup) of its own: the niceness it
@@ -241,7 +242,7 @@ def generator_in_use() -> str:
 
 def run(
     store: Path | str, redis_url: str, *, connections: int, seconds: float, rounds: int, generator: str, pin: bool = False,
-    configs: list[str] | None = None, database_niceness: int = 0,
+    configs: list[str] | None = None, database_niceness: int = 0, warmup: float = 1.0,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each configuration (``CONFIGS``, or those named) measured ``rounds`` times, alternating;
     with ``database_niceness``, the database backends serving the nodes raised (a server of the
@@ -264,7 +265,7 @@ def run(
                 for label, config in chosen.items():
                     results[label].append(measure(servers, config, connections, seconds, work, paths, generator,
                                                   db=str(store) if is_postgres(str(store)) else None,
-                                                  database_niceness=database_niceness))
+                                                  database_niceness=database_niceness, warmup=warmup))
         finally:
             for server in reversed(list(servers.values())):
                 server.stop()

@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     n = args.events or (2_000 if args.quick else 200_000)
     rebuild_n = args.rebuild_events or (5_000 if args.quick else 1_000_000)
     calls = 200 if args.quick else 2_000
-    http_seconds = 2.0 if args.quick else 10.0
+    # a smoke run's HTTP loads: long enough for every figure to have samples, whole seconds
+    # (wrk's -d), no warm-up; each second of them keeps both cores busy
+    http_seconds, warmup = (1.0, 0.0) if args.quick else (10.0, 1.0)
     run_peer = not args.no_peer and peer.available()
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -210,10 +212,10 @@ def main(argv: list[str] | None = None) -> None:
             q_busy = step("query in-process, busy", lambda: queries.in_process(store, queries.BUSY, calls))
             q_rare = step("query in-process, rare", lambda: queries.in_process(store, rare, calls))
             q_http = step("query HTTP, 16 clients",
-                          lambda: queries.http(store, redis_url, clients=16, seconds=http_seconds))
+                          lambda: queries.http(store, redis_url, clients=16, seconds=http_seconds, warmup=warmup))
             q_scale = step("query HTTP, 1 and 2 read-only processes", lambda: read_scaling.run(
                 store, redis_url, connections=16, seconds=http_seconds, rounds=1, generator=read_scaling.generator_in_use(),
-                configs=["1 read-only", "2 read-only"]))
+                configs=["1 read-only", "2 read-only"], warmup=warmup))
 
             # 6. the peer
             pr = step(f"peer eventsourcing, {rebuild_n:,} events (first {n:,} timed apart)",
