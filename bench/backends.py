@@ -53,7 +53,7 @@ import psycopg
 from events.pg.connect import with_schema
 
 from .queries import _load
-from .server import ROOT, Server, database_backends, database_cpu_seconds
+from .server import ROOT, Server, database_backends, database_cpu_seconds, stop_all
 
 
 READ_ONLY_BESIDE = "1 + 1 read-only"  # the nodes of the row: the writer and a read-only node beside it
@@ -135,9 +135,9 @@ def _head(db: str) -> int:
         conn.close()
 
 
-def reads(servers: list[Server], *, clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` keep-alive connections spread evenly over ``servers``, for ``seconds`` (after a
-    second's warm-up): answers (200) a second summed, latency of the slowest node; or ``error``
+def reads(servers: list[Server], *, clients: int, seconds: float, warmup: float = 1.0) -> dict[str, Any]:
+    """``clients`` keep-alive connections spread evenly over ``servers``, for ``seconds`` (after
+    ``warmup`` seconds' warm-up): answers (200) a second summed, latency of the slowest node; or ``error``
     when a read failed (a status other than 200 and 404, a connection lost) or none answered."""
 
     postgres = "://" in str(servers[0].db)
@@ -154,7 +154,7 @@ def reads(servers: list[Server], *, clients: int, seconds: float) -> dict[str, A
 
     async def everyone() -> list[dict[str, float]]:
         shares = [clients // len(servers) + (1 if i < clients % len(servers) else 0) for i in range(len(servers))]
-        return await asyncio.gather(*(_load(s.url, share, seconds, 1.0, cpu(s))
+        return await asyncio.gather(*(_load(s.url, share, seconds, warmup, cpu(s))
                                       for s, share in zip(servers, shares) if share))
 
     try:
@@ -180,7 +180,7 @@ def reads(servers: list[Server], *, clients: int, seconds: float) -> dict[str, A
 
 
 def ingest_and_read(db: str, nodes: int, n: int, redis_url: str, workdir: Path, *, clients: int,
-                    seconds: float, beside: bool = False) -> dict[str, Any]:
+                    seconds: float, warmup: float = 1.0, beside: bool = False) -> dict[str, Any]:
     """Start ``nodes`` servers on ``db`` sharing one stream; ingest ``n`` events; then reads. With
     ``beside`` (one node), then reads again with a read-only node started beside the writer."""
     servers = [Server(db, redis_url, workdir) for _ in range(nodes)]  # type: ignore[arg-type]
@@ -225,7 +225,7 @@ def ingest_and_read(db: str, nodes: int, n: int, redis_url: str, workdir: Path, 
             # every event in the store (the projections then catch up): the append side's rate
             "stored_rate": n / stored_seconds,
         }
-        out.update(reads(servers, clients=clients, seconds=seconds))
+        out.update(reads(servers, clients=clients, seconds=seconds, warmup=warmup))
         if beside and nodes == 1:
             # a read-only node beside the writer, on the store it wrote: reads spread over the two
             reader = Server(db, redis_url, workdir, stream=stream, env={"TIMELINE_READ_ONLY": "1"})  # type: ignore[arg-type]
@@ -235,14 +235,13 @@ def ingest_and_read(db: str, nodes: int, n: int, redis_url: str, workdir: Path, 
             except RuntimeError as exc:
                 out["beside"] = {"error": f"read-only node: {str(exc).splitlines()[0]}", "log": str(exc)[-3000:]}
             else:
-                out["beside"] = reads(servers, clients=clients, seconds=seconds)
+                out["beside"] = reads(servers, clients=clients, seconds=seconds, warmup=warmup)
         return out
     finally:
         if publisher is not None and publisher.poll() is None:
             publisher.kill()
             publisher.wait()
-        for server in servers:
-            server.stop()
+        stop_all(servers)
 
 
 def rebuild(db: str) -> dict[str, float]:
@@ -276,7 +275,7 @@ def bulk_import(db: str, source: Path, n: int, workdir: Path) -> dict[str, float
     return {"import_seconds": took, "import_rate": n / took}
 
 
-def run(n: int, redis_url: str, pg_url: str, *, clients: int = 16, seconds: float = 10.0,
+def run(n: int, redis_url: str, pg_url: str, *, clients: int = 16, seconds: float = 10.0, warmup: float = 1.0,
         backends: tuple[str, ...] = ("sqlite", "postgres")) -> dict[str, Any]:
     from .workload import lines
 
@@ -301,7 +300,7 @@ def run(n: int, redis_url: str, pg_url: str, *, clients: int = 16, seconds: floa
                         + (", then reads with a read-only node beside the writer" if nodes == 1 else ""))
                     try:
                         row.update(ingest_and_read(db, nodes, n, redis_url, workdir, clients=clients, seconds=seconds,
-                                                   beside=nodes == 1))
+                                                   warmup=warmup, beside=nodes == 1))
                     except Exception as exc:  # noqa: BLE001 - the other rows still count; the table says why
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                         log(f"{backend}, {nodes} node(s): {row['error']}")
@@ -364,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--seconds", type=float, default=10.0, help="HTTP reads: measured for this long")
+    parser.add_argument("--warmup", type=float, default=1.0, help="HTTP reads: warmed up for this long first")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--postgres-url", default=os.environ.get("POSTGRES_URL"))
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --redis-url or set REDIS_URL")
     with postgres(args.postgres_url) as pg_url:
         result = run(args.events, args.redis_url, pg_url, clients=args.clients, seconds=args.seconds,
-                     backends=tuple(args.backend or ("sqlite", "postgres")))
+                     warmup=args.warmup, backends=tuple(args.backend or ("sqlite", "postgres")))
     print(table(result))
     if args.json:
         print(json.dumps(result))

@@ -13,7 +13,7 @@ entities drawn with the workload's Zipf weights, on keep-alive connections, for 
 - ``writer alone``: every connection to the writer (the one process of ``bench.queries``).
 
 The configurations alternate (``--rounds``), so a change in the machine's load falls on all of
-them; each is warmed up for a second first.
+them; each is warmed up for a second first (``--warmup``).
 
 The load generator needs CPU too, on the same two cores. It is ``wrk`` when installed (C, epoll:
 ``apt-get install wrk``; a Lua script draws the paths), which costs a few hundredths of a core at
@@ -55,7 +55,7 @@ from events.backend import is_postgres
 from projections.engine import projection_path
 
 from .queries import _get, _zipf_ids, percentile
-from .server import Server, cpu_seconds, database_backends, redis_url_or_embedded
+from .server import Server, cpu_seconds, database_backends, redis_url_or_embedded, stop_all
 
 PATH = "/entities/{}/timeline?limit=50"
 LUA = """
@@ -258,17 +258,18 @@ def run(
         writer = Server(store, redis_url, work).start()  # type: ignore[arg-type]
         servers = {"writer": writer}
         try:
-            for cpu, name in enumerate(("read-1", "read-2")):
+            for cpu, name in enumerate(("read-1", "read-2")):  # the two start together
                 servers[name] = Server(store, redis_url, work, stream=writer.stream, env={"TIMELINE_READ_ONLY": "1"},  # type: ignore[arg-type]
-                                       prefix=["taskset", "-c", str(cpu)] if pin else None).start()
+                                       prefix=["taskset", "-c", str(cpu)] if pin else None).launch()
+            for name in ("read-1", "read-2"):
+                servers[name].wait_healthy()
             for _ in range(rounds):
                 for label, config in chosen.items():
                     results[label].append(measure(servers, config, connections, seconds, work, paths, generator,
                                                   db=str(store) if is_postgres(str(store)) else None,
                                                   database_niceness=database_niceness, warmup=warmup))
         finally:
-            for server in reversed(list(servers.values())):
-                server.stop()
+            stop_all(list(reversed(servers.values())))
     return results
 
 
@@ -316,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time of each configuration")
     parser.add_argument("--rounds", type=int, default=3, help="times each configuration is measured, alternating")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up time before each measurement (seconds)")
     parser.add_argument("--generator", choices=("auto", "wrk", "asyncio"), default="auto",
                         help="load generator (auto: wrk when installed, else the asyncio client)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None,
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
               f" niceness {os.getpriority(os.PRIO_PROCESS, 0)} ({_autogroup()}){'; pinned' if args.pin else ''};"
               f" backend: {args.backend}")
         results = run(store, url, connections=args.connections, seconds=args.seconds, rounds=args.rounds,
-                      generator=generator, pin=args.pin,
+                      generator=generator, pin=args.pin, warmup=args.warmup,
                       database_niceness=args.nice if args.backend == "postgres" and args.own_postgres else 0)
         print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
     pg = args.backend == "postgres"

@@ -153,12 +153,21 @@ class Server:
         return self.process.pid
 
     def start(self, timeout: float = 120.0) -> "Server":
+        return self.launch().wait_healthy(timeout)
+
+    def launch(self) -> "Server":
+        """The process started, not waited for (``wait_healthy``): servers that need not start
+        one after the other start together."""
         self.port = free_port()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603
                 [*self.prefix, *_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env, cwd=str(self.workdir), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
+        return self
+
+    def wait_healthy(self, timeout: float = 120.0) -> "Server":
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -194,9 +203,17 @@ class Server:
         return cpu_seconds(self.pid) + sum(cpu_seconds(child) for child in children(self.pid))
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """SIGTERM sent, not waited for (``wait_stopped``): servers stop together (``stop_all``)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
         process = self.process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -214,3 +231,11 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_all(servers: list[Server]) -> None:
+    """Every server stopped, their graceful stops (a second or two each) overlapping."""
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.wait_stopped()

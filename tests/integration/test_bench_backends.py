@@ -16,7 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def test_backends_benchmark_reads_on_postgres(redis_url: str, pg_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.backends", "--events", "300", "--seconds", "1", "--clients", "4",
+        [sys.executable, "-m", "bench.backends", "--events", "100", "--seconds", "0.3", "--warmup", "0.2",
+         "--clients", "4",
          "--backend", "postgres", "--redis-url", redis_url, "--postgres-url", pg_url],
         cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=400,
     )

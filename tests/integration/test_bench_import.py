@@ -24,4 +24,7 @@ def test_bench_import_runs(redis_url: str) -> None:
     assert figures["import_1"]["events"] == figures["import_2"]["events"] == figures["stream"]["events"] == 1500
     assert "stored 1500 (positions 1-1500)" in figures["import_1"]["summary"]
     assert [run["workers"] for run in figures["scaling"]["1"] + figures["scaling"]["2"]] == [1, 2]
-    assert "import / stream" in done.stderr
+    assert figures["fixed"]["seconds"] > 0 and figures["breakdown"]["events"] == 1500
+    for row in ("validate, 1 process(es): ", "validate, 2 process(es): ", "import / stream", "import of an empty file: ",
+                "in process: "):
+        assert row in done.stderr, f"no row {row!r}:\n{done.stderr}"

@@ -17,7 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def _run(redis_url: str, *extra: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.read_scaling", "--events", "2000", "--seconds", "1", "--rounds", "1",
+        [sys.executable, "-m", "bench.read_scaling", "--events", "2000", "--seconds", "0.3", "--warmup", "0.2",
+         "--rounds", "1",
          "--connections", "4", "--generator", "asyncio", *extra],
         cwd=PROJECT_ROOT, env={**os.environ, "REDIS_URL": redis_url, **(env or {})}, capture_output=True, text=True,
         timeout=240,
