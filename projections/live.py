@@ -412,7 +412,8 @@ class _Reader:
             return []
         assert self.entity_id is not None
         at = reached
-        # A side kept as VANISHED (an id no entry named when it was erased) can only be a member
+        # A side kept as VANISHED (an id that no entry nor live declaration named when it was
+        # erased; one still in a group keeps its id) can only be a member
         # of this stream's group that had no entries then either: its own entity first, then the
         # group's canonical id, then the others (the streams that can have shown the merge); but
         # every stream of such an entity reads it so, and no id tells them apart.

@@ -45,10 +45,11 @@ is told), the event's id, kind and position and the checkpoint the tables had re
 was erased. An erasure of an event the tables had not reached leaves none (no reader saw it).
 The rows of an entity that an erasure leaves without entries lose its id: they are kept under
 ``VANISHED``, which a stream of an entity without entries reads (the only streams that can
-have shown them). The store does not keep which entities an erased event named, so a rebuild
-cannot derive these rows: it takes them over from the tables it replaces (``carry``), and an
-erasure during a rebuild writes the same rows into both: a rebuild's rows are the incremental
-ones.
+have shown them); an id that a live alias declaration still names (it is in a group) is in the
+store anyway and keeps its rows, until the last declaration that names it is erased. The store
+does not keep which entities an erased event named, so a rebuild cannot derive these rows: it
+takes them over from the tables it replaces (``carry``), and an erasure during a rebuild writes
+the same rows into both: a rebuild's rows are the incremental ones.
 """
 
 from __future__ import annotations
@@ -343,12 +344,16 @@ class TimelinesProjection(GroupedProjection, Projection):
 
     def remove(self, conn: sqlite3.Connection, tag: str, gone: Erased, reached: int) -> None:
         if gone.kind == "entity_alias":  # the groups as if it had never been declared
-            live = _live(conn, self.name)
-            if live is not None and self._exists(conn, self.table(REMOVALS, tag)):
-                self._tell_regrouping(conn, tag, gone, live)
             table = self.groups(conn, tag)
             table.replay(table.stored_declarations(reached))
             self._file_all(conn, tag)
+            # (told once the groups are without it: an id a declaration still names keeps its rows)
+            live = _live(conn, self.name)
+            removals = self.table(REMOVALS, tag)
+            if live is not None and self._exists(conn, removals):
+                self._tell_regrouping(conn, tag, gone, live)
+                if gone.declared is not None:  # an id only the erased declaration named is gone now
+                    self._forget_vanished(conn, removals, *self._naming(conn, live[0]), frozenset(gone.declared))
             return
         # the event's rows in every set its entities were ever in (those that went keep theirs)
         table = self.groups(conn, tag)
@@ -372,14 +377,22 @@ class TimelinesProjection(GroupedProjection, Projection):
             f"DELETE FROM {self.table(CHANGES, tag)} WHERE position = ?", ((p,) for p in gone.positions)
         )
         if live is not None and self._exists(conn, removals):
-            self._forget_vanished(conn, removals, self.table(ENTRIES, live[0]), gone.entities)
+            self._forget_vanished(conn, removals, *self._naming(conn, live[0]), gone.entities)
+
+    def _naming(self, conn: sqlite3.Connection, live_tag: str) -> tuple[str, str]:
+        """The live tables that name ids: the entries and the groups (the ids that live alias
+        declarations name)."""
+        return self.table(ENTRIES, live_tag), self.groups(conn, live_tag).groups
 
     @staticmethod
-    def _forget_vanished(conn: sqlite3.Connection, removals: str, entries: str, entities: frozenset[str]) -> None:
+    def _forget_vanished(
+        conn: sqlite3.Connection, removals: str, entries: str, grouped: str, entities: frozenset[str]
+    ) -> None:
         """No id is left of an entity that only erased events named (the live tables decide):
-        its rows are kept under ``VANISHED``, which a stream of an entity without entries reads."""
+        its rows are kept under ``VANISHED``, which a stream of an entity without entries reads.
+        An id that an entry or a live alias declaration names is in the store anyway: kept."""
         for entity_id in sorted(entities):
-            if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
+            if _named(conn, entries, grouped, entity_id):
                 continue
             _forget_regroupings(conn, removals, entity_id)
             conn.execute(
@@ -391,8 +404,9 @@ class TimelinesProjection(GroupedProjection, Projection):
         """``tl_removals``' rows of an erased alias declaration: its alias (``status`` 'alias') and
         canonical id ('canonical'), so that a stream whose group it split is told of the entries
         that left it (``projections.live``). None when the live tables had not applied it (no
-        reader saw the merge) or neither id has entries; an id without entries is kept as
-        ``VANISHED``, as for an erased event; a rebuild's tables take the live ones'."""
+        reader saw the merge) or neither id has entries; an id that neither an entry nor a live
+        declaration names is kept as ``VANISHED``, as for an erased event; a rebuild's tables
+        take the live ones'."""
         removals = self.table(REMOVALS, tag)
         live_tag, reached = live
         if tag != live_tag:
@@ -400,11 +414,11 @@ class TimelinesProjection(GroupedProjection, Projection):
             return
         if gone.declared is None or reached < gone.position:
             return
-        entries = self.table(ENTRIES, tag)
-        # An id no entry names is kept as VANISHED (a stream of it reads those rows as its own)
+        entries, grouped = self._naming(conn, tag)
+        # An id that neither an entry nor a live declaration names is kept as VANISHED (a stream
+        # of it reads those rows as its own)
         sides = [
-            entity_id if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone()
-            else VANISHED for entity_id in gone.declared
+            entity_id if _named(conn, entries, grouped, entity_id) else VANISHED for entity_id in gone.declared
         ]
         if all(side == VANISHED for side in sides):
             return  # no entries moved: nothing to tell
@@ -482,6 +496,14 @@ def _forget_regroupings(conn: sqlite3.Connection, removals: str, entity_id: str)
     )
     conn.execute(
         f"UPDATE {removals} SET entity_id = '{VANISHED}' WHERE kind = 'entity_alias' AND entity_id = ?", (entity_id,)
+    )
+
+
+def _named(conn: sqlite3.Connection, entries: str, grouped: str, entity_id: str) -> bool:
+    """Whether an entry or a live alias declaration (an id in a group) names an id."""
+    return any(
+        conn.execute(f"SELECT 1 FROM {table} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone()
+        for table in (entries, grouped)
     )
 
 

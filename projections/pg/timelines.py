@@ -13,7 +13,7 @@ from typing import Any
 from ..erasure import Erased
 from ..timelines import (
     CHANGES, ENTRIES, EVENTS, GLOBAL, GROUP_ENTRIES, OPEN, PREFIX, RANK_SQL, REMOVALS, VANISHED, TimelinesProjection,
-    _forget_regroupings,
+    _forget_regroupings, _named,
 )
 from . import groups
 from .groups import PgGroups
@@ -112,9 +112,9 @@ class PgTimelinesProjection(TimelinesProjection):
         return bool(found)
 
     @staticmethod
-    def _forget_vanished(conn: Any, removals: str, entries: str, entities: frozenset[str]) -> None:
+    def _forget_vanished(conn: Any, removals: str, entries: str, grouped: str, entities: frozenset[str]) -> None:
         for entity_id in sorted(entities):
-            if conn.execute(f"SELECT 1 FROM {entries} WHERE entity_id = ? LIMIT 1", (entity_id,)).fetchone():
+            if _named(conn, entries, grouped, entity_id):
                 continue
             _forget_regroupings(conn, removals, entity_id)
             # (SQLite's UPDATE OR IGNORE: a row that VANISHED already has is left to the DELETE)
