@@ -395,7 +395,11 @@ class _Reader:
         index = AliasIndex()
         for declaration in sorted([*self.aliases.declarations, *((p, a, c, None) for _, p, a, c, _ in declared)],
                                   key=lambda d: d[0]):
-            index.add(*declaration)
+            # A side read from a VANISHED row is a guess: it may close a cycle the store never
+            # held (and ``AliasIndex.find`` would then loop for ever). Such a declaration is left
+            # out, as the store would have refused it.
+            if not index.would_cycle(declaration[1], declaration[2]):
+                index.add(*declaration)
         return index
 
     def _erased_declarations(self, table: str, seen: int, reached: int) -> list[tuple[int, int, str, str, bool]]:

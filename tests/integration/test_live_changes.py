@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from events.models import EventRejected, parse_event
@@ -125,11 +125,15 @@ def page(q: Queries, entity_id: str | None, filters: StreamFilter) -> dict[str, 
             return out
 
 
-@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(
-    events=st.lists(st.one_of(news_event(), news_event(), editorial_event()), min_size=1, max_size=30),
-    data=st.data(),
-)
+REPLAYED_EVENTS = st.lists(st.one_of(news_event(), news_event(), editorial_event()), min_size=1, max_size=30)
+REPLAYED_HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+# Derandomized: the same examples every run. With a random seed, 2 of 15 seeds found the known
+# defect of ``test_known_chains_of_erased_aliases_*`` below (each a strict xfail that runs the
+# generator at that seed), and CI would fail on it by chance rather than on a regression.
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=REPLAYED_HEALTH)
+@given(events=REPLAYED_EVENTS, data=st.data())
 def test_a_stream_replayed_is_the_page(tmp_path_factory, events, data) -> None:
     path = Path(tmp_path_factory.mktemp("live")) / "t.db"
     store = EventStore(path)
@@ -253,6 +257,22 @@ def project(store: EventStore) -> None:
 def messages(q: Queries, entity_id: str | None, after: int = 0, **filters: Any) -> list[tuple[int, str, str]]:
     got, _ = read_all(q, entity_id, StreamCursor(after), StreamFilter(**filters), 50)
     return [(m.position, m.kind, json.loads(m.data)["event_id"]) for m in got]
+
+
+def _replayed_at(value: int):
+    """The property test above, generated from one seed (no example database): a known failure."""
+    inner = test_a_stream_replayed_is_the_page.hypothesis.inner_test
+    return seed(value)(settings(max_examples=60, deadline=None, database=None, phases=[Phase.generate],
+                                suppress_health_check=REPLAYED_HEALTH)(given(events=REPLAYED_EVENTS, data=st.data())(inner)))
+
+
+_CHAINS = ("known: a chain of several erased alias declarations whose sides were left without entries"
+           " (kept as VANISHED and guessed) leaves a stream holding entries the page no longer shows")
+test_known_chains_of_erased_aliases_seed_12 = pytest.mark.xfail(strict=True, reason=_CHAINS)(_replayed_at(12))
+test_known_chains_of_erased_aliases_seed_15 = pytest.mark.xfail(strict=True, reason=_CHAINS)(_replayed_at(15))
+# Seed 2 looped for ever (before ``_Reader._with`` left out a guessed declaration closing a cycle):
+# a stream's read spun in ``AliasIndex.find`` holding a reader thread.
+test_a_guessed_side_closing_a_cycle_is_left_out = _replayed_at(2)
 
 
 def test_messages_of_each_kind(db: Path, q: Queries) -> None:
