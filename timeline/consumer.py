@@ -187,14 +187,7 @@ class StreamConsumer:
     async def _stop_writer(self) -> None:
         """Cancel the writer (a batch being appended is committed or rolled back first: the
         SQLite transaction runs in a thread, which a cancellation waits for)."""
-        writer = self._writer
-        if writer is None or writer.done():
-            return
-        writer.cancel()
-        try:
-            await writer
-        except asyncio.CancelledError:
-            pass
+        await _cancel(self._writer)
 
     async def _settle_own_pending(self) -> None:
         """Store what this consumer was given but never handled.

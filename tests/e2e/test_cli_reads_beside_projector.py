@@ -32,6 +32,20 @@ def report(i: int) -> bytes:
                        "entities": [{"id": "acme", "name": "Acme"}]}).encode()
 
 
+def _read_what_is_projected(
+    exported: subprocess.CompletedProcess[str], shown: subprocess.CompletedProcess[str], took: float
+) -> None:
+    """`export` and `show` read the 5 projected events, say the 3 stored after them wait, and
+    did not wait out a lock (SQLite's 30 s)."""
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert [json.loads(line)["event_id"] for line in exported.stdout.splitlines()] == [f"r-{i}" for i in range(5)]
+    assert "3 events behind the store's head" in exported.stderr
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["total"] == 5
+    assert "3 events behind the store's head" in shown.stderr
+    assert took < 20, took
+
+
 def test_show_and_export_read_what_is_projected_while_a_projector_holds_its_lock(tmp_path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(report(i) for i in range(5)) + b"\n")
@@ -48,13 +62,7 @@ def test_show_and_export_read_what_is_projected_while_a_projector_holds_its_lock
     finally:
         projector.execute("ROLLBACK")
         projector.close()
-    assert exported.returncode == 0, exported.stderr[-2000:]
-    assert [json.loads(line)["event_id"] for line in exported.stdout.splitlines()] == [f"r-{i}" for i in range(5)]
-    assert "3 events behind the store's head" in exported.stderr
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    assert json.loads(shown.stdout)["total"] == 5
-    assert "3 events behind the store's head" in shown.stderr
-    assert took < 20, took
+    _read_what_is_projected(exported, shown, took)
 
     # No other process holds the locks: caught up to the store's head first, as before.
     done = run(["export", "--all", "--format", "ndjson"], tmp_path)
@@ -121,13 +129,7 @@ def test_show_and_export_on_postgresql_read_what_is_projected_while_a_node_proje
             took = time.monotonic() - started
     finally:
         node.close()
-    assert exported.returncode == 0, exported.stderr[-2000:]
-    assert [json.loads(line)["event_id"] for line in exported.stdout.splitlines()] == [f"r-{i}" for i in range(5)]
-    assert "3 events behind the store's head" in exported.stderr
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    assert json.loads(shown.stdout)["total"] == 5
-    assert "3 events behind the store's head" in shown.stderr
-    assert took < 20, took
+    _read_what_is_projected(exported, shown, took)
 
     done = run(["export", "--all", "--format", "ndjson"], tmp_path, TIMELINE_DB=pg_db)  # the node is gone
     assert done.returncode == 0, done.stderr[-2000:]
