@@ -416,11 +416,14 @@ class _Reader:
             return []
         assert self.entity_id is not None
         at = reached
-        # A side kept as VANISHED (an id that no entry nor live declaration named when it was
-        # erased; one still in a group keeps its id) can only be a member
-        # of this stream's group that had no entries then either: its own entity first, then the
-        # group's canonical id, then the others (the streams that can have shown the merge); but
-        # every stream of such an entity reads it so, and no id tells them apart.
+        # A side kept as VANISHED (an id that no entry nor live declaration names any more; one
+        # still in a group keeps its id) is either a member of this stream's group that had no
+        # entries then either: its own entity first, then the group's canonical id, then the
+        # others (the streams that can have shown the merge; every stream of such an entity
+        # reads it so, and no id tells them apart); or else the id the stream's group was merged
+        # with, or a link of a chain of erased declarations through it (a -> id -> b): read as
+        # VANISHED itself, one node for every such id, whose entries are the erased ones kept
+        # under VANISHED (told as erasures).
         root = self.aliases.resolve(self.entity_id, at)
         ids = [self.entity_id, root, *sorted(set(self.members(at)) - {self.entity_id, root})]
         bare = {m: self._bare_until(m) for m in ids}
@@ -436,9 +439,13 @@ class _Reader:
                 side = next((m for m in ids if bare[m] > d["reached"] and m != known and (
                     self.aliases.resolve(known, at) != m if alias == VANISHED else self.aliases.resolve(m, at) != known
                 )), None)
-                if side is None:
-                    continue
-                alias, canonical = (side, canonical) if alias == VANISHED else (alias, side)
+                # None such: the vanished id was not one of the group's own members but the
+                # group it joined (or a link of a chain of erased declarations through it): it is
+                # read as ``VANISHED`` itself, a node of the group as the stream had it, so that
+                # the chain holds and the erasures of its entries (VANISHED's rows) are told.
+                alias, canonical = (
+                    (alias, canonical) if side is None else (side, canonical) if alias == VANISHED else (alias, side)
+                )
             if alias != canonical:
                 out.append((seq, d["position"], alias, canonical, guessed))
         return out
