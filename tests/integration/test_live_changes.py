@@ -779,7 +779,7 @@ def test_a_chain_of_erased_aliases_through_an_id_left_without_entries_is_told(ba
     assert held.keys() == page(q, "elon-musk", StreamFilter()).keys() == {"s1"}
 
 
-def test_an_erased_alias_whose_alias_is_left_without_entries_before_the_stream_reads_is_told(backend_reads: Any) -> None:
+def test_an_erased_alias_whose_alias_is_left_without_entries_before_a_read_is_told(backend_reads: Any) -> None:
     """Seed 15 of the property test, shrunk: a1 (elon-musk -> x) is erased, then elon-musk's only
     event, before x's stream reads: a1's rows and the event's keep elon-musk as VANISHED, and
     x (which has entries) must still be told to remove the entry a1 had moved in."""
