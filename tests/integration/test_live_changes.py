@@ -129,9 +129,10 @@ REPLAYED_EVENTS = st.lists(st.one_of(news_event(), news_event(), editorial_event
 REPLAYED_HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 
-# Derandomized: the same examples every run, so that CI fails on a regression rather than by
-# chance (``_replayed_at`` runs the generator at other seeds: ``test_known_chains_*`` below).
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=REPLAYED_HEALTH)
+# Random examples each run (the example database keeps failures); the seeds that once found the
+# defects of erased alias chains (12, 15) and a cycle (2) also run as fixed tests below.
+@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=REPLAYED_HEALTH)
 @given(events=REPLAYED_EVENTS, data=st.data())
 def test_a_stream_replayed_is_the_page(tmp_path_factory, events, data) -> None:
     path = Path(tmp_path_factory.mktemp("live")) / "t.db"
@@ -259,7 +260,7 @@ def messages(q: Queries, entity_id: str | None, after: int = 0, **filters: Any) 
 
 
 def _replayed_at(value: int):
-    """The property test above, generated from one seed (no example database): a known failure."""
+    """The property test above, generated from one seed (no example database)."""
     inner = test_a_stream_replayed_is_the_page.hypothesis.inner_test
     return seed(value)(settings(max_examples=60, deadline=None, database=None, phases=[Phase.generate],
                                 suppress_health_check=REPLAYED_HEALTH)(given(events=REPLAYED_EVENTS, data=st.data())(inner)))
@@ -268,8 +269,8 @@ def _replayed_at(value: int):
 # Seeds 12 and 15 left a stream holding entries the page no longer showed (before ``_Reader.
 # _erased_declarations`` read a VANISHED side it could not guess as VANISHED itself): shrunk to
 # ``test_a_chain_of_erased_aliases_through_an_id_left_without_entries_is_told`` and the next.
-test_known_chains_of_erased_aliases_seed_12 = _replayed_at(12)
-test_known_chains_of_erased_aliases_seed_15 = _replayed_at(15)
+test_chains_of_erased_aliases_seed_12 = _replayed_at(12)
+test_chains_of_erased_aliases_seed_15 = _replayed_at(15)
 # Seed 2 looped for ever (before ``_Reader._with`` left out a guessed declaration closing a cycle):
 # a stream's read spun in ``AliasIndex.find`` holding a reader thread.
 test_a_guessed_side_closing_a_cycle_is_left_out = _replayed_at(2)
