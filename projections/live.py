@@ -232,6 +232,7 @@ class _Reader:
         self.entity_id, self.filters = entity_id, filters
         self.aliases: AliasIndex = queries.aliases
         self.rank = RANK[filters.role] if filters.role else None
+        self._bare: dict[str, int] = {}  # ``_bare_until``'s answers, kept for this read's snapshot
 
     # --- the group's members and the declarations that change them ----------------------
 
@@ -354,7 +355,7 @@ class _Reader:
         among, among_args = self.queries._in("entity_id", members)
         # Rows of entities only erased events named (no id left) are VANISHED's: they may be a
         # member's that had no entries when the erasure was made (it may have some again since).
-        bare = max((self._bare_until(m) for m in members if m != GLOBAL), default=0)
+        bare = max(self._bare_until([m for m in members if m != GLOBAL]).values(), default=0)
         if bare:
             among, among_args = f"({among} OR (entity_id = '{VANISHED}' AND reached < ?))", [*among_args, bare]
         where = ["seq > ?", "kind != 'entity_alias'", among, "valid_from <= ?", "valid_to > ?"]
@@ -426,7 +427,7 @@ class _Reader:
         # under VANISHED (told as erasures).
         root = self.aliases.resolve(self.entity_id, at)
         ids = [self.entity_id, root, *sorted(set(self.members(at)) - {self.entity_id, root})]
-        bare = {m: self._bare_until(m) for m in ids}
+        bare = self._bare_until(ids)
         out = []
         for seq, d in declared.items():
             alias, canonical = d.get("alias"), d.get("canonical")
@@ -492,13 +493,19 @@ class _Reader:
             page.messages[start:] = [_erased(m) if m.kind == "remove" else m for m in page.messages[start:]]
         return mid is not None and any(d[1] == at + 1 for d in erased)
 
-    def _bare_until(self, entity_id: str) -> int:
-        """The position of the first version filed under ``entity_id`` (``EVERYTHING`` when none
-        is): it had no entries before, so an erasure made when the tables had reached less may
-        have left its rows as VANISHED."""
-        sql = f"SELECT MIN(valid_from) FROM {ENTRIES}{self.tag} WHERE entity_id = ?"
-        first = self.conn.execute(sql, (entity_id,)).fetchone()[0]
-        return EVERYTHING if first is None else first
+    def _bare_until(self, entity_ids: Sequence[str]) -> dict[str, int]:
+        """For each id, the position of the first version filed under it (``EVERYTHING`` when
+        none is): it had no entries before, so an erasure made when the tables had reached less
+        may have left its rows as VANISHED. One statement for the ids not asked yet in this read
+        (a group's members are asked by ``removals`` and again by ``_erased_declarations``)."""
+        missing = [i for i in dict.fromkeys(entity_ids) if i not in self._bare]
+        if missing:
+            among, args = self.queries._in("entity_id", missing)
+            first = {row[0]: row[1] for row in self.conn.execute(
+                f"SELECT entity_id, MIN(valid_from) FROM {ENTRIES}{self.tag} WHERE {among} GROUP BY entity_id", args
+            )}
+            self._bare.update((i, first.get(i, EVERYTHING)) for i in missing)
+        return {i: self._bare[i] for i in entity_ids}
 
     # --- alias declarations ---------------------------------------------------------------
 

@@ -209,9 +209,9 @@ class TimelinesProjection(GroupedProjection, Projection):
         (``GroupedProjection.declare``): a merged set's rows are copied to the set it joined (the
         smaller set's: each row is copied at most log2(n) times) and kept, closed at ``at``, for
         ``as_of`` reads before it; a refiled set's (``groups.REFILE_GROWTH``) are copied, closed
-        at ``at``, and its open ones run from ``at`` on; a lone id's are copied from its entries; a dissolved set's are
-        closed, a new set's filed anew. A row joins a set from ``at`` (or from its version, if
-        later: a batch files its events before its declarations)."""
+        at ``at``, and its open ones run from ``at`` on; a lone id's are copied from its entries;
+        a dissolved set's are closed, a new set's filed anew. A row joins a set from ``at`` (or
+        from its version, if later: a batch files its events before its declarations)."""
         group_entries, entries = self.table(GROUP_ENTRIES, tag), self.table(ENTRIES, tag)
         columns = "start_key, position, valid_from, rank"
         at = done.at

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from .terminal import escape
 from rich.table import Table
 
 from .deadletters import (
@@ -30,6 +29,7 @@ from .deadletters import (
     pages,
 )
 from .settings import Settings
+from .terminal import escape
 
 if TYPE_CHECKING:  # (imported when a command talks to Redis: `timeline --help` and the others never load it)
     import redis
@@ -199,24 +199,19 @@ def resubmit(
     _mend("resubmit", items(), timeout, bad)
 
 
-def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A line's object, refused when it names a key twice: reading it would keep one of the
-    values (which one, readers disagree) without a word, say of an ``event`` object holding the
-    fields of an entry that had several ``event`` fields."""
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        key = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
-        raise BadLine(f"{key}: named more than once in one object; keep the one value meant")
-    return value
-
-
 def _resubmitted(line: bytes) -> tuple[DeadLetter, bytes]:
+    from events.models import repeated_keys  # (not with the module: `timeline --help` does not load it)
+
     try:
-        value = json.loads(line, object_pairs_hook=_once_each)
-    except BadLine:
-        raise
+        value = json.loads(line)
     except (ValueError, RecursionError) as exc:
         raise BadLine(f"not a JSON object ({exc})") from None
+    # A key named twice in one object: reading it kept one of the values (which one, readers
+    # disagree) without a word, say of an ``event`` object holding the fields of an entry that
+    # had several ``event`` fields.
+    repeated = repeated_keys(line, value)
+    if repeated:
+        raise BadLine(f"{repeated[0][1]}: named more than once in one object; keep the one value meant")
     if not isinstance(value, dict):
         raise BadLine("not a JSON object")
     letter_id = value.get("id")
