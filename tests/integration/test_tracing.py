@@ -142,7 +142,7 @@ def test_off_by_default_nothing_is_imported_or_installed(
     env: None, redis_client: redis.Redis, stream_name: str
 ) -> None:
     run = subprocess.run(
-        [sys.executable, "-c", OFF], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [sys.executable, "-X", "faulthandler", "-c", OFF], capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert run.returncode == 0, run.stderr
